@@ -1,0 +1,673 @@
+"""The stack config: a typed, validated model of one `Pulumi.<stack>.yaml`.
+
+Pure Python (no Pulumi import at module level) so that the local platform, the tests and the Pulumi
+program share one model and one set of error messages. Every problem in a config is collected and
+reported at once, each naming the key, the bad value and the fix.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.addressing import LARGEST_VPC_PREFIX, MAX_AZS, MIN_AZS, SMALLEST_VPC_PREFIX
+
+PROJECT_NAME = "cross-region-dask"
+DEFAULT_SYNC_SCHEDULE = "cron(0 0 * * ? *)"
+# CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                      2557, 2922, 3288, 3653)
+LUSTRE_THROUGHPUTS_PER_TIB = (125, 250, 500, 1000)  # PERSISTENT_2 SSD, MB/s/TiB
+LUSTRE_MIN_STORAGE_GIB = 1200
+LUSTRE_STORAGE_STEP_GIB = 2400  # PERSISTENT_2 SSD: 1200 GiB, then multiples of 2400 GiB
+MIN_MEMORY_PER_WORKER_MIB = 1024
+RESERVED_TAG_KEYS = ("project", "stack", "team")
+PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+# ---------------------------------------------------------------------------------------------- schema
+@dataclass(frozen=True)
+class Key:
+    """One config key: its JSON type, default (absent = required) and what it means."""
+
+    name: str
+    kind: str  # string | integer | boolean | array | object
+    description: str
+    default: Any = None
+    required: bool = False
+
+
+TOP_LEVEL_KEYS: tuple[Key, ...] = (
+    Key("client", "object", "The client region: where the scheduler, dashboard, catalog and notebook run.",
+        required=True),
+    Key("workers", "array", "Worker regions, one per public dataset; a worker may share the client's region.",
+        required=True),
+    Key("team", "string", "Team that owns the stack; tagged on every resource.", "platform"),
+    Key("tags", "object", "Extra tags for every resource (besides project, stack and team).", {}),
+    Key("syncSchedule", "string", "EventBridge Scheduler expression (UTC) for the nightly catalog sync.",
+        DEFAULT_SYNC_SCHEDULE),
+    Key("availabilityZones", "integer", "Availability zones per VPC (2 or 3).", 2),
+    Key("logRetentionDays", "integer", "Retention of every CloudWatch log group we create.", 30),
+)
+
+CLIENT_KEYS: tuple[Key, ...] = (
+    Key("region", "string", "AWS region of the client VPC.", required=True),
+    Key("cidr", "string", "Private IPv4 CIDR of the client VPC (/16 to /22).", required=True),
+    Key("dashboardAllowedCidrs", "array",
+        "CIDRs allowed to reach the dashboard from outside the VPC; empty keeps the load balancer internal.",
+        []),
+)
+
+WORKER_KEYS: tuple[Key, ...] = (
+    Key("region", "string", "AWS region of this worker VPC (where the dataset lives).", required=True),
+    Key("cidr", "string", "Private IPv4 CIDR of this worker VPC (/16 to /22).", required=True),
+    Key("dataset", "string", "S3 URI of the public dataset, `s3://bucket[/prefix]`.", required=True),
+    Key("lustreFileSystemPath", "string",
+        "Relative path under `/fsx/<region>/` where the dataset appears (default: the S3 prefix, or the bucket).",
+        None),
+    Key("instanceType", "string", "EC2 instance type of the worker hosts.", "m5d.4xlarge"),
+    Key("minInstances", "integer", "Minimum EC2 instances in the worker auto scaling group.", 0),
+    Key("maxInstances", "integer", "Maximum EC2 instances in the worker auto scaling group.", 12),
+    Key("minTasks", "integer", "Minimum Dask worker tasks (ECS).", 1),
+    Key("maxTasks", "integer", "Maximum Dask worker tasks (ECS).", 16),
+    Key("workersPerTask", "integer", "Dask worker processes per task (`--nworkers`).", 10),
+    Key("threadsPerWorker", "integer", "Threads per Dask worker process (`--nthreads`).", 3),
+    Key("taskMemoryMiB", "integer", "Memory reserved per worker task, MiB.", 25000),
+    Key("cpuTargetPercent", "integer", "Average CPU the worker service's autoscaling aims for.", 40),
+    Key("lustreStorageGiB", "integer", "FSx for Lustre capacity: 1200 or a multiple of 2400 GiB.", 1200),
+    Key("lustreThroughputPerTiB", "integer", "FSx for Lustre throughput per TiB: 125, 250, 500 or 1000 MB/s.",
+        1000),
+)
+
+
+# -------------------------------------------------------------------------------------------- the model
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str  # no leading or trailing slash; "" for the whole bucket
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    region: str
+    cidr: str
+    dashboard_allowed_cidrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    region: str
+    cidr: str
+    dataset: S3Location
+    lustre_file_system_path: str
+    instance_type: str = "m5d.4xlarge"
+    min_instances: int = 0
+    max_instances: int = 12
+    min_tasks: int = 1
+    max_tasks: int = 16
+    workers_per_task: int = 10
+    threads_per_worker: int = 3
+    task_memory_mib: int = 25000
+    cpu_target_percent: int = 40
+    lustre_storage_gib: int = 1200
+    lustre_throughput_per_tib: int = 1000
+
+    @property
+    def pool_name(self) -> str:
+        """The Dask resource every worker of this region carries (`--resources pool-<region>=...`)."""
+        return f"pool-{self.region}"
+
+    @property
+    def fsx_path(self) -> str:
+        """Where the dataset appears on the file system (the data repository association's path)."""
+        return f"/{self.region}/{self.lustre_file_system_path}"
+
+
+@dataclass(frozen=True)
+class Site:
+    """One VPC of the platform: the client's or a worker region's."""
+
+    name: str  # "client" or "worker-<region>"; stable, used in logical and physical names
+    region: str
+    cidr: str
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    project: str
+    stack: str
+    client: ClientConfig
+    workers: tuple[WorkerConfig, ...]
+    team: str = "platform"
+    tags: Mapping[str, str] = field(default_factory=dict)
+    sync_schedule: str = DEFAULT_SYNC_SCHEDULE
+    availability_zones: int = 2
+    log_retention_days: int = 30
+
+    @property
+    def sites(self) -> tuple[Site, ...]:
+        client = Site("client", self.client.region, self.client.cidr)
+        return (client, *(Site(f"worker-{w.region}", w.region, w.cidr) for w in self.workers))
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """Distinct regions, client first, then workers in config order."""
+        return tuple(dict.fromkeys(site.region for site in self.sites))
+
+    @property
+    def default_tags(self) -> dict[str, str]:
+        return {**self.tags, "project": self.project, "stack": self.stack, "team": self.team}
+
+
+# ------------------------------------------------------------------------------------------- problems
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} Fix: {self.fix}"
+
+
+class ConfigError(Exception):
+    """A stack config with problems. `str()` lists them all, one per line."""
+
+    def __init__(self, problems: Sequence[Problem], source: str = "stack config") -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        count = len(self.problems)
+        lines = [f"{source} has {count} problem{'s' if count != 1 else ''}; nothing was deployed:"]
+        lines += [f"  - {p}" for p in self.problems]
+        super().__init__("\n".join(lines))
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else repr(value)
+
+
+def _did_you_mean(word: str, choices: Sequence[str]) -> str:
+    by_lower = {choice.lower(): choice for choice in choices}
+    close = [by_lower[m] for m in difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.5)]
+    return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(choices)}."
+
+
+@cache
+def known_regions() -> frozenset[str]:
+    """Every region botocore knows in any partition (its bundled partition and endpoint data)."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("ec2", partition_name=partition))
+    partitions = session.get_component("data_loader").load_data("partitions")
+    for partition_data in partitions.get("partitions", []):
+        regions.update(partition_data.get("regions", {}))
+    return frozenset(regions)
+
+
+# ------------------------------------------------------------------------------------------ validation
+class _Checker:
+    """Accumulates problems while reading a raw (JSON-like) config."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, message: str, fix: str) -> None:
+        self.problems.append(Problem(path, message, fix))
+
+    def section(self, raw: Any, keys: Sequence[Key], path: str) -> dict[str, Any] | None:
+        """Check a mapping against its keys: unknown keys, required keys and JSON types. Returns the
+        values with defaults filled in (None for a key whose value was rejected)."""
+        if not isinstance(raw, Mapping):
+            self.add(path, f"must be a mapping of keys to values, got {_fmt(raw)}.",
+                     f"write it as an object with keys {', '.join(k.name for k in keys)}.")
+            return None
+        names = [k.name for k in keys]
+        for given in raw:
+            if given not in names:
+                self.add(f"{path}.{given}" if path else str(given), "is not a known key.",
+                         f"{_did_you_mean(str(given), names)} Remove or rename it.")
+        values: dict[str, Any] = {}
+        for key in keys:
+            key_path = f"{path}.{key.name}" if path else key.name
+            if key.name not in raw or raw[key.name] is None:
+                if key.required:
+                    self.add(key_path, "is required but missing.", f"set {key_path} ({key.description})")
+                values[key.name] = None if key.required else key.default
+                continue
+            values[key.name] = self.typed(raw[key.name], key, key_path)
+        return values
+
+    def typed(self, value: Any, key: Key, path: str) -> Any:
+        ok = {
+            "string": isinstance(value, str),
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "boolean": isinstance(value, bool),
+            "array": isinstance(value, list),
+            "object": isinstance(value, Mapping),
+        }[key.kind]
+        if not ok:
+            article = "an" if key.kind[0] in "aeiou" else "a"
+            self.add(path, f"must be {article} {key.kind}, got {_fmt(value)} ({type(value).__name__}).",
+                     f"give {path} {article} {key.kind} value.")
+            return None
+        if key.kind == "string" and not value.strip():
+            self.add(path, "is empty.", f"set {path} ({key.description})")
+            return None
+        return value
+
+    def whole(self, value: int | None, path: str, low: int, high: int | None = None) -> None:
+        if value is None:
+            return
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.add(path, f"is {value}, must be {bounds}.", f"set {path} to a value {bounds}.")
+
+
+def _check_region(c: _Checker, region: str | None, path: str) -> None:
+    if region is None or region in known_regions():
+        return
+    close = difflib.get_close_matches(region, sorted(known_regions()), n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else "use a region code such as 'eu-west-2'."
+    c.add(path, f"{region!r} is not an AWS region botocore knows.", hint)
+
+
+def _check_vpc_cidr(c: _Checker, cidr: str | None, path: str) -> ipaddress.IPv4Network | None:
+    if cidr is None:
+        return None
+    try:
+        network = ipaddress.ip_network(cidr, strict=True)
+    except ValueError:
+        try:
+            loose = ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            c.add(path, f"{cidr!r} is not a CIDR block.", "write it as an IPv4 network such as '10.1.0.0/16'.")
+            return None
+        c.add(path, f"{cidr!r} has host bits set.", f"use the network address: {str(loose)!r}.")
+        return None
+    if not isinstance(network, ipaddress.IPv4Network):
+        c.add(path, f"{cidr!r} is IPv6; VPCs need a primary IPv4 block.", "use a private IPv4 range.")
+        return None
+    if not any(network.subnet_of(private) for private in PRIVATE_RANGES):
+        c.add(path, f"{cidr!r} is not a private (RFC 1918) range.",
+              "use a block inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16.")
+        return None
+    if network.prefixlen < LARGEST_VPC_PREFIX:
+        c.add(path, f"{cidr!r} is larger than AWS allows for a VPC (/{LARGEST_VPC_PREFIX}).",
+              f"use a /{LARGEST_VPC_PREFIX} or smaller block.")
+        return None
+    if network.prefixlen > SMALLEST_VPC_PREFIX:
+        c.add(path, f"{cidr!r} is too small to hold the subnets (private, public and Transit Gateway "
+                    f"attachment subnets in up to {MAX_AZS} AZs).",
+              f"use a /{SMALLEST_VPC_PREFIX} or larger block, e.g. /16.")
+        return None
+    return network
+
+
+def _check_allowlist(c: _Checker, cidrs: list[Any] | None, path: str) -> tuple[str, ...]:
+    accepted: list[str] = []
+    for i, cidr in enumerate(cidrs or []):
+        item = f"{path}[{i}]"
+        if not isinstance(cidr, str):
+            c.add(item, f"must be a CIDR string, got {_fmt(cidr)}.", "write it as '203.0.113.0/24'.")
+            continue
+        try:
+            network = ipaddress.ip_network(cidr, strict=True)
+        except ValueError:
+            c.add(item, f"{cidr!r} is not a CIDR block (or has host bits set).", "write it as '203.0.113.0/24'.")
+            continue
+        if network.prefixlen == 0:
+            c.add(item, f"{cidr!r} opens it to the whole internet.",
+                  "list only your office or VPN ranges; leave the list empty to keep it internal.")
+            continue
+        accepted.append(cidr)
+    return tuple(accepted)
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_dataset(c: _Checker, uri: str | None, path: str) -> S3Location | None:
+    if uri is None:
+        return None
+    fix = "write it as 's3://bucket' or 's3://bucket/prefix', e.g. 's3://era5-pds'."
+    if not uri.startswith("s3://"):
+        c.add(path, f"{uri!r} is not an s3:// URI.", fix)
+        return None
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    prefix = prefix.strip("/")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        c.add(path, f"{bucket!r} in {uri!r} is not a valid S3 bucket name.", fix)
+        return None
+    if "//" in prefix or any(part in (".", "..") for part in prefix.split("/")):
+        c.add(path, f"the prefix of {uri!r} has empty, '.' or '..' segments.", fix)
+        return None
+    return S3Location(bucket, prefix)
+
+
+def _check_lustre_path(c: _Checker, value: str | None, path: str) -> str | None:
+    if value is None:
+        return None
+    fix = "give a relative path such as 'era5-pds' or 'CMIP6/ScenarioMIP/MOHC'."
+    if value.startswith("/"):
+        c.add(path, f"{value!r} is absolute; it is placed under /fsx/<region>/.", fix)
+        return None
+    parts = value.rstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts) or "\\" in value or any(ch.isspace() for ch in value):
+        c.add(path, f"{value!r} has empty, '.' or '..' segments, backslashes or spaces.", fix)
+        return None
+    return value.rstrip("/")
+
+
+_CRON_FIELDS = (  # name, low, high, extra characters allowed besides digits , - * /
+    ("minutes", 0, 59, ""), ("hours", 0, 23, ""), ("day-of-month", 1, 31, "?LW"),
+    ("month", 1, 12, ""), ("day-of-week", 1, 7, "?L#"), ("year", 1970, 2199, ""),
+)
+_NAMES = {"month": "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(),
+          "day-of-week": "SUN MON TUE WED THU FRI SAT".split()}
+
+
+def _cron_field_problem(text: str, name: str, low: int, high: int, extra: str) -> str | None:
+    """Why one cron field is invalid, or None. Items are comma-separated `base[/step]`."""
+    for alias_index, alias in enumerate(_NAMES.get(name, []), start=1):
+        text = text.replace(alias, str(alias_index))
+    for item in text.split(","):
+        base, _, step = item.partition("/")
+        if step and (not step.isdigit() or int(step) < 1):
+            return f"the {name} field has an invalid increment in {item!r}"
+        if base in ("*", "?") and (base == "*" or "?" in extra):
+            continue
+        core = base.split("#")[0].rstrip("LW") if extra else base
+        if "#" in base and "#" not in extra:
+            return f"the {name} field does not accept '#'"
+        if core == "" and base in ("L", "LW") and "L" in extra:
+            continue
+        bounds = core.split("-")
+        if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
+            return f"the {name} field value {item!r} is not a number, range, '*' or '?' it accepts"
+        if any(not low <= int(b) <= high for b in bounds):
+            return f"the {name} field value {item!r} is outside {low}-{high}"
+    return None
+
+
+def schedule_problem(expression: str) -> str | None:
+    """Why an EventBridge Scheduler expression is invalid, or None. Accepts cron(6 fields), rate(), at()."""
+    rate = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", expression)
+    if rate:
+        count, unit = int(rate.group(1)), rate.group(2)
+        if count < 1:
+            return "a rate must be at least 1"
+        if (count == 1) != (not unit.endswith("s")):
+            singular = unit.rstrip("s")
+            return f"use the singular unit for 1 and the plural above, e.g. 'rate(1 {singular})', 'rate(2 {singular}s)'"
+        return None
+    if re.fullmatch(r"at\(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\)", expression):
+        return None
+    cron = re.fullmatch(r"cron\((.*)\)", expression)
+    if not cron:
+        return "must be cron(...), rate(...) or at(...)"
+    fields = cron.group(1).split()
+    if len(fields) != 6:
+        return f"cron needs 6 fields (minutes hours day-of-month month day-of-week year), got {len(fields)}"
+    for text, spec in zip(fields, _CRON_FIELDS, strict=True):
+        if reason := _cron_field_problem(text, *spec):
+            return reason
+    day_of_month, day_of_week = fields[2], fields[4]
+    if (day_of_month == "?") == (day_of_week == "?"):
+        return "exactly one of day-of-month and day-of-week must be '?'"
+    return None
+
+
+def _check_tags(c: _Checker, tags: Mapping[str, Any] | None, path: str) -> dict[str, str]:
+    accepted: dict[str, str] = {}
+    for key, value in (tags or {}).items():
+        item = f"{path}.{key}"
+        if key in RESERVED_TAG_KEYS:
+            c.add(item, f"{key!r} is set by the platform on every resource.",
+                  "remove it (use the top-level 'team' key to set the team).")
+        elif key.lower().startswith("aws:") or not 1 <= len(key) <= 128:
+            c.add(item, "is not an allowed tag key (1-128 characters, not starting with 'aws:').",
+                  "rename the tag.")
+        elif not isinstance(value, str) or len(value) > 256:
+            c.add(item, f"tag values must be strings of at most 256 characters, got {_fmt(value)}.",
+                  "quote the value and shorten it.")
+        else:
+            accepted[key] = value
+    return accepted
+
+
+def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
+    before = len(c.problems)
+    values = c.section(raw, WORKER_KEYS, path)
+    if values is None:
+        return None
+    _check_region(c, values["region"], f"{path}.region")
+    _check_vpc_cidr(c, values["cidr"], f"{path}.cidr")
+    dataset = _check_dataset(c, values["dataset"], f"{path}.dataset")
+    lustre_path = _check_lustre_path(c, values["lustreFileSystemPath"], f"{path}.lustreFileSystemPath")
+    if values["lustreFileSystemPath"] is None and dataset is not None:
+        lustre_path = dataset.prefix or dataset.bucket
+    instance_type = values["instanceType"]
+    if instance_type is not None and not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9-]+", instance_type):
+        c.add(f"{path}.instanceType", f"{instance_type!r} is not an EC2 instance type name.",
+              "use a name such as 'm5d.4xlarge'.")
+    for key in ("minInstances", "minTasks"):
+        c.whole(values[key], f"{path}.{key}", 0)
+    for key in ("maxInstances", "maxTasks", "workersPerTask", "threadsPerWorker"):
+        c.whole(values[key], f"{path}.{key}", 1)
+    c.whole(values["cpuTargetPercent"], f"{path}.cpuTargetPercent", 1, 100)
+    for low, high in (("minInstances", "maxInstances"), ("minTasks", "maxTasks")):
+        if values[low] is not None and values[high] is not None and values[low] > values[high]:
+            c.add(f"{path}.{low}", f"{values[low]} is greater than {path}.{high} ({values[high]}).",
+                  f"make {low} <= {high}.")
+    memory, workers = values["taskMemoryMiB"], values["workersPerTask"]
+    if memory is not None and workers is not None and memory < workers * MIN_MEMORY_PER_WORKER_MIB:
+        c.add(f"{path}.taskMemoryMiB",
+              f"{memory} MiB gives each of the {workers} workers less than {MIN_MEMORY_PER_WORKER_MIB} MiB.",
+              f"raise taskMemoryMiB to at least {workers * MIN_MEMORY_PER_WORKER_MIB} or lower workersPerTask.")
+    storage = values["lustreStorageGiB"]
+    if storage is not None and storage != LUSTRE_MIN_STORAGE_GIB and (
+        storage < LUSTRE_STORAGE_STEP_GIB or storage % LUSTRE_STORAGE_STEP_GIB
+    ):
+        c.add(f"{path}.lustreStorageGiB", f"{storage} GiB is not a PERSISTENT_2 size FSx accepts.",
+              f"use {LUSTRE_MIN_STORAGE_GIB} or a multiple of {LUSTRE_STORAGE_STEP_GIB} (2400, 4800, ...).")
+    throughput = values["lustreThroughputPerTiB"]
+    if throughput is not None and throughput not in LUSTRE_THROUGHPUTS_PER_TIB:
+        c.add(f"{path}.lustreThroughputPerTiB", f"{throughput} MB/s/TiB is not a PERSISTENT_2 throughput.",
+              f"use one of {', '.join(map(str, LUSTRE_THROUGHPUTS_PER_TIB))}.")
+    if len(c.problems) > before or dataset is None or lustre_path is None:
+        return None
+    return WorkerConfig(
+        region=values["region"], cidr=values["cidr"], dataset=dataset, lustre_file_system_path=lustre_path,
+        instance_type=instance_type, min_instances=values["minInstances"], max_instances=values["maxInstances"],
+        min_tasks=values["minTasks"], max_tasks=values["maxTasks"], workers_per_task=workers,
+        threads_per_worker=values["threadsPerWorker"], task_memory_mib=memory,
+        cpu_target_percent=values["cpuTargetPercent"], lustre_storage_gib=storage,
+        lustre_throughput_per_tib=throughput,
+    )
+
+
+def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PROJECT_NAME) -> StackConfig:
+    """Validate a raw config (keys without namespace, JSON-like values) and build the model.
+
+    Raises ConfigError listing every problem found.
+    """
+    c = _Checker()
+    top = c.section(raw, TOP_LEVEL_KEYS, "")
+    if top is None:
+        raise ConfigError(c.problems, f"stack {stack!r}")
+
+    client: ClientConfig | None = None
+    client_values = c.section(top["client"], CLIENT_KEYS, "client") if top["client"] is not None else None
+    if client_values is not None:
+        _check_region(c, client_values["region"], "client.region")
+        client_net = _check_vpc_cidr(c, client_values["cidr"], "client.cidr")
+        allowed = _check_allowlist(c, client_values["dashboardAllowedCidrs"], "client.dashboardAllowedCidrs")
+        if client_net is not None and client_values["region"] is not None:
+            client = ClientConfig(client_values["region"], client_values["cidr"], allowed)
+
+    workers: list[WorkerConfig] = []
+    raw_workers = top["workers"]
+    if raw_workers is not None and not raw_workers:
+        c.add("workers", "is empty.", "list at least one worker region with region, cidr and dataset.")
+    for i, raw_worker in enumerate(raw_workers or []):
+        worker = _check_worker(c, raw_worker, f"workers[{i}]")
+        if worker is not None:
+            workers.append(worker)
+
+    _check_relations(c, top, client_values, raw_workers or [])
+
+    if top["syncSchedule"] is not None and (reason := schedule_problem(top["syncSchedule"])):
+        c.add("syncSchedule", f"{top['syncSchedule']!r} is not a valid EventBridge Scheduler expression: {reason}.",
+              f"use e.g. {DEFAULT_SYNC_SCHEDULE!r} (every day at 00:00 UTC).")
+    c.whole(top["availabilityZones"], "availabilityZones", MIN_AZS, MAX_AZS)
+    if top["logRetentionDays"] is not None and top["logRetentionDays"] not in LOG_RETENTION_DAYS:
+        close = min(LOG_RETENTION_DAYS, key=lambda d: abs(d - top["logRetentionDays"]))
+        c.add("logRetentionDays", f"{top['logRetentionDays']} is not a retention CloudWatch Logs accepts.",
+              f"use one of {', '.join(map(str, LOG_RETENTION_DAYS))} (nearest: {close}).")
+    tags = _check_tags(c, top["tags"], "tags")
+
+    if c.problems or client is None:
+        raise ConfigError(c.problems, f"stack {stack!r}")
+    return StackConfig(
+        project=project, stack=stack, client=client, workers=tuple(workers), team=top["team"], tags=tags,
+        sync_schedule=top["syncSchedule"], availability_zones=top["availabilityZones"],
+        log_retention_days=top["logRetentionDays"],
+    )
+
+
+def _check_relations(c: _Checker, top: Mapping[str, Any], client: Mapping[str, Any] | None,
+                     raw_workers: Sequence[Any]) -> None:
+    """Cross-field rules: overlapping CIDRs and duplicate worker regions."""
+    networks: list[tuple[str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
+    entries = [("client", client)] + [(f"workers[{i}]", w) for i, w in enumerate(raw_workers)]
+    for path, entry in entries:
+        if isinstance(entry, Mapping) and isinstance(entry.get("cidr"), str):
+            try:
+                networks.append((f"{path}.cidr", ipaddress.ip_network(entry["cidr"], strict=True)))
+            except ValueError:
+                pass  # already reported
+    for i, (path_a, net_a) in enumerate(networks):
+        for path_b, net_b in networks[i + 1:]:
+            if net_a.version == net_b.version and net_a.overlaps(net_b):
+                c.add(path_b, f"{str(net_b)!r} overlaps {path_a} {str(net_a)!r}; routed VPCs need distinct ranges.",
+                      "give every VPC its own block, e.g. 10.0.0.0/16, 10.1.0.0/16, 10.2.0.0/16.")
+    seen: dict[str, int] = {}
+    for i, worker in enumerate(raw_workers):
+        region = worker.get("region") if isinstance(worker, Mapping) else None
+        if not isinstance(region, str):
+            continue
+        if region in seen:
+            c.add(f"workers[{i}].region", f"{region!r} is already workers[{seen[region]}].region.",
+                  "one worker region per AWS region: merge them or pick another region.")
+        else:
+            seen[region] = i
+
+
+# --------------------------------------------------------------------------------------------- loaders
+def project_defaults(project_dir: Path) -> tuple[str, dict[str, Any]]:
+    """The project name and the config defaults declared in Pulumi.yaml."""
+    document = _read_yaml(project_dir / "Pulumi.yaml")
+    name = str(document.get("name", PROJECT_NAME))
+    defaults = {key: spec["default"] for key, spec in (document.get("config") or {}).items()
+                if isinstance(spec, Mapping) and "default" in spec}
+    return name, defaults
+
+
+def stack_file_values(project_dir: Path, stack: str, project: str) -> dict[str, Any]:
+    """The project-namespace values of `Pulumi.<stack>.yaml`, without their namespace."""
+    path = project_dir / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise ConfigError([Problem(path.name, "does not exist.",
+                                   f"create it (see Pulumi.dev.yaml) or choose another stack than {stack!r}.")],
+                          f"stack {stack!r}")
+    document = _read_yaml(path)
+    values: dict[str, Any] = {}
+    for key, value in (document.get("config") or {}).items():
+        namespace, _, name = str(key).rpartition(":")
+        if namespace in ("", project):
+            values[name] = value
+    return values
+
+
+def raw_stack_config(project_dir: Path, stack: str, overrides: Mapping[str, Any] | None = None
+                     ) -> tuple[str, dict[str, Any]]:
+    """Pulumi.yaml defaults, then the stack file, then overrides: what `pulumi up` would see."""
+    project, defaults = project_defaults(project_dir)
+    return project, {**defaults, **stack_file_values(project_dir, stack, project), **(overrides or {})}
+
+
+def load_stack_file(project_dir: Path, stack: str, overrides: Mapping[str, Any] | None = None) -> StackConfig:
+    """Load and validate `Pulumi.<stack>.yaml` the way the Pulumi program reads its config."""
+    project, raw = raw_stack_config(project_dir, stack, overrides)
+    return parse_stack_config(raw, stack=stack, project=project)
+
+
+def load_from_pulumi() -> StackConfig:
+    """Load and validate the running Pulumi stack's config (every key of the project namespace)."""
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    project = pulumi.get_project()
+    prefix = f"{project}:"
+    all_keys = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    raw: dict[str, Any] = {}
+    problems: list[Problem] = []
+    kinds = {key.name: key.kind for key in TOP_LEVEL_KEYS}
+    for full_key, text in all_keys.items():
+        if not full_key.startswith(prefix):
+            continue
+        name = full_key[len(prefix):]
+        raw[name] = _decode(name, text, kinds.get(name, "object"), problems)
+    if problems:
+        raise ConfigError(problems, f"stack {pulumi.get_stack()!r}")
+    return parse_stack_config(raw, stack=pulumi.get_stack(), project=project)
+
+
+def _decode(name: str, text: Any, kind: str, problems: list[Problem]) -> Any:
+    """Pulumi hands config values over as strings; non-string keys hold JSON."""
+    if kind == "string" or not isinstance(text, str):
+        return text
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        problems.append(Problem(name, f"is not valid JSON ({error.msg} at character {error.pos}).",
+                                f"set it with `pulumi config set --path` or write it as YAML in the stack file."))
+        return None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([Problem(path.name, f"is not valid YAML{where}.", "fix the YAML syntax.")],
+                          path.name) from None
+    if document is None:
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError([Problem(path.name, "must be a YAML mapping.", "start it with 'config:'.")], path.name)
+    return document
+
+
+def describe_keys() -> list[tuple[str, Key]]:
+    """Every key with its dotted path, for docs and schema consistency tests."""
+    return ([(k.name, k) for k in TOP_LEVEL_KEYS] + [(f"client.{k.name}", k) for k in CLIENT_KEYS]
+            + [(f"workers[].{k.name}", k) for k in WORKER_KEYS])
+

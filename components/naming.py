@@ -1,0 +1,38 @@
+"""Physical names derived from project, stack and region, so two stacks never collide in one account.
+
+Only resources whose names people read (log groups, for instance) get explicit names; everything else is
+auto-named by Pulumi (logical name plus a random suffix).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+LOG_GROUP_NAME_MAX = 512
+
+
+def _shorten(text: str, max_length: int, separator: str) -> str:
+    """Keep `text` within `max_length`, replacing the tail by a hash of the whole so it stays unique."""
+    if len(text) <= max_length:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return text[: max_length - len(digest) - 1].rstrip(separator) + separator + digest
+
+
+@dataclass(frozen=True)
+class Naming:
+    project: str
+    stack: str
+
+    def resource(self, *parts: str, max_length: int = 63) -> str:
+        """`project-stack-part...`: lower case letters, digits and hyphens (S3, OpenSearch, ECS, IAM-safe)."""
+        raw = "-".join((self.project, self.stack, *parts)).lower()
+        clean = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
+        return _shorten(clean, max_length, "-")
+
+    def log_group(self, *parts: str) -> str:
+        """`/project/stack/part/...` for CloudWatch log groups."""
+        raw = "/" + "/".join((self.project, self.stack, *parts))
+        return _shorten(re.sub(r"[^A-Za-z0-9._/#-]", "-", raw), LOG_GROUP_NAME_MAX, "/")

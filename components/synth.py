@@ -1,0 +1,250 @@
+"""Run the real Pulumi program under mocks and record the whole resource graph.
+
+No AWS account, CLI or provider plugin is needed: `__main__.py` runs in-process against a mock engine that
+records every registration (type, name, inputs, mock outputs, provider and its region, parent,
+dependencies, options) and the stack outputs. Mocks answer with realistic computed outputs (ids, ARNs,
+default route table ids) so that no dependent input silently disappears, and any unmocked invoke fails.
+
+Used by the tests and by operator tooling that inspects a stack without deploying it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc, settings
+from pulumi.runtime import config as runtime_config
+
+from components.config import raw_stack_config
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+MOCK_ACCOUNT = "123456789012"
+AWS_PROVIDER_TYPE = "pulumi:providers:aws"
+
+# Id prefixes AWS uses, so that ids look and compare like real ones.
+_ID_PREFIX = {
+    "aws:ec2/vpc:Vpc": "vpc",
+    "aws:ec2/subnet:Subnet": "subnet",
+    "aws:ec2/routeTable:RouteTable": "rtb",
+    "aws:ec2/internetGateway:InternetGateway": "igw",
+    "aws:ec2/natGateway:NatGateway": "nat",
+    "aws:ec2/eip:Eip": "eipalloc",
+    "aws:ec2/vpcEndpoint:VpcEndpoint": "vpce",
+    "aws:ec2/flowLog:FlowLog": "fl",
+    "aws:ec2/securityGroup:SecurityGroup": "sg",
+    "aws:ec2transitgateway/transitGateway:TransitGateway": "tgw",
+    "aws:ec2transitgateway/vpcAttachment:VpcAttachment": "tgw-attach",
+    "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": "tgw-attach",
+}
+# Resources whose `name` output AWS (or Pulumi's auto-naming) fills in when the program gives none.
+_AUTONAMED = {"aws:iam/role:Role", "aws:iam/policy:Policy", "aws:cloudwatch/logGroup:LogGroup"}
+
+
+class UnmockedInvoke(Exception):
+    """The program called a data source the harness does not know: add a realistic answer for it."""
+
+
+class DuplicateUrn(Exception):
+    """Two resources with the same URN: the Pulumi engine would reject the program."""
+
+
+class SynthesisFailed(Exception):
+    """The program failed; `graph` holds what was registered before it did."""
+
+    def __init__(self, message: str, graph: Graph) -> None:
+        super().__init__(message)
+        self.graph = graph
+
+
+@dataclass
+class RecordedResource:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    provider: str  # provider URN ("" for providers, components and the stack)
+    region: str | None  # region of the provider it was created through (or its own `region` input)
+    id: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    dependencies: tuple[str, ...]
+    property_dependencies: dict[str, tuple[str, ...]]
+    ignore_changes: tuple[str, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Graph:
+    project: str
+    stack: str
+    resources: list[RecordedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, token: str) -> list[RecordedResource]:
+        return [r for r in self.resources if r.type == token]
+
+    def by_urn(self, urn: str) -> RecordedResource:
+        for resource in self.resources:
+            if resource.urn == urn:
+                return resource
+        raise KeyError(urn)
+
+    def by_id(self, resource_id: str) -> RecordedResource | None:
+        for resource in self.resources:
+            if resource.custom and resource.id == resource_id:
+                return resource
+        return None
+
+    def named(self, name: str) -> RecordedResource:
+        matches = [r for r in self.resources if r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources named {name!r}")
+        return matches[0]
+
+    @property
+    def aws_resources(self) -> list[RecordedResource]:
+        return [r for r in self.resources if r.custom and r.type.startswith("aws:")]
+
+
+def _digest(*parts: str, length: int = 17) -> str:
+    return hashlib.sha1("::".join(parts).encode()).hexdigest()[:length]
+
+
+def _provider_urn(reference: str) -> str:
+    """A provider reference is `<provider urn>::<provider id>`."""
+    return reference.rpartition("::")[0] if reference else ""
+
+
+class RealisticMocks(pulumi_mocks.Mocks):
+    """Answers resource registrations and invokes the way AWS would, for the fields the program reads."""
+
+    def __init__(self) -> None:
+        self.provider_regions: dict[str, str] = {}  # provider URN -> region, filled by the monitor
+
+    def region_of(self, provider_reference: str) -> str | None:
+        return self.provider_regions.get(_provider_urn(provider_reference))
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if not args.custom:
+            return "", {}
+        if args.typ == AWS_PROVIDER_TYPE:
+            return f"{args.name}-provider-id", dict(args.inputs)
+        region = args.inputs.get("region") or self.region_of(args.provider or "") or "unknown-region"
+        digest = _digest(args.typ, args.name)
+        resource_id = f"{_ID_PREFIX.get(args.typ, args.typ.split(':')[-1].lower())}-{digest}"
+        module = args.typ.split(":")[1].split("/")[0]
+        state: dict[str, Any] = {
+            "arn": f"arn:aws:{module}:{region}:{MOCK_ACCOUNT}:{args.typ.split(':')[-1].lower()}/{resource_id}",
+            "tagsAll": dict(args.inputs.get("tags") or {}),
+        }
+        if args.typ in _AUTONAMED and "name" not in args.inputs:
+            state["name"] = f"{args.name}-{digest[:7]}"
+        if args.typ == "aws:cloudwatch/logGroup:LogGroup":
+            name = args.inputs.get("name") or state["name"]
+            state["arn"] = f"arn:aws:logs:{region}:{MOCK_ACCOUNT}:log-group:{name}"
+        if args.typ.startswith("aws:iam/"):
+            state["arn"] = f"arn:aws:iam::{MOCK_ACCOUNT}:role/{args.inputs.get('name') or state.get('name')}"
+            state["uniqueId"] = f"AROA{digest.upper()}"
+        if args.typ == "aws:ec2/vpc:Vpc":
+            state |= {"defaultRouteTableId": f"rtb-{digest}d", "mainRouteTableId": f"rtb-{digest}m",
+                      "defaultSecurityGroupId": f"sg-{digest}d", "defaultNetworkAclId": f"acl-{digest}d",
+                      "ownerId": MOCK_ACCOUNT}
+        if args.typ == "aws:ec2transitgateway/transitGateway:TransitGateway":
+            state |= {"associationDefaultRouteTableId": f"tgw-rtb-{digest}",
+                      "propagationDefaultRouteTableId": f"tgw-rtb-{digest}", "ownerId": MOCK_ACCOUNT}
+        return resource_id, {**args.inputs, **state}
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+        region = self.region_of(args.provider)
+        if region is None:
+            raise UnmockedInvoke(f"invoke {args.token} has no explicit regional provider")
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            names = [f"{region}{suffix}" for suffix in "abc"]
+            return {"id": region, "names": names, "zoneIds": [f"{region[:3]}-az{i}" for i in (1, 2, 3)],
+                    "groupNames": [region], "state": args.args.get("state")}
+        raise UnmockedInvoke(f"invoke {args.token} is not mocked; add a realistic answer in components/synth.py")
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The stock mock monitor, plus a record of every registration and a duplicate-URN check."""
+
+    def __init__(self, mocks: RealisticMocks, graph: Graph) -> None:
+        super().__init__(mocks)
+        self.realistic = mocks
+        self.graph = graph
+        self.stack_urn = ""
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        urn = self.make_urn(request.parent, request.type, request.name)
+        if any(r.urn == urn for r in self.graph.resources):
+            raise DuplicateUrn(f"duplicate URN {urn}: resource names must be unique per type and parent")
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            self.stack_urn = urn
+            return response
+        inputs = rpc.deserialize_properties(request.object)
+        outputs = rpc.deserialize_properties(response.object) if response.object else {}
+        if request.type == AWS_PROVIDER_TYPE:
+            self.realistic.provider_regions[urn] = inputs.get("region")
+        provider_urn = _provider_urn(request.provider)
+        region = inputs.get("region") if request.custom else None
+        if request.custom and not region and request.type != AWS_PROVIDER_TYPE:
+            region = self.realistic.provider_regions.get(provider_urn)
+        self.graph.resources.append(RecordedResource(
+            urn=urn, type=request.type, name=request.name, parent=request.parent, custom=bool(request.custom),
+            provider=provider_urn, region=region, id=response.id, inputs=inputs, outputs=outputs,
+            dependencies=tuple(request.dependencies),
+            property_dependencies={k: tuple(v.urns) for k, v in request.propertyDependencies.items()},
+            ignore_changes=tuple(request.ignoreChanges),
+            options={"protect": request.protect, "deleteBeforeReplace": request.deleteBeforeReplace,
+                     "retainOnDelete": request.retainOnDelete},
+        ))
+        return response
+
+
+def _config_strings(project: str, raw: Mapping[str, Any]) -> dict[str, str]:
+    """Pulumi passes config as strings; structured values travel as JSON."""
+    return {f"{project}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
+
+
+def synthesize(stack: str = "dev", overrides: Mapping[str, Any] | None = None, *, stack_file: str | None = None,
+               project_dir: Path = PROJECT_DIR) -> Graph:
+    """Run `__main__.py` for a stack under mocks and return the recorded graph.
+
+    Config is what `pulumi up` would see: Pulumi.yaml defaults, then `Pulumi.<stack_file or stack>.yaml`,
+    then `overrides` (top-level keys, replacing whole values). Raises SynthesisFailed with the partial graph
+    when the program fails (its message is the program's own, e.g. the config validation report).
+    """
+    project, raw = raw_stack_config(project_dir, stack_file or stack, overrides)
+    graph = Graph(project=project, stack=stack)
+    mocks = RealisticMocks()
+    monitor = RecordingMonitor(mocks, graph)
+
+    settings.ROOT.set(None)  # a fresh root stack for every run in this process
+    runtime_config.set_all_config(_config_strings(project, raw))
+    pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
+
+    @pulumi.runtime.test
+    def run_program() -> pulumi.Output[None]:
+        runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+        root = settings.get_root_resource()
+        exported = dict(getattr(root, "outputs", {}))
+        return pulumi.Output.from_input(exported).apply(graph.outputs.update)
+
+    try:
+        run_program()
+    except Exception as error:  # the program's own error, re-raised by the mock runtime
+        raise SynthesisFailed(str(error), graph) from error
+    return graph

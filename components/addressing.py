@@ -34,7 +34,7 @@ def plan_subnets(cidr: str, az_count: int) -> SubnetPlan:
     """
     if not MIN_AZS <= az_count <= MAX_AZS:
         raise ValueError(f"az_count must be {MIN_AZS}..{MAX_AZS}, got {az_count}")
-    network = ipaddress.ip_network(cidr, strict=True)
+    network = ipaddress.IPv4Network(cidr, strict=True)
     if not LARGEST_VPC_PREFIX <= network.prefixlen <= SMALLEST_VPC_PREFIX:
         raise ValueError(f"{cidr}: VPC prefix must be /{LARGEST_VPC_PREFIX}../{SMALLEST_VPC_PREFIX}")
     quarters = list(network.subnets(new_prefix=network.prefixlen + 2))

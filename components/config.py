@@ -7,6 +7,7 @@ reported at once, each naming the key, the bad value and the fix.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
 import json
@@ -31,7 +32,7 @@ LUSTRE_MIN_STORAGE_GIB = 1200
 LUSTRE_STORAGE_STEP_GIB = 2400  # PERSISTENT_2 SSD: 1200 GiB, then multiples of 2400 GiB
 MIN_MEMORY_PER_WORKER_MIB = 1024
 RESERVED_TAG_KEYS = ("project", "stack", "team")
-PRIVATE_RANGES = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -378,8 +379,8 @@ _CRON_FIELDS = (  # name, low, high, extra characters allowed besides digits , -
     ("minutes", 0, 59, ""), ("hours", 0, 23, ""), ("day-of-month", 1, 31, "?LW"),
     ("month", 1, 12, ""), ("day-of-week", 1, 7, "?L#"), ("year", 1970, 2199, ""),
 )
-_NAMES = {"month": "JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(),
-          "day-of-week": "SUN MON TUE WED THU FRI SAT".split()}
+_NAMES = {"month": ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
+          "day-of-week": ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]}
 
 
 def _cron_field_problem(text: str, name: str, low: int, high: int, extra: str) -> str | None:
@@ -558,10 +559,8 @@ def _check_relations(c: _Checker, top: Mapping[str, Any], client: Mapping[str, A
     entries = [("client", client)] + [(f"workers[{i}]", w) for i, w in enumerate(raw_workers)]
     for path, entry in entries:
         if isinstance(entry, Mapping) and isinstance(entry.get("cidr"), str):
-            try:
+            with contextlib.suppress(ValueError):  # a malformed CIDR is already reported
                 networks.append((f"{path}.cidr", ipaddress.ip_network(entry["cidr"], strict=True)))
-            except ValueError:
-                pass  # already reported
     for i, (path_a, net_a) in enumerate(networks):
         for path_b, net_b in networks[i + 1:]:
             if net_a.version == net_b.version and net_a.overlaps(net_b):
@@ -623,32 +622,37 @@ def load_from_pulumi() -> StackConfig:
     import pulumi
     from pulumi.runtime import config as runtime_config
 
-    project = pulumi.get_project()
+    project, stack = pulumi.get_project(), pulumi.get_stack()
     prefix = f"{project}:"
     all_keys = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    kinds = {key.name: key.kind for key in TOP_LEVEL_KEYS}
     raw: dict[str, Any] = {}
     problems: list[Problem] = []
-    kinds = {key.name: key.kind for key in TOP_LEVEL_KEYS}
     for full_key, text in all_keys.items():
-        if not full_key.startswith(prefix):
-            continue
-        name = full_key[len(prefix):]
-        raw[name] = _decode(name, text, kinds.get(name, "object"), problems)
+        if full_key.startswith(prefix):
+            name = full_key[len(prefix):]
+            raw[name] = _decode(name, text, kinds.get(name), problems)
+    try:
+        config = parse_stack_config(raw, stack=stack, project=project)
+    except ConfigError as error:
+        problems.extend(error.problems)
     if problems:
-        raise ConfigError(problems, f"stack {pulumi.get_stack()!r}")
-    return parse_stack_config(raw, stack=pulumi.get_stack(), project=project)
+        raise ConfigError(problems, f"stack {stack!r}")
+    return config
 
 
-def _decode(name: str, text: Any, kind: str, problems: list[Problem]) -> Any:
-    """Pulumi hands config values over as strings; non-string keys hold JSON."""
+def _decode(name: str, text: Any, kind: str | None, problems: list[Problem]) -> Any:
+    """Pulumi hands config values over as strings; structured keys hold JSON. An unknown key keeps its text
+    when it is not JSON (validation reports it as unknown)."""
     if kind == "string" or not isinstance(text, str):
         return text
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        problems.append(Problem(name, f"is not valid JSON ({error.msg} at character {error.pos}).",
-                                f"set it with `pulumi config set --path` or write it as YAML in the stack file."))
-        return None
+        if kind is not None:
+            problems.append(Problem(name, f"is not valid JSON ({error.msg} at character {error.pos}).",
+                                    "write it as YAML in the stack file or use `pulumi config set --path`."))
+        return text
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -14,15 +14,16 @@ import hashlib
 import json
 import runpy
 import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pulumi
+from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
-from pulumi.runtime import config as runtime_config
 
 from components.config import raw_stack_config
 
@@ -49,15 +50,15 @@ _ID_PREFIX = {
 _AUTONAMED = {"aws:iam/role:Role", "aws:iam/policy:Policy", "aws:cloudwatch/logGroup:LogGroup"}
 
 
-class UnmockedInvoke(Exception):
+class UnmockedInvokeError(Exception):
     """The program called a data source the harness does not know: add a realistic answer for it."""
 
 
-class DuplicateUrn(Exception):
+class DuplicateUrnError(Exception):
     """Two resources with the same URN: the Pulumi engine would reject the program."""
 
 
-class SynthesisFailed(Exception):
+class SynthesisError(Exception):
     """The program failed; `graph` holds what was registered before it did."""
 
     def __init__(self, message: str, graph: Graph) -> None:
@@ -159,20 +160,24 @@ class RealisticMocks(pulumi_mocks.Mocks):
             state |= {"defaultRouteTableId": f"rtb-{digest}d", "mainRouteTableId": f"rtb-{digest}m",
                       "defaultSecurityGroupId": f"sg-{digest}d", "defaultNetworkAclId": f"acl-{digest}d",
                       "ownerId": MOCK_ACCOUNT}
+        if args.typ == "aws:ec2transitgateway/peeringAttachmentAccepter:PeeringAttachmentAccepter":
+            # The accepter manages the same attachment from the peer side: it has the peering's id.
+            resource_id = str(args.inputs.get("transitGatewayAttachmentId", resource_id))
         if args.typ == "aws:ec2transitgateway/transitGateway:TransitGateway":
             state |= {"associationDefaultRouteTableId": f"tgw-rtb-{digest}",
                       "propagationDefaultRouteTableId": f"tgw-rtb-{digest}", "ownerId": MOCK_ACCOUNT}
         return resource_id, {**args.inputs, **state}
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> dict[str, Any]:
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         region = self.region_of(args.provider)
         if region is None:
-            raise UnmockedInvoke(f"invoke {args.token} has no explicit regional provider")
+            raise UnmockedInvokeError(f"invoke {args.token} has no explicit regional provider")
         if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             names = [f"{region}{suffix}" for suffix in "abc"]
+            # An empty failure list, not None: the mock monitor iterates it.
             return {"id": region, "names": names, "zoneIds": [f"{region[:3]}-az{i}" for i in (1, 2, 3)],
-                    "groupNames": [region], "state": args.args.get("state")}
-        raise UnmockedInvoke(f"invoke {args.token} is not mocked; add a realistic answer in components/synth.py")
+                    "groupNames": [region], "state": args.args.get("state")}, []
+        raise UnmockedInvokeError(f"invoke {args.token} is not mocked; add a realistic answer in components/synth.py")
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -183,19 +188,24 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.realistic = mocks
         self.graph = graph
         self.stack_urn = ""
+        self._urns: set[str] = set()
+        self._urns_lock = threading.Lock()  # registrations arrive concurrently from executor threads
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         urn = self.make_urn(request.parent, request.type, request.name)
-        if any(r.urn == urn for r in self.graph.resources):
-            raise DuplicateUrn(f"duplicate URN {urn}: resource names must be unique per type and parent")
-        response = super().RegisterResource(request)
+        with self._urns_lock:
+            if urn in self._urns:
+                raise DuplicateUrnError(f"duplicate URN {urn}: resource names must be unique per type and parent")
+            self._urns.add(urn)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type == "pulumi:pulumi:Stack":
             self.stack_urn = urn
             return response
         inputs = rpc.deserialize_properties(request.object)
         outputs = rpc.deserialize_properties(response.object) if response.object else {}
         if request.type == AWS_PROVIDER_TYPE:
-            self.realistic.provider_regions[urn] = inputs.get("region")
+            inputs = {key: _json_or_text(value) for key, value in inputs.items()}
+            self.realistic.provider_regions[urn] = str(inputs.get("region") or "")
         provider_urn = _provider_urn(request.provider)
         region = inputs.get("region") if request.custom else None
         if request.custom and not region and request.type != AWS_PROVIDER_TYPE:
@@ -212,6 +222,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+def _json_or_text(value: Any) -> Any:
+    """Providers receive structured settings (default tags, assume-role) JSON-encoded as strings."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
 def _config_strings(project: str, raw: Mapping[str, Any]) -> dict[str, str]:
     """Pulumi passes config as strings; structured values travel as JSON."""
     return {f"{project}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in raw.items()}
@@ -222,7 +242,7 @@ def synthesize(stack: str = "dev", overrides: Mapping[str, Any] | None = None, *
     """Run `__main__.py` for a stack under mocks and return the recorded graph.
 
     Config is what `pulumi up` would see: Pulumi.yaml defaults, then `Pulumi.<stack_file or stack>.yaml`,
-    then `overrides` (top-level keys, replacing whole values). Raises SynthesisFailed with the partial graph
+    then `overrides` (top-level keys, replacing whole values). Raises SynthesisError with the partial graph
     when the program fails (its message is the program's own, e.g. the config validation report).
     """
     project, raw = raw_stack_config(project_dir, stack_file or stack, overrides)
@@ -236,7 +256,7 @@ def synthesize(stack: str = "dev", overrides: Mapping[str, Any] | None = None, *
     if str(project_dir) not in sys.path:
         sys.path.insert(0, str(project_dir))
 
-    @pulumi.runtime.test
+    @pulumi.runtime.test  # type: ignore[untyped-decorator]
     def run_program() -> pulumi.Output[None]:
         runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
         root = settings.get_root_resource()
@@ -246,5 +266,5 @@ def synthesize(stack: str = "dev", overrides: Mapping[str, Any] | None = None, *
     try:
         run_program()
     except Exception as error:  # the program's own error, re-raised by the mock runtime
-        raise SynthesisFailed(str(error), graph) from error
+        raise SynthesisError(str(error), graph) from error
     return graph

@@ -1,0 +1,58 @@
+"""Shared fixtures: stack configs of several shapes and their recorded graphs (synthesised once each)."""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+import pytest
+
+from components.synth import Graph, synthesize
+
+CLIENT = {"region": "eu-west-2", "cidr": "10.0.0.0/16"}
+WORKER_REGIONS = ["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "ca-central-1", "sa-east-1",
+                  "ap-northeast-1", "eu-north-1"]
+
+
+def workers(regions: list[str]) -> list[dict[str, Any]]:
+    return [{"region": region, "cidr": f"10.{i + 1}.0.0/16", "dataset": f"s3://dataset-{region}/prefix/data"}
+            for i, region in enumerate(regions)]
+
+
+# name -> top-level overrides applied over Pulumi.dev.yaml
+SHAPES: dict[str, dict[str, Any]] = {
+    "dev": {},
+    "one-worker-in-client-region": {"workers": workers(["eu-west-2"])},
+    "one-worker": {"workers": workers(["us-east-1"])},
+    "three-workers": {"workers": workers(["us-east-1", "us-west-2", "eu-west-2"])},
+    "five-workers": {"workers": workers(["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "eu-west-2"])},
+}
+
+
+@cache
+def _graph(shape: str) -> Graph:
+    return synthesize("dev", SHAPES[shape])
+
+
+@pytest.fixture(params=sorted(SHAPES))
+def graph(request: pytest.FixtureRequest) -> Graph:
+    """The recorded graph of every config shape (a fresh copy: tests may mutate it)."""
+    return copy.deepcopy(_graph(request.param))
+
+
+@pytest.fixture
+def dev_graph() -> Graph:
+    return copy.deepcopy(_graph("dev"))
+
+
+def site_regions(graph: Graph) -> dict[str, str]:
+    """Site name -> region, from the program's own exports."""
+    outputs = graph.outputs
+    return {site: _region_of_vpc(graph, vpc_id) for site, vpc_id in outputs["vpcIds"].items()}
+
+
+def _region_of_vpc(graph: Graph, vpc_id: str) -> str:
+    vpc = graph.by_id(vpc_id)
+    assert vpc is not None and vpc.region
+    return vpc.region

@@ -1,0 +1,242 @@
+"""The stack config model: every kind of bad input gets a message naming the key, the value and the fix."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.addressing import plan_subnets
+from components.config import (
+    CLIENT_KEYS,
+    TOP_LEVEL_KEYS,
+    WORKER_KEYS,
+    ConfigError,
+    describe_keys,
+    load_stack_file,
+    parse_stack_config,
+    raw_stack_config,
+    schedule_problem,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def valid() -> dict[str, Any]:
+    return {
+        "client": {"region": "eu-west-2", "cidr": "10.0.0.0/16"},
+        "workers": [
+            {"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds"},
+            {"region": "us-west-2", "cidr": "10.2.0.0/16", "dataset": "s3://cmip6-pds/CMIP6/ScenarioMIP/MOHC"},
+        ],
+    }
+
+
+def problems_of(raw: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw, stack="test")
+    return [str(p) for p in caught.value.problems]
+
+
+def test_dev_stack_is_the_reference_deployment() -> None:
+    config = load_stack_file(ROOT, "dev")
+    assert (config.client.region, config.client.cidr) == ("eu-west-2", "10.0.0.0/16")
+    assert [(w.region, w.cidr, w.dataset.uri, w.lustre_file_system_path) for w in config.workers] == [
+        ("us-east-1", "10.1.0.0/16", "s3://era5-pds", "era5-pds"),
+        ("us-west-2", "10.2.0.0/16", "s3://cmip6-pds/CMIP6/ScenarioMIP/MOHC", "CMIP6/ScenarioMIP/MOHC"),
+    ]
+    assert config.workers[1].fsx_path == "/us-west-2/CMIP6/ScenarioMIP/MOHC"
+    assert config.workers[0].pool_name == "pool-us-east-1"
+    assert config.sync_schedule == "cron(0 0 * * ? *)"
+    assert config.regions == ("eu-west-2", "us-east-1", "us-west-2")
+
+
+def test_defaults_fill_every_optional_key() -> None:
+    config = parse_stack_config(valid(), stack="test")
+    worker = config.workers[0]
+    assert (worker.instance_type, worker.min_instances, worker.max_instances) == ("m5d.4xlarge", 0, 12)
+    assert (worker.min_tasks, worker.max_tasks, worker.workers_per_task, worker.threads_per_worker) == (1, 16, 10, 3)
+    assert (worker.lustre_storage_gib, worker.lustre_throughput_per_tib) == (1200, 1000)
+    assert worker.lustre_file_system_path == "era5-pds"  # the bucket when the URI has no prefix
+    assert config.workers[1].lustre_file_system_path == "CMIP6/ScenarioMIP/MOHC"  # else the prefix
+    assert (config.team, config.availability_zones, config.log_retention_days) == ("platform", 2, 30)
+
+
+def test_worker_may_share_the_client_region() -> None:
+    raw = valid()
+    raw["workers"][0]["region"] = "eu-west-2"
+    config = parse_stack_config(raw, stack="test")
+    assert config.regions == ("eu-west-2", "us-west-2")
+    assert [s.name for s in config.sites] == ["client", "worker-eu-west-2", "worker-us-west-2"]
+
+
+def _set(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """Set (or with value ... delete) a dotted path like 'workers.0.cidr' in a copy of raw."""
+    raw = copy.deepcopy(raw)
+    *parents, last = path.split(".")
+    node: Any = raw
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    key: Any = int(last) if isinstance(node, list) else last
+    if value is ...:
+        del node[key]
+    else:
+        node[key] = value
+    return raw
+
+
+# (mutation path, value, expected key in the message, expected words)
+BAD_INPUTS = [
+    ("client", ..., "client", "required but missing"),
+    ("workers", ..., "workers", "required but missing"),
+    ("workers", [], "workers", "is empty"),
+    ("client.region", ..., "client.region", "required but missing"),
+    ("colour", "blue", "colour", "not a known key"),
+    ("workers.0.treads", 3, "workers[0].treads", "did you mean 'threadsPerWorker'"),
+    ("client.regoin", "eu-west-2", "client.regoin", "did you mean 'region'"),
+    ("client", "eu-west-2", "client", "must be an object"),
+    ("workers.0.minTasks", "2", "workers[0].minTasks", "must be an integer"),
+    ("workers.0.maxTasks", True, "workers[0].maxTasks", "must be an integer"),
+    ("team", 7, "team", "must be a string"),
+    ("availabilityZones", 1.5, "availabilityZones", "must be an integer"),
+    ("client.region", "eu-west-9", "client.region", "not an AWS region"),
+    ("workers.1.region", "us-wset-2", "workers[1].region", "did you mean 'us-west-2'"),
+    ("client.cidr", "10.0.0/16", "client.cidr", "not a CIDR block"),
+    ("client.cidr", "10.0.0.1/16", "client.cidr", "use the network address: '10.0.0.0/16'"),
+    ("workers.0.cidr", "8.8.0.0/16", "workers[0].cidr", "not a private (RFC 1918) range"),
+    ("workers.0.cidr", "10.1.0.0/24", "workers[0].cidr", "too small to hold the subnets"),
+    ("client.cidr", "10.0.0.0/12", "client.cidr", "larger than AWS allows"),
+    ("workers.0.cidr", "10.0.128.0/17", "workers[0].cidr", "overlaps client.cidr"),
+    ("workers.1.cidr", "10.1.0.0/16", "workers[1].cidr", "overlaps workers[0].cidr"),
+    ("workers.1.region", "us-east-1", "workers[1].region", "is already workers[0].region"),
+    ("workers.0.dataset", "era5-pds", "workers[0].dataset", "not an s3:// URI"),
+    ("workers.0.dataset", "s3://Era5_PDS", "workers[0].dataset", "not a valid S3 bucket name"),
+    ("workers.0.dataset", "s3://era5-pds/a/../b", "workers[0].dataset", "'..' segments"),
+    ("workers.0.lustreFileSystemPath", "/fsx/era5", "workers[0].lustreFileSystemPath", "is absolute"),
+    ("workers.0.lustreFileSystemPath", "era5/../../etc", "workers[0].lustreFileSystemPath", "'..' segments"),
+    ("workers.0.minInstances", 13, "workers[0].minInstances", "greater than workers[0].maxInstances (12)"),
+    ("workers.0.minTasks", 20, "workers[0].minTasks", "greater than workers[0].maxTasks (16)"),
+    ("workers.0.maxTasks", 0, "workers[0].maxTasks", "must be at least 1"),
+    ("workers.0.lustreStorageGiB", 2000, "workers[0].lustreStorageGiB", "not a PERSISTENT_2 size"),
+    ("workers.0.lustreStorageGiB", 3600, "workers[0].lustreStorageGiB", "multiple of 2400"),
+    ("workers.0.lustreThroughputPerTiB", 200, "workers[0].lustreThroughputPerTiB", "125, 250, 500, 1000"),
+    ("workers.0.taskMemoryMiB", 4096, "workers[0].taskMemoryMiB", "less than 1024 MiB"),
+    ("workers.0.cpuTargetPercent", 0, "workers[0].cpuTargetPercent", "between 1 and 100"),
+    ("workers.0.instanceType", "M5D 4XLARGE", "workers[0].instanceType", "not an EC2 instance type name"),
+    ("syncSchedule", "cron(0 0 * * * *)", "syncSchedule", "exactly one of day-of-month and day-of-week"),
+    ("syncSchedule", "daily at midnight", "syncSchedule", "must be cron(...), rate(...) or at(...)"),
+    ("syncSchedule", "cron(0 24 * * ? *)", "syncSchedule", "outside 0-23"),
+    ("client.dashboardAllowedCidrs", ["203.0.113.0/24", "0.0.0.0/0"], "client.dashboardAllowedCidrs[1]",
+     "opens it to the whole internet"),
+    ("client.dashboardAllowedCidrs", ["::/0"], "client.dashboardAllowedCidrs[0]", "whole internet"),
+    ("availabilityZones", 4, "availabilityZones", "between 2 and 3"),
+    ("logRetentionDays", 31, "logRetentionDays", "nearest: 30"),
+    ("tags", {"stack": "x"}, "tags.stack", "set by the platform"),
+    ("tags", {"aws:owner": "x"}, "tags.aws:owner", "not an allowed tag key"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "key", "words"), BAD_INPUTS, ids=[f"{p}={v!r}" for p, v, *_ in BAD_INPUTS])
+def test_bad_input_names_key_value_and_fix(path: str, value: Any, key: str, words: str) -> None:
+    problems = problems_of(_set(valid(), path, value))
+    matching = [p for p in problems if p.startswith(f"{key}:")]
+    assert matching, f"no problem for {key}: {problems}"
+    assert any(words in p for p in matching), matching
+    assert all(" Fix: " in p for p in problems)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    raw = valid()
+    raw["client"]["region"] = "mars-1"
+    raw["workers"][0]["cidr"] = "10.0.0.0/16"  # overlaps the client
+    raw["workers"][1]["dataset"] = "https://example.com"
+    raw["syncSchedule"] = "sometimes"
+    raw["unknown"] = 1
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw, stack="test")
+    keys = {p.path for p in caught.value.problems}
+    assert keys == {"client.region", "workers[0].cidr", "workers[1].dataset", "syncSchedule", "unknown"}
+    message = str(caught.value)
+    assert message.startswith("stack 'test' has 5 problems; nothing was deployed:")
+    assert "Traceback" not in message
+
+
+@pytest.mark.parametrize("expression", ["cron(0 0 * * ? *)", "cron(0/15 * ? * MON-FRI *)", "cron(30 2 L * ? *)",
+                                        "cron(0 0 ? * 2#1 *)", "rate(1 hour)", "rate(12 hours)",
+                                        "at(2026-12-01T00:00:00)"])
+def test_valid_schedules(expression: str) -> None:
+    assert schedule_problem(expression) is None
+
+
+@pytest.mark.parametrize("expression", ["cron(0 0 * * ?)", "cron(60 0 * * ? *)", "cron(0 0 ? * 8 *)",
+                                        "cron(0 0 ? * ? *)", "rate(0 hours)", "rate(1 hours)", "rate(2 weeks)"])
+def test_invalid_schedules(expression: str) -> None:
+    assert schedule_problem(expression)
+
+
+def test_missing_stack_file_and_bad_yaml_are_config_errors(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"Pulumi.prod.yaml: does not exist"):
+        load_stack_file(tmp_path, "prod")
+    (tmp_path / "Pulumi.prod.yaml").write_text("config:\n  cross-region-dask:client: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"Pulumi.prod.yaml: is not valid YAML at line 3"):
+        load_stack_file(tmp_path, "prod")
+
+
+def test_precedence_is_project_defaults_then_stack_file_then_overrides(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    stack = {"config": {"cross-region-dask:logRetentionDays": 90, "cross-region-dask:team": "a",
+                        "aws:region": "us-east-1", **{f"cross-region-dask:{k}": v for k, v in valid().items()}}}
+    (tmp_path / "Pulumi.s.yaml").write_text(yaml.safe_dump(stack))
+    _, raw = raw_stack_config(tmp_path, "s", {"team": "b"})
+    assert raw["availabilityZones"] == 2  # Pulumi.yaml default
+    assert raw["logRetentionDays"] == 90  # stack file
+    assert raw["team"] == "b"  # override
+    assert "region" not in raw  # other namespaces are not ours
+
+
+def test_pulumi_yaml_declares_every_top_level_key_with_its_type_and_default() -> None:
+    schema = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    assert set(schema) == {k.name for k in TOP_LEVEL_KEYS}
+    for key in TOP_LEVEL_KEYS:
+        declared = schema[key.name]
+        assert declared["type"] == key.kind and declared["description"]
+        if key.required:
+            assert "default" not in declared, key.name
+        else:
+            assert declared["default"] == key.default, key.name
+
+
+def test_readme_documents_every_key_and_default() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for path, key in describe_keys():
+        row = next((line for line in readme.splitlines() if line.startswith(f"| `{path}`")), None)
+        assert row is not None, f"README has no row for {path}"
+        if not key.required and key.default is not None:
+            assert f"`{json.dumps(key.default) if not isinstance(key.default, str) else key.default}`" in row, row
+
+
+def test_key_tables_have_no_duplicates() -> None:
+    for keys in (TOP_LEVEL_KEYS, CLIENT_KEYS, WORKER_KEYS):
+        names = [k.name for k in keys]
+        assert len(names) == len(set(names))
+        assert all(re.fullmatch(r"[a-z][A-Za-z0-9]*", n) for n in names)  # camelCase, as in the stack file
+
+
+@pytest.mark.parametrize("prefix", range(16, 23))
+@pytest.mark.parametrize("zones", [2, 3])
+def test_subnet_plan_fits_inside_the_vpc_without_overlap(prefix: int, zones: int) -> None:
+    import ipaddress
+
+    vpc = ipaddress.ip_network(f"10.0.0.0/{prefix}")
+    plan = plan_subnets(str(vpc), zones)
+    subnets = [ipaddress.ip_network(c) for c in (*plan.private, *plan.public, *plan.attachment)]
+    assert len(plan.private) == len(plan.public) == len(plan.attachment) == zones
+    assert all(s.subnet_of(vpc) for s in subnets)  # type: ignore[arg-type]
+    assert all(not a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
+    assert all(s.prefixlen <= 28 for s in subnets)  # AWS's smallest subnet

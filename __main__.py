@@ -3,7 +3,10 @@
 import pulumi
 
 from components.backbone import BackboneNetwork, BackboneNetworkArgs
+from components.client_region import CatalogAccess, CatalogAccessArgs, ClientRegion, ClientRegionArgs
 from components.config import ConfigError, load_from_pulumi
+from components.image import DaskImage, DaskImageArgs
+from components.kms import RegionalKeys, RegionalKeysArgs
 from components.naming import Naming
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.providers import regional_providers
@@ -16,6 +19,7 @@ except ConfigError as error:
 
 naming = Naming(config.project, config.stack)
 providers = regional_providers(config)
+home = config.client.region
 
 vpcs = [
     RegionalVpc(
@@ -26,7 +30,28 @@ vpcs = [
     )
     for site in config.sites
 ]
+client_vpc, worker_vpcs = vpcs[0], vpcs[1:]
 backbone = BackboneNetwork("backbone", BackboneNetworkArgs(vpcs=vpcs, providers=providers))
+keys = RegionalKeys("keys", RegionalKeysArgs(providers=providers, naming=naming))
+image = DaskImage("dask-image", DaskImageArgs(home_region=home, providers=providers, key_arns=keys.key_arns))
+
+client = ClientRegion(
+    "client",
+    ClientRegionArgs(
+        config=config.client, vpc=client_vpc, worker_vpcs=worker_vpcs,
+        worker_providers=[providers[vpc.site.region] for vpc in worker_vpcs],
+        image=image.references[home], repository_arn=image.repository_arns[home], key_arn=keys.key_arns[home],
+        naming=naming, log_retention_days=config.log_retention_days,
+        create_opensearch_service_linked_role=config.create_opensearch_service_linked_role,
+    ),
+    opts=pulumi.ResourceOptions(provider=providers[home]),
+)
+CatalogAccess(
+    "catalog-access",
+    CatalogAccessArgs(domain_name=client.catalog_domain_name, domain_arn=client.catalog_domain_arn,
+                      reader_role_arns=[client.notebook_role_arn]),
+    opts=pulumi.ResourceOptions(provider=providers[home]),
+)
 
 pulumi.export("regions", list(config.regions))
 pulumi.export("vpcIds", {vpc.site.name: vpc.vpc_id for vpc in vpcs})
@@ -34,3 +59,11 @@ pulumi.export("vpcCidrs", {site.name: site.cidr for site in config.sites})
 pulumi.export("transitGatewayIds", backbone.transit_gateway_ids)
 pulumi.export("peeringAttachmentIds", backbone.peering_attachment_ids)
 pulumi.export("workerPools", {worker.region: worker.pool_name for worker in config.workers})
+pulumi.export("schedulerAddress", client.scheduler_address)
+pulumi.export("dashboardUrl", client.dashboard_url)
+pulumi.export("catalogEndpoint", client.catalog_endpoint)
+pulumi.export("notebookName", client.notebook_name)
+pulumi.export("notebookUrl", client.notebook_url)
+pulumi.export("dnsZoneId", client.dns_zone_id)
+pulumi.export("imageDigest", image.digest)
+pulumi.export("imageReferences", image.references)

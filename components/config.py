@@ -58,6 +58,9 @@ TOP_LEVEL_KEYS: tuple[Key, ...] = (
         DEFAULT_SYNC_SCHEDULE),
     Key("availabilityZones", "integer", "Availability zones per VPC (2 or 3).", 2),
     Key("logRetentionDays", "integer", "Retention of every CloudWatch log group we create.", 30),
+    Key("createOpenSearchServiceLinkedRole", "boolean",
+        "Create the account-wide OpenSearch service-linked role (only the first stack in an account needs it).",
+        False),
 )
 
 CLIENT_KEYS: tuple[Key, ...] = (
@@ -66,6 +69,17 @@ CLIENT_KEYS: tuple[Key, ...] = (
     Key("dashboardAllowedCidrs", "array",
         "CIDRs allowed to reach the dashboard from outside the VPC; empty keeps the load balancer internal.",
         []),
+    Key("dashboardCertificateArn", "string",
+        "ACM certificate (in the client region) for HTTPS on the dashboard; unset serves HTTP.", None),
+    Key("schedulerCpu", "integer", "Fargate CPU units of the scheduler task (1024 = 1 vCPU).", 16384),
+    Key("schedulerMemoryMiB", "integer", "Fargate memory of the scheduler task, MiB.", 32768),
+    Key("catalogInstanceType", "string", "OpenSearch data node instance type.", "r6g.large.search"),
+    Key("catalogInstanceCount", "integer", "OpenSearch data nodes (even: spread over 2 AZs).", 2),
+    Key("catalogMasterInstanceType", "string", "OpenSearch dedicated master instance type (3 masters).",
+        "m6g.large.search"),
+    Key("catalogVolumeGiB", "integer", "EBS volume per OpenSearch data node, GiB.", 20),
+    Key("notebookInstanceType", "string", "SageMaker notebook instance type.", "ml.t3.2xlarge"),
+    Key("notebookVolumeGiB", "integer", "SageMaker notebook volume, GiB.", 50),
 )
 
 WORKER_KEYS: tuple[Key, ...] = (
@@ -106,6 +120,20 @@ class ClientConfig:
     region: str
     cidr: str
     dashboard_allowed_cidrs: tuple[str, ...] = ()
+    dashboard_certificate_arn: str | None = None
+    scheduler_cpu: int = 16384
+    scheduler_memory_mib: int = 32768
+    catalog_instance_type: str = "r6g.large.search"
+    catalog_instance_count: int = 2
+    catalog_master_instance_type: str = "m6g.large.search"
+    catalog_volume_gib: int = 20
+    notebook_instance_type: str = "ml.t3.2xlarge"
+    notebook_volume_gib: int = 50
+
+    @property
+    def dashboard_public(self) -> bool:
+        """Internet-facing only when an allow-list is configured."""
+        return bool(self.dashboard_allowed_cidrs)
 
 
 @dataclass(frozen=True)
@@ -157,6 +185,7 @@ class StackConfig:
     sync_schedule: str = DEFAULT_SYNC_SCHEDULE
     availability_zones: int = 2
     log_retention_days: int = 30
+    create_opensearch_service_linked_role: bool = False
 
     @property
     def sites(self) -> tuple[Site, ...]:
@@ -452,6 +481,73 @@ def _check_tags(c: _Checker, tags: Mapping[str, Any] | None, path: str) -> dict[
     return accepted
 
 
+# Fargate task sizes: CPU units -> (lowest MiB, highest MiB, step MiB).
+FARGATE_SIZES = {256: (512, 2048, None), 512: (1024, 4096, 1024), 1024: (2048, 8192, 1024),
+                 2048: (4096, 16384, 1024), 4096: (8192, 30720, 1024), 8192: (16384, 61440, 4096),
+                 16384: (32768, 122880, 8192)}
+
+
+def fargate_problem(cpu: int, memory: int) -> str | None:
+    """Why a Fargate CPU/memory pair is not one Fargate accepts, or None."""
+    if cpu not in FARGATE_SIZES:
+        return f"CPU {cpu} is not a Fargate size; use one of {', '.join(map(str, FARGATE_SIZES))}"
+    low, high, step = FARGATE_SIZES[cpu]
+    allowed = (512, 1024, 2048) if step is None else range(low, high + 1, step)
+    if memory not in allowed:
+        shown = ", ".join(map(str, allowed)) if step is None else f"{low} to {high} in steps of {step}"
+        return f"CPU {cpu} takes memory {shown} MiB, not {memory}"
+    return None
+
+
+_OPENSEARCH_TYPE = re.compile(r"[a-z][a-z0-9]*\.(?:nano|micro|small|medium|large|\d*xlarge)\.search")
+_SAGEMAKER_TYPE = re.compile(r"ml\.[a-z][a-z0-9-]*\.(?:nano|micro|small|medium|large|\d*xlarge)")
+_ACM_ARN = re.compile(r"arn:aws[a-z-]*:acm:([a-z0-9-]+):\d{12}:certificate/[0-9a-f-]{36}")
+
+
+def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None:
+    before = len(c.problems)
+    _check_region(c, values["region"], "client.region")
+    _check_vpc_cidr(c, values["cidr"], "client.cidr")
+    allowed = _check_allowlist(c, values["dashboardAllowedCidrs"], "client.dashboardAllowedCidrs")
+    certificate = values["dashboardCertificateArn"]
+    if certificate is not None:
+        match = _ACM_ARN.fullmatch(certificate)
+        if match is None:
+            c.add("client.dashboardCertificateArn", f"{certificate!r} is not an ACM certificate ARN.",
+                  "copy the ARN from ACM: arn:aws:acm:<region>:<account>:certificate/<id>.")
+        elif values["region"] is not None and match.group(1) != values["region"]:
+            c.add("client.dashboardCertificateArn",
+                  f"the certificate is in {match.group(1)}, but a load balancer can only use one from its own "
+                  f"region {values['region']}.", f"request or import the certificate in {values['region']}.")
+    cpu, memory = values["schedulerCpu"], values["schedulerMemoryMiB"]
+    if cpu is not None and memory is not None and (reason := fargate_problem(cpu, memory)):
+        c.add("client.schedulerMemoryMiB" if cpu in FARGATE_SIZES else "client.schedulerCpu",
+              f"{reason}.", "pick a CPU/memory pair Fargate supports (e.g. 4096 with 16384).")
+    for key in ("catalogInstanceType", "catalogMasterInstanceType"):
+        if values[key] is not None and not _OPENSEARCH_TYPE.fullmatch(values[key]):
+            c.add(f"client.{key}", f"{values[key]!r} is not an OpenSearch instance type.",
+                  "use a type ending in '.search', such as 'r6g.large.search'.")
+    count = values["catalogInstanceCount"]
+    if count is not None and (count < 2 or count % 2):
+        c.add("client.catalogInstanceCount", f"{count} data nodes cannot be spread evenly over 2 AZs.",
+              "use an even number, at least 2.")
+    c.whole(values["catalogVolumeGiB"], "client.catalogVolumeGiB", 10, 16384)
+    if values["notebookInstanceType"] is not None and not _SAGEMAKER_TYPE.fullmatch(values["notebookInstanceType"]):
+        c.add("client.notebookInstanceType", f"{values['notebookInstanceType']!r} is not a SageMaker instance type.",
+              "use a type starting with 'ml.', such as 'ml.t3.2xlarge'.")
+    c.whole(values["notebookVolumeGiB"], "client.notebookVolumeGiB", 5, 16384)
+    if len(c.problems) > before:
+        return None
+    return ClientConfig(
+        region=values["region"], cidr=values["cidr"], dashboard_allowed_cidrs=allowed,
+        dashboard_certificate_arn=certificate, scheduler_cpu=cpu, scheduler_memory_mib=memory,
+        catalog_instance_type=values["catalogInstanceType"], catalog_instance_count=count,
+        catalog_master_instance_type=values["catalogMasterInstanceType"],
+        catalog_volume_gib=values["catalogVolumeGiB"], notebook_instance_type=values["notebookInstanceType"],
+        notebook_volume_gib=values["notebookVolumeGiB"],
+    )
+
+
 def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
     before = len(c.problems)
     values = c.section(raw, WORKER_KEYS, path)
@@ -513,14 +609,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
     if top is None:
         raise ConfigError(c.problems, f"stack {stack!r}")
 
-    client: ClientConfig | None = None
     client_values = c.section(top["client"], CLIENT_KEYS, "client") if top["client"] is not None else None
-    if client_values is not None:
-        _check_region(c, client_values["region"], "client.region")
-        client_net = _check_vpc_cidr(c, client_values["cidr"], "client.cidr")
-        allowed = _check_allowlist(c, client_values["dashboardAllowedCidrs"], "client.dashboardAllowedCidrs")
-        if client_net is not None and client_values["region"] is not None:
-            client = ClientConfig(client_values["region"], client_values["cidr"], allowed)
+    client = _check_client(c, client_values) if client_values is not None else None
 
     workers: list[WorkerConfig] = []
     raw_workers = top["workers"]
@@ -549,6 +639,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         project=project, stack=stack, client=client, workers=tuple(workers), team=top["team"], tags=tags,
         sync_schedule=top["syncSchedule"], availability_zones=top["availabilityZones"],
         log_retention_days=top["logRetentionDays"],
+        create_opensearch_service_linked_role=top["createOpenSearchServiceLinkedRole"],
     )
 
 

@@ -11,10 +11,15 @@ from collections.abc import Iterable
 from components.reachability import ACCEPTER, PEERING, ROUTE_TABLE, TGW_ROUTE, VPC_ATTACHMENT, VPC_ROUTE
 from components.synth import Graph
 
-# Inputs that are physical names AWS enforces uniqueness on (per region, or per account for IAM).
-PHYSICAL_NAME_INPUTS = ("name", "namePrefix", "bucket", "bucketPrefix", "roleName", "functionName",
-                        "domainName", "clusterName", "repositoryName", "stateMachineName", "topicName")
-GLOBAL_SERVICES = ("aws:iam/",)
+# Inputs that are a resource's own physical name, which AWS keeps unique per region (or account for IAM).
+NAME_INPUTS = ("name", "namePrefix", "domainName", "policyName", "family")
+NAME_INPUTS_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "aws:s3/bucket:Bucket": ("bucket", "bucketPrefix"),
+    "aws:opensearch/domainPolicy:DomainPolicy": (),  # its domainName points at the domain
+}
+# Names unique only inside a parent (a Cloud Map service within its namespace), not in the account.
+SCOPED_NAME_TYPES = ("aws:servicediscovery/service:Service",)
+GLOBAL_SERVICES = ("aws:iam/", "aws:s3/bucket:")
 
 
 def unpinned_resources(graph: Graph) -> list[str]:
@@ -49,27 +54,30 @@ def ordering_violations(graph: Graph) -> list[str]:
     return problems
 
 
-def physical_names(graph: Graph) -> dict[tuple[str, str, str], str]:
-    """(scope, type, physical name) -> logical name, for every explicitly named AWS resource."""
-    names: dict[tuple[str, str, str], str] = {}
+def _named(graph: Graph) -> list[tuple[tuple[str, str, str], str]]:
+    """((scope, type, physical name), logical name) for every explicitly named AWS resource."""
+    named = []
     for resource in graph.aws_resources:
+        if resource.type in SCOPED_NAME_TYPES:
+            continue
         scope = "global" if resource.type.startswith(GLOBAL_SERVICES) else str(resource.region)
-        for key in PHYSICAL_NAME_INPUTS:
+        for key in NAME_INPUTS_BY_TYPE.get(resource.type, NAME_INPUTS):
             value = resource.inputs.get(key)
             if isinstance(value, str) and value:
-                names[(scope, resource.type, value)] = resource.name
-    return names
+                named.append(((scope, resource.type, value), resource.name))
+    return named
+
+
+def physical_names(graph: Graph) -> dict[tuple[str, str, str], str]:
+    """(scope, type, physical name) -> logical name, for every explicitly named AWS resource."""
+    return dict(_named(graph))
 
 
 def physical_name_collisions(graphs: Iterable[Graph]) -> list[str]:
     """Explicit physical names used twice in one account scope, within or across the given stacks."""
     seen: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for graph in graphs:
-        for resource in graph.aws_resources:
-            scope = "global" if resource.type.startswith(GLOBAL_SERVICES) else str(resource.region)
-            for key in PHYSICAL_NAME_INPUTS:
-                value = resource.inputs.get(key)
-                if isinstance(value, str) and value:
-                    seen[(scope, resource.type, value)].append(f"{graph.stack}:{resource.name}")
+        for key, logical in _named(graph):
+            seen[key].append(f"{graph.stack}:{logical}")
     return [f"{kind} {name!r} in {scope} is used by {', '.join(owners)}"
             for (scope, kind, name), owners in seen.items() if len(owners) > 1]

@@ -32,7 +32,29 @@ class Naming:
         clean = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", raw)).strip("-")
         return _shorten(clean, max_length, "-")
 
+    def short(self, *parts: str, max_length: int) -> str:
+        """For tight limits (OpenSearch domains: 28): `stack-part...-hash`, the hash of project, stack and
+        parts keeping it unique when the readable part is cut."""
+        digest = hashlib.sha256("/".join((self.project, self.stack, *parts)).encode()).hexdigest()[:8]
+        readable = re.sub(r"[^a-z0-9-]", "-", "-".join((self.stack, *parts)).lower())
+        readable = re.sub(r"-{2,}", "-", readable)[: max_length - len(digest) - 1].strip("-")
+        return f"{readable}-{digest}" if readable[:1].isalpha() else f"d{readable}-{digest}"[:max_length]
+
     def log_group(self, *parts: str) -> str:
         """`/project/stack/part/...` for CloudWatch log groups."""
         raw = "/" + "/".join((self.project, self.stack, *parts))
         return _shorten(re.sub(r"[^A-Za-z0-9._/#-]", "-", raw), LOG_GROUP_NAME_MAX, "/")
+
+
+def dns_label(text: str) -> str:
+    """Lower-case letters, digits and hyphens: one DNS label."""
+    return re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", text.lower())).strip("-")[:63]
+
+
+def private_dns_namespace(naming: Naming) -> str:
+    """The stack's private DNS zone, resolvable from every VPC of the stack: `<stack>.<project>.internal`."""
+    return f"{dns_label(naming.stack)}.{dns_label(naming.project)}.internal"
+
+
+def scheduler_host(naming: Naming) -> str:
+    return f"scheduler.{private_dns_namespace(naming)}"

@@ -46,8 +46,13 @@ _ID_PREFIX = {
     "aws:ec2transitgateway/vpcAttachment:VpcAttachment": "tgw-attach",
     "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": "tgw-attach",
 }
+# Elastic Load Balancing's log-delivery accounts (AWS docs, "Enable access logs"): regions before 2022.
+ELB_ACCOUNTS = {"us-east-1": "127311923021", "us-west-2": "797873946194", "eu-west-2": "652711504416",
+                "eu-central-1": "054676820928", "ap-southeast-2": "783225319266"}
 # Resources whose `name` output AWS (or Pulumi's auto-naming) fills in when the program gives none.
-_AUTONAMED = {"aws:iam/role:Role", "aws:iam/policy:Policy", "aws:cloudwatch/logGroup:LogGroup"}
+_AUTONAMED = {"aws:iam/role:Role", "aws:iam/policy:Policy", "aws:cloudwatch/logGroup:LogGroup",
+               "aws:ecr/repository:Repository", "aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup",
+               "aws:ecs/cluster:Cluster"}
 
 
 class UnmockedInvokeError(Exception):
@@ -118,7 +123,7 @@ class Graph:
 
 
 def _digest(*parts: str, length: int = 17) -> str:
-    return hashlib.sha1("::".join(parts).encode()).hexdigest()[:length]
+    return hashlib.sha256("::".join(parts).encode()).hexdigest()[:length]
 
 
 def _provider_urn(reference: str) -> str:
@@ -129,7 +134,8 @@ def _provider_urn(reference: str) -> str:
 class RealisticMocks(pulumi_mocks.Mocks):
     """Answers resource registrations and invokes the way AWS would, for the fields the program reads."""
 
-    def __init__(self) -> None:
+    def __init__(self, stack: str) -> None:
+        self.stack = stack  # in ids and auto-names, as Pulumi's random suffixes differ between stacks
         self.provider_regions: dict[str, str] = {}  # provider URN -> region, filled by the monitor
 
     def region_of(self, provider_reference: str) -> str | None:
@@ -141,7 +147,7 @@ class RealisticMocks(pulumi_mocks.Mocks):
         if args.typ == AWS_PROVIDER_TYPE:
             return f"{args.name}-provider-id", dict(args.inputs)
         region = args.inputs.get("region") or self.region_of(args.provider or "") or "unknown-region"
-        digest = _digest(args.typ, args.name)
+        digest = _digest(self.stack, args.typ, args.name)
         resource_id = f"{_ID_PREFIX.get(args.typ, args.typ.split(':')[-1].lower())}-{digest}"
         module = args.typ.split(":")[1].split("/")[0]
         state: dict[str, Any] = {
@@ -156,17 +162,58 @@ class RealisticMocks(pulumi_mocks.Mocks):
         if args.typ.startswith("aws:iam/"):
             state["arn"] = f"arn:aws:iam::{MOCK_ACCOUNT}:role/{args.inputs.get('name') or state.get('name')}"
             state["uniqueId"] = f"AROA{digest.upper()}"
-        if args.typ == "aws:ec2/vpc:Vpc":
-            state |= {"defaultRouteTableId": f"rtb-{digest}d", "mainRouteTableId": f"rtb-{digest}m",
-                      "defaultSecurityGroupId": f"sg-{digest}d", "defaultNetworkAclId": f"acl-{digest}d",
-                      "ownerId": MOCK_ACCOUNT}
         if args.typ == "aws:ec2transitgateway/peeringAttachmentAccepter:PeeringAttachmentAccepter":
             # The accepter manages the same attachment from the peer side: it has the peering's id.
             resource_id = str(args.inputs.get("transitGatewayAttachmentId", resource_id))
-        if args.typ == "aws:ec2transitgateway/transitGateway:TransitGateway":
-            state |= {"associationDefaultRouteTableId": f"tgw-rtb-{digest}",
-                      "propagationDefaultRouteTableId": f"tgw-rtb-{digest}", "ownerId": MOCK_ACCOUNT}
+        state |= self._computed(args.typ, args.inputs, region, digest, state.get("name"))
         return resource_id, {**args.inputs, **state}
+
+    @staticmethod
+    def _computed(token: str, inputs: dict[str, Any], region: str, digest: str, autoname: str | None
+                  ) -> dict[str, Any]:
+        """Outputs AWS (or Docker) computes that the program reads."""
+        name = inputs.get("name") or autoname
+        if token == "aws:ec2/vpc:Vpc":
+            return {"defaultRouteTableId": f"rtb-{digest}d", "mainRouteTableId": f"rtb-{digest}m",
+                    "defaultSecurityGroupId": f"sg-{digest}d", "defaultNetworkAclId": f"acl-{digest}d",
+                    "ownerId": MOCK_ACCOUNT}
+        if token == "aws:ec2transitgateway/transitGateway:TransitGateway":
+            return {"associationDefaultRouteTableId": f"tgw-rtb-{digest}",
+                    "propagationDefaultRouteTableId": f"tgw-rtb-{digest}", "ownerId": MOCK_ACCOUNT}
+        if token == "aws:s3/bucket:Bucket":
+            bucket = inputs.get("bucket") or f"bucket-{digest}"
+            return {"bucket": bucket, "arn": f"arn:aws:s3:::{bucket}", "bucketRegionalDomainName":
+                    f"{bucket}.s3.{region}.amazonaws.com"}
+        if token == "aws:kms/key:Key":
+            key_id = f"{digest[:8]}-{digest[8:12]}-4{digest[12:15]}-8{digest[15:17]}0-{digest[:12]}"
+            return {"keyId": key_id, "arn": f"arn:aws:kms:{region}:{MOCK_ACCOUNT}:key/{key_id}"}
+        if token == "aws:ecr/repository:Repository":
+            return {"registryId": MOCK_ACCOUNT,
+                    "repositoryUrl": f"{MOCK_ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{name}",
+                    "arn": f"arn:aws:ecr:{region}:{MOCK_ACCOUNT}:repository/{name}"}
+        if token == "aws:lb/loadBalancer:LoadBalancer":
+            return {"dnsName": f"{'internal-' if inputs.get('internal') else ''}{name}-{digest[:10]}.{region}"
+                               ".elb.amazonaws.com", "arnSuffix": f"app/{name}/{digest[:16]}"}
+        if token == "aws:opensearch/domain:Domain":
+            domain = inputs.get("domainName")
+            return {"endpoint": f"vpc-{domain}-{digest}.{region}.es.amazonaws.com",
+                    "domainId": f"{MOCK_ACCOUNT}/{domain}",
+                    "arn": f"arn:aws:es:{region}:{MOCK_ACCOUNT}:domain/{domain}"}
+        if token == "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace":
+            return {"hostedZone": f"Z{digest.upper()[:13]}", "id": f"ns-{digest[:16]}"}
+        if token == "aws:sagemaker/notebookInstance:NotebookInstance":
+            return {"url": f"{name}.notebook.{region}.sagemaker.aws"}
+        if token == "aws:ecs/taskDefinition:TaskDefinition":
+            return {"arn": f"arn:aws:ecs:{region}:{MOCK_ACCOUNT}:task-definition/{inputs.get('family')}:1",
+                    "revision": 1}
+        if token == "docker:index/image:Image":
+            repository, _, tag = str(inputs.get("imageName", "")).rpartition(":")
+            return {"repoDigest": f"{repository}@sha256:{_digest(tag, length=64)}"}
+        if token == "docker:index/registryImage:RegistryImage":
+            # The same image pushed anywhere keeps its digest: derive it from the tag alone.
+            tag = str(inputs.get("name", "")).rpartition(":")[2]
+            return {"sha256Digest": f"sha256:{_digest(tag, length=64)}"}
+        return {}
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
         region = self.region_of(args.provider)
@@ -177,6 +224,17 @@ class RealisticMocks(pulumi_mocks.Mocks):
             # An empty failure list, not None: the mock monitor iterates it.
             return {"id": region, "names": names, "zoneIds": [f"{region[:3]}-az{i}" for i in (1, 2, 3)],
                     "groupNames": [region], "state": args.args.get("state")}, []
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": MOCK_ACCOUNT, "arn": f"arn:aws:iam::{MOCK_ACCOUNT}:user/deployer",
+                    "userId": "AIDAMOCK", "id": MOCK_ACCOUNT}, []
+        if args.token == "aws:elb/getServiceAccount:getServiceAccount":
+            account = ELB_ACCOUNTS.get(region, "")
+            return {"arn": f"arn:aws:iam::{account}:root" if account else "", "id": account, "region": region}, []
+        if args.token == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            registry = f"{MOCK_ACCOUNT}.dkr.ecr.{region}.amazonaws.com"
+            return {"authorizationToken": "QVdTOm1vY2s=", "proxyEndpoint": f"https://{registry}",
+                    "userName": "AWS", "password": "mock", "expiresAt": "2099-01-01T00:00:00Z",
+                    "id": region, "registryId": args.args.get("registryId", MOCK_ACCOUNT)}, []
         raise UnmockedInvokeError(f"invoke {args.token} is not mocked; add a realistic answer in components/synth.py")
 
 
@@ -247,7 +305,7 @@ def synthesize(stack: str = "dev", overrides: Mapping[str, Any] | None = None, *
     """
     project, raw = raw_stack_config(project_dir, stack_file or stack, overrides)
     graph = Graph(project=project, stack=stack)
-    mocks = RealisticMocks()
+    mocks = RealisticMocks(stack)
     monitor = RecordingMonitor(mocks, graph)
 
     settings.ROOT.set(None)  # a fresh root stack for every run in this process

@@ -70,10 +70,10 @@ def test_unmocked_invokes_fail_loudly(tmp_path: Path) -> None:
     project = tiny_project(tmp_path, """
         import pulumi, pulumi_aws as aws
         p = aws.Provider("p", region="eu-west-2")
-        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(provider=p))
-        pulumi.export("account", identity.account_id)
+        found = aws.s3.get_bucket_output(bucket="somebody-elses", opts=pulumi.InvokeOutputOptions(provider=p))
+        pulumi.export("arn", found.arn)
     """)
-    with pytest.raises(SynthesisError, match="getCallerIdentity is not mocked"):
+    with pytest.raises(SynthesisError, match="getBucket is not mocked"):
         synthesize("t", project_dir=project)
 
 

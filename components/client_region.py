@@ -1,0 +1,396 @@
+"""ClientRegion: where data scientists work. The one Dask scheduler every worker region joins (Fargate,
+under a private DNS name every worker VPC resolves), its dashboard behind a load balancer, the OpenSearch
+catalog domain, and a SageMaker notebook with the platform's pinned client environment."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.buckets import secure_bucket
+from components.config import ClientConfig
+from components.naming import Naming, private_dns_namespace, scheduler_host
+from components.network import RegionalVpc
+from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+OPENSEARCH_ENGINE = "OpenSearch_2.19"
+OPENSEARCH_TLS_POLICY = "Policy-Min-TLS-1-2-PFS-2023-10"
+ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+DASHBOARD_HEALTH_PATH = "/health"  # served by the scheduler's HTTP server
+NOTEBOOK_PACKAGES = "dask distributed bokeh numpy pandas xarray zarr h5netcdf s3fs boto3 ipykernel"
+CATALOG_READ_ACTIONS = ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"]  # POST: _search, _mget
+CATALOG_WRITE_ACTIONS = [*CATALOG_READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete"]
+
+
+def _assume(service: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": service}}]})
+
+
+@dataclass
+class ClientRegionArgs:
+    config: ClientConfig
+    vpc: RegionalVpc
+    worker_vpcs: Sequence[RegionalVpc]  # each resolves the scheduler's name and may reach it
+    worker_providers: Sequence[aws.Provider]  # the provider of each worker VPC's region, same order
+    image: pulumi.Input[str]  # the Dask image by digest, in this region
+    repository_arn: pulumi.Input[str]  # the ECR repository it is pulled from
+    key_arn: pulumi.Input[str]  # this region's KMS key
+    naming: Naming
+    log_retention_days: int
+    create_opensearch_service_linked_role: bool = False
+
+
+class ClientRegion(pulumi.ComponentResource):
+    scheduler_address: str
+    dashboard_url: pulumi.Output[str]
+    catalog_endpoint: pulumi.Output[str]
+    catalog_domain_arn: pulumi.Output[str]
+    catalog_domain_name: pulumi.Output[str]
+    notebook_name: pulumi.Output[str]
+    notebook_url: pulumi.Output[str]
+    notebook_role_arn: pulumi.Output[str]
+    dns_zone_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ClientRegionArgs, opts: pulumi.ResourceOptions) -> None:
+        super().__init__("crossregiondask:index:ClientRegion", name, None, opts)
+        if not isinstance(opts.provider, aws.Provider):
+            raise ValueError(f"ClientRegion {name}: pass the client region's aws.Provider in opts.provider")
+        if len(args.worker_vpcs) != len(args.worker_providers):
+            raise ValueError(f"ClientRegion {name}: one provider per worker VPC")
+        self._name, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self, provider=opts.provider)
+        self._region = args.config.region
+        self._identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self,
+                                                                                      provider=opts.provider))
+        site_cidrs = [args.vpc.site.cidr, *(w.site.cidr for w in args.worker_vpcs)]
+
+        scheduler_sg = self._security_group("scheduler", "Dask scheduler")
+        dashboard_sg = self._security_group("dashboard", "Dask dashboard load balancer")
+        for cidr in site_cidrs:  # workers and clients of every region dial the scheduler
+            self._ingress(scheduler_sg, f"scheduler-from-{cidr}", SCHEDULER_PORT, cidr=cidr)
+        self._ingress(scheduler_sg, "dashboard-from-alb", DASHBOARD_PORT, source=dashboard_sg)
+        for cidr in site_cidrs:  # the scheduler talks back to workers and clients on their ports
+            self._egress(scheduler_sg, f"scheduler-to-{cidr}", 0, cidr=cidr, to_port=65535)
+        self._egress(scheduler_sg, "scheduler-to-aws-apis", HTTPS_PORT, cidr="0.0.0.0/0")  # ECR, logs via NAT
+        self._egress(dashboard_sg, "alb-to-scheduler", DASHBOARD_PORT, source=scheduler_sg)
+
+        self.dns_zone_id, discovery = self._private_dns(args)
+        log_bucket = self._access_log_bucket()
+        target_group, listener = self._dashboard(dashboard_sg, log_bucket)
+        self._scheduler(scheduler_sg, discovery, target_group, listener)
+        self._catalog(site_cidrs)
+        self._notebook(log_bucket)
+
+        self.register_outputs({
+            "schedulerAddress": self.scheduler_address,
+            "dashboardUrl": self.dashboard_url,
+            "catalogEndpoint": self.catalog_endpoint,
+            "notebookName": self.notebook_name,
+            "notebookUrl": self.notebook_url,
+            "dnsZoneId": self.dns_zone_id,
+        })
+
+    # -------------------------------------------------------------------------------------- helpers
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))
+
+    def _security_group(self, role: str, description: str) -> aws.ec2.SecurityGroup:
+        # No inline rules: every rule is its own resource, so none is silently replaced.
+        return aws.ec2.SecurityGroup(f"{self._name}-{role}-sg", description=description, vpc_id=self._args.vpc.vpc_id,
+                                     tags={"Name": f"{self._name}-{role}"}, opts=self._child)
+
+    def _ingress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
+                 source: aws.ec2.SecurityGroup | None = None) -> None:
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-{rule}", security_group_id=group.id, ip_protocol="tcp", from_port=port, to_port=port,
+            cidr_ipv4=cidr, referenced_security_group_id=source.id if source else None, description=rule,
+            opts=self._child)
+
+    def _egress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
+                source: aws.ec2.SecurityGroup | None = None, to_port: int | None = None) -> None:
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-{rule}", security_group_id=group.id, ip_protocol="tcp", from_port=port,
+            to_port=to_port if to_port is not None else port, cidr_ipv4=cidr,
+            referenced_security_group_id=source.id if source else None, description=rule, opts=self._child)
+
+    def _log_group(self, purpose: str) -> aws.cloudwatch.LogGroup:
+        return aws.cloudwatch.LogGroup(
+            f"{self._name}-{purpose}-log", name=self._args.naming.log_group(self._region, "client", purpose),
+            retention_in_days=self._args.log_retention_days, opts=self._child)
+
+    def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]]) -> aws.iam.Role:
+        role = aws.iam.Role(f"{self._name}-{purpose}-role", assume_role_policy=_assume(service), opts=self._child)
+        aws.iam.RolePolicy(f"{self._name}-{purpose}-policy", role=role.id, policy=pulumi.Output.from_input(
+            statements).apply(lambda s: json.dumps({"Version": "2012-10-17", "Statement": s})), opts=self._child)
+        return role
+
+    # ------------------------------------------------------------------------------------ private DNS
+    def _private_dns(self, args: ClientRegionArgs) -> tuple[pulumi.Output[str], aws.servicediscovery.Service]:
+        """A Cloud Map namespace (ECS keeps the scheduler's record current as Fargate tasks move), its
+        hosted zone associated with every worker VPC, each in its own region."""
+        namespace = aws.servicediscovery.PrivateDnsNamespace(
+            f"{self._name}-dns", name=private_dns_namespace(args.naming), vpc=args.vpc.vpc_id,
+            description="Private names of the Dask platform", opts=self._child)
+        for worker_vpc, provider in zip(args.worker_vpcs, args.worker_providers, strict=True):
+            aws.route53.ZoneAssociation(
+                f"{self._name}-dns-{worker_vpc.site.name}", zone_id=namespace.hosted_zone, vpc_id=worker_vpc.vpc_id,
+                vpc_region=worker_vpc.site.region,
+                opts=pulumi.ResourceOptions(parent=self, provider=provider))
+        service = aws.servicediscovery.Service(
+            f"{self._name}-scheduler-dns", name=scheduler_host(args.naming).split(".")[0],
+            dns_config=aws.servicediscovery.ServiceDnsConfigArgs(
+                namespace_id=namespace.id, routing_policy="MULTIVALUE",
+                dns_records=[aws.servicediscovery.ServiceDnsConfigDnsRecordArgs(ttl=10, type="A")]),
+            opts=self._child)
+        self.scheduler_address = f"tcp://{scheduler_host(args.naming)}:{SCHEDULER_PORT}"
+        return namespace.hosted_zone, service
+
+    # -------------------------------------------------------------------------------------- dashboard
+    def _access_log_bucket(self) -> aws.s3.Bucket:
+        elb_account = aws.elb.get_service_account_output(opts=pulumi.InvokeOutputOptions(
+            parent=self, provider=self._child.provider))
+
+        def delivery(arn: str, elb_account_arn: str) -> list[dict[str, Any]]:
+            # Regions before 2022 deliver from the regional ELB account, newer ones from the service principal.
+            return [{"Sid": "LoadBalancerLogDelivery", "Effect": "Allow", "Action": "s3:PutObject",
+                     "Principal": {"AWS": elb_account_arn, "Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                     "Resource": f"{arn}/alb/*"}]
+
+        # ALB access logs accept only SSE-S3. The log bucket does not log into itself.
+        return secure_bucket(f"{self._name}-access-logs", self._child, extra_statements=delivery,
+                             extra_input=elb_account.arn, expire_after_days=self._args.log_retention_days)
+
+    def _dashboard(self, dashboard_sg: aws.ec2.SecurityGroup,
+                   log_bucket: aws.s3.Bucket) -> tuple[aws.lb.TargetGroup, aws.lb.Listener]:
+        config, vpc = self._args.config, self._args.vpc
+        https = config.dashboard_certificate_arn is not None
+        sources = list(config.dashboard_allowed_cidrs) if config.dashboard_public else [vpc.site.cidr]
+        for cidr in sources:
+            self._ingress(dashboard_sg, f"dashboard-http-from-{cidr}", HTTP_PORT, cidr=cidr)
+            if https:
+                self._ingress(dashboard_sg, f"dashboard-https-from-{cidr}", HTTPS_PORT, cidr=cidr)
+        balancer = aws.lb.LoadBalancer(
+            f"{self._name}-dashboard", load_balancer_type="application", internal=not config.dashboard_public,
+            security_groups=[dashboard_sg.id],
+            subnets=vpc.public_subnet_ids if config.dashboard_public else vpc.private_subnet_ids,
+            drop_invalid_header_fields=True, idle_timeout=300,  # the dashboard keeps websockets open
+            access_logs=aws.lb.LoadBalancerAccessLogsArgs(bucket=log_bucket.id, prefix="alb", enabled=True),
+            opts=self._child)
+        target_group = aws.lb.TargetGroup(
+            f"{self._name}-dashboard", port=DASHBOARD_PORT, protocol="HTTP", target_type="ip", vpc_id=vpc.vpc_id,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(path=DASHBOARD_HEALTH_PATH, matcher="200",
+                                                           interval=30, healthy_threshold=2),
+            opts=self._child)
+        forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)]
+        if https:
+            listener = aws.lb.Listener(f"{self._name}-dashboard-https", load_balancer_arn=balancer.arn,
+                                       port=HTTPS_PORT, protocol="HTTPS", ssl_policy=ALB_TLS_POLICY,
+                                       certificate_arn=config.dashboard_certificate_arn, default_actions=forward,
+                                       opts=self._child)
+            aws.lb.Listener(f"{self._name}-dashboard-redirect", load_balancer_arn=balancer.arn, port=HTTP_PORT,
+                            protocol="HTTP", default_actions=[aws.lb.ListenerDefaultActionArgs(
+                                type="redirect", redirect=aws.lb.ListenerDefaultActionRedirectArgs(
+                                    port=str(HTTPS_PORT), protocol="HTTPS", status_code="HTTP_301"))],
+                            opts=self._child)
+        else:
+            listener = aws.lb.Listener(f"{self._name}-dashboard-http", load_balancer_arn=balancer.arn, port=HTTP_PORT,
+                                       protocol="HTTP", default_actions=forward, opts=self._child)
+        self.dashboard_url = pulumi.Output.concat("https://" if https else "http://", balancer.dns_name)
+        return target_group, listener
+
+    # -------------------------------------------------------------------------------------- scheduler
+    def _scheduler(self, scheduler_sg: aws.ec2.SecurityGroup, discovery: aws.servicediscovery.Service,
+                   target_group: aws.lb.TargetGroup, listener: aws.lb.Listener) -> None:
+        config = self._args.config
+        log_group = self._log_group("scheduler")
+        execution_role = self._role("scheduler-execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
+            self._args.repository_arn, log_group.arn).apply(lambda v: [
+                # GetAuthorizationToken has no resource-level permissions: "*" is the only valid resource.
+                {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+                {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                               "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
+                {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": f"{v[1]}:*"}]))
+        cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
+            aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
+        containers = pulumi.Output.all(self._args.image, log_group.name).apply(lambda v: json.dumps([{
+            "name": "scheduler",
+            "image": v[0],
+            "essential": True,
+            "command": ["scheduler", "--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}"],
+            "portMappings": [{"containerPort": SCHEDULER_PORT, "protocol": "tcp"},
+                             {"containerPort": DASHBOARD_PORT, "protocol": "tcp"}],
+            "healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30,
+                            "timeout": 5, "retries": 3, "startPeriod": 60},
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": v[1], "awslogs-region": self._region, "awslogs-stream-prefix": "scheduler"}},
+        }]))
+        task = aws.ecs.TaskDefinition(
+            f"{self._name}-scheduler", family=self._args.naming.resource("scheduler", max_length=255),
+            cpu=str(config.scheduler_cpu), memory=str(config.scheduler_memory_mib), network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"], execution_role_arn=execution_role.arn,
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(operating_system_family="LINUX",
+                                                                      cpu_architecture="X86_64"),
+            container_definitions=containers, opts=self._child)
+        aws.ecs.Service(
+            f"{self._name}-scheduler", cluster=cluster.arn, task_definition=task.arn, desired_count=1,
+            launch_type="FARGATE", platform_version="LATEST",
+            # One scheduler at a time: two behind one name would split the workers between them.
+            deployment_minimum_healthy_percent=0, deployment_maximum_percent=100,
+            health_check_grace_period_seconds=120, propagate_tags="SERVICE", enable_ecs_managed_tags=True,
+            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
+                subnets=self._args.vpc.private_subnet_ids, security_groups=[scheduler_sg.id], assign_public_ip=False),
+            service_registries=aws.ecs.ServiceServiceRegistriesArgs(registry_arn=discovery.arn),
+            load_balancers=[aws.ecs.ServiceLoadBalancerArgs(target_group_arn=target_group.arn,
+                                                            container_name="scheduler", container_port=DASHBOARD_PORT)],
+            opts=self._opts(depends_on=[listener]))
+
+    # ---------------------------------------------------------------------------------------- catalog
+    def _catalog(self, site_cidrs: list[str]) -> None:
+        config, args = self._args.config, self._args
+        catalog_sg = self._security_group("catalog", "OpenSearch catalog")
+        for cidr in site_cidrs:
+            self._ingress(catalog_sg, f"catalog-from-{cidr}", HTTPS_PORT, cidr=cidr)
+        logs = {kind: self._log_group(f"catalog-{purpose}") for kind, purpose in (
+            ("INDEX_SLOW_LOGS", "index-slow"), ("SEARCH_SLOW_LOGS", "search-slow"), ("ES_APPLICATION_LOGS", "errors"))}
+        log_policy = aws.cloudwatch.LogResourcePolicy(
+            f"{self._name}-catalog-logs",
+            policy_name=args.naming.resource(self._region, "catalog-logs", max_length=255),
+            policy_document=pulumi.Output.all(self._identity.account_id, *(g.arn for g in logs.values())).apply(
+                lambda v: json.dumps({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": "es.amazonaws.com"},
+                    "Action": ["logs:PutLogEvents", "logs:CreateLogStream"],
+                    "Resource": [f"{arn}:*" for arn in v[1:]],
+                    "Condition": {"StringEquals": {"aws:SourceAccount": v[0]}}}]})),
+            opts=self._child)
+        waits: list[pulumi.Resource] = [log_policy]
+        if args.create_opensearch_service_linked_role:  # account-wide: opt-in, only one stack may create it
+            waits.append(aws.iam.ServiceLinkedRole(f"{self._name}-opensearch-service-role",
+                                                   aws_service_name="opensearchservice.amazonaws.com",
+                                                   opts=self._child))
+        domain = aws.opensearch.Domain(
+            f"{self._name}-catalog", domain_name=args.naming.short("catalog", max_length=28),
+            engine_version=OPENSEARCH_ENGINE,
+            cluster_config=aws.opensearch.DomainClusterConfigArgs(
+                instance_type=config.catalog_instance_type, instance_count=config.catalog_instance_count,
+                dedicated_master_enabled=True, dedicated_master_type=config.catalog_master_instance_type,
+                dedicated_master_count=3, zone_awareness_enabled=True,
+                zone_awareness_config=aws.opensearch.DomainClusterConfigZoneAwarenessConfigArgs(
+                    availability_zone_count=2)),
+            ebs_options=aws.opensearch.DomainEbsOptionsArgs(ebs_enabled=True, volume_size=config.catalog_volume_gib,
+                                                            volume_type="gp3"),
+            vpc_options=aws.opensearch.DomainVpcOptionsArgs(subnet_ids=args.vpc.private_subnet_ids[:2],
+                                                            security_group_ids=[catalog_sg.id]),
+            encrypt_at_rest=aws.opensearch.DomainEncryptAtRestArgs(enabled=True, kms_key_id=args.key_arn),
+            node_to_node_encryption=aws.opensearch.DomainNodeToNodeEncryptionArgs(enabled=True),
+            domain_endpoint_options=aws.opensearch.DomainDomainEndpointOptionsArgs(
+                enforce_https=True, tls_security_policy=OPENSEARCH_TLS_POLICY),
+            log_publishing_options=[aws.opensearch.DomainLogPublishingOptionArgs(
+                log_type=kind, cloudwatch_log_group_arn=group.arn) for kind, group in logs.items()],
+            opts=self._opts(depends_on=waits))
+        self.catalog_endpoint = pulumi.Output.concat("https://", domain.endpoint)
+        self.catalog_domain_arn = domain.arn
+        self.catalog_domain_name = domain.domain_name
+
+    # --------------------------------------------------------------------------------------- notebook
+    def _notebook(self, log_bucket: aws.s3.Bucket) -> None:
+        config, args = self._args.config, self._args
+        assets = secure_bucket(f"{self._name}-notebook-assets", self._child, kms_key_arn=args.key_arn,
+                               access_log_bucket=log_bucket)
+        aws.s3.BucketObjectv2(f"{self._name}-notebook-constraints", bucket=assets.id,
+                              key="notebook-env/requirements.txt",
+                              source=pulumi.FileAsset(str(PROJECT_DIR / "requirements.txt")), opts=self._child)
+        for path in sorted((PROJECT_DIR / "notebooks").glob("*.ipynb")):
+            aws.s3.BucketObjectv2(f"{self._name}-notebook-{path.stem}", bucket=assets.id, key=f"notebooks/{path.name}",
+                                  source=pulumi.FileAsset(str(path)), opts=self._child)
+        region = self._region
+        role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
+            self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id).apply(lambda v: [
+                {"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"],
+                 "Resource": f"{v[0]}/*"},
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": v[1]},
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[1]}/*"},
+                {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": v[2]},
+                {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": f"arn:aws:logs:{region}:{v[3]}:log-group:/aws/sagemaker/NotebookInstances:*"}]))
+        notebook_sg = self._security_group("notebook", "SageMaker notebook")
+        self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.site.cidr,
+                     to_port=DASHBOARD_PORT)
+        self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
+        on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint).apply(
+            lambda v: base64.b64encode(_notebook_start_script(v[0], self.scheduler_address, v[1]).encode()).decode())
+        lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
+            f"{self._name}-notebook", name=args.naming.resource("notebook", max_length=63), on_start=on_start,
+            opts=self._child)
+        notebook = aws.sagemaker.NotebookInstance(
+            f"{self._name}-notebook", name=args.naming.resource("notebook", max_length=63),
+            instance_type=config.notebook_instance_type, volume_size=config.notebook_volume_gib, role_arn=role.arn,
+            subnet_id=args.vpc.private_subnet_ids[0], security_groups=[notebook_sg.id],
+            direct_internet_access="Disabled", root_access="Disabled", kms_key_id=args.key_arn,
+            lifecycle_config_name=lifecycle.name, opts=self._child)
+        self.notebook_name = notebook.name
+        self.notebook_url = pulumi.Output.concat("https://", notebook.url)
+        self.notebook_role_arn = role.arn
+
+
+def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str) -> str:
+    """Runs at every notebook start: the example notebooks, and a kernel with exactly the image's pinned
+    client packages whose environment points at this stack's scheduler and catalog. The install runs in the
+    background because lifecycle scripts must finish within five minutes."""
+    return f"""#!/bin/bash
+set -euo pipefail
+sudo -u ec2-user -i <<'SCRIPT'
+set -euo pipefail
+aws s3 sync "s3://{bucket}/notebooks" "$HOME/SageMaker/dask-platform"
+aws s3 cp "s3://{bucket}/notebook-env/requirements.txt" "$HOME/.dask-platform-constraints.txt"
+nohup bash -c 'python3 -m venv "$HOME/.dask-platform" \\
+  && "$HOME/.dask-platform/bin/pip" install --constraint "$HOME/.dask-platform-constraints.txt" {NOTEBOOK_PACKAGES} \\
+  && "$HOME/.dask-platform/bin/python" -m ipykernel install --user --name dask-platform \\
+       --display-name "Dask platform" \\
+       --env DASK_SCHEDULER_ADDRESS "{scheduler_address}" --env CATALOG_ENDPOINT "{catalog_endpoint}"' \\
+  > "$HOME/dask-platform-setup.log" 2>&1 &
+SCRIPT
+"""
+
+
+@dataclass
+class CatalogAccessArgs:
+    domain_name: pulumi.Input[str]
+    domain_arn: pulumi.Input[str]
+    reader_role_arns: Sequence[pulumi.Input[str]]
+    writer_role_arns: Sequence[pulumi.Input[str]] = ()
+
+
+class CatalogAccess(pulumi.ComponentResource):
+    """The catalog domain's access policy, naming each role allowed in (never `Principal: *`). Separate from
+    ClientRegion because the writers (each worker region's catalog sync) are created after it."""
+
+    def __init__(self, name: str, args: CatalogAccessArgs, opts: pulumi.ResourceOptions) -> None:
+        super().__init__("crossregiondask:index:CatalogAccess", name, None, opts)
+        if not args.reader_role_arns:
+            raise ValueError(f"CatalogAccess {name}: at least one reader role")
+
+        def document(values: list[Any]) -> str:
+            domain_arn, readers, writers = values[0], values[1], values[2]
+            statements = [{"Sid": "Readers", "Effect": "Allow", "Principal": {"AWS": readers},
+                           "Action": CATALOG_READ_ACTIONS, "Resource": f"{domain_arn}/*"}]
+            if writers:
+                statements.append({"Sid": "Writers", "Effect": "Allow", "Principal": {"AWS": writers},
+                                   "Action": CATALOG_WRITE_ACTIONS, "Resource": f"{domain_arn}/*"})
+            return json.dumps({"Version": "2012-10-17", "Statement": statements})
+
+        aws.opensearch.DomainPolicy(
+            f"{name}-policy", domain_name=args.domain_name,
+            access_policies=pulumi.Output.all(args.domain_arn, list(args.reader_role_arns),
+                                              list(args.writer_role_arns)).apply(document),
+            opts=pulumi.ResourceOptions(parent=self, provider=opts.provider))
+        self.register_outputs({})

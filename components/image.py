@@ -1,0 +1,98 @@
+"""DaskImage: build the one Dask image once and publish it to an ECR repository in every region.
+
+A repository per region (rather than ECR registry replication) because replication is one configuration
+per account and region: two teams' stacks would overwrite each other's rules. Tasks pull from their own
+region and reference the image by digest, so every region runs the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_docker as docker
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DOCKERFILE = PROJECT_DIR / "images" / "dask" / "Dockerfile"
+BUILD_INPUTS = ("requirements.txt", "images/dask/Dockerfile", "images/dask/healthcheck.py")
+KEEP_IMAGES = 20
+
+
+def content_tag(root: Path = PROJECT_DIR) -> str:
+    """An immutable tag from the bytes that go into the image: a new tag exactly when the image changes."""
+    digest = hashlib.sha256()
+    files = [root / f for f in BUILD_INPUTS] + sorted((root / "dask_regions").rglob("*.py"))
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class DaskImageArgs:
+    home_region: str  # where the image is built and first pushed
+    providers: Mapping[str, aws.Provider]  # every region that runs Dask
+    key_arns: Mapping[str, pulumi.Input[str]]  # KMS key per region for the repositories
+
+
+class DaskImage(pulumi.ComponentResource):
+    """`references[region]` is `<repository url>@sha256:<digest>` in that region."""
+
+    references: dict[str, pulumi.Output[str]]
+    repository_arns: dict[str, pulumi.Output[str]]
+    digest: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DaskImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("crossregiondask:index:DaskImage", name, None, opts)
+        tag = content_tag()
+        repositories: dict[str, aws.ecr.Repository] = {}
+        credentials: dict[str, pulumi.Output[aws.ecr.GetAuthorizationTokenResult]] = {}
+        for region, provider in args.providers.items():
+            child = pulumi.ResourceOptions(parent=self, provider=provider)
+            repository = aws.ecr.Repository(
+                f"{name}-{region}",
+                image_tag_mutability="IMMUTABLE",
+                image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+                encryption_configurations=[aws.ecr.RepositoryEncryptionConfigurationArgs(
+                    encryption_type="KMS", kms_key=args.key_arns[region])],
+                opts=child,
+            )
+            aws.ecr.LifecyclePolicy(f"{name}-{region}-keep-recent", repository=repository.name, policy=json.dumps({
+                "rules": [{"rulePriority": 1, "description": f"keep the {KEEP_IMAGES} newest images",
+                           "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
+                                         "countNumber": KEEP_IMAGES},
+                           "action": {"type": "expire"}}],
+            }), opts=child)
+            repositories[region] = repository
+            credentials[region] = aws.ecr.get_authorization_token_output(
+                registry_id=repository.registry_id, opts=pulumi.InvokeOutputOptions(parent=self, provider=provider))
+
+        home = args.home_region
+        built = docker.Image(
+            f"{name}-build",
+            image_name=pulumi.Output.concat(repositories[home].repository_url, ":", tag),
+            build=docker.DockerBuildArgs(context=str(PROJECT_DIR), dockerfile=str(DOCKERFILE), platform="linux/amd64"),
+            registry=docker.RegistryArgs(server=repositories[home].repository_url,
+                                         username=credentials[home].user_name, password=credentials[home].password),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.references = {home: built.repo_digest}
+        for region, repository in repositories.items():
+            if region == home:
+                continue
+            registry = docker.Provider(f"{name}-registry-{region}", registry_auth=[docker.ProviderRegistryAuthArgs(
+                address=credentials[region].proxy_endpoint, username=credentials[region].user_name,
+                password=credentials[region].password)], opts=pulumi.ResourceOptions(parent=self))
+            target = docker.Tag(f"{name}-tag-{region}", source_image=built.repo_digest,
+                                target_image=pulumi.Output.concat(repository.repository_url, ":", tag),
+                                opts=pulumi.ResourceOptions(parent=self, provider=registry))
+            pushed = docker.RegistryImage(f"{name}-push-{region}", name=target.target_image, keep_remotely=True,
+                                          opts=pulumi.ResourceOptions(parent=self, provider=registry))
+            self.references[region] = pulumi.Output.concat(repository.repository_url, "@", pushed.sha256_digest)
+        self.repository_arns = {region: repository.arn for region, repository in repositories.items()}
+        self.digest = built.repo_digest.apply(lambda reference: reference.rpartition("@")[2])
+        self.register_outputs({"references": self.references, "digest": self.digest})

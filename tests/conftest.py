@@ -26,6 +26,7 @@ SHAPES: dict[str, dict[str, Any]] = {
     "one-worker-in-client-region": {"workers": workers(["eu-west-2"])},
     "one-worker": {"workers": workers(["us-east-1"])},
     "three-workers": {"workers": workers(["us-east-1", "us-west-2", "eu-west-2"])},
+    "four-regions": {"workers": workers(["us-east-1", "us-west-2", "eu-central-1"])},
     "five-workers": {"workers": workers(["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "eu-west-2"])},
 }
 
@@ -39,6 +40,11 @@ def _graph(shape: str) -> Graph:
 def graph(request: pytest.FixtureRequest) -> Graph:
     """The recorded graph of every config shape (a fresh copy: tests may mutate it)."""
     return copy.deepcopy(_graph(request.param))
+
+
+def cached_graph(shape: str) -> Graph:
+    """A fresh copy of a shape's graph, synthesised once per test session."""
+    return copy.deepcopy(_graph(shape))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from components.kms import RegionalKeys, RegionalKeysArgs
 from components.naming import Naming
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.providers import regional_providers
+from components.worker_region import WorkerRegion, WorkerRegionArgs
 
 try:
     config = load_from_pulumi()
@@ -46,6 +47,20 @@ client = ClientRegion(
     ),
     opts=pulumi.ResourceOptions(provider=providers[home]),
 )
+worker_regions = [
+    WorkerRegion(
+        vpc.site.name,
+        WorkerRegionArgs(
+            config=worker, vpc=vpc, client_cidr=config.client.cidr,
+            other_worker_cidrs=[other.cidr for other in config.workers if other is not worker],
+            scheduler_address=client.scheduler_address, image=image.references[worker.region],
+            repository_arn=image.repository_arns[worker.region], key_arn=keys.key_arns[worker.region],
+            naming=naming, log_retention_days=config.log_retention_days,
+        ),
+        opts=pulumi.ResourceOptions(provider=providers[worker.region]),
+    )
+    for worker, vpc in zip(config.workers, worker_vpcs, strict=True)
+]
 CatalogAccess(
     "catalog-access",
     CatalogAccessArgs(domain_name=client.catalog_domain_name, domain_arn=client.catalog_domain_arn,
@@ -67,3 +82,11 @@ pulumi.export("notebookUrl", client.notebook_url)
 pulumi.export("dnsZoneId", client.dns_zone_id)
 pulumi.export("imageDigest", image.digest)
 pulumi.export("imageReferences", image.references)
+pulumi.export("workerRegions", {
+    region.pool_name.removeprefix("pool-"): {
+        "fileSystemId": region.file_system_id, "fileSystemDnsName": region.file_system_dns_name,
+        "mountName": region.mount_name, "associationId": region.association_id,
+        "clusterName": region.cluster_name, "serviceName": region.service_name, "poolName": region.pool_name,
+    }
+    for region in worker_regions
+})

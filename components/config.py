@@ -97,6 +97,9 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("workersPerTask", "integer", "Dask worker processes per task (`--nworkers`).", 10),
     Key("threadsPerWorker", "integer", "Threads per Dask worker process (`--nthreads`).", 3),
     Key("taskMemoryMiB", "integer", "Memory reserved per worker task, MiB.", 25000),
+    Key("workerPortStart", "integer",
+        "First port of the task's Dask ports: workers take workersPerTask ports from here, nannies the next ones.",
+        9000),
     Key("cpuTargetPercent", "integer", "Average CPU the worker service's autoscaling aims for.", 40),
     Key("lustreStorageGiB", "integer", "FSx for Lustre capacity: 1200 or a multiple of 2400 GiB.", 1200),
     Key("lustreThroughputPerTiB", "integer", "FSx for Lustre throughput per TiB: 125, 250, 500 or 1000 MB/s.",
@@ -150,6 +153,7 @@ class WorkerConfig:
     workers_per_task: int = 10
     threads_per_worker: int = 3
     task_memory_mib: int = 25000
+    worker_port_start: int = 9000
     cpu_target_percent: int = 40
     lustre_storage_gib: int = 1200
     lustre_throughput_per_tib: int = 1000
@@ -158,6 +162,27 @@ class WorkerConfig:
     def pool_name(self) -> str:
         """The Dask resource every worker of this region carries (`--resources pool-<region>=...`)."""
         return f"pool-{self.region}"
+
+    @property
+    def pool_slots(self) -> int:
+        """How much of the pool resource each worker process offers. Pinned tasks ask for 1 slot, so a
+        worker must offer one per thread: with fewer, Dask would run fewer pinned tasks than it has threads."""
+        return self.threads_per_worker
+
+    @property
+    def worker_ports(self) -> tuple[int, int]:
+        """Inclusive range of the Dask worker processes' ports (one each)."""
+        return self.worker_port_start, self.worker_port_start + self.workers_per_task - 1
+
+    @property
+    def nanny_ports(self) -> tuple[int, int]:
+        """Inclusive range of the nannies' ports (one per worker process), right after the workers'."""
+        first = self.worker_port_start + self.workers_per_task
+        return first, first + self.workers_per_task - 1
+
+    @property
+    def memory_per_worker_mib(self) -> int:
+        return self.task_memory_mib // self.workers_per_task
 
     @property
     def fsx_path(self) -> str:
@@ -577,6 +602,13 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
         c.add(f"{path}.taskMemoryMiB",
               f"{memory} MiB gives each of the {workers} workers less than {MIN_MEMORY_PER_WORKER_MIB} MiB.",
               f"raise taskMemoryMiB to at least {workers * MIN_MEMORY_PER_WORKER_MIB} or lower workersPerTask.")
+    port_start = values["workerPortStart"]
+    if port_start is not None and workers is not None and workers >= 1:
+        last = port_start + 2 * workers - 1
+        if port_start < 1024 or last > 65535:
+            c.add(f"{path}.workerPortStart",
+                  f"ports {port_start}-{last} (a worker and a nanny port per process) leave 1024-65535.",
+                  f"start between 1024 and {65536 - 2 * workers}, or lower workersPerTask.")
     storage = values["lustreStorageGiB"]
     if storage is not None and storage != LUSTRE_MIN_STORAGE_GIB and (
         storage < LUSTRE_STORAGE_STEP_GIB or storage % LUSTRE_STORAGE_STEP_GIB
@@ -593,7 +625,7 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
         region=values["region"], cidr=values["cidr"], dataset=dataset, lustre_file_system_path=lustre_path,
         instance_type=instance_type, min_instances=values["minInstances"], max_instances=values["maxInstances"],
         min_tasks=values["minTasks"], max_tasks=values["maxTasks"], workers_per_task=workers,
-        threads_per_worker=values["threadsPerWorker"], task_memory_mib=memory,
+        threads_per_worker=values["threadsPerWorker"], task_memory_mib=memory, worker_port_start=port_start,
         cpu_target_percent=values["cpuTargetPercent"], lustre_storage_gib=storage,
         lustre_throughput_per_tib=throughput,
     )

@@ -200,3 +200,50 @@ def analyse(graph: Graph) -> Reachability:
                 f"{route.name} routes {route.inputs.get('destinationCidrBlock')} over the backbone, "
                 "which is not one of our VPC CIDRs")
     return result
+
+
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
+SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
+
+
+def _admits(graph: Graph, token: str, group: RecordedResource, port: int, cidr: str) -> bool:
+    """Whether a rule of `group` covers `port` for the whole of `cidr` (TCP)."""
+    wanted = _net(cidr)
+    for rule in graph.of_type(token):
+        inputs = rule.inputs
+        if inputs.get("securityGroupId") != group.id or inputs.get("ipProtocol") not in ("tcp", "-1"):
+            continue
+        if not inputs.get("fromPort", 0) <= port <= inputs.get("toPort", 65535):
+            continue
+        allowed = _net(inputs.get("cidrIpv4"))
+        if allowed is not None and wanted is not None and wanted.subnet_of(allowed):  # type: ignore[arg-type]
+            return True
+    return False
+
+
+def service_reachability(graph: Graph, src_site: str, dst_group: str, port: int,
+                         src_group: str | None = None) -> str | None:
+    """Why a TCP connection from anywhere in `src_site`'s VPC (from `src_group`, if given) to `port` on the
+    security group `dst_group` cannot be made, or None when routes and both groups allow it."""
+    vpcs = {v.id: v for v in graph.of_type(VPC)}
+    src_vpc = vpcs.get(str(graph.outputs.get("vpcIds", {}).get(src_site)))
+    target = next((g for g in graph.of_type(SECURITY_GROUP) if g.name == dst_group), None)
+    if src_vpc is None or target is None:
+        return f"unknown site {src_site!r} or security group {dst_group!r}"
+    dst_vpc = vpcs.get(str(target.inputs.get("vpcId")))
+    if dst_vpc is None:
+        return f"{dst_group} is in no VPC of ours"
+    src_cidr, dst_cidr = str(src_vpc.inputs["cidrBlock"]), str(dst_vpc.inputs["cidrBlock"])
+    if src_vpc is not dst_vpc:
+        route = analyse(graph)
+        key = (vpc_label(graph, src_vpc), vpc_label(graph, dst_vpc))
+        if key not in route.paths:
+            return f"no route: {route.failures.get(key, 'unknown')}"
+    if not _admits(graph, INGRESS, target, port, src_cidr):
+        return f"{dst_group} does not admit {src_cidr} on port {port}"
+    if src_group is not None:
+        source = next((g for g in graph.of_type(SECURITY_GROUP) if g.name == src_group), None)
+        if source is None or not _admits(graph, EGRESS, source, port, dst_cidr):
+            return f"{src_group} may not send to {dst_cidr} on port {port}"
+    return None

@@ -45,6 +45,8 @@ _ID_PREFIX = {
     "aws:ec2transitgateway/transitGateway:TransitGateway": "tgw",
     "aws:ec2transitgateway/vpcAttachment:VpcAttachment": "tgw-attach",
     "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": "tgw-attach",
+    "aws:fsx/lustreFileSystem:LustreFileSystem": "fs",
+    "aws:fsx/dataRepositoryAssociation:DataRepositoryAssociation": "dra",
 }
 # Elastic Load Balancing's log-delivery accounts (AWS docs, "Enable access logs"): regions before 2022.
 ELB_ACCOUNTS = {"us-east-1": "127311923021", "us-west-2": "797873946194", "eu-west-2": "652711504416",
@@ -52,7 +54,8 @@ ELB_ACCOUNTS = {"us-east-1": "127311923021", "us-west-2": "797873946194", "eu-we
 # Resources whose `name` output AWS (or Pulumi's auto-naming) fills in when the program gives none.
 _AUTONAMED = {"aws:iam/role:Role", "aws:iam/policy:Policy", "aws:cloudwatch/logGroup:LogGroup",
                "aws:ecr/repository:Repository", "aws:lb/loadBalancer:LoadBalancer", "aws:lb/targetGroup:TargetGroup",
-               "aws:ecs/cluster:Cluster"}
+               "aws:ecs/cluster:Cluster", "aws:ecs/service:Service", "aws:ecs/capacityProvider:CapacityProvider",
+               "aws:autoscaling/group:Group", "aws:iam/instanceProfile:InstanceProfile"}
 
 
 class UnmockedInvokeError(Exception):
@@ -111,8 +114,8 @@ class Graph:
                 return resource
         return None
 
-    def named(self, name: str) -> RecordedResource:
-        matches = [r for r in self.resources if r.name == name]
+    def named(self, name: str, token: str | None = None) -> RecordedResource:
+        matches = [r for r in self.resources if r.name == name and (token is None or r.type == token)]
         if len(matches) != 1:
             raise KeyError(f"{len(matches)} resources named {name!r}")
         return matches[0]
@@ -152,8 +155,9 @@ class RealisticMocks(pulumi_mocks.Mocks):
         module = args.typ.split(":")[1].split("/")[0]
         state: dict[str, Any] = {
             "arn": f"arn:aws:{module}:{region}:{MOCK_ACCOUNT}:{args.typ.split(':')[-1].lower()}/{resource_id}",
-            "tagsAll": dict(args.inputs.get("tags") or {}),
         }
+        if isinstance(args.inputs.get("tags"), dict):  # auto scaling groups carry a list of tag blocks instead
+            state["tagsAll"] = dict(args.inputs["tags"])
         if args.typ in _AUTONAMED and "name" not in args.inputs:
             state["name"] = f"{args.name}-{digest[:7]}"
         if args.typ == "aws:cloudwatch/logGroup:LogGroup":
@@ -203,6 +207,13 @@ class RealisticMocks(pulumi_mocks.Mocks):
             return {"hostedZone": f"Z{digest.upper()[:13]}", "id": f"ns-{digest[:16]}"}
         if token == "aws:sagemaker/notebookInstance:NotebookInstance":
             return {"url": f"{name}.notebook.{region}.sagemaker.aws"}
+        if token == "aws:fsx/lustreFileSystem:LustreFileSystem":
+            return {"dnsName": f"fs-{digest}.fsx.{region}.amazonaws.com", "mountName": digest[:8]}
+        if token == "aws:ec2/launchTemplate:LaunchTemplate":
+            return {"latestVersion": 1, "defaultVersion": 1}
+        if token == "aws:autoscaling/group:Group":
+            return {"arn": f"arn:aws:autoscaling:{region}:{MOCK_ACCOUNT}:autoScalingGroup:{digest}:"
+                           f"autoScalingGroupName/{name}"}
         if token == "aws:ecs/taskDefinition:TaskDefinition":
             return {"arn": f"arn:aws:ecs:{region}:{MOCK_ACCOUNT}:task-definition/{inputs.get('family')}:1",
                     "revision": 1}
@@ -227,6 +238,12 @@ class RealisticMocks(pulumi_mocks.Mocks):
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": MOCK_ACCOUNT, "arn": f"arn:aws:iam::{MOCK_ACCOUNT}:user/deployer",
                     "userId": "AIDAMOCK", "id": MOCK_ACCOUNT}, []
+        if args.token == "aws:ssm/getParameter:getParameter":
+            if not str(args.args.get("name", "")).startswith("/aws/service/"):
+                raise UnmockedInvokeError(f"SSM parameter {args.args.get('name')} is not a public AWS parameter")
+            return {"name": args.args["name"], "value": f"ami-{_digest(region, args.args['name'])}", "type": "String",
+                    "arn": f"arn:aws:ssm:{region}::parameter{args.args['name']}", "id": args.args["name"],
+                    "version": 1, "insecureValue": "", "withDecryption": True}, []
         if args.token == "aws:elb/getServiceAccount:getServiceAccount":
             account = ELB_ACCOUNTS.get(region, "")
             return {"arn": f"arn:aws:iam::{account}:root" if account else "", "id": account, "region": region}, []

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from components.synth import Graph, synthesize
+from components.config import StackConfig, parse_stack_config, raw_stack_config
+from components.synth import PROJECT_DIR, Graph, synthesize
 
 CLIENT = {"region": "eu-west-2", "cidr": "10.0.0.0/16"}
 WORKER_REGIONS = ["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "ca-central-1", "sa-east-1",
@@ -40,6 +41,12 @@ def _graph(shape: str) -> Graph:
 def graph(request: pytest.FixtureRequest) -> Graph:
     """The recorded graph of every config shape (a fresh copy: tests may mutate it)."""
     return copy.deepcopy(_graph(request.param))
+
+
+def shape_config(shape: str) -> StackConfig:
+    """The validated config the program saw for a shape."""
+    project, raw = raw_stack_config(PROJECT_DIR, "dev", SHAPES[shape])
+    return parse_stack_config(raw, stack="dev", project=project)
 
 
 def cached_graph(shape: str) -> Graph:

@@ -1,0 +1,292 @@
+"""WorkerRegion: compute next to one public dataset. FSx for Lustre linked to the dataset's S3 prefix, and a
+pool of Dask workers on ECS (EC2 capacity, since Fargate cannot mount Lustre) carrying the region's pool
+resource, scaling on CPU."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_aws.appautoscaling as tracking
+
+from components.config import WorkerConfig
+from components.naming import Naming
+from components.network import RegionalVpc
+from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
+
+ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
+LUSTRE_VERSION = "2.15"
+ROOT_VOLUME_GIB = 100
+CAPACITY_TARGET_PERCENT = 80
+SCALE_COOLDOWN_SECONDS = 300
+# Managed policy with the ECS agent's calls (register, poll, telemetry); most take no resource scoping.
+ECS_INSTANCE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
+
+
+def _assume(service: str) -> str:
+    return json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": service}}]})
+
+
+def worker_command(config: WorkerConfig, scheduler_address: str) -> list[str]:
+    """The `dask worker` command line of one task (the image's entrypoint is `dask`)."""
+    (worker_first, worker_last), (nanny_first, nanny_last) = config.worker_ports, config.nanny_ports
+    return [
+        "worker", scheduler_address,
+        "--nworkers", str(config.workers_per_task),
+        "--nthreads", str(config.threads_per_worker),
+        "--resources", f"{config.pool_name}={config.pool_slots}",
+        "--worker-port", f"{worker_first}:{worker_last}",
+        "--nanny-port", f"{nanny_first}:{nanny_last}",
+        "--memory-limit", f"{config.memory_per_worker_mib}MiB",
+        "--no-dashboard",
+        "--name", config.region,  # prefix of each worker's name, so the dashboard shows its region
+    ]
+
+
+@dataclass
+class WorkerRegionArgs:
+    config: WorkerConfig
+    vpc: RegionalVpc
+    client_cidr: str  # the scheduler and clients live there
+    other_worker_cidrs: Sequence[str]  # workers exchange data directly when results combine
+    scheduler_address: str
+    image: pulumi.Input[str]  # the Dask image by digest, in this region
+    repository_arn: pulumi.Input[str]
+    key_arn: pulumi.Input[str]
+    naming: Naming
+    log_retention_days: int
+
+
+class WorkerRegion(pulumi.ComponentResource):
+    file_system_id: pulumi.Output[str]
+    file_system_dns_name: pulumi.Output[str]
+    mount_name: pulumi.Output[str]
+    association_id: pulumi.Output[str]
+    cluster_name: pulumi.Output[str]
+    service_name: pulumi.Output[str]
+    pool_name: str
+
+    def __init__(self, name: str, args: WorkerRegionArgs, opts: pulumi.ResourceOptions) -> None:
+        super().__init__("crossregiondask:index:WorkerRegion", name, None, opts)
+        if not isinstance(opts.provider, aws.Provider):
+            raise ValueError(f"WorkerRegion {name}: pass the worker region's aws.Provider in opts.provider")
+        self._name, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self, provider=opts.provider)
+        self._invoke = pulumi.InvokeOutputOptions(parent=self, provider=opts.provider)
+        self._region = args.config.region
+        self.pool_name = args.config.pool_name
+
+        file_system = self._lustre()
+        cluster, capacity = self._capacity(file_system)
+        self._workers(cluster, capacity)
+        self.register_outputs({
+            "fileSystemId": self.file_system_id,
+            "fileSystemDnsName": self.file_system_dns_name,
+            "mountName": self.mount_name,
+            "associationId": self.association_id,
+            "clusterName": self.cluster_name,
+            "serviceName": self.service_name,
+            "poolName": self.pool_name,
+        })
+
+    # -------------------------------------------------------------------------------------- helpers
+    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))
+
+    def _security_group(self, role: str, description: str) -> aws.ec2.SecurityGroup:
+        return aws.ec2.SecurityGroup(f"{self._name}-{role}-sg", description=description, vpc_id=self._args.vpc.vpc_id,
+                                     tags={"Name": f"{self._name}-{role}"}, opts=self._child)
+
+    def _rule(self, direction: str, group: aws.ec2.SecurityGroup, rule: str, ports: tuple[int, int],
+              cidr: str) -> None:
+        kind = aws.vpc.SecurityGroupIngressRule if direction == "in" else aws.vpc.SecurityGroupEgressRule
+        kind(f"{self._name}-{rule}", security_group_id=group.id, ip_protocol="tcp", from_port=ports[0],
+             to_port=ports[1], cidr_ipv4=cidr, description=rule, opts=self._child)
+
+    def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]] | None = None,
+              managed: Sequence[str] = ()) -> aws.iam.Role:
+        role = aws.iam.Role(f"{self._name}-{purpose}-role", assume_role_policy=_assume(service), opts=self._child)
+        if statements is not None:
+            aws.iam.RolePolicy(f"{self._name}-{purpose}-policy", role=role.id, policy=pulumi.Output.from_input(
+                statements).apply(lambda s: json.dumps({"Version": "2012-10-17", "Statement": s})), opts=self._child)
+        for index, policy_arn in enumerate(managed):
+            aws.iam.RolePolicyAttachment(f"{self._name}-{purpose}-managed-{index}", role=role.name,
+                                         policy_arn=policy_arn, opts=self._child)
+        return role
+
+    # ----------------------------------------------------------------------------------------- Lustre
+    def _lustre(self) -> aws.fsx.LustreFileSystem:
+        args, vpc = self._args, self._args.vpc
+        lustre_sg = self._security_group("lustre", "FSx for Lustre: Lustre ports from the worker VPC only")
+        for first, last in LUSTRE_PORTS:
+            self._rule("in", lustre_sg, f"lustre-{first}-{last}-from-vpc", (first, last), vpc.site.cidr)
+            self._rule("out", lustre_sg, f"lustre-{first}-{last}-to-vpc", (first, last), vpc.site.cidr)
+        log_group = aws.cloudwatch.LogGroup(
+            f"{self._name}-lustre-log",  # FSx only writes to groups under /aws/fsx
+            name="/aws/fsx" + args.naming.log_group(self._region, "lustre"),
+            retention_in_days=args.log_retention_days, opts=self._child)
+        file_system = aws.fsx.LustreFileSystem(
+            f"{self._name}-lustre", deployment_type="PERSISTENT_2", file_system_type_version=LUSTRE_VERSION,
+            storage_capacity=args.config.lustre_storage_gib,
+            per_unit_storage_throughput=args.config.lustre_throughput_per_tib,
+            data_compression_type="LZ4", kms_key_id=args.key_arn, subnet_ids=vpc.private_subnet_ids[0],
+            security_group_ids=[lustre_sg.id],
+            log_configuration=aws.fsx.LustreFileSystemLogConfigurationArgs(level="WARN_ERROR",
+                                                                           destination=log_group.arn),
+            tags={"Name": f"{self._name}-lustre"}, opts=self._child)
+        # No auto-import policy: it needs S3 event notifications on the bucket, which public buckets we do
+        # not own never send us. The nightly catalog sync re-imports metadata instead.
+        association = aws.fsx.DataRepositoryAssociation(
+            f"{self._name}-dataset", file_system_id=file_system.id, data_repository_path=args.config.dataset.uri,
+            file_system_path=args.config.fsx_path, batch_import_meta_data_on_create=True, opts=self._child)
+        self.file_system_id = file_system.id
+        self.file_system_dns_name = file_system.dns_name
+        self.mount_name = file_system.mount_name
+        self.association_id = association.id
+        return file_system
+
+    # ------------------------------------------------------------------------------------- EC2 hosts
+    def _capacity(self, file_system: aws.fsx.LustreFileSystem) -> tuple[aws.ecs.Cluster, aws.ecs.CapacityProvider]:
+        args, config, vpc = self._args, self._args.config, self._args.vpc
+        cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
+            aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
+        host_sg = self._security_group("host", "Worker hosts: Lustre client and AWS APIs")
+        for first, last in LUSTRE_PORTS:  # Lustre servers also call back to their clients
+            self._rule("in", host_sg, f"host-lustre-{first}-{last}-from-vpc", (first, last), vpc.site.cidr)
+            self._rule("out", host_sg, f"host-lustre-{first}-{last}-to-vpc", (first, last), vpc.site.cidr)
+        self._rule("out", host_sg, "host-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), "0.0.0.0/0")
+        role = self._role("host", "ec2.amazonaws.com", managed=[ECS_INSTANCE_POLICY])
+        profile = aws.iam.InstanceProfile(f"{self._name}-host", role=role.name, opts=self._child)
+        ami = aws.ssm.get_parameter_output(name=ECS_AMI_PARAMETER, opts=self._invoke)
+        user_data = pulumi.Output.all(cluster.name, file_system.dns_name, file_system.mount_name).apply(
+            lambda v: _host_user_data(v[0], v[1], v[2]))
+        template = aws.ec2.LaunchTemplate(
+            f"{self._name}-host", image_id=ami.value, instance_type=config.instance_type,
+            iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
+            vpc_security_group_ids=[host_sg.id], user_data=user_data,
+            metadata_options=aws.ec2.LaunchTemplateMetadataOptionsArgs(
+                http_endpoint="enabled", http_tokens="required", http_put_response_hop_limit=1),
+            block_device_mappings=[aws.ec2.LaunchTemplateBlockDeviceMappingArgs(
+                device_name="/dev/xvda", ebs=aws.ec2.LaunchTemplateBlockDeviceMappingEbsArgs(
+                    volume_size=ROOT_VOLUME_GIB, volume_type="gp3", encrypted="true", kms_key_id=args.key_arn,
+                    delete_on_termination="true"))],
+            monitoring=aws.ec2.LaunchTemplateMonitoringArgs(enabled=True),
+            tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
+                resource_type="instance", tags={"Name": f"{self._name}-host"})],
+            opts=self._child)
+        group = aws.autoscaling.Group(
+            f"{self._name}-hosts", min_size=config.min_instances, max_size=config.max_instances,
+            vpc_zone_identifiers=vpc.private_subnet_ids, protect_from_scale_in=True,
+            launch_template=aws.autoscaling.GroupLaunchTemplateArgs(id=template.id, version="$Latest"),
+            tags=[aws.autoscaling.GroupTagArgs(key="AmazonECSManaged", value="true", propagate_at_launch=True)],
+            # The capacity provider owns the desired capacity.
+            opts=self._opts(ignore_changes=["desiredCapacity"]))
+        capacity = aws.ecs.CapacityProvider(
+            f"{self._name}-capacity", auto_scaling_group_provider=aws.ecs.CapacityProviderAutoScalingGroupProviderArgs(
+                auto_scaling_group_arn=group.arn, managed_termination_protection="ENABLED",
+                managed_scaling=aws.ecs.CapacityProviderAutoScalingGroupProviderManagedScalingArgs(
+                    status="ENABLED", target_capacity=CAPACITY_TARGET_PERCENT, minimum_scaling_step_size=1,
+                    maximum_scaling_step_size=max(1, config.max_instances // 4))),
+            opts=self._child)
+        aws.ecs.ClusterCapacityProviders(
+            f"{self._name}-capacity", cluster_name=cluster.name, capacity_providers=[capacity.name],
+            default_capacity_provider_strategies=[aws.ecs.ClusterCapacityProvidersDefaultCapacityProviderStrategyArgs(
+                capacity_provider=capacity.name, weight=1, base=0)], opts=self._child)
+        self.cluster_name = cluster.name
+        return cluster, capacity
+
+    # ----------------------------------------------------------------------------------- Dask workers
+    def _workers(self, cluster: aws.ecs.Cluster, capacity: aws.ecs.CapacityProvider) -> None:
+        args, config, vpc = self._args, self._args.config, self._args.vpc
+        ports = (config.worker_ports[0], config.nanny_ports[1])
+        worker_sg = self._security_group("workers", "Dask workers and nannies")
+        sources = [("client", args.client_cidr), ("own-vpc", vpc.site.cidr),
+                   *((f"worker-{cidr}", cidr) for cidr in args.other_worker_cidrs)]
+        for label, cidr in sources:
+            self._rule("in", worker_sg, f"workers-from-{label}", ports, cidr)
+        self._rule("out", worker_sg, "workers-to-scheduler", (SCHEDULER_PORT, SCHEDULER_PORT), args.client_cidr)
+        for label, cidr in sources[1:]:
+            self._rule("out", worker_sg, f"workers-to-{label}", ports, cidr)
+        self._rule("out", worker_sg, "workers-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), "0.0.0.0/0")
+
+        log_group = aws.cloudwatch.LogGroup(
+            f"{self._name}-workers-log", name=args.naming.log_group(self._region, "workers"),
+            retention_in_days=args.log_retention_days, opts=self._child)
+        execution_role = self._role("execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
+            args.repository_arn, log_group.arn).apply(lambda v: [
+                # GetAuthorizationToken has no resource-level permissions: "*" is the only valid resource.
+                {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+                {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                               "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
+                {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": f"{v[1]}:*"}]))
+        command = worker_command(config, args.scheduler_address)
+        containers = pulumi.Output.all(args.image, log_group.name).apply(lambda v: json.dumps([{
+            "name": "worker",
+            "image": v[0],
+            "essential": True,
+            "command": command,
+            "memoryReservation": config.task_memory_mib,
+            "portMappings": [{"containerPort": port, "protocol": "tcp"} for port in range(ports[0], ports[1] + 1)],
+            "mountPoints": [{"sourceVolume": "fsx", "containerPath": "/fsx", "readOnly": True}],
+            "environment": [{"name": "DASK_HEALTH_TCP", "value": f"127.0.0.1:{config.worker_ports[0]}"}],
+            "healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30,
+                            "timeout": 5, "retries": 3, "startPeriod": 120},
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": v[1], "awslogs-region": self._region, "awslogs-stream-prefix": "worker"}},
+        }]))
+        task = aws.ecs.TaskDefinition(
+            f"{self._name}-workers", family=args.naming.resource(self._region, "workers", max_length=255),
+            network_mode="awsvpc", requires_compatibilities=["EC2"], execution_role_arn=execution_role.arn,
+            memory=str(config.task_memory_mib),
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="fsx", host_path="/fsx")],
+            container_definitions=containers, opts=self._child)
+        service = aws.ecs.Service(
+            f"{self._name}-workers", cluster=cluster.arn, task_definition=task.arn, desired_count=config.min_tasks,
+            capacity_provider_strategies=[aws.ecs.ServiceCapacityProviderStrategyArgs(
+                capacity_provider=capacity.name, weight=1)],
+            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
+                subnets=vpc.private_subnet_ids, security_groups=[worker_sg.id], assign_public_ip=False),
+            deployment_minimum_healthy_percent=50, deployment_maximum_percent=200,
+            propagate_tags="SERVICE", enable_ecs_managed_tags=True,
+            # Application auto scaling owns the desired count.
+            opts=self._opts(ignore_changes=["desiredCount"]))
+        target = aws.appautoscaling.Target(
+            f"{self._name}-workers", service_namespace="ecs", scalable_dimension="ecs:service:DesiredCount",
+            resource_id=pulumi.Output.concat("service/", cluster.name, "/", service.name),
+            min_capacity=config.min_tasks, max_capacity=config.max_tasks, opts=self._child)
+        aws.appautoscaling.Policy(
+            f"{self._name}-workers-cpu", policy_type="TargetTrackingScaling",
+            service_namespace=target.service_namespace, resource_id=target.resource_id,
+            scalable_dimension=target.scalable_dimension,
+            target_tracking_scaling_policy_configuration=tracking.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+                target_value=config.cpu_target_percent,
+                predefined_metric_specification=(
+                    tracking.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+                        predefined_metric_type="ECSServiceAverageCPUUtilization")),
+                scale_in_cooldown=SCALE_COOLDOWN_SECONDS, scale_out_cooldown=SCALE_COOLDOWN_SECONDS),
+            opts=self._child)
+        self.service_name = service.name
+
+
+def _host_user_data(cluster_name: str, lustre_dns_name: str, mount_name: str) -> str:
+    """Joins the ECS cluster and mounts the region's Lustre file system at /fsx (again at every boot)."""
+    script = f"""#!/bin/bash
+set -euo pipefail
+cat >> /etc/ecs/ecs.config <<'EOF'
+ECS_CLUSTER={cluster_name}
+ECS_ENABLE_CONTAINER_METADATA=true
+EOF
+dnf install -y lustre-client
+mkdir -p /fsx
+LUSTRE_OPTIONS=defaults,relatime,flock,_netdev,x-systemd.automount
+echo "{lustre_dns_name}@tcp:/{mount_name} /fsx lustre $LUSTRE_OPTIONS 0 0" >> /etc/fstab
+mount /fsx
+"""
+    return base64.b64encode(script.encode()).decode()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -69,3 +70,18 @@ def _region_of_vpc(graph: Graph, vpc_id: str) -> str:
     vpc = graph.by_id(vpc_id)
     assert vpc is not None and vpc.region
     return vpc.region
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server (S3, SSM, Scheduler, ...) on loopback for the whole session, stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.catalog_fixtures import free_port, moto_environment
+
+    moto_environment()
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

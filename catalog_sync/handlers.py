@@ -1,0 +1,63 @@
+"""Lambda entry point of the nightly sync workflow (Step Functions): one function, one action per state.
+
+Configuration comes from the function's environment, set by the Pulumi program: FILE_SYSTEM_ID, DATASET
+(s3://bucket[/prefix]), FSX_PATH, CATALOG_ENDPOINT, CATALOG_REGION (the domain's region, for SigV4) and
+MAX_DROP. Errors propagate: the workflow catches them, drops the new load and alarms.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+
+from catalog_sync import fsx_import
+from catalog_sync.records import Association
+from catalog_sync.sinks import open_sink
+from catalog_sync.sync import Checkpoint, index_step
+
+SAFETY_MARGIN_SECONDS = 60  # stop listing this long before Lambda's own timeout
+
+
+def association_from_environment() -> Association:
+    bucket, _, prefix = os.environ["DATASET"].removeprefix("s3://").partition("/")
+    return Association(region=os.environ["AWS_REGION"], bucket=bucket, prefix=prefix.strip("/"),
+                       fsx_path=os.environ["FSX_PATH"])
+
+
+def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    action = event.get("action")
+    if action == "start_import":
+        status = fsx_import.start_or_adopt(boto3.client("fsx"), os.environ["FILE_SYSTEM_ID"], datetime.now(UTC).date())
+        return {"taskId": status.task_id, "lifecycle": status.lifecycle, "adopted": status.adopted, "polls": 0}
+    if action == "poll_import":
+        status = fsx_import.poll(boto3.client("fsx"), event["taskId"])
+        return {"taskId": status.task_id, "lifecycle": status.lifecycle, "done": status.done,
+                "succeeded": status.lifecycle == "SUCCEEDED", "total": status.total, "failed": status.failed,
+                "failure": status.failure, "polls": int(event.get("polls", 0)) + 1}
+    association = association_from_environment()
+    sink = open_sink(os.environ["CATALOG_ENDPOINT"], os.environ.get("CATALOG_REGION"))
+    if action == "index":
+        if event.get("checkpoint"):
+            checkpoint = Checkpoint.from_json(event["checkpoint"])
+            load = sink.resume(checkpoint.load_id, association.region)
+        else:
+            load = sink.begin(association.region, os.environ["DATASET"])
+            checkpoint = Checkpoint(association.region, load.load_id, "")
+        remaining = context.get_remaining_time_in_millis() / 1000 if context else 600.0
+        deadline = time.monotonic() + max(remaining - SAFETY_MARGIN_SECONDS, 1.0)
+        progress = index_step(boto3.client("s3"), association, load, checkpoint, deadline=deadline)
+        return {"done": progress.done, "checkpoint": progress.checkpoint.to_json()}
+    checkpoint = Checkpoint.from_json(event["checkpoint"])
+    load = sink.resume(checkpoint.load_id, association.region)
+    if action == "swap":
+        report = load.commit(max_drop=float(os.environ.get("MAX_DROP", "0.5")), force=bool(event.get("force")))
+        return {"region": report.region, "index": report.loaded, "documents": report.documents,
+                "previous": report.previous, "replaced": report.replaced, "skipped": checkpoint.skipped}
+    if action == "abort":
+        load.abort()
+        return {"aborted": checkpoint.load_id}
+    raise ValueError(f"unknown action {action!r}: start_import, poll_import, index, swap or abort")

@@ -1,0 +1,277 @@
+"""Catalog sinks: load a region's new catalog beside the serving one, then swap atomically or drop it.
+
+Both sinks keep the same promises: readers see the old catalog or the new one, never a partial or empty
+one; any failure leaves the previous catalog serving; a swap that would shrink a region's catalog by more
+than `max_drop` is refused unless forced.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from catalog_sync.records import FACETS, DatasetRecord, opensearch_mapping
+
+READ_ALIAS = "catalog"
+BULK_CHUNK_BYTES = 5 * 1024 * 1024  # well under the domain's 10 MiB request limit
+BULK_CHUNK_DOCS = 500
+BULK_RETRIES = 5  # 429 Too Many Requests: back off and retry
+
+
+class SinkError(Exception):
+    """Loading failed; the previous catalog is still serving."""
+
+
+class SwapRefused(SinkError):  # noqa: N818 (a refusal, not a crash)
+    """The guard refused to replace the catalog with a much smaller one."""
+
+
+@dataclass
+class SwapReport:
+    region: str
+    loaded: str  # the new index or staging table
+    documents: int
+    previous: int
+    replaced: list[str]
+
+
+class Load(Protocol):
+    load_id: str
+
+    def add(self, records: Iterable[DatasetRecord]) -> int: ...
+
+    def commit(self, max_drop: float = 0.5, force: bool = False) -> SwapReport: ...
+
+    def abort(self) -> None: ...
+
+
+class CatalogSink(Protocol):
+    def begin(self, region: str, dataset: str) -> Load: ...
+
+    def resume(self, load_id: str, region: str) -> Load: ...
+
+    def serving_count(self, region: str) -> int: ...
+
+
+def _guard(region: str, documents: int, previous: int, max_drop: float, force: bool) -> None:
+    if not force and previous and documents < previous * (1 - max_drop):
+        raise SwapRefused(f"{region}: the new catalog has {documents} datasets, the serving one {previous} "
+                          f"(a drop of more than {max_drop:.0%}); kept the serving one. Re-run with --force "
+                          "if the dataset really shrank.")
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dt%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "dataset"
+
+
+# ------------------------------------------------------------------------------------------ OpenSearch
+class OpenSearchLoad:
+    def __init__(self, client: Any, region: str, index: str) -> None:
+        self.client, self.region, self.load_id = client, region, index
+
+    def add(self, records: Iterable[DatasetRecord]) -> int:
+        from opensearchpy import helpers
+
+        actions = ({"_index": self.load_id, "_id": r.id, "_source": r.to_document()} for r in records)
+        added, errors = 0, []
+        try:
+            for ok, item in helpers.streaming_bulk(
+                    self.client, actions, chunk_size=BULK_CHUNK_DOCS, max_chunk_bytes=BULK_CHUNK_BYTES,
+                    max_retries=BULK_RETRIES, initial_backoff=1, max_backoff=30, raise_on_error=False,
+                    raise_on_exception=False):
+                if ok:
+                    added += 1
+                else:
+                    errors.append(item)
+        except Exception as error:  # connection lost mid-load, etc.
+            raise SinkError(f"{self.region}: loading {self.load_id} failed: {error}") from error
+        if errors:
+            first = json.dumps(errors[0])[:300]
+            raise SinkError(f"{self.region}: {len(errors)} documents were rejected (first: {first})")
+        return added
+
+    def commit(self, max_drop: float = 0.5, force: bool = False) -> SwapReport:
+        indices, alias = self.client.indices, f"{READ_ALIAS}-{self.region}"
+        indices.put_settings(index=self.load_id, body={"index": {"refresh_interval": "1s"}})
+        indices.refresh(index=self.load_id)
+        documents = int(self.client.count(index=self.load_id)["count"])
+        serving = [name for name in _aliased(self.client, alias) if name != self.load_id]
+        previous = sum(int(self.client.count(index=name)["count"]) for name in serving)
+        _guard(self.region, documents, previous, max_drop, force)
+        actions: list[dict[str, Any]] = [{"add": {"index": self.load_id, "alias": alias}},
+                                         {"add": {"index": self.load_id, "alias": READ_ALIAS}}]
+        actions += [{"remove_index": {"index": name}} for name in serving]
+        indices.update_aliases(body={"actions": actions})  # one atomic switch, old index removed with it
+        return SwapReport(self.region, self.load_id, documents, previous, serving)
+
+    def abort(self) -> None:
+        self.client.indices.delete(index=self.load_id, ignore_unavailable=True)
+
+
+def _aliased(client: Any, alias: str) -> list[str]:
+    from opensearchpy.exceptions import NotFoundError
+
+    try:
+        return sorted(client.indices.get_alias(name=alias))
+    except NotFoundError:
+        return []
+
+
+class OpenSearchSink:
+    """A dated index per region and dataset, loaded with refresh off; the region's alias `catalog-<region>`
+    and the shared read alias `catalog` move to it in one `_aliases` request that also removes the old."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def begin(self, region: str, dataset: str) -> OpenSearchLoad:
+        index = f"{READ_ALIAS}-{_slug(region)}-{_slug(dataset)}-{_stamp()}"
+        self.client.indices.create(index=index, body={
+            "settings": {"index": {"refresh_interval": "-1"}}, "mappings": opensearch_mapping()})
+        return OpenSearchLoad(self.client, region, index)
+
+    def resume(self, load_id: str, region: str) -> OpenSearchLoad:
+        if not load_id.startswith(f"{READ_ALIAS}-{_slug(region)}-") or not self.client.indices.exists(index=load_id):
+            raise SinkError(f"the load {load_id} of {region} no longer exists; start the sync again")
+        return OpenSearchLoad(self.client, region, load_id)
+
+    def serving_count(self, region: str) -> int:
+        names = _aliased(self.client, f"{READ_ALIAS}-{region}")
+        return sum(int(self.client.count(index=name)["count"]) for name in names)
+
+
+def opensearch_client(endpoint: str, region: str | None = None) -> Any:
+    """A client for a domain endpoint. With `region` (the DOMAIN's region), requests are signed with SigV4
+    for service `es`, using the environment's AWS credentials."""
+    import boto3
+    from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
+
+    options: dict[str, Any] = {"hosts": [endpoint], "timeout": 60, "max_retries": 3, "retry_on_timeout": True}
+    if region:
+        credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            raise SinkError("no AWS credentials to sign catalog requests with")
+        options |= {"http_auth": AWSV4SignerAuth(credentials, region, "es"), "connection_class": RequestsHttpConnection,
+                    "use_ssl": endpoint.startswith("https"), "verify_certs": True}
+    return OpenSearch(**options)
+
+
+# ---------------------------------------------------------------------------------------------- SQLite
+COLUMNS = ("id", "region", "kind", "s3_uri", "path", "pool", "size", "object_count", "last_modified", "facets",
+           "fileName", "bucket", "dask_pool", "project")
+_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
+    id TEXT NOT NULL, region TEXT NOT NULL, kind TEXT NOT NULL, s3_uri TEXT NOT NULL, path TEXT NOT NULL,
+    pool TEXT NOT NULL, size INTEGER NOT NULL, object_count INTEGER NOT NULL, last_modified TEXT NOT NULL,
+    facets TEXT NOT NULL, fileName TEXT NOT NULL, bucket TEXT NOT NULL, dask_pool TEXT NOT NULL,
+    project TEXT NOT NULL, PRIMARY KEY (region, id))"""
+
+
+def _row(record: DatasetRecord) -> tuple[Any, ...]:
+    document = record.to_document()
+    document["facets"] = json.dumps(record.facets, sort_keys=True)
+    return tuple(document[column] for column in COLUMNS)
+
+
+class SQLiteLoad:
+    def __init__(self, sink: SQLiteSink, region: str, table: str) -> None:
+        self.sink, self.region, self.load_id = sink, region, table
+
+    def add(self, records: Iterable[DatasetRecord]) -> int:
+        batch = list(records)
+        rejected = [r for r in batch if set(r.facets) - set(FACETS)]  # as OpenSearch's strict mapping would
+        if rejected:
+            unknown = sorted(set(rejected[0].facets) - set(FACETS))
+            raise SinkError(f"{self.region}: {len(rejected)} documents were rejected (first: {rejected[0].id} has "
+                            f"unknown facets {unknown})")
+        rows = [_row(r) for r in batch]
+        try:
+            with self.sink.connect() as db:
+                db.execute("BEGIN")
+                db.executemany(f"INSERT OR REPLACE INTO {self.load_id} VALUES ({', '.join('?' * len(COLUMNS))})",
+                               rows)
+                db.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise SinkError(f"{self.region}: loading {self.load_id} failed: {error}") from error
+        return len(rows)
+
+    def commit(self, max_drop: float = 0.5, force: bool = False) -> SwapReport:
+        with self.sink.connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            documents = db.execute(f"SELECT count(*) FROM {self.load_id}").fetchone()[0]
+            previous = db.execute("SELECT count(*) FROM datasets WHERE region = ?", (self.region,)).fetchone()[0]
+            try:
+                _guard(self.region, documents, previous, max_drop, force)
+            except SwapRefused:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("DELETE FROM datasets WHERE region = ?", (self.region,))
+            db.execute(f"INSERT INTO datasets SELECT * FROM {self.load_id}")
+            db.execute(f"DROP TABLE {self.load_id}")
+            db.execute("DELETE FROM loads WHERE load_id = ?", (self.load_id,))
+            db.execute("COMMIT")  # readers saw the old rows until here, the new ones from here
+        return SwapReport(self.region, self.load_id, documents, previous, [])
+
+    def abort(self) -> None:
+        with self.sink.connect() as db:
+            db.execute(f"DROP TABLE IF EXISTS {self.load_id}")
+            db.execute("DELETE FROM loads WHERE load_id = ?", (self.load_id,))
+
+
+class SQLiteSink:
+    """The embedded catalog of the local platform: a staging table per load, swapped in one transaction."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # readers keep reading the old rows during a swap
+            db.execute(_TABLE.format(name="datasets"))
+            db.execute("CREATE TABLE IF NOT EXISTS loads (load_id TEXT PRIMARY KEY, region TEXT NOT NULL)")
+
+    @contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """An autocommit connection (transactions are explicit), closed afterwards."""
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            yield connection
+        finally:
+            connection.close()
+
+    def begin(self, region: str, dataset: str) -> SQLiteLoad:
+        table = f"load_{_slug(region).replace('-', '_')}_{_stamp().replace('-', '_')}"
+        with self.connect() as db:
+            db.execute(_TABLE.format(name=table))
+            db.execute("INSERT INTO loads VALUES (?, ?)", (table, region))
+        return SQLiteLoad(self, region, table)
+
+    def resume(self, load_id: str, region: str) -> SQLiteLoad:
+        with self.connect() as db:
+            row = db.execute("SELECT region FROM loads WHERE load_id = ?", (load_id,)).fetchone()
+        if row is None or row[0] != region:
+            raise SinkError(f"the load {load_id} of {region} no longer exists; start the sync again")
+        return SQLiteLoad(self, region, load_id)
+
+    def serving_count(self, region: str) -> int:
+        with self.connect() as db:
+            return int(db.execute("SELECT count(*) FROM datasets WHERE region = ?", (region,)).fetchone()[0])
+
+
+def open_sink(catalog: str, domain_region: str | None = None) -> CatalogSink:
+    """`sqlite:///path/catalog.db`, or an OpenSearch endpoint URL (signed when `domain_region` is given)."""
+    if catalog.startswith("sqlite:///"):
+        return SQLiteSink(catalog.removeprefix("sqlite:///"))
+    if catalog.startswith(("http://", "https://")):
+        return OpenSearchSink(opensearch_client(catalog, domain_region))
+    raise SinkError(f"catalog {catalog!r}: use sqlite:///<path> or an http(s):// OpenSearch endpoint")

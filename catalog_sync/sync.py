@@ -1,0 +1,92 @@
+"""One region's nightly sync: import the file system's metadata, list and group the dataset, load the
+catalog beside the serving one, swap. Time-boxed steps carry a checkpoint, so Lambda can run it in pieces."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from catalog_sync.grouping import DatasetGrouper
+from catalog_sync.listing import list_objects
+from catalog_sync.records import Association
+from catalog_sync.sinks import CatalogSink, Load, SwapReport
+
+RECORD_BATCH = 500
+
+
+@dataclass
+class Checkpoint:
+    """Where an interrupted load goes on: the load to add to and the key to list after."""
+
+    region: str
+    load_id: str
+    start_after: str
+    documents: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Checkpoint:
+        return cls(**data)
+
+
+@dataclass
+class Progress:
+    done: bool
+    checkpoint: Checkpoint
+
+
+def index_step(s3: Any, association: Association, load: Load, checkpoint: Checkpoint, *,
+               deadline: float | None = None, clock: Callable[[], float] = time.monotonic, page_size: int = 1000,
+               on_record: Callable[[int], None] | None = None) -> Progress:
+    """List from the checkpoint and load complete datasets until the listing ends or `deadline` passes.
+
+    A step always gets past at least one dataset before it honours the deadline, so steps make progress."""
+    grouper = DatasetGrouper(association, start_after=checkpoint.start_after)
+    batch, documents = [], checkpoint.documents
+    for item in list_objects(s3, association.bucket, association.key_prefix, checkpoint.start_after, page_size):
+        batch += grouper.add(item)
+        if len(batch) >= RECORD_BATCH:
+            documents += load.add(batch)
+            batch = []
+            if on_record:
+                on_record(documents)
+        if deadline is not None and clock() >= deadline and grouper.resume_point() > checkpoint.start_after:
+            documents += load.add(batch)
+            skipped = _merge(checkpoint.skipped, grouper.skipped)
+            return Progress(False, Checkpoint(association.region, load.load_id, grouper.resume_point(), documents,
+                                              skipped))
+    documents += load.add(batch + grouper.finish())
+    if on_record:
+        on_record(documents)
+    return Progress(True, Checkpoint(association.region, load.load_id, "", documents,
+                                     _merge(checkpoint.skipped, grouper.skipped)))
+
+
+def _merge(before: dict[str, int], now: Any) -> dict[str, int]:
+    merged = dict(before)
+    for reason, count in now.items():
+        merged[reason] = merged.get(reason, 0) + count
+    return merged
+
+
+def rebuild_catalog(s3: Any, association: Association, sink: CatalogSink, *, max_drop: float = 0.5,
+                    force: bool = False, page_size: int = 1000,
+                    on_record: Callable[[int], None] | None = None) -> tuple[SwapReport, Checkpoint]:
+    """List, group, load and swap in one go. Any failure drops the new load and re-raises: the serving
+    catalog is untouched."""
+    load = sink.begin(association.region, association.bucket + "/" + association.prefix)
+    try:
+        progress = index_step(s3, association, load, Checkpoint(association.region, load.load_id, ""),
+                              page_size=page_size, on_record=on_record)
+        return load.commit(max_drop=max_drop, force=force), progress.checkpoint
+    except BaseException as error:
+        try:
+            load.abort()
+        except Exception as cleanup:  # e.g. the sink is unreachable: the new load stays, unaliased and unread
+            error.add_note(f"the new load {load.load_id} could not be dropped ({cleanup}); it serves no reader")
+        raise

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,7 +14,7 @@ from rich.markup import escape
 from catalog_sync import fsx_import
 from catalog_sync.records import Association
 from catalog_sync.sinks import SinkError, open_sink
-from catalog_sync.sync import rebuild_catalog
+from catalog_sync.sync import sync_region
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
@@ -62,21 +60,18 @@ def run(
     page_size: Annotated[int, typer.Option(min=1, max=1000, help="Keys per S3 listing page.")] = 1000,
 ) -> None:
     association = _association(stack, region, dataset, lustre_path)
+    source = f"s3://{association.bucket}/{association.key_prefix}"
     try:
-        if file_system_id:
-            fsx = boto3.client("fsx", region_name=region)
-            status = fsx_import.start_or_adopt(fsx, file_system_id, datetime.now(UTC).date())
-            console.print(f"import {status.task_id} {'adopted' if status.adopted else 'started'}")
-            status = fsx_import.wait(fsx, status, time.sleep)
-            console.print(f"import {status.lifecycle}: {status.succeeded}/{status.total} files")
         sink = open_sink(catalog, domain_region)
         s3 = boto3.client("s3", region_name=region, endpoint_url=s3_endpoint)
-        with console.status(f"listing s3://{association.bucket}/{association.key_prefix}") as status_line:
+        fsx = boto3.client("fsx", region_name=region) if file_system_id else None
+        with console.status(f"importing and listing {source}") as status_line:
             def progress(documents: int) -> None:
-                status_line.update(f"{documents} datasets loaded from s3://{association.bucket}/{association.key_prefix}")
+                status_line.update(f"{documents} datasets loaded from {source}")
 
-            report, checkpoint = rebuild_catalog(s3, association, sink, max_drop=max_drop, force=force,
-                                                 page_size=page_size, on_record=progress)
+            report, checkpoint = sync_region(s3, association, sink, fsx=fsx, file_system_id=file_system_id,
+                                             max_drop=max_drop, force=force, page_size=page_size,
+                                             on_record=progress)
     except (SinkError, fsx_import.FsxImportError) as error:
         console.print(f"[red]catalog sync failed, the previous catalog is still serving:[/red] {escape(str(error))}")
         raise typer.Exit(1) from None

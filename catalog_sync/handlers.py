@@ -28,8 +28,13 @@ def association_from_environment() -> Association:
                        fsx_path=os.environ["FSX_PATH"])
 
 
+ACTIONS = ("start_import", "poll_import", "index", "swap", "abort")
+
+
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     action = event.get("action")
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
     if action == "start_import":
         status = fsx_import.start_or_adopt(boto3.client("fsx"), os.environ["FILE_SYSTEM_ID"], datetime.now(UTC).date())
         return {"taskId": status.task_id, "lifecycle": status.lifecycle, "adopted": status.adopted, "polls": 0}
@@ -48,7 +53,7 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             load = sink.begin(association.region, os.environ["DATASET"])
             checkpoint = Checkpoint(association.region, load.load_id, "")
         remaining = context.get_remaining_time_in_millis() / 1000 if context else 600.0
-        deadline = time.monotonic() + max(remaining - SAFETY_MARGIN_SECONDS, 1.0)
+        deadline = time.monotonic() + max(remaining - SAFETY_MARGIN_SECONDS, 0.0)  # a step always progresses
         progress = index_step(boto3.client("s3"), association, load, checkpoint, deadline=deadline)
         return {"done": progress.done, "checkpoint": progress.checkpoint.to_json()}
     checkpoint = Checkpoint.from_json(event["checkpoint"])
@@ -57,7 +62,5 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         report = load.commit(max_drop=float(os.environ.get("MAX_DROP", "0.5")), force=bool(event.get("force")))
         return {"region": report.region, "index": report.loaded, "documents": report.documents,
                 "previous": report.previous, "replaced": report.replaced, "skipped": checkpoint.skipped}
-    if action == "abort":
-        load.abort()
-        return {"aborted": checkpoint.load_id}
-    raise ValueError(f"unknown action {action!r}: start_import, poll_import, index, swap or abort")
+    load.abort()  # action == "abort"
+    return {"aborted": checkpoint.load_id}

@@ -98,7 +98,7 @@ class OpenSearchLoad:
         except Exception as error:  # connection lost mid-load, etc.
             raise SinkError(f"{self.region}: loading {self.load_id} failed: {error}") from error
         if errors:
-            first = json.dumps(errors[0])[:300]
+            first = json.dumps(errors[0], default=str)[:300]
             raise SinkError(f"{self.region}: {len(errors)} documents were rejected (first: {first})")
         return added
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from catalog_sync import fsx_import
 from catalog_sync.grouping import DatasetGrouper
 from catalog_sync.listing import list_objects
 from catalog_sync.records import Association
@@ -90,3 +92,16 @@ def rebuild_catalog(s3: Any, association: Association, sink: CatalogSink, *, max
         except Exception as cleanup:  # e.g. the sink is unreachable: the new load stays, unaliased and unread
             error.add_note(f"the new load {load.load_id} could not be dropped ({cleanup}); it serves no reader")
         raise
+
+
+def sync_region(s3: Any, association: Association, sink: CatalogSink, *, fsx: Any = None,
+                file_system_id: str | None = None, sleep: Callable[[float], None] = time.sleep,
+                max_drop: float = 0.5, force: bool = False, page_size: int = 1000,
+                on_record: Callable[[int], None] | None = None) -> tuple[SwapReport, Checkpoint]:
+    """The whole nightly sync for one region: the metadata import first (when a file system is given), then
+    the catalog rebuild. A failed import raises before the catalog is touched."""
+    if file_system_id:
+        status = fsx_import.start_or_adopt(fsx, file_system_id, datetime.now(UTC).date())
+        fsx_import.wait(fsx, status, sleep)
+    return rebuild_catalog(s3, association, sink, max_drop=max_drop, force=force, page_size=page_size,
+                           on_record=on_record)

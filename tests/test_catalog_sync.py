@@ -1,0 +1,253 @@
+"""The nightly sync end to end: boto3 against a moto S3 server on loopback (real pagination with small
+pages), FSx through Stubber, the catalog in SQLite or osmem. Every fault ends with the previous catalog
+intact and a clear report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import ANY, Stubber
+from opensearchpy import OpenSearch
+
+from catalog_sync import handlers
+from catalog_sync.fsx_import import IMPORT, FsxImportError
+from catalog_sync.records import Association
+from catalog_sync.sinks import OpenSearchSink, SinkError, SQLiteSink, SwapRefused
+from catalog_sync.sync import Checkpoint, index_step, rebuild_catalog, sync_region
+from tests.catalog_fixtures import CMIP6_PREFIX, cmip6_keys, era5_keys, s3_client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> Iterator[tuple[Any, str]]:
+    """A fresh bucket (named per test) in the moto server."""
+    s3 = s3_client(moto_endpoint)
+    name = f"dataset-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=name)
+    yield s3, name
+
+
+def put(s3: Any, bucket: str, keys: list[str]) -> None:
+    for key in keys:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"x" * 16)
+
+
+def cmip6(bucket: str) -> Association:
+    return Association("us-west-2", bucket, CMIP6_PREFIX, f"/us-west-2/{CMIP6_PREFIX}")
+
+
+def serving(sink: SQLiteSink, region: str) -> list[tuple[Any, ...]]:
+    with sink.connect() as db:
+        return sorted(db.execute("SELECT id, kind, path, object_count FROM datasets WHERE region = ?", (region,)))
+
+
+def test_listing_through_small_pages_groups_real_shaped_keys(bucket: tuple[Any, str], tmp_path: Path) -> None:
+    s3, name = bucket
+    put(s3, name, [*cmip6_keys(chunks=3), "elsewhere/ignored.nc"])
+    sink = SQLiteSink(tmp_path / "catalog.db")
+    report, _ = rebuild_catalog(s3, cmip6(name), sink, page_size=5)
+    rows = serving(sink, "us-west-2")
+    assert report.documents == len(rows) == 5  # 4 CMIP6 stores and the README
+    assert sorted(kind for _, kind, _, _ in rows) == ["cmip6-zarr"] * 4 + ["file"]
+    assert all(path.startswith(f"/fsx/us-west-2/{CMIP6_PREFIX}/") for _, _, path, _ in rows)
+    assert all(count == 3 + 8 + 3 for _, kind, _, count in rows if kind == "cmip6-zarr")
+
+
+def test_time_budget_and_resume_through_moto_match_the_uninterrupted_run(bucket: tuple[Any, str],
+                                                                        tmp_path: Path) -> None:
+    s3, name = bucket
+    put(s3, name, era5_keys(years=(2022,)))
+    association = Association("us-east-1", name, "", f"/us-east-1/{name}")
+    reference = SQLiteSink(tmp_path / "reference.db")
+    rebuild_catalog(s3, association, reference, page_size=4)
+    sink = SQLiteSink(tmp_path / "resumed.db")
+    load = sink.begin("us-east-1", name)
+    checkpoint, invocations = Checkpoint("us-east-1", load.load_id, ""), 0
+    while True:  # each "invocation" may read the clock three times before its budget is gone
+        ticks = iter(range(100))
+        progress = index_step(s3, association, sink.resume(checkpoint.load_id, "us-east-1"), checkpoint,
+                              deadline=3, clock=lambda t=ticks: float(next(t)), page_size=4)
+        checkpoint, invocations = progress.checkpoint, invocations + 1
+        if progress.done:
+            break
+    sink.resume(checkpoint.load_id, "us-east-1").commit()
+    assert invocations > 3
+    assert serving(sink, "us-east-1") == serving(reference, "us-east-1")
+
+
+def test_malformed_keys_never_crash_the_run(bucket: tuple[Any, str], tmp_path: Path) -> None:
+    s3, name = bucket
+    odd = [f"{CMIP6_PREFIX}/a/../b.nc", f"{CMIP6_PREFIX}/dir/", f"{CMIP6_PREFIX}/données/é🌍.nc",
+           f"{CMIP6_PREFIX}/" + "/".join(["d" * 80] * 11) + ".nc", f"{CMIP6_PREFIX}/tab\tkey.nc"]
+    put(s3, name, [*odd, f"{CMIP6_PREFIX}/fine.nc"])
+    sink = SQLiteSink(tmp_path / "catalog.db")
+    report, checkpoint = rebuild_catalog(s3, cmip6(name), sink)
+    assert report.documents == 3  # fine.nc, the unicode file and the long one
+    assert sum(checkpoint.skipped.values()) == 3 and len(checkpoint.skipped) == 3
+
+
+def test_an_empty_listing_keeps_the_previous_catalog(bucket: tuple[Any, str], tmp_path: Path) -> None:
+    s3, name = bucket
+    put(s3, name, cmip6_keys(chunks=1))
+    sink = SQLiteSink(tmp_path / "catalog.db")
+    rebuild_catalog(s3, cmip6(name), sink)
+    before = serving(sink, "us-west-2")
+    for key in cmip6_keys(chunks=1):
+        s3.delete_object(Bucket=name, Key=key)
+    with pytest.raises(SwapRefused, match="0 datasets, the serving one 5"):
+        rebuild_catalog(s3, cmip6(name), sink)
+    assert serving(sink, "us-west-2") == before
+    with sink.connect() as db:  # the refused load was dropped
+        assert db.execute("SELECT count(*) FROM loads").fetchone()[0] == 0
+
+
+def stubbed_fsx(*lifecycles: str) -> Any:
+    client = boto3.client("fsx", region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    stubber.add_response("create_data_repository_task", {"DataRepositoryTask": {
+        "TaskId": "task-0123456789abcdef0", "Lifecycle": "PENDING", "Type": IMPORT,
+        "FileSystemId": "fs-0123456789abcdef0", "CreationTime": "2026-11-26T00:00:00Z"}},
+        {"Type": IMPORT, "FileSystemId": "fs-0123456789abcdef0", "Report": {"Enabled": False},
+         "ClientRequestToken": ANY})
+    for lifecycle in lifecycles:
+        task = {"TaskId": "task-0123456789abcdef0", "Lifecycle": lifecycle, "Type": IMPORT,
+                "FileSystemId": "fs-0123456789abcdef0", "CreationTime": "2026-11-26T00:00:00Z",
+                "Status": {"TotalCount": 10, "SucceededCount": 10 if lifecycle == "SUCCEEDED" else 4,
+                           "FailedCount": 0 if lifecycle == "SUCCEEDED" else 6}}
+        if lifecycle == "FAILED":
+            task["FailureDetails"] = {"Message": "6 files failed to import"}
+        stubber.add_response("describe_data_repository_tasks", {"DataRepositoryTasks": [task]}, {"TaskIds": ANY})
+    stubber.activate()
+    return client
+
+
+def test_a_failed_import_leaves_the_catalog_untouched(bucket: tuple[Any, str], tmp_path: Path) -> None:
+    s3, name = bucket
+    put(s3, name, cmip6_keys(chunks=1))
+    sink = SQLiteSink(tmp_path / "catalog.db")
+    sync_region(s3, cmip6(name), sink, fsx=stubbed_fsx("EXECUTING", "SUCCEEDED"),
+                file_system_id="fs-0123456789abcdef0", sleep=lambda _: None)
+    before = serving(sink, "us-west-2")
+    put(s3, name, [f"{CMIP6_PREFIX}/new.nc"])
+    with pytest.raises(FsxImportError, match="FAILED: 6 files failed to import"):
+        sync_region(s3, cmip6(name), sink, fsx=stubbed_fsx("FAILED"), file_system_id="fs-0123456789abcdef0",
+                    sleep=lambda _: None)
+    assert serving(sink, "us-west-2") == before
+
+
+def test_the_sink_becoming_unreachable_mid_load_keeps_the_previous_catalog(bucket: tuple[Any, str],
+                                                                          osmem_url: str) -> None:
+    s3, name = bucket
+    put(s3, name, cmip6_keys(chunks=1))
+    live = OpenSearch(hosts=[osmem_url])
+    rebuild_catalog(s3, cmip6(name), OpenSearchSink(live))
+    before = live.count(index="catalog-us-west-2")["count"]
+
+    class DropsMidLoad(OpenSearchSink):
+        def begin(self, region: str, dataset: str) -> Any:
+            load = super().begin(region, dataset)
+            load.client = OpenSearch(hosts=["http://127.0.0.1:9"], max_retries=0, timeout=2)  # nothing listens
+            return load
+
+    with pytest.raises(SinkError, match=r"documents were rejected .*Connection") as caught:
+        rebuild_catalog(s3, cmip6(name), DropsMidLoad(live))
+    assert "could not be dropped" in "".join(getattr(caught.value, "__notes__", []))
+    assert live.count(index="catalog-us-west-2")["count"] == before
+    assert len(live.indices.get_alias(name="catalog-us-west-2")) == 1
+
+
+# ------------------------------------------------------------------- the Lambda workflow, state by state
+class LambdaContext:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int(self.seconds * 1000)
+
+
+def test_the_workflow_actions_run_import_index_in_steps_and_swap(bucket: tuple[Any, str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    s3, name = bucket
+    put(s3, name, cmip6_keys(chunks=2))
+    fsx = stubbed_fsx("SUCCEEDED")
+    monkeypatch.setattr(handlers.boto3, "client", lambda service, **_: {"fsx": fsx, "s3": s3}[service])
+    monkeypatch.setenv("AWS_REGION", "us-west-2")
+    for key, value in {"FILE_SYSTEM_ID": "fs-0123456789abcdef0", "DATASET": f"s3://{name}/{CMIP6_PREFIX}",
+                       "FSX_PATH": f"/us-west-2/{CMIP6_PREFIX}", "CATALOG_ENDPOINT": f"sqlite:///{tmp_path}/c.db",
+                       "MAX_DROP": "0.5"}.items():
+        monkeypatch.setenv(key, value)
+    started = handlers.handle({"action": "start_import"}, None)
+    polled = handlers.handle({"action": "poll_import", **started}, None)
+    assert (polled["done"], polled["succeeded"], polled["polls"]) == (True, True, 1)
+    step = handlers.handle({"action": "index"}, LambdaContext(0))  # no time: one dataset per invocation
+    steps = 1
+    while not step["done"]:
+        step = handlers.handle({"action": "index", "checkpoint": step["checkpoint"]}, LambdaContext(0))
+        steps += 1
+    assert steps >= 4
+    swapped = handlers.handle({"action": "swap", "checkpoint": step["checkpoint"]}, None)
+    assert (swapped["documents"], swapped["previous"]) == (5, 0)
+    with pytest.raises(ValueError, match="unknown action"):
+        handlers.handle({"action": "dance"}, None)
+
+
+def test_abort_action_drops_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in {"AWS_REGION": "us-west-2", "DATASET": "s3://b/p", "FSX_PATH": "/us-west-2/p",
+                       "CATALOG_ENDPOINT": f"sqlite:///{tmp_path}/c.db"}.items():
+        monkeypatch.setenv(key, value)
+    sink = SQLiteSink(tmp_path / "c.db")
+    load = sink.begin("us-west-2", "s3://b/p")
+    handlers.handle({"action": "abort", "checkpoint": Checkpoint("us-west-2", load.load_id, "").to_json()}, None)
+    with pytest.raises(SinkError):
+        sink.resume(load.load_id, "us-west-2")
+
+
+# --------------------------------------------------------------------------------------- the command line
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "catalog_sync", *args], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120, check=False)
+
+
+def test_cli_syncs_a_stack_region_against_given_endpoints(bucket: tuple[Any, str], moto_endpoint: str,
+                                                          tmp_path: Path) -> None:
+    s3, name = bucket
+    put(s3, name, era5_keys(years=(2022,)))
+    result = run_cli("--region", "us-east-1", "--dataset", f"s3://{name}", "--catalog",
+                     f"sqlite:///{tmp_path}/catalog.db", "--s3-endpoint", moto_endpoint, "--page-size", "10")
+    assert result.returncode == 0, result.stderr
+    assert "us-east-1: 37 datasets now serving (was 0;" in result.stderr
+    assert SQLiteSink(tmp_path / "catalog.db").serving_count("us-east-1") == 37
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--region", "us-east-1", "--catalog", "sqlite:///x.db"],
+     "give --stack (to read the dataset from it) or --dataset"),
+    (["--region", "eu-north-1", "--catalog", "sqlite:///x.db", "--stack", "dev"], "has no worker region 'eu-north-1'"),
+    (["--region", "us-east-1", "--catalog", "sqlite:///x.db", "--dataset", "era5-pds"], "is not an s3://bucket"),
+    (["--region", "us-east-1", "--catalog", "mysql://x", "--dataset", "s3://b"], "use sqlite:///<path> or an http"),
+    (["--region", "us-east-1", "--catalog", "sqlite:///x.db", "--stack", "nope"], "Pulumi.nope.yaml: does not exist"),
+    (["--region", "us-east-1", "--catalog", "sqlite:///x.db", "--dataset", "s3://b", "--max-drop", "2"],
+     "Invalid value for '--max-drop'"),
+])
+def test_cli_bad_input_gets_a_clear_message_not_a_traceback(args: list[str], message: str, tmp_path: Path) -> None:
+    result = run_cli(*args, "--s3-endpoint", "http://127.0.0.1:9")
+    assert result.returncode != 0
+    assert message in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_reports_an_unreachable_s3_clearly(tmp_path: Path) -> None:
+    result = run_cli("--region", "us-east-1", "--dataset", "s3://b", "--catalog", f"sqlite:///{tmp_path}/c.db",
+                     "--s3-endpoint", "http://127.0.0.1:9",
+                     env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_MAX_ATTEMPTS": "1"})
+    assert result.returncode == 1
+    assert "the previous catalog is still serving" in result.stderr and "Traceback" not in result.stderr

@@ -5,12 +5,12 @@ import pulumi
 from components.backbone import BackboneNetwork, BackboneNetworkArgs
 from components.client_region import CatalogAccess, CatalogAccessArgs, ClientRegion, ClientRegionArgs
 from components.config import ConfigError, load_from_pulumi
-from components.image import DaskImage, DaskImageArgs
+from components.image import CATALOG_SYNC_IMAGE, DASK_IMAGE, RegionalImage, RegionalImageArgs
 from components.kms import RegionalKeys, RegionalKeysArgs
 from components.naming import Naming
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.providers import regional_providers
-from components.worker_region import WorkerRegion, WorkerRegionArgs
+from components.worker_region import CatalogTarget, WorkerRegion, WorkerRegionArgs
 
 try:
     config = load_from_pulumi()
@@ -34,7 +34,8 @@ vpcs = [
 client_vpc, worker_vpcs = vpcs[0], vpcs[1:]
 backbone = BackboneNetwork("backbone", BackboneNetworkArgs(vpcs=vpcs, providers=providers))
 keys = RegionalKeys("keys", RegionalKeysArgs(providers=providers, naming=naming))
-image = DaskImage("dask-image", DaskImageArgs(home_region=home, providers=providers, key_arns=keys.key_arns))
+image = RegionalImage("dask-image", RegionalImageArgs(spec=DASK_IMAGE, home_region=home, providers=providers,
+                                                      key_arns=keys.key_arns))
 
 client = ClientRegion(
     "client",
@@ -47,6 +48,10 @@ client = ClientRegion(
     ),
     opts=pulumi.ResourceOptions(provider=providers[home]),
 )
+worker_region_providers = {worker.region: providers[worker.region] for worker in config.workers}
+sync_image = RegionalImage("catalog-sync-image", RegionalImageArgs(
+    spec=CATALOG_SYNC_IMAGE, home_region=config.workers[0].region, providers=worker_region_providers,
+    key_arns=keys.key_arns))
 worker_regions = [
     WorkerRegion(
         vpc.site.name,
@@ -56,6 +61,10 @@ worker_regions = [
             scheduler_address=client.scheduler_address, image=image.references[worker.region],
             repository_arn=image.repository_arns[worker.region], key_arn=keys.key_arns[worker.region],
             naming=naming, log_retention_days=config.log_retention_days,
+            catalog=CatalogTarget(
+                endpoint=client.catalog_endpoint, domain_arn=client.catalog_domain_arn, domain_region=home,
+                sync_image=sync_image.references[worker.region], schedule=config.sync_schedule,
+                max_drop_percent=config.sync_max_drop_percent),
         ),
         opts=pulumi.ResourceOptions(provider=providers[worker.region]),
     )
@@ -64,7 +73,8 @@ worker_regions = [
 CatalogAccess(
     "catalog-access",
     CatalogAccessArgs(domain_name=client.catalog_domain_name, domain_arn=client.catalog_domain_arn,
-                      reader_role_arns=[client.notebook_role_arn]),
+                      reader_role_arns=[client.notebook_role_arn],
+                      writer_role_arns=[region.catalog_sync_role_arn for region in worker_regions]),
     opts=pulumi.ResourceOptions(provider=providers[home]),
 )
 
@@ -87,6 +97,7 @@ pulumi.export("workerRegions", {
         "fileSystemId": region.file_system_id, "fileSystemDnsName": region.file_system_dns_name,
         "mountName": region.mount_name, "associationId": region.association_id,
         "clusterName": region.cluster_name, "serviceName": region.service_name, "poolName": region.pool_name,
+        "syncStateMachineArn": region.sync_state_machine_arn, "alarmTopicArn": region.alarm_topic_arn,
     }
     for region in worker_regions
 })

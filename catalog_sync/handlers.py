@@ -54,8 +54,14 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
             checkpoint = Checkpoint(association.region, load.load_id, "")
         remaining = context.get_remaining_time_in_millis() / 1000 if context else 600.0
         deadline = time.monotonic() + max(remaining - SAFETY_MARGIN_SECONDS, 0.0)  # a step always progresses
-        progress = index_step(boto3.client("s3"), association, load, checkpoint, deadline=deadline)
+        try:
+            progress = index_step(boto3.client("s3"), association, load, checkpoint, deadline=deadline)
+        except Exception:
+            load.abort()  # the workflow then fails without a load left behind
+            raise
         return {"done": progress.done, "checkpoint": progress.checkpoint.to_json()}
+    if action == "abort" and not event.get("checkpoint"):
+        return {"aborted": None}  # failed before any load existed
     checkpoint = Checkpoint.from_json(event["checkpoint"])
     load = sink.resume(checkpoint.load_id, association.region)
     if action == "swap":

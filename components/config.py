@@ -58,6 +58,8 @@ TOP_LEVEL_KEYS: tuple[Key, ...] = (
         DEFAULT_SYNC_SCHEDULE),
     Key("availabilityZones", "integer", "Availability zones per VPC (2 or 3).", 2),
     Key("logRetentionDays", "integer", "Retention of every CloudWatch log group we create.", 30),
+    Key("syncMaxDropPercent", "integer",
+        "The nightly sync refuses to replace a region's catalog with one this much smaller (percent).", 50),
     Key("createOpenSearchServiceLinkedRole", "boolean",
         "Create the account-wide OpenSearch service-linked role (only the first stack in an account needs it).",
         False),
@@ -211,6 +213,7 @@ class StackConfig:
     availability_zones: int = 2
     log_retention_days: int = 30
     create_opensearch_service_linked_role: bool = False
+    sync_max_drop_percent: int = 50
 
     @property
     def sites(self) -> tuple[Site, ...]:
@@ -659,6 +662,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         c.add("syncSchedule", f"{top['syncSchedule']!r} is not a valid EventBridge Scheduler expression: {reason}.",
               f"use e.g. {DEFAULT_SYNC_SCHEDULE!r} (every day at 00:00 UTC).")
     c.whole(top["availabilityZones"], "availabilityZones", MIN_AZS, MAX_AZS)
+    c.whole(top["syncMaxDropPercent"], "syncMaxDropPercent", 0, 100)
     if top["logRetentionDays"] is not None and top["logRetentionDays"] not in LOG_RETENTION_DAYS:
         close = min(LOG_RETENTION_DAYS, key=lambda d: abs(d - top["logRetentionDays"]))
         c.add("logRetentionDays", f"{top['logRetentionDays']} is not a retention CloudWatch Logs accepts.",
@@ -672,6 +676,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         sync_schedule=top["syncSchedule"], availability_zones=top["availabilityZones"],
         log_retention_days=top["logRetentionDays"],
         create_opensearch_service_linked_role=top["createOpenSearchServiceLinkedRole"],
+        sync_max_drop_percent=top["syncMaxDropPercent"],
     )
 
 

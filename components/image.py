@@ -1,4 +1,5 @@
-"""DaskImage: build the one Dask image once and publish it to an ECR repository in every region.
+"""RegionalImage: build a container image once and publish it to an ECR repository in every region that
+runs it: the Dask image (scheduler, workers, notebook kernels) and the catalog-sync Lambda image.
 
 A repository per region (rather than ECR registry replication) because replication is one configuration
 per account and region: two teams' stacks would overwrite each other's rules. Tasks pull from their own
@@ -18,37 +19,51 @@ import pulumi_aws as aws
 import pulumi_docker as docker
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-DOCKERFILE = PROJECT_DIR / "images" / "dask" / "Dockerfile"
-BUILD_INPUTS = ("requirements.txt", "images/dask/Dockerfile", "images/dask/healthcheck.py")
 KEEP_IMAGES = 20
 
 
-def content_tag(root: Path = PROJECT_DIR) -> str:
+@dataclass(frozen=True)
+class ImageSpec:
+    """What goes into an image: its Dockerfile, the files it copies and the packages whose code it ships."""
+
+    dockerfile: str
+    files: tuple[str, ...]
+    packages: tuple[str, ...]
+
+
+DASK_IMAGE = ImageSpec("images/dask/Dockerfile", ("requirements.txt", "images/dask/healthcheck.py"),
+                       ("dask_regions",))
+CATALOG_SYNC_IMAGE = ImageSpec("images/catalog-sync/Dockerfile", ("requirements.txt",), ("catalog_sync",))
+
+
+def content_tag(spec: ImageSpec = DASK_IMAGE, root: Path = PROJECT_DIR) -> str:
     """An immutable tag from the bytes that go into the image: a new tag exactly when the image changes."""
     digest = hashlib.sha256()
-    files = [root / f for f in BUILD_INPUTS] + sorted((root / "dask_regions").rglob("*.py"))
+    files = [root / f for f in (spec.dockerfile, *spec.files)]
+    files += sorted(p for package in spec.packages for p in (root / package).rglob("*.py"))
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
 @dataclass
-class DaskImageArgs:
+class RegionalImageArgs:
+    spec: ImageSpec
     home_region: str  # where the image is built and first pushed
-    providers: Mapping[str, aws.Provider]  # every region that runs Dask
+    providers: Mapping[str, aws.Provider]  # every region that runs the image
     key_arns: Mapping[str, pulumi.Input[str]]  # KMS key per region for the repositories
 
 
-class DaskImage(pulumi.ComponentResource):
+class RegionalImage(pulumi.ComponentResource):
     """`references[region]` is `<repository url>@sha256:<digest>` in that region."""
 
     references: dict[str, pulumi.Output[str]]
     repository_arns: dict[str, pulumi.Output[str]]
     digest: pulumi.Output[str]
 
-    def __init__(self, name: str, args: DaskImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__("crossregiondask:index:DaskImage", name, None, opts)
-        tag = content_tag()
+    def __init__(self, name: str, args: RegionalImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("crossregiondask:index:RegionalImage", name, None, opts)
+        tag = content_tag(args.spec)
         repositories: dict[str, aws.ecr.Repository] = {}
         credentials: dict[str, pulumi.Output[aws.ecr.GetAuthorizationTokenResult]] = {}
         for region, provider in args.providers.items():
@@ -75,7 +90,8 @@ class DaskImage(pulumi.ComponentResource):
         built = docker.Image(
             f"{name}-build",
             image_name=pulumi.Output.concat(repositories[home].repository_url, ":", tag),
-            build=docker.DockerBuildArgs(context=str(PROJECT_DIR), dockerfile=str(DOCKERFILE), platform="linux/amd64"),
+            build=docker.DockerBuildArgs(context=str(PROJECT_DIR), dockerfile=str(PROJECT_DIR / args.spec.dockerfile),
+                                         platform="linux/amd64"),
             registry=docker.RegistryArgs(server=repositories[home].repository_url,
                                          username=credentials[home].user_name, password=credentials[home].password),
             opts=pulumi.ResourceOptions(parent=self),

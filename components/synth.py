@@ -169,14 +169,31 @@ class RealisticMocks(pulumi_mocks.Mocks):
         if args.typ == "aws:ec2transitgateway/peeringAttachmentAccepter:PeeringAttachmentAccepter":
             # The accepter manages the same attachment from the peer side: it has the peering's id.
             resource_id = str(args.inputs.get("transitGatewayAttachmentId", resource_id))
-        state |= self._computed(args.typ, args.inputs, region, digest, state.get("name"))
+        state |= self._computed(args.typ, args.inputs, region, digest, state.get("name"), resource_id)
         return resource_id, {**args.inputs, **state}
 
     @staticmethod
-    def _computed(token: str, inputs: dict[str, Any], region: str, digest: str, autoname: str | None
-                  ) -> dict[str, Any]:
-        """Outputs AWS (or Docker) computes that the program reads."""
-        name = inputs.get("name") or autoname
+    def _computed(token: str, inputs: dict[str, Any], region: str, digest: str, autoname: str | None,
+                  resource_id: str) -> dict[str, Any]:
+        """Outputs AWS (or Docker) computes that the program reads, in AWS's formats."""
+        name = inputs.get("name") or autoname or f"{token.split(':')[-1].lower()}-{digest[:7]}"
+        arn = f"arn:aws:{{service}}:{region}:{MOCK_ACCOUNT}:{{resource}}"
+        formats = {
+            "aws:lambda/function:Function": ("lambda", f"function:{name}"),
+            "aws:sfn/stateMachine:StateMachine": ("states", f"stateMachine:{name}"),
+            "aws:sns/topic:Topic": ("sns", name),
+            "aws:sqs/queue:Queue": ("sqs", name),
+            "aws:fsx/lustreFileSystem:LustreFileSystem": ("fsx", f"file-system/{resource_id}"),
+        }
+        if token in formats:
+            service, resource = formats[token]
+            computed: dict[str, Any] = {"arn": arn.format(service=service, resource=resource), "name": name}
+            if token == "aws:sqs/queue:Queue":
+                computed["url"] = f"https://sqs.{region}.amazonaws.com/{MOCK_ACCOUNT}/{name}"
+            if token == "aws:fsx/lustreFileSystem:LustreFileSystem":
+                computed |= {"dnsName": f"{resource_id}.fsx.{region}.amazonaws.com", "mountName": digest[:8]}
+                del computed["name"]
+            return computed
         if token == "aws:ec2/vpc:Vpc":
             return {"defaultRouteTableId": f"rtb-{digest}d", "mainRouteTableId": f"rtb-{digest}m",
                     "defaultSecurityGroupId": f"sg-{digest}d", "defaultNetworkAclId": f"acl-{digest}d",
@@ -207,8 +224,6 @@ class RealisticMocks(pulumi_mocks.Mocks):
             return {"hostedZone": f"Z{digest.upper()[:13]}", "id": f"ns-{digest[:16]}"}
         if token == "aws:sagemaker/notebookInstance:NotebookInstance":
             return {"url": f"{name}.notebook.{region}.sagemaker.aws"}
-        if token == "aws:fsx/lustreFileSystem:LustreFileSystem":
-            return {"dnsName": f"fs-{digest}.fsx.{region}.amazonaws.com", "mountName": digest[:8]}
         if token == "aws:ec2/launchTemplate:LaunchTemplate":
             return {"latestVersion": 1, "defaultVersion": 1}
         if token == "aws:autoscaling/group:Group":

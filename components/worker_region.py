@@ -17,6 +17,7 @@ import pulumi_aws.appautoscaling as tracking
 from components.config import WorkerConfig
 from components.naming import Naming
 from components.network import RegionalVpc
+from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
@@ -50,6 +51,18 @@ def worker_command(config: WorkerConfig, scheduler_address: str) -> list[str]:
 
 
 @dataclass
+class CatalogTarget:
+    """Where a worker region publishes its datasets, and the sync's image and schedule."""
+
+    endpoint: pulumi.Input[str]
+    domain_arn: pulumi.Input[str]
+    domain_region: str
+    sync_image: pulumi.Input[str]  # the catalog-sync Lambda image by digest, in this region
+    schedule: str
+    max_drop_percent: int
+
+
+@dataclass
 class WorkerRegionArgs:
     config: WorkerConfig
     vpc: RegionalVpc
@@ -61,6 +74,7 @@ class WorkerRegionArgs:
     key_arn: pulumi.Input[str]
     naming: Naming
     log_retention_days: int
+    catalog: CatalogTarget
 
 
 class WorkerRegion(pulumi.ComponentResource):
@@ -71,6 +85,9 @@ class WorkerRegion(pulumi.ComponentResource):
     cluster_name: pulumi.Output[str]
     service_name: pulumi.Output[str]
     pool_name: str
+    catalog_sync_role_arn: pulumi.Output[str]
+    sync_state_machine_arn: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: WorkerRegionArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("crossregiondask:index:WorkerRegion", name, None, opts)
@@ -85,6 +102,15 @@ class WorkerRegion(pulumi.ComponentResource):
         file_system = self._lustre()
         cluster, capacity = self._capacity(file_system)
         self._workers(cluster, capacity)
+        sync = NightlySync(f"{name}-catalog-sync", NightlySyncArgs(
+            config=args.config, vpc=args.vpc, file_system_id=file_system.id, file_system_arn=file_system.arn,
+            image=args.catalog.sync_image, catalog_endpoint=args.catalog.endpoint,
+            catalog_domain_arn=args.catalog.domain_arn, catalog_region=args.catalog.domain_region,
+            schedule=args.catalog.schedule, max_drop_percent=args.catalog.max_drop_percent, key_arn=args.key_arn,
+            naming=args.naming, log_retention_days=args.log_retention_days), opts=self._child)
+        self.catalog_sync_role_arn = sync.role_arn
+        self.sync_state_machine_arn = sync.state_machine_arn
+        self.alarm_topic_arn = sync.alarm_topic_arn
         self.register_outputs({
             "fileSystemId": self.file_system_id,
             "fileSystemDnsName": self.file_system_dns_name,
@@ -93,6 +119,9 @@ class WorkerRegion(pulumi.ComponentResource):
             "clusterName": self.cluster_name,
             "serviceName": self.service_name,
             "poolName": self.pool_name,
+            "catalogSyncRoleArn": self.catalog_sync_role_arn,
+            "syncStateMachineArn": self.sync_state_machine_arn,
+            "alarmTopicArn": self.alarm_topic_arn,
         })
 
     # -------------------------------------------------------------------------------------- helpers

@@ -251,3 +251,19 @@ def test_cli_reports_an_unreachable_s3_clearly(tmp_path: Path) -> None:
                      env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_MAX_ATTEMPTS": "1"})
     assert result.returncode == 1
     assert "the previous catalog is still serving" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_failing_index_step_drops_its_own_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class BrokenS3:
+        def get_paginator(self, _: str) -> Any:
+            raise ConnectionError("S3 went away")
+
+    monkeypatch.setattr(handlers.boto3, "client", lambda service, **_: BrokenS3())
+    for key, value in {"AWS_REGION": "us-west-2", "DATASET": "s3://b/p", "FSX_PATH": "/us-west-2/p",
+                       "CATALOG_ENDPOINT": f"sqlite:///{tmp_path}/c.db"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConnectionError):
+        handlers.handle({"action": "index"}, LambdaContext(600))
+    with SQLiteSink(tmp_path / "c.db").connect() as db:
+        assert db.execute("SELECT count(*) FROM loads").fetchone()[0] == 0
+    assert handlers.handle({"action": "abort", "checkpoint": None}, None) == {"aborted": None}

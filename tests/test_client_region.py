@@ -251,14 +251,19 @@ def test_every_log_group_has_retention(stack: Graph) -> None:
 
 def test_ecr_repositories_scan_on_push_with_immutable_tags_and_kms(stack: Graph) -> None:
     repositories = stack.of_type("aws:ecr/repository:Repository")
-    assert sorted(r.region for r in repositories if r.region) == sorted(stack.outputs["regions"])
+    dask = [r for r in repositories if r.name.startswith("dask-image-")]
+    sync = [r for r in repositories if r.name.startswith("catalog-sync-image-")]
+    assert len(dask) + len(sync) == len(repositories)
+    assert sorted(str(r.region) for r in dask) == sorted(stack.outputs["regions"])
+    assert sorted(str(r.region) for r in sync) == sorted(stack.outputs["workerRegions"])
     for repository in repositories:
         assert repository.inputs["imageTagMutability"] == "IMMUTABLE"
         assert repository.inputs["imageScanningConfiguration"] == {"scanOnPush": True}
         (encryption,) = repository.inputs["encryptionConfigurations"]
         assert encryption["encryptionType"] == "KMS" and f":{repository.region}:" in encryption["kmsKey"]
-    (build,) = stack.of_type("docker:index/image:Image")
-    assert build.inputs["build"]["dockerfile"].endswith("images/dask/Dockerfile")
+    builds = sorted(b.inputs["build"]["dockerfile"].rsplit("/images/", 1)[1] for b in stack.of_type(
+        "docker:index/image:Image"))
+    assert builds == ["catalog-sync/Dockerfile", "dask/Dockerfile"]  # each built once
 
 
 # ------------------------------------------------------------------ the checks fire on a mutated graph

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from components.client_region import NOTEBOOK_PACKAGES
-from components.image import content_tag
+from components.image import DASK_IMAGE, content_tag
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "images" / "dask" / "Dockerfile"
@@ -72,9 +72,9 @@ def test_the_tag_changes_exactly_when_the_image_inputs_change(tmp_path: Path) ->
                      "dask_regions/__init__.py"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / relative, tmp_path / relative)
-    before = content_tag(tmp_path)
-    assert content_tag(tmp_path) == before
+    before = content_tag(DASK_IMAGE, tmp_path)
+    assert content_tag(DASK_IMAGE, tmp_path) == before
     (tmp_path / "README.md").write_text("not an input")
-    assert content_tag(tmp_path) == before
+    assert content_tag(DASK_IMAGE, tmp_path) == before
     (tmp_path / "dask_regions" / "__init__.py").write_text("__version__ = '9'\n")
-    assert content_tag(tmp_path) != before
+    assert content_tag(DASK_IMAGE, tmp_path) != before

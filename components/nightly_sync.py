@@ -1,0 +1,250 @@
+"""NightlySync: per worker region, EventBridge Scheduler starts a Step Functions workflow that imports the
+file system's metadata, rebuilds the region's catalog in time-boxed Lambda steps and swaps it in. Failures
+alarm and leave the previous catalog serving."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import WorkerConfig
+from components.naming import Naming
+from components.network import RegionalVpc
+from components.ports import HTTPS_PORT
+
+LAMBDA_TIMEOUT_SECONDS = 900
+IMPORT_POLL_SECONDS = 60
+IMPORT_MAX_POLLS = 240  # four hours
+SCHEDULE_RETRIES = 3
+SCHEDULE_MAX_AGE_SECONDS = 3600
+RETRYABLE_LAMBDA_ERRORS = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+                           "Lambda.TooManyRequestsException"]
+
+
+def _assume(service: str, account: str | None = None) -> str:
+    statement: dict[str, Any] = {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": service}}
+    if account:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account}}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def workflow_definition(function_arn: str) -> dict[str, Any]:
+    """The Step Functions (ASL) definition: import -> poll (capped) -> index in steps -> swap; any failure
+    after the load began drops the load."""
+    def invoke(payload: dict[str, Any], result: str, next_state: str, catch: str | None) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
+            "Parameters": {"FunctionName": function_arn, "Payload": payload},
+            "ResultSelector": {"result.$": "$.Payload"}, "ResultPath": result, "Next": next_state,
+            "Retry": [{"ErrorEquals": RETRYABLE_LAMBDA_ERRORS, "IntervalSeconds": 5, "MaxAttempts": 3,
+                       "BackoffRate": 2.0}],
+        }
+        if catch:
+            state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch}]
+        return state
+
+    return {
+        "Comment": "Nightly catalog sync of one worker region",
+        "StartAt": "StartImport",
+        "States": {
+            "StartImport": invoke({"action": "start_import"}, "$.import", "WaitForImport", "ImportFailed"),
+            "WaitForImport": {"Type": "Wait", "Seconds": IMPORT_POLL_SECONDS, "Next": "PollImport"},
+            "PollImport": invoke({"action": "poll_import", "taskId.$": "$.import.result.taskId",
+                                  "polls.$": "$.import.result.polls"}, "$.import", "ImportFinished?",
+                                 "ImportFailed"),
+            "ImportFinished?": {"Type": "Choice", "Choices": [
+                {"And": [{"Variable": "$.import.result.done", "BooleanEquals": True},
+                         {"Variable": "$.import.result.succeeded", "BooleanEquals": True}], "Next": "BeginIndex"},
+                {"Variable": "$.import.result.done", "BooleanEquals": True, "Next": "ImportFailed"},
+                {"Variable": "$.import.result.polls", "NumericGreaterThanEquals": IMPORT_MAX_POLLS,
+                 "Next": "ImportFailed"},
+            ], "Default": "WaitForImport"},
+            "BeginIndex": {"Type": "Pass", "Result": {"result": {"done": False, "checkpoint": None}},
+                           "ResultPath": "$.index", "Next": "Index"},
+            "Index": invoke({"action": "index", "checkpoint.$": "$.index.result.checkpoint"}, "$.index",
+                            "Indexed?", "Abort"),
+            "Indexed?": {"Type": "Choice", "Choices": [
+                {"Variable": "$.index.result.done", "BooleanEquals": True, "Next": "Swap"}], "Default": "Index"},
+            "Swap": invoke({"action": "swap", "checkpoint.$": "$.index.result.checkpoint"}, "$.swap", "Done",
+                           "Abort"),
+            "Done": {"Type": "Succeed"},
+            "Abort": invoke({"action": "abort", "checkpoint.$": "$.index.result.checkpoint"}, "$.aborted",
+                            "SyncFailed", "SyncFailed"),
+            "ImportFailed": {"Type": "Fail", "Error": "ImportFailed",
+                             "Cause": "The metadata import failed; the previous catalog is still serving."},
+            "SyncFailed": {"Type": "Fail", "Error": "CatalogSyncFailed",
+                           "Cause": "The new catalog was dropped; the previous catalog is still serving."},
+        },
+    }
+
+
+@dataclass
+class NightlySyncArgs:
+    config: WorkerConfig
+    vpc: RegionalVpc
+    file_system_id: pulumi.Input[str]
+    file_system_arn: pulumi.Input[str]
+    image: pulumi.Input[str]  # the catalog-sync Lambda image by digest, in this region
+    catalog_endpoint: pulumi.Input[str]
+    catalog_domain_arn: pulumi.Input[str]
+    catalog_region: str
+    schedule: str
+    max_drop_percent: int
+    key_arn: pulumi.Input[str]
+    naming: Naming
+    log_retention_days: int
+
+
+class NightlySync(pulumi.ComponentResource):
+    role_arn: pulumi.Output[str]
+    state_machine_arn: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: NightlySyncArgs, opts: pulumi.ResourceOptions) -> None:
+        super().__init__("crossregiondask:index:NightlySync", name, None, opts)
+        self._name, self._args = name, args
+        self._child = pulumi.ResourceOptions(parent=self, provider=opts.provider)
+        region = args.config.region
+        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self,
+                                                                                provider=opts.provider))
+        account = identity.account_id
+
+        function_name = args.naming.resource(region, "catalog-sync", max_length=64)
+        function_logs = self._log_group("function", f"/aws/lambda/{function_name}")
+        sync_sg = aws.ec2.SecurityGroup(f"{name}-sg", description="Catalog sync: AWS APIs and the catalog only",
+                                        vpc_id=args.vpc.vpc_id, tags={"Name": f"{name}-sync"}, opts=self._child)
+        aws.vpc.SecurityGroupEgressRule(f"{name}-to-https", security_group_id=sync_sg.id, ip_protocol="tcp",
+                                        from_port=HTTPS_PORT, to_port=HTTPS_PORT, cidr_ipv4="0.0.0.0/0",
+                                        description="FSx and S3 APIs (NAT, gateway endpoint) and the catalog",
+                                        opts=self._child)
+        role = self._role("function", "lambda.amazonaws.com", pulumi.Output.all(
+            function_logs.arn, args.file_system_arn, args.catalog_domain_arn, account).apply(
+                lambda v: self._function_statements(v[0], v[1], v[2], v[3])))
+        function = aws.lambda_.Function(
+            f"{name}-function", name=function_name, package_type="Image", image_uri=args.image,
+            image_config=aws.lambda_.FunctionImageConfigArgs(commands=["catalog_sync.handlers.handle"]),
+            role=role.arn, timeout=LAMBDA_TIMEOUT_SECONDS, memory_size=1024, architectures=["x86_64"],
+            reserved_concurrent_executions=1,  # one sync per region at a time
+            vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=args.vpc.private_subnet_ids,
+                                                         security_group_ids=[sync_sg.id]),
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables={
+                "FILE_SYSTEM_ID": args.file_system_id, "DATASET": args.config.dataset.uri,
+                "FSX_PATH": args.config.fsx_path, "CATALOG_ENDPOINT": args.catalog_endpoint,
+                "CATALOG_REGION": args.catalog_region, "MAX_DROP": str(args.max_drop_percent / 100)}),
+            logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=function_logs.name),
+            tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
+            opts=self._child)
+
+        workflow_logs = self._log_group("workflow", args.naming.log_group(region, "catalog-sync", "workflow"))
+        workflow_role = self._role("workflow", "states.amazonaws.com", function.arn.apply(lambda arn: [
+            {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": [arn, f"{arn}:*"]},
+            # Step Functions log delivery is configured through these account-level calls: no resource scoping.
+            {"Sid": "LogDeliveryHasNoResourceScoping", "Effect": "Allow", "Action": [
+                "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+                "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies",
+                "logs:DescribeLogGroups"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*",
+             "Sid": "XRayHasNoResourceScoping"}]))
+        machine = aws.sfn.StateMachine(
+            f"{name}-workflow", type="STANDARD", role_arn=workflow_role.arn,
+            definition=function.arn.apply(lambda arn: json.dumps(workflow_definition(arn))),
+            logging_configuration=aws.sfn.StateMachineLoggingConfigurationArgs(
+                level="ERROR", include_execution_data=True,
+                log_destination=workflow_logs.arn.apply(lambda arn: f"{arn}:*")),
+            tracing_configuration=aws.sfn.StateMachineTracingConfigurationArgs(enabled=True),
+            opts=self._child)
+
+        dead_letters = aws.sqs.Queue(f"{name}-dead-letters", kms_master_key_id=args.key_arn,
+                                     message_retention_seconds=14 * 24 * 3600, opts=self._child)
+        self._tls_only_queue(dead_letters)
+        scheduler_role = self._role("scheduler", "scheduler.amazonaws.com", pulumi.Output.all(
+            machine.arn, dead_letters.arn, args.key_arn).apply(lambda v: [
+                {"Effect": "Allow", "Action": "states:StartExecution", "Resource": v[0]},
+                {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": v[1]},
+                {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": v[2]}]),
+            account=account)
+        aws.scheduler.Schedule(
+            f"{name}-schedule", schedule_expression=args.schedule, schedule_expression_timezone="UTC",
+            description=f"Nightly catalog sync of {region}",
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=machine.arn, role_arn=scheduler_role.arn, input=json.dumps({"region": region}),
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_retry_attempts=SCHEDULE_RETRIES, maximum_event_age_in_seconds=SCHEDULE_MAX_AGE_SECONDS),
+                dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=dead_letters.arn)),
+            opts=self._child)
+
+        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=args.key_arn, opts=self._child)
+        self._tls_only_topic(topic)
+        for metric in ("ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"):
+            aws.cloudwatch.MetricAlarm(
+                f"{name}-{metric.lower()}", namespace="AWS/States", metric_name=metric, statistic="Sum",
+                dimensions={"StateMachineArn": machine.arn}, period=300, evaluation_periods=1, threshold=1,
+                comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching",
+                alarm_description=f"The nightly catalog sync of {region}: {metric}; the previous catalog is serving",
+                alarm_actions=[topic.arn], opts=self._child)
+        aws.cloudwatch.MetricAlarm(
+            f"{name}-undelivered", namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible",
+            statistic="Maximum", dimensions={"QueueName": dead_letters.name}, period=300, evaluation_periods=1,
+            threshold=1, comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching",
+            alarm_description=f"The nightly catalog sync of {region} could not be started", alarm_actions=[topic.arn],
+            opts=self._child)
+
+        self.role_arn = role.arn
+        self.state_machine_arn = machine.arn
+        self.alarm_topic_arn = topic.arn
+        self.register_outputs({"roleArn": self.role_arn, "stateMachineArn": self.state_machine_arn,
+                               "alarmTopicArn": self.alarm_topic_arn})
+
+    def _function_statements(self, log_group_arn: str, file_system_arn: str, domain_arn: str,
+                             account: str) -> list[dict[str, Any]]:
+        dataset, region = self._args.config.dataset, self._args.config.region
+        listing: dict[str, Any] = {"Effect": "Allow", "Action": "s3:ListBucket",
+                                   "Resource": f"arn:aws:s3:::{dataset.bucket}"}
+        if dataset.prefix:
+            listing["Condition"] = {"StringLike": {"s3:prefix": [dataset.prefix, f"{dataset.prefix}/*"]}}
+        return [
+            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": f"{log_group_arn}:*"},
+            {"Effect": "Allow", "Action": ["fsx:CreateDataRepositoryTask", "fsx:DescribeDataRepositoryTasks"],
+             "Resource": [file_system_arn, f"arn:aws:fsx:{region}:{account}:task/*"]},
+            listing,
+            {"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut",
+                                           "es:ESHttpDelete"], "Resource": f"{domain_arn}/*"},
+            # Lambda manages its VPC network interfaces through these calls, which take no resource scoping.
+            {"Sid": "VpcNetworkInterfacesHaveNoResourceScoping", "Effect": "Allow", "Action": [
+                "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
+                "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], "Resource": "*"},
+            {"Sid": "XRayHasNoResourceScoping", "Effect": "Allow",
+             "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
+        ]
+
+    def _log_group(self, purpose: str, name: str) -> aws.cloudwatch.LogGroup:
+        return aws.cloudwatch.LogGroup(f"{self._name}-{purpose}-log", name=name,
+                                       retention_in_days=self._args.log_retention_days, opts=self._child)
+
+    def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]],
+              account: pulumi.Input[str] | None = None) -> aws.iam.Role:
+        trust = pulumi.Output.from_input(account).apply(lambda a: _assume(service, a)) if account else _assume(service)
+        role = aws.iam.Role(f"{self._name}-{purpose}-role", assume_role_policy=trust, opts=self._child)
+        aws.iam.RolePolicy(f"{self._name}-{purpose}-policy", role=role.id, policy=pulumi.Output.from_input(
+            statements).apply(lambda s: json.dumps({"Version": "2012-10-17", "Statement": s})), opts=self._child)
+        return role
+
+    def _tls_only_queue(self, queue: aws.sqs.Queue) -> None:
+        aws.sqs.QueuePolicy(f"{self._name}-dead-letters-tls", queue_url=queue.url, policy=queue.arn.apply(
+            lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [{
+                "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "sqs:*",
+                "Resource": arn, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})), opts=self._child)
+
+    def _tls_only_topic(self, topic: aws.sns.Topic) -> None:
+        aws.sns.TopicPolicy(f"{self._name}-alarms-tls", arn=topic.arn, policy=topic.arn.apply(
+            lambda arn: json.dumps({"Version": "2012-10-17", "Statement": [
+                {"Sid": "AlarmsPublish", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                 "Action": "sns:Publish", "Resource": arn},
+                {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "sns:Publish",
+                 "Resource": arn, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]})), opts=self._child)

@@ -60,7 +60,7 @@ def test_image_runs_as_non_root_with_a_health_check_and_no_upgrades() -> None:
 def test_every_package_in_the_image_and_notebook_is_pinned_in_requirements() -> None:
     pins = pinned()
     image = installed_by_dockerfile()
-    assert {"dask", "distributed", "xarray", "zarr", "h5netcdf", "s3fs"} <= set(image)
+    assert {"dask", "distributed", "xarray", "zarr", "h5netcdf", "h5py", "s3fs"} <= set(image)
     assert all(package.lower() in pins for package in image), [p for p in image if p.lower() not in pins]
     notebook = NOTEBOOK_PACKAGES.split()
     assert set(image) <= set(notebook)  # the notebook kernel has the image's client packages, same pins

@@ -1,0 +1,168 @@
+"""What notebooks call: open data bound to its region, compute next to it, combine small results.
+
+A dataset is opened by a worker of its own region's pool (the notebook cannot see that region's Lustre
+file system, and metadata read across regions is slow), and comes back lazy: its dask arrays carry the
+region in their names, so the scheduler's router keeps every task that reads them in that region.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from dask_regions.errors import MissingPoolError, VersionMismatchError
+from dask_regions.keys import POOL_PREFIX, name_prefix, pool_of_region, region_of_pool
+
+DEFAULT_POOL_TIMEOUT = 30.0
+FSX_MOUNT = "/fsx"
+
+
+def local_path(path: str) -> str:
+    """A catalog path (`/fsx/<region>/...`) on this machine: DASK_REGIONS_FSX_ROOT replaces `/fsx` where the
+    file system is mounted elsewhere (the local platform's stand-in directories)."""
+    root = os.environ.get("DASK_REGIONS_FSX_ROOT")
+    if root and (path == FSX_MOUNT or path.startswith(f"{FSX_MOUNT}/")):
+        return root.rstrip("/") + path[len(FSX_MOUNT):]
+    return path
+
+
+def _open_lazily(path: str, engine: str | None, options: dict[str, Any]) -> Any:
+    """Runs on a worker of the data's region: read the metadata, return a lazy (not yet dask) Dataset."""
+    import xarray as xr
+
+    location = local_path(path)
+    if engine is None:
+        engine = "zarr" if location.rstrip("/").endswith(".zarr") or os.path.isdir(location) else "h5netcdf"
+    if engine == "zarr":
+        return xr.open_zarr(location, chunks=None, **options)
+    return xr.open_dataset(location, engine=engine, chunks=None, **options)
+
+
+def live_pools(client: Any) -> set[str]:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return {name for worker in workers for name in worker.get("resources", {}) if name.startswith(POOL_PREFIX)}
+
+
+def wait_for_pools(client: Any, pools: Sequence[str], timeout: float = DEFAULT_POOL_TIMEOUT) -> None:
+    """Return once every pool has a live worker; after `timeout` seconds raise, naming the regions."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = live_pools(client)
+        missing = [pool for pool in pools if pool not in alive]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            regions = ", ".join(region_of_pool(pool) for pool in missing)
+            raise MissingPoolError(f"no live worker in region {regions} ({', '.join(missing)}) after {timeout:.0f} s; "
+                                   f"live pools: {', '.join(sorted(alive)) or 'none'}")
+        time.sleep(0.2)
+
+
+def _target(record_or_path: Any, region: str | None) -> tuple[str, str]:
+    path = getattr(record_or_path, "path", record_or_path)
+    found = region or getattr(record_or_path, "region", None)
+    if not isinstance(path, str) or not found:
+        raise ValueError("give a catalog record (with .path and .region) or a path and region=")
+    return path, found
+
+
+def open_dataset(client: Any, record_or_path: Any, *, region: str | None = None, chunks: Any = "auto",
+                 engine: str | None = None, timeout: float = DEFAULT_POOL_TIMEOUT, **options: Any) -> Any:
+    """An xarray Dataset bound to its region (from a catalog record, or a path and `region`)."""
+    path, found = _target(record_or_path, region)
+    pool = pool_of_region(found)
+    wait_for_pools(client, [pool], timeout)
+    lazy = client.submit(_open_lazily, path, engine, options, resources={pool: 1}, pure=False).result()
+    dataset = lazy.chunk(chunks, name_prefix=name_prefix(found))
+    dataset.attrs["dask_regions_region"] = found
+    return dataset
+
+
+def open_mfdataset(client: Any, records: Sequence[Any], *, concat_dim: str, region: str | None = None,
+                   chunks: Any = "auto", engine: str | None = None, timeout: float = DEFAULT_POOL_TIMEOUT,
+                   **options: Any) -> Any:
+    """Several files of one region (e.g. ERA5 months) concatenated along `concat_dim`, lazily."""
+    import xarray as xr
+
+    targets = [_target(record, region) for record in records]
+    regions = {found for _, found in targets}
+    if len(regions) != 1:
+        raise ValueError(f"open_mfdataset takes files of one region, got {sorted(regions)}: open each region apart")
+    (found,) = regions
+    pool = pool_of_region(found)
+    wait_for_pools(client, [pool], timeout)
+    futures = [client.submit(_open_lazily, path, engine, options, resources={pool: 1}, pure=False)
+               for path, _ in targets]
+    parts = [lazy.chunk(chunks, name_prefix=name_prefix(found)) for lazy in client.gather(futures)]
+    dataset = xr.concat(parts, dim=concat_dim, data_vars="minimal", coords="minimal", compat="override",
+                        join="override")
+    dataset.attrs["dask_regions_region"] = found
+    return dataset
+
+
+def region_of(dataset: Any) -> str:
+    region = getattr(dataset, "attrs", {}).get("dask_regions_region")
+    if not region:
+        raise ValueError("this object was not opened with dask_regions.open_dataset: its region is unknown")
+    return str(region)
+
+
+def compute_near_data(client: Any, parts: Mapping[str, Any], combine: Callable[..., Any] | None = None, *,
+                      combine_pool: str | None = None, timeout: float = DEFAULT_POOL_TIMEOUT) -> Any:
+    """Compute each region's part (a lazy xarray or dask object, keyed by region) entirely in that region's
+    pool, then `combine(**results)` in `combine_pool` (the client region's pool) or locally. Only the parts'
+    (small) results cross regions."""
+    pools = [pool_of_region(region) for region in parts]
+    wait_for_pools(client, pools + ([combine_pool] if combine_pool else []), timeout)
+    futures = {region: client.compute(part, resources={pool_of_region(region): 1})  # the whole graph, pinned
+               for region, part in parts.items()}
+    if combine is None:
+        return {region: future.result() for region, future in futures.items()}
+    if combine_pool is None:
+        return combine(**{region: future.result() for region, future in futures.items()})
+    return client.submit(_combine, combine, list(futures), *futures.values(), resources={combine_pool: 1},
+                         pure=False).result()
+
+
+def _combine(combine: Callable[..., Any], regions: list[str], *results: Any) -> Any:
+    return combine(**dict(zip(regions, results, strict=True)))
+
+
+TRACKED_PACKAGES = ("dask", "distributed", "dask_regions", "xarray", "numpy", "zarr", "h5netcdf", "cloudpickle",
+                    "msgpack")
+
+
+def package_versions() -> dict[str, str | None]:
+    """The versions of the packages whose skew breaks a cluster (pickled code and data cross processes)."""
+    import importlib.metadata
+    import sys
+
+    versions: dict[str, str | None] = {"python": ".".join(map(str, sys.version_info[:3]))}
+    for package in TRACKED_PACKAGES:
+        if package == "dask_regions":
+            import dask_regions
+
+            versions[package] = dask_regions.__version__
+            continue
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def check_versions(client: Any) -> dict[str, dict[str, str | None]]:
+    """Compare the client's versions with the scheduler's and every worker's; raise listing differences."""
+    mine = package_versions()
+    seen = {"scheduler": client.run_on_scheduler(package_versions), **client.run(package_versions)}
+    differences = []
+    for where, versions in seen.items():
+        for package, version in mine.items():
+            if versions.get(package) != version:
+                differences.append(f"{package}: client {version}, {where} {versions.get(package)}")
+    if differences:
+        raise VersionMismatchError("client, scheduler and workers must run the same versions (use the platform's "
+                                   "image or requirements.txt):\n  " + "\n  ".join(differences))
+    return {"client": mine, **seen}

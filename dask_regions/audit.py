@@ -1,0 +1,97 @@
+"""Prove where a computation ran and what crossed regions.
+
+Placement comes from the scheduler's router (every finished task, the pool of the worker that ran it);
+bytes between pools from the workers' transfer logs. Those logs only count worker-to-worker transfers: a
+misplaced task reading another region's storage directly shows up as a misplaced task here, and on network
+interface counters (see the WAN benchmark), not as transferred bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from dask_regions.keys import POOL_PREFIX, region_of_pool
+from dask_regions.routing import PLUGIN_NAME
+
+# Inter-region data transfer, USD per GB, as listed on the Amazon EC2 on-demand pricing page ("Data Transfer
+# OUT From Amazon EC2 To ... another AWS Region"): 0.02 for most pairs in the US and Europe, more from other
+# continents. A planning estimate, not a bill: pass your own table (or a negotiated rate) to audit().
+EGRESS_USD_PER_GB_SOURCE = "Amazon EC2 on-demand pricing, data transfer between regions; figures as of 2025"
+DEFAULT_EGRESS_USD_PER_GB = 0.02
+EGRESS_USD_PER_GB_FROM = {"ap-": 0.09, "sa-": 0.138, "af-": 0.147, "me-": 0.11}
+
+
+def egress_price(source_region: str, table: dict[tuple[str, str], float] | None = None,
+                 destination_region: str = "") -> float:
+    if table and (source_region, destination_region) in table:
+        return table[(source_region, destination_region)]
+    return next((price for prefix, price in EGRESS_USD_PER_GB_FROM.items() if source_region.startswith(prefix)),
+                DEFAULT_EGRESS_USD_PER_GB)
+
+
+@dataclass
+class Audit:
+    tasks: int
+    placement: dict[str, int]  # pool -> tasks that ran there
+    misplaced: list[tuple[str, str, str | None]]  # (key, expected pool, pool it ran in)
+    bytes_between_pools: dict[tuple[str, str], int]  # (from pool, to pool) -> bytes
+    cost_usd: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    @property
+    def bytes_across_regions(self) -> int:
+        return sum(self.bytes_between_pools.values())
+
+    def table(self) -> str:
+        lines = [f"tasks: {self.tasks}   misplaced: {len(self.misplaced)}",
+                 "pool                      tasks"]
+        lines += [f"{pool:<25} {count:>6}" for pool, count in sorted(self.placement.items())]
+        lines.append("from -> to                                     bytes   est. USD")
+        for (source, destination), size in sorted(self.bytes_between_pools.items()):
+            lines.append(f"{source + ' -> ' + destination:<44} {size:>9,} {self.cost_usd[(source, destination)]:>9.6f}")
+        if not self.bytes_between_pools:
+            lines.append("(nothing crossed between pools)")
+        lines.append(f"prices: {EGRESS_USD_PER_GB_SOURCE}")
+        return "\n".join(lines)
+
+
+def mark(client: Any) -> float:
+    """A point in time to audit from: call before a computation."""
+    del client
+    return time.time()
+
+
+def _pool_of(resources: dict[str, float]) -> str | None:
+    pools = sorted(name for name in resources if name.startswith(POOL_PREFIX))
+    return pools[0] if pools else None
+
+
+def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None = None) -> Audit:
+    """Placement and cross-pool transfers of everything that finished since `since` (see `mark`)."""
+    def placements(dask_scheduler: Any, since: float = since) -> list[Any]:
+        return list(dask_scheduler.plugins[PLUGIN_NAME].placements_since(since))
+
+    def transfers(dask_worker: Any, since: float = since) -> list[tuple[str, int]]:
+        return [(entry["who"], int(entry["total"])) for entry in dask_worker.transfer_incoming_log
+                if entry.get("start", 0) >= since]
+
+    finished = client.run_on_scheduler(placements)
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    pool_of_worker = {address: _pool_of(info.get("resources", {})) for address, info in workers.items()}
+    placement: dict[str, int] = defaultdict(int)
+    misplaced = []
+    for _, key, regions, pool, _worker in finished:
+        placement[pool or "(no pool)"] += 1
+        if len(regions) == 1 and pool != f"{POOL_PREFIX}{regions[0]}":
+            misplaced.append((key, f"{POOL_PREFIX}{regions[0]}", pool))
+    moved: dict[tuple[str, str], int] = defaultdict(int)
+    for receiver, entries in client.run(transfers).items():
+        for sender, size in entries:
+            source, destination = pool_of_worker.get(sender), pool_of_worker.get(receiver)
+            if source and destination and source != destination:
+                moved[(source, destination)] += size
+    cost = {pair: size / 1e9 * egress_price(region_of_pool(pair[0]), prices, region_of_pool(pair[1]))
+            for pair, size in moved.items()}
+    return Audit(len(finished), dict(placement), misplaced, dict(moved), cost)

@@ -1,0 +1,206 @@
+"""Find data without knowing regions: the catalog the nightly sync publishes (OpenSearch in AWS, SQLite in
+the local platform), read through one interface."""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FACETS = ("activity_id", "institution_id", "source_id", "experiment_id", "member_id", "table_id", "variable_id",
+          "grid_label", "version", "year", "month", "variable")
+FIELDS = ("kind", "region", "pool", "bucket")  # top-level fields find() also filters on
+SEARCH_LIMIT = 10_000
+
+
+class CatalogQueryError(LookupError):
+    """A query the catalog cannot answer; the message lists what it does hold."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    kind: str
+    path: str  # where the region's workers see it (/fsx/<region>/...)
+    s3_uri: str
+    region: str
+    pool: str
+    size: int
+    object_count: int
+    last_modified: str
+    facets: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_document(cls, document: dict[str, Any]) -> Dataset:
+        facets = document.get("facets") or {}
+        if isinstance(facets, str):
+            facets = json.loads(facets)
+        return cls(id=document["id"], kind=document["kind"], path=document["path"], s3_uri=document["s3_uri"],
+                   region=document["region"], pool=document["pool"], size=int(document["size"]),
+                   object_count=int(document["object_count"]), last_modified=str(document["last_modified"]),
+                   facets=dict(facets))
+
+
+class Catalog:
+    """`Catalog.open("sqlite:///path")` or `Catalog.open("https://<domain>", domain_region="eu-west-2")`."""
+
+    def __init__(self, backend: _Backend) -> None:
+        self.backend = backend
+
+    @classmethod
+    def open(cls, location: str, domain_region: str | None = None) -> Catalog:
+        if location.startswith("sqlite:///"):
+            return cls(_SQLite(Path(location.removeprefix("sqlite:///"))))
+        if location.startswith(("http://", "https://")):
+            return cls(_OpenSearch(location, domain_region))
+        raise CatalogQueryError(f"catalog {location!r}: use sqlite:///<path> or the catalog's https:// endpoint")
+
+    def find(self, **criteria: str | Sequence[str]) -> list[Dataset]:
+        """Datasets matching every criterion (a facet or kind/region/pool/bucket; a list means any of)."""
+        unknown = [name for name in criteria if name not in FACETS + FIELDS]
+        if unknown:
+            hints = "; ".join(f"{name!r}: {_nearest(name, FACETS + FIELDS)}" for name in unknown)
+            raise CatalogQueryError(f"unknown facet {hints} Facets: {', '.join(FACETS + FIELDS)}")
+        wanted = {name: [value] if isinstance(value, str) else list(value) for name, value in criteria.items()}
+        found = self.backend.find(wanted)
+        if not found:
+            raise CatalogQueryError(self._why_empty(wanted))
+        return sorted(found, key=lambda d: (d.region, d.path))
+
+    def locate(self, paths: Iterable[str]) -> dict[str, Dataset]:
+        """Many paths (or s3:// URIs) to their datasets in one round trip; unknown paths are left out."""
+        wanted = list(dict.fromkeys(paths))
+        return self.backend.locate(wanted) if wanted else {}
+
+    def to_intake_esm(self, directory: Path | str, name: str = "catalog", **criteria: str) -> Path:
+        """Write an intake-esm datastore (CSV + JSON) of the matching datasets, with `region` and `pool`."""
+        datasets = self.find(**criteria) if criteria else self.backend.find({})
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        facets = sorted({facet for dataset in datasets for facet in dataset.facets})
+        columns = ["path", "s3_uri", "kind", "region", "pool", *facets]
+        with (directory / f"{name}.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for dataset in datasets:
+                writer.writerow([dataset.path, dataset.s3_uri, dataset.kind, dataset.region, dataset.pool,
+                                 *(dataset.facets.get(facet, "") for facet in facets)])
+        description = {
+            "esmcat_version": "0.1.0", "id": name, "description": "Datasets of the cross-region Dask platform",
+            "catalog_file": f"{name}.csv",
+            "attributes": [{"column_name": column, "vocabulary": ""} for column in ["region", "pool", *facets]],
+            "assets": {"column_name": "path", "format_column_name": "kind"},
+            "aggregation_control": {"variable_column_name": "variable_id" if "variable_id" in facets else "variable",
+                                    "groupby_attrs": ["region", "pool"], "aggregations": []},
+        }
+        path = directory / f"{name}.json"
+        path.write_text(json.dumps(description, indent=2))
+        return path
+
+    def _why_empty(self, wanted: dict[str, list[str]]) -> str:
+        hints = []
+        for name, values in wanted.items():
+            existing = self.backend.values(name)
+            for value in values:
+                if value not in existing:
+                    hints.append(f"{name}={value!r} is not in the catalog ({_nearest(value, sorted(existing))})")
+        reason = "; ".join(hints) or "the criteria exist separately but no dataset has them all"
+        return f"no dataset matches {wanted}: {reason}"
+
+
+def _nearest(word: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.5)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    shown = ", ".join(repr(c) for c in list(choices)[:8])
+    return f"it has {shown}{', ...' if len(choices) > 8 else ''}" if choices else "it is empty"
+
+
+class _Backend:
+    def find(self, wanted: dict[str, list[str]]) -> list[Dataset]:
+        raise NotImplementedError
+
+    def locate(self, paths: list[str]) -> dict[str, Dataset]:
+        raise NotImplementedError
+
+    def values(self, name: str) -> set[str]:
+        raise NotImplementedError
+
+
+class _SQLite(_Backend):
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise CatalogQueryError(f"no catalog at {path}: run the sync first (python -m catalog_sync ...)")
+        self.path = path
+
+    def _rows(self, query: str, args: Sequence[Any]) -> list[dict[str, Any]]:
+        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        connection.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in connection.execute(query, args)]
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _column(name: str) -> str:
+        return name if name in FIELDS else f"json_extract(facets, '$.{name}')"
+
+    def find(self, wanted: dict[str, list[str]]) -> list[Dataset]:
+        clauses, args = [], []
+        for name, values in wanted.items():
+            clauses.append(f"{self._column(name)} IN ({', '.join('?' * len(values))})")
+            args += values
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        return [Dataset.from_document(row) for row in self._rows(f"SELECT * FROM datasets{where}", args)]
+
+    def locate(self, paths: list[str]) -> dict[str, Dataset]:
+        marks = ", ".join("?" * len(paths))
+        rows = self._rows(f"SELECT * FROM datasets WHERE path IN ({marks}) OR s3_uri IN ({marks})", paths + paths)
+        found = [Dataset.from_document(row) for row in rows]
+        return {p: d for d in found for p in (d.path, d.s3_uri) if p in paths}
+
+    def values(self, name: str) -> set[str]:
+        return {str(row["v"]) for row in self._rows(f"SELECT DISTINCT {self._column(name)} AS v FROM datasets", [])
+                if row["v"] is not None}
+
+
+class _OpenSearch(_Backend):
+    ALIAS = "catalog"
+
+    def __init__(self, endpoint: str, domain_region: str | None) -> None:
+        from opensearchpy import OpenSearch
+
+        options: dict[str, Any] = {"hosts": [endpoint], "timeout": 30}
+        if domain_region:
+            import boto3
+            from opensearchpy import AWSV4SignerAuth, RequestsHttpConnection
+
+            options |= {"http_auth": AWSV4SignerAuth(boto3.Session().get_credentials(), domain_region, "es"),
+                        "connection_class": RequestsHttpConnection, "use_ssl": endpoint.startswith("https")}
+        self.client = OpenSearch(**options)
+
+    @staticmethod
+    def _field(name: str) -> str:
+        return name if name in FIELDS else f"facets.{name}"
+
+    def _search(self, query: dict[str, Any]) -> list[Dataset]:
+        hits = self.client.search(index=self.ALIAS, body={"query": query, "size": SEARCH_LIMIT})["hits"]["hits"]
+        return [Dataset.from_document(hit["_source"]) for hit in hits]
+
+    def find(self, wanted: dict[str, list[str]]) -> list[Dataset]:
+        filters = [{"terms": {self._field(name): values}} for name, values in wanted.items()]
+        return self._search({"bool": {"filter": filters}} if filters else {"match_all": {}})
+
+    def locate(self, paths: list[str]) -> dict[str, Dataset]:
+        found = self._search({"bool": {"should": [{"terms": {"path": paths}}, {"terms": {"s3_uri": paths}}],
+                                       "minimum_should_match": 1}})
+        return {p: d for d in found for p in (d.path, d.s3_uri) if p in paths}
+
+    def values(self, name: str) -> set[str]:
+        found = self.find({})
+        return {value for d in found if (value := d.facets.get(name) if name in FACETS else getattr(d, name, None))}

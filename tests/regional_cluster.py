@@ -1,0 +1,84 @@
+"""A real multi-pool Dask cluster as separate processes: a scheduler with the region router preloaded and
+one `dask worker` process per pool (each with its own nannies), all in their own process groups."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
+
+
+class RegionalCluster:
+    def __init__(self, directory: Path, pools: dict[str, int], *, threads: int = 2, combine_pool: str | None = None,
+                 missing_pool_timeout: float = 30, fsx_root: Path | None = None) -> None:
+        self.directory, self.pools, self.threads = directory, pools, threads
+        self.scheduler_file = directory / "scheduler.json"
+        self.env = {**os.environ, "DASK_DASK_REGIONS__MISSING_POOL_TIMEOUT": str(missing_pool_timeout),
+                    "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                    "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+        if combine_pool:
+            self.env["DASK_DASK_REGIONS__COMBINE_POOL"] = combine_pool
+        if fsx_root:
+            self.env["DASK_REGIONS_FSX_ROOT"] = str(fsx_root)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, name: str, args: list[str]) -> None:
+        log = (self.directory / f"{name}.log").open("wb")
+        self.processes[name] = subprocess.Popen([DASK, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+
+    def start(self) -> RegionalCluster:
+        self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                  "--scheduler-file", str(self.scheduler_file), "--preload", "dask_regions.routing"])
+        deadline = time.monotonic() + 60
+        while not self.scheduler_file.exists():
+            if time.monotonic() > deadline or self.processes["scheduler"].poll() is not None:
+                raise RuntimeError("scheduler did not start: " + (self.directory / "scheduler.log").read_text())
+            time.sleep(0.1)
+        for pool, workers in self.pools.items():
+            self.start_pool(pool, workers)
+        return self
+
+    def start_pool(self, pool: str, workers: int) -> None:
+        self._spawn(pool, ["worker", "--scheduler-file", str(self.scheduler_file), "--host", "127.0.0.1",
+                           "--nworkers", str(workers), "--nthreads", str(self.threads), "--no-dashboard",
+                           "--resources", f"{pool}={self.threads}", "--name", pool,
+                           "--local-directory", str(self.directory / pool)])
+
+    def stop_pool(self, pool: str) -> None:
+        process = self.processes.pop(pool)
+        os.killpg(process.pid, signal.SIGKILL)  # a region going away, not a polite shutdown
+        process.wait(timeout=30)
+
+    @property
+    def address(self) -> str:
+        return str(json.loads(self.scheduler_file.read_text())["address"])
+
+    def client(self) -> Any:
+        from distributed import Client
+
+        client = Client(self.address, timeout=60)
+        client.wait_for_workers(sum(self.pools.values()), timeout=120)
+        return client
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        self.processes.clear()

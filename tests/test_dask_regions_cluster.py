@@ -1,0 +1,193 @@
+"""dask_regions on a real cluster: a scheduler with the router and three pools as separate processes
+(client eu-west-2, region A us-east-1 with ERA5-like netCDF, region B us-west-2 with a CMIP6-like zarr store;
+2 workers of 2 threads each), data found through the catalog."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import dask_regions
+from dask_regions import Catalog, MissingPoolError, VersionMismatchError, audit, compute_near_data, mark
+from tests.regional_cluster import RegionalCluster
+from tests.regional_data import build_catalog, region_data, write_cmip6, write_era5
+
+CLIENT_POOL = "pool-eu-west-2"
+POOLS = {CLIENT_POOL: 2, "pool-us-east-1": 2, "pool-us-west-2": 2}
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    directory = tmp_path_factory.mktemp("regions")
+    fsx = directory / "fsx"
+    write_era5(fsx)
+    write_cmip6(fsx)
+    build_catalog(fsx, directory / "catalog.db")
+    cluster = RegionalCluster(directory, POOLS, combine_pool=CLIENT_POOL, missing_pool_timeout=4, fsx_root=fsx)
+    cluster.start()
+    try:
+        client = cluster.client()
+        yield {"cluster": cluster, "client": client, "catalog": Catalog.open(f"sqlite:///{directory}/catalog.db"),
+               "fsx": fsx}
+        client.close()
+    finally:
+        cluster.close()
+
+
+def reference_analysis(platform: dict[str, Any], pinned: bool = True) -> tuple[Any, Any, Any]:
+    """ERA5 historical mean, CMIP6 2090-2100 mean regridded to ERA5's grid, their difference."""
+    client, catalog = platform["client"], platform["catalog"]
+    months = catalog.find(variable="air_temperature_at_2_metres")
+    (store,) = catalog.find(variable_id="tas", experiment_id="ssp585")
+    if pinned:
+        era5 = dask_regions.open_mfdataset(client, months, concat_dim="time0", chunks={"time0": 6})
+        cmip6 = dask_regions.open_dataset(client, store, chunks={"time": 24})
+    else:  # plain Dask: the same lazy datasets, chunked without the region in their names
+        from dask_regions.api import _open_lazily
+
+        era5 = xr.concat([client.submit(_open_lazily, m.path, None, {}, pure=False).result().chunk({"time0": 6})
+                          for m in months], dim="time0")
+        cmip6 = client.submit(_open_lazily, store.path, None, {}, pure=False).result().chunk({"time": 24})
+    historical = era5.air_temperature_at_2_metres.mean("time0")
+    future = cmip6.tas.sel(time=slice("2090", "2100")).mean("time")
+    regridded = future.sel(lat=historical.lat, lon=historical.lon, method="nearest").assign_coords(
+        lat=historical.lat, lon=historical.lon)
+    return historical, regridded, regridded - historical
+
+
+def reduced_bytes(*arrays: Any) -> int:
+    return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in arrays)
+
+
+def test_plugin_places_every_region_task_in_its_pool_with_no_client_hints(platform: dict[str, Any]) -> None:
+    client = platform["client"]
+    historical, regridded, difference = reference_analysis(platform)
+    since = mark(client)
+    result = difference.compute()
+    report = audit(client, since)
+    assert report.misplaced == [], report.table()
+    assert report.placement.get("pool-us-east-1", 0) > 0 and report.placement.get("pool-us-west-2", 0) > 0
+    assert report.bytes_across_regions <= 2 * reduced_bytes(historical, regridded) + 1024 * 1024, report.table()
+    expected = _expected_difference(platform["fsx"])
+    np.testing.assert_allclose(result.values, expected, rtol=0, atol=1e-3)  # float32 sums in another order
+    platform["pinned_bytes"] = report.bytes_across_regions
+
+
+def _expected_difference(fsx: Path) -> Any:
+    era5 = xr.open_mfdataset(sorted(fsx.glob("us-east-1/era5-pds/2000/*/data/*.nc")), engine="h5netcdf",
+                             combine="nested", concat_dim="time0")
+    cmip6 = xr.open_zarr(next(fsx.glob("us-west-2/CMIP6/**/v20190507")))
+    historical = era5.air_temperature_at_2_metres.mean("time0")
+    future = cmip6.tas.sel(time=slice("2090", "2100")).mean("time")
+    return (future.sel(lat=historical.lat, lon=historical.lon, method="nearest").values - historical.values)
+
+
+def test_compute_near_data_gives_the_same_result_and_moves_only_the_reductions(platform: dict[str, Any]) -> None:
+    client = platform["client"]
+    historical, regridded, _ = reference_analysis(platform)
+    since = mark(client)
+    result = compute_near_data(client, {"us-east-1": historical, "us-west-2": regridded},
+                               lambda **parts: parts["us-west-2"] - parts["us-east-1"], combine_pool=CLIENT_POOL)
+    report = audit(client, since)
+    assert report.misplaced == []
+    assert report.bytes_across_regions <= 2 * reduced_bytes(historical, regridded) + 1024 * 1024
+    expected = _expected_difference(platform["fsx"])
+    np.testing.assert_allclose(result.values, expected, rtol=0, atol=1e-3)  # float32, other order
+
+
+def test_naive_moves_at_least_fifty_times_what_pinned_moves(platform: dict[str, Any]) -> None:
+    client = platform["client"]
+    if "pinned_bytes" not in platform:
+        test_plugin_places_every_region_task_in_its_pool_with_no_client_hints(platform)
+    months = platform["catalog"].find(variable="air_temperature_at_2_metres")
+    (store,) = platform["catalog"].find(variable_id="tas")
+    era5 = dask_regions.open_mfdataset(client, months, concat_dim="time0", chunks={"time0": 6})
+    cmip6 = dask_regions.open_dataset(client, store, chunks={"time": 24})
+    since = mark(client)
+    # Naive: the raw arrays are read in their regions and pulled whole to the client region, then reduced.
+    raw_a = client.compute(era5.air_temperature_at_2_metres)
+    raw_b = client.compute(cmip6.tas.sel(time=slice("2090", "2100")))
+    naive = client.submit(lambda a, b: (b.mean("time").sel(lat=a.lat, lon=a.lon, method="nearest").values
+                                        - a.mean("time0").values), raw_a, raw_b, resources={CLIENT_POOL: 1},
+                          pure=False).result()
+    report = audit(client, since)
+    np.testing.assert_allclose(naive, _expected_difference(platform["fsx"]), rtol=0, atol=1e-3)  # float32, other order
+    assert report.bytes_across_regions >= 50 * max(platform["pinned_bytes"], 1), report.table()
+
+
+def test_unpinned_plain_dask_is_audited_too(platform: dict[str, Any]) -> None:
+    client = platform["client"]
+    _, _, difference = reference_analysis(platform, pinned=False)
+    since = mark(client)
+    difference.compute()
+    report = audit(client, since)
+    assert report.tasks > 0  # plain Dask carries no region: nothing to misplace, placement is whatever it was
+    assert sum(report.placement.values()) == report.tasks
+
+
+def test_mfdataset_chunk_reads_land_only_in_the_owning_pool(platform: dict[str, Any]) -> None:
+    client = platform["client"]
+    months = platform["catalog"].find(variable="air_temperature_at_2_metres")
+    era5 = dask_regions.open_mfdataset(client, months, concat_dim="time0", chunks={"time0": 2})
+    since = mark(client)
+    era5.air_temperature_at_2_metres.max().compute()
+    report = audit(client, since)
+    assert report.misplaced == [] and set(report.placement) == {"pool-us-east-1"}, report.table()
+
+
+def test_work_for_a_region_without_workers_fails_clearly_within_the_timeout(platform: dict[str, Any]) -> None:
+
+    client = platform["client"]
+    orphan = region_data("eu-north-1", (4, 4), 2).sum()  # the router pins it to a pool nobody serves
+    with pytest.raises(MissingPoolError, match=r"no live worker in region eu-north-1 .*live pools: pool-eu-west-2"):
+        client.compute(orphan).result(timeout=60)
+    with pytest.raises(MissingPoolError, match="region eu-north-1"):
+        dask_regions.wait_for_pools(client, ["pool-eu-north-1"], timeout=1)
+
+
+def test_versions_are_checked_at_connect(platform: dict[str, Any]) -> None:
+    client = platform["client"]
+    versions = dask_regions.check_versions(client)
+    assert versions["client"]["dask_regions"] == dask_regions.__version__
+    worker = next(iter(client.scheduler_info()["workers"]))
+
+    def skew() -> None:
+        import dask_regions as on_worker
+
+        on_worker.__version__ = "0.0.0-stale"
+
+    client.run(skew, workers=[worker])
+    try:
+        with pytest.raises(VersionMismatchError, match=rf"dask_regions: client {dask_regions.__version__}, "
+                                                       rf"{worker} 0\.0\.0-stale"):
+            dask_regions.check_versions(client)
+    finally:
+        client.run(lambda: setattr(__import__("dask_regions"), "__version__", dask_regions.__version__),
+                   workers=[worker])
+
+
+def test_a_pool_killed_mid_computation_ends_in_a_clear_error(platform: dict[str, Any]) -> None:
+    import time
+
+
+    client, cluster = platform["client"], platform["cluster"]
+
+    def slow(block: Any) -> Any:
+        time.sleep(1)
+        return block
+
+    work = region_data("us-west-2", (8, 4), (1, 4)).map_blocks(slow).sum()
+    future = client.compute(work)
+    client.wait_for_workers(6)
+    cluster.stop_pool("pool-us-west-2")
+    try:
+        with pytest.raises(MissingPoolError, match=r"no live worker in region us-west-2 .*live pools"):
+            future.result(timeout=90)
+    finally:
+        cluster.start_pool("pool-us-west-2", 2)
+        client.wait_for_workers(6, timeout=120)

@@ -155,8 +155,39 @@ class RegionRouter(SchedulerPlugin):
             scheduler.send_all(client_msgs, worker_msgs)
 
 
+def keep_retired_data_in_its_pool() -> None:
+    """Graceful retirement (scale-in) copies a worker's unique data to any worker. Make it copy only to live
+    workers of the retiring worker's own pool; with none left, the retirement is refused (the data stays in
+    its region, and Dask recomputes it there if the worker is then lost)."""
+    from distributed.active_memory_manager import RetireWorker, Suggestion
+
+    if getattr(RetireWorker.run, "_dask_regions", False):
+        return
+    original = RetireWorker.run
+
+    def run(self: Any) -> Any:
+        scheduler = self.manager.scheduler
+        retiring = scheduler.workers.get(self.address)
+        pools = {name for name in (retiring.resources if retiring else {}) if name.startswith(POOL_PREFIX)}
+        suggestions = original(self)
+        try:
+            suggestion = next(suggestions)
+            while True:
+                if pools and suggestion.op == "replicate" and suggestion.candidates is None:
+                    peers = {ws for ws in scheduler.running if ws is not retiring and pools & set(ws.resources)}
+                    suggestion = Suggestion("replicate", suggestion.ts, peers)
+                answer = yield suggestion
+                suggestion = suggestions.send(answer)
+        except StopIteration:
+            return
+
+    run._dask_regions = True  # type: ignore[attr-defined]
+    RetireWorker.run = run  # type: ignore[method-assign]
+
+
 def dask_setup(scheduler: Scheduler) -> None:
     """Entry point for `dask scheduler --preload dask_regions.routing`."""
+    keep_retired_data_in_its_pool()
     router = RegionRouter(combine_pool=dask.config.get("dask_regions.combine_pool", None),
                           missing_pool_timeout=float(dask.config.get("dask_regions.missing_pool_timeout", 30)))
     scheduler.add_plugin(router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -18,7 +19,8 @@ DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
 
 class RegionalCluster:
     def __init__(self, directory: Path, pools: dict[str, int], *, threads: int = 2, combine_pool: str | None = None,
-                 missing_pool_timeout: float = 30, fsx_root: Path | None = None) -> None:
+                 missing_pool_timeout: float = 30, fsx_root: Path | None = None,
+                 hide_data_from_scheduler: bool = False) -> None:
         self.directory, self.pools, self.threads = directory, pools, threads
         self.scheduler_file = directory / "scheduler.json"
         self.env = {**os.environ, "DASK_DASK_REGIONS__MISSING_POOL_TIMEOUT": str(missing_pool_timeout),
@@ -29,15 +31,23 @@ class RegionalCluster:
         if fsx_root:
             self.env["DASK_REGIONS_FSX_ROOT"] = str(fsx_root)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # The scheduler in its own mount namespace with an empty file system over every region's data.
+        self.hide = fsx_root if hide_data_from_scheduler else None
 
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], hide: Path | None = None) -> None:
         log = (self.directory / f"{name}.log").open("wb")
-        self.processes[name] = subprocess.Popen([DASK, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        command = [DASK, *args]
+        if hide is not None:
+            mount = f"mount -t tmpfs -o size=1m hidden-region-data {shlex.quote(str(hide))}"
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mount} && exec "$0" "$@"',
+                       *command]
+        self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
 
     def start(self) -> RegionalCluster:
         self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                  "--scheduler-file", str(self.scheduler_file), "--preload", "dask_regions.routing"])
+                                  "--scheduler-file", str(self.scheduler_file), "--preload", "dask_regions.routing"],
+                    hide=self.hide)
         deadline = time.monotonic() + 60
         while not self.scheduler_file.exists():
             if time.monotonic() > deadline or self.processes["scheduler"].poll() is not None:

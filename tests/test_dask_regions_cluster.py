@@ -191,3 +191,51 @@ def test_a_pool_killed_mid_computation_ends_in_a_clear_error(platform: dict[str,
     finally:
         cluster.start_pool("pool-us-west-2", 2)
         client.wait_for_workers(6, timeout=120)
+
+
+def test_a_retired_workers_data_stays_in_its_region(platform: dict[str, Any]) -> None:
+    client = platform["client"]
+    data = client.persist(region_data("us-east-1", (40, 40), 10) + 1)
+    client.wait_for_workers(6)
+    from distributed import wait
+
+    wait(data)
+    pools = {address: next(iter(info["resources"])) for address, info in
+             client.scheduler_info(n_workers=-1)["workers"].items()}
+    holders = {w for workers in client.who_has(data).values() for w in workers}
+    assert {pools[w] for w in holders} == {"pool-us-east-1"}
+    leaving = sorted(holders)[0]
+    client.retire_workers([leaving], close_workers=True)
+    after = {w for workers in client.who_has(data).values() for w in workers}
+    assert leaving not in after and after
+    assert {pools[w] for w in after} == {"pool-us-east-1"}  # not copied to eu-west-2 or us-west-2
+    assert float(data.sum().compute()) == 40 * 40 * 2
+    platform["cluster"].stop_pool("pool-us-east-1")  # restore two workers for the tests after this one
+    platform["cluster"].start_pool("pool-us-east-1", 2)
+    client.wait_for_workers(6, timeout=120)
+
+
+def test_the_scheduler_never_needs_the_regions_data(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The scheduler runs in its own mount namespace, where every region's data directory is empty."""
+    directory = tmp_path_factory.mktemp("unreadable")
+    fsx = directory / "fsx"
+    write_era5(fsx, months=2)
+    write_cmip6(fsx)
+    build_catalog(fsx, directory / "catalog.db")
+    cluster = RegionalCluster(directory, POOLS, combine_pool=CLIENT_POOL, fsx_root=fsx, hide_data_from_scheduler=True)
+    cluster.start()
+    try:
+        client = cluster.client()
+        import os
+
+        assert client.run_on_scheduler(lambda: os.listdir(fsx)) == []  # nothing of any region is visible there
+        assert sorted(os.listdir(fsx)) == ["us-east-1", "us-west-2"]  # while the workers' view has it all
+        platform = {"client": client, "catalog": Catalog.open(f"sqlite:///{directory}/catalog.db"), "fsx": fsx}
+        _, _, difference = reference_analysis(platform)
+        since = mark(client)
+        result = difference.compute()
+        assert audit(client, since).misplaced == []
+        np.testing.assert_allclose(result.values, _expected_difference(fsx), rtol=0, atol=1e-3)
+        client.close()
+    finally:
+        cluster.close()

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: test lint typecheck unit clean-venv
+.PHONY: test demo lint typecheck unit clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ unit: $(STAMP)
 
 # The test command (README, CI): lint, type-check, then every test.
 test: lint typecheck unit
+
+# The local platform's demo: up, the reference analysis with its audit and a plot, down.
+demo: $(STAMP)
+	$(BIN)/python -m local_platform demo --stack dev
 
 clean-venv:
 	rm -rf $(VENV)

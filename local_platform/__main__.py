@@ -1,0 +1,132 @@
+"""`python -m local_platform up|demo|down|status --stack dev`: the platform a stack config describes, on
+this machine."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from components.config import ConfigError, StackConfig, load_stack_file
+from local_platform.platform import LocalPlatform, PlatformError, PlatformState
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+console = Console()
+app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None, no_args_is_help=True)
+
+StackOption = Annotated[str, typer.Option(help="Use Pulumi.<stack>.yaml.")]
+StateOption = Annotated[Path, typer.Option(help="Where the platform keeps its data, logs and pids.")]
+CatalogOption = Annotated[str, typer.Option(help="sqlite (embedded) or opensearch (osmem).")]
+SizeOption = Annotated[int, typer.Option(help="Sample data size factor (1: small enough for 2 cores).")]
+
+
+def _config(stack: str) -> StackConfig:
+    try:
+        return load_stack_file(PROJECT_DIR, stack)
+    except ConfigError as error:
+        console.print(escape(str(error)), style="red")
+        raise typer.Exit(2) from None
+
+
+def _fail(error: Exception) -> typer.Exit:
+    console.print(escape(str(error)), style="red")
+    return typer.Exit(1)
+
+
+def _print_state(state: PlatformState) -> None:
+    table = Table(title=f"local platform (stack {state.stack})", show_header=False)
+    table.add_row("scheduler", state.scheduler_address)
+    table.add_row("dashboard", state.dashboard_url)
+    table.add_row("catalog", state.catalog)
+    for region, endpoint in state.s3_endpoints.items():
+        table.add_row(f"S3 emulation {region}", endpoint)
+    table.add_row("pools", ", ".join(state.pools))
+    table.add_row("Lustre stand-in", f"{state.state_dir}/fsx")
+    console.print(table)
+
+
+@app.command()
+def up(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catalog: CatalogOption = "sqlite",
+       size: SizeOption = 1) -> None:
+    """Start the platform: S3 emulations with sample data, the scheduler and pools, one nightly sync."""
+    config = _config(stack)
+    try:
+        with console.status("starting") as status:
+            state = LocalPlatform(config, state_dir, catalog=catalog, size=size,
+                                  report=lambda message: status.update(message)).up()
+    except PlatformError as error:
+        raise _fail(error) from None
+    _print_state(state)
+
+
+@app.command()
+def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catalog: CatalogOption = "sqlite",
+         size: SizeOption = 1) -> None:
+    """`up`, the reference analysis with its audit and a plot, then `down`."""
+    from local_platform.demo import run_demo
+
+    config = _config(stack)
+    platform = LocalPlatform(config, state_dir, catalog=catalog, size=size)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # tear down on SIGTERM as on Ctrl-C
+    try:
+        with console.status("starting the platform") as status:
+            platform.report = lambda message: status.update(message)
+            state = platform.up()
+            result = run_demo(state, lambda message: status.update(message))
+        table = Table(title="where the work ran and what crossed regions")
+        for column in ("pool", "tasks"):
+            table.add_column(column)
+        for pool, count in sorted(result.audit.placement.items()):
+            table.add_row(pool, str(count))
+        console.print(table)
+        console.print(escape(result.audit.table()))
+        console.print(f"misplaced tasks: {len(result.audit.misplaced)}; bytes between regions: "
+                      f"{result.audit.bytes_across_regions:,}; mean warming: {result.mean_warming_kelvin:.2f} K")
+        console.print(f"plot: {result.plot}")
+        if result.audit.misplaced:
+            raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping the platform", style="yellow")
+        raise typer.Exit(130) from None
+    except Exception as error:
+        if isinstance(error, typer.Exit):
+            raise
+        raise _fail(error) from None
+    finally:
+        stopped = platform.down()
+        console.print(f"stopped {len(stopped)} processes")
+
+
+@app.command()
+def down(state_dir: StateOption = Path("state")) -> None:
+    """Stop every process the platform started, and nothing else."""
+    state = PlatformState.load(state_dir.resolve())
+    if state is None:
+        console.print(f"no platform is running from {state_dir}")
+        return
+    stopped = LocalPlatform.__new__(LocalPlatform)
+    stopped.state_dir = state_dir.resolve()
+    console.print(f"stopped: {', '.join(LocalPlatform.down(stopped)) or 'nothing was still running'}")
+
+
+@app.command()
+def status(state_dir: StateOption = Path("state")) -> None:
+    """What is running, and where."""
+    state, alive = LocalPlatform.status(state_dir)
+    if state is None:
+        console.print(f"no platform is running from {state_dir}")
+        raise typer.Exit(1)
+    _print_state(state)
+    for name, up_now in alive.items():
+        console.print(f"{name}: {'running' if up_now else 'stopped'}")
+    if not all(alive.values()):
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

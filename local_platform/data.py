@@ -1,0 +1,49 @@
+"""Sample data in the shapes of the real datasets, generated deterministically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+ERA5_VARIABLE = "air_temperature_at_2_metres"
+CMIP6_STORE = "UKESM1-0-LL/ssp585/r1i1p1f2/Amon/tas/gn/v20190507"
+
+
+def write_era5_like(root: Path, *, years: tuple[int, ...] = (2000,), months: int = 12, steps: int = 24,
+                    lat: int = 73, lon: int = 144) -> list[str]:
+    """ERA5-like monthly files `YYYY/MM/data/air_temperature_at_2_metres.nc` (time0, lat, lon) under `root`;
+    returns their keys relative to `root`."""
+    rng = np.random.default_rng(1)
+    latitudes, longitudes = np.linspace(90, -90, lat), np.linspace(0, 360, lon, endpoint=False)
+    climate = 288 - 30 * np.abs(np.sin(np.radians(latitudes)))[:, None] + np.zeros((lat, lon))
+    keys = []
+    for year in years:
+        for month in range(1, months + 1):
+            start = np.datetime64(f"{year}-{month:02d}-01T00", "ns")
+            times = start + np.arange(steps) * np.timedelta64(1, "h")
+            data = (climate + rng.standard_normal((steps, lat, lon))).astype("float32")
+            dataset = xr.Dataset({ERA5_VARIABLE: (("time0", "lat", "lon"), data, {"units": "K"})},
+                                 coords={"time0": times, "lat": latitudes, "lon": longitudes})
+            key = f"{year}/{month:02d}/data/{ERA5_VARIABLE}.nc"
+            (root / key).parent.mkdir(parents=True, exist_ok=True)
+            dataset.to_netcdf(root / key, engine="h5netcdf",
+                              encoding={ERA5_VARIABLE: {"chunksizes": (max(1, steps // 4), lat, lon)}})
+            keys.append(key)
+    return keys
+
+
+def write_cmip6_like(root: Path, *, years: range = range(2085, 2101), lat: int = 60, lon: int = 120,
+                     warming: float = 4.0) -> str:
+    """A CMIP6-like zarr store (v2, consolidated) with tas(time, lat, lon), monthly, under `root`/<DRS path>;
+    returns its key relative to `root`."""
+    rng = np.random.default_rng(2)
+    latitudes, longitudes = np.linspace(-89, 89, lat), np.linspace(0, 360, lon, endpoint=False)
+    climate = 288 + warming - 30 * np.abs(np.sin(np.radians(latitudes)))[:, None] + np.zeros((lat, lon))
+    times = np.array([np.datetime64(f"{y}-{m:02d}-15", "ns") for y in years for m in range(1, 13)])
+    data = (climate + rng.standard_normal((len(times), lat, lon))).astype("float32")
+    dataset = xr.Dataset({"tas": (("time", "lat", "lon"), data, {"units": "K"})},
+                         coords={"time": times, "lat": latitudes, "lon": longitudes})
+    dataset.chunk({"time": 24}).to_zarr(root / CMIP6_STORE, mode="w", consolidated=True, zarr_format=2)
+    return CMIP6_STORE

@@ -1,0 +1,69 @@
+"""The reference analysis on the local platform: ERA5-like historical mean of 2 m temperature in its region,
+the CMIP6-like 2090-2100 mean in its region, their difference in the client region; the audit; a plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dask_regions as dr
+from dask_regions.audit import Audit
+from local_platform.platform import PlatformState
+
+
+@dataclass
+class DemoResult:
+    audit: Audit
+    plot: Path
+    mean_warming_kelvin: float
+
+
+def run_demo(state: PlatformState, step: Any) -> DemoResult:
+    """`step(message)` reports progress; returns the audit and where the plot went."""
+    from distributed import Client
+
+    with Client(state.scheduler_address, timeout=60) as client:  # type: ignore[no-untyped-call]
+        step("checking versions of client, scheduler and workers")
+        dr.check_versions(client)
+        catalog = dr.Catalog.open(state.catalog)
+        step("finding the data in the catalog")
+        months = catalog.find(variable="air_temperature_at_2_metres")
+        (store,) = catalog.find(variable_id="tas", experiment_id="ssp585")
+        step(f"opening {len(months)} ERA5-like months in {months[0].region} and the CMIP6-like store in "
+             f"{store.region}")
+        era5 = dr.open_mfdataset(client, months, concat_dim="time0")
+        cmip6 = dr.open_dataset(client, store)
+        historical = era5.air_temperature_at_2_metres.mean("time0")
+        future = cmip6.tas.sel(time=slice("2090", "2100")).mean("time")
+        regridded = future.sel(lat=historical.lat, lon=historical.lon, method="nearest").assign_coords(
+            lat=historical.lat, lon=historical.lon)
+        since = dr.mark(client)
+        step("computing next to the data: means in their regions, the difference in the client region")
+        futures = client.compute([historical, regridded, regridded - historical])
+        from distributed import as_completed
+
+        for done, _ in enumerate(as_completed(futures), start=1):  # type: ignore[no-untyped-call]
+            step(f"computing next to the data: {done}/3 maps done")
+        historical_map, future_map, difference = client.gather(futures)
+        report = dr.audit(client, since)
+    step("plotting")
+    plot = Path(state.state_dir) / "demo.png"
+    _plot(historical_map, future_map, difference, plot)
+    return DemoResult(report, plot, float(difference.mean()))
+
+
+def _plot(historical: Any, future: Any, difference: Any, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
+    for axis, field, title, cmap in ((axes[0], historical, "ERA5-like historical mean (K)", "viridis"),
+                                     (axes[1], future, "CMIP6-like 2090-2100 mean (K)", "viridis"),
+                                     (axes[2], difference, "difference (K)", "RdBu_r")):
+        field.plot(ax=axis, cmap=cmap)
+        axis.set_title(title)
+    figure.savefig(path, dpi=80)
+    plt.close(figure)

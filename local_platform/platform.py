@@ -1,0 +1,267 @@
+"""Start, inspect and stop the local platform. Every process it starts is recorded (pid and command line)
+in the state directory, and `down` stops exactly those."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from catalog_sync.records import Association
+from catalog_sync.sinks import open_sink
+from catalog_sync.sync import sync_region
+from components.config import StackConfig
+from local_platform.data import write_cmip6_like, write_era5_like
+from local_platform.fsx_standin import LocalFsx
+
+STATE_FILE = "platform.json"
+BIN = Path(sys.executable).parent
+WORKER_THREADS = 2
+START_TIMEOUT = 60.0
+
+
+class PlatformError(RuntimeError):
+    """The platform could not do what was asked; the message says why and what to do."""
+
+
+@dataclass
+class PlatformState:
+    stack: str
+    state_dir: str
+    catalog: str
+    scheduler_address: str = ""
+    dashboard_url: str = ""
+    s3_endpoints: dict[str, str] = field(default_factory=dict)
+    pools: list[str] = field(default_factory=list)
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {pid, command}
+
+    def save(self) -> None:
+        (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> PlatformState | None:
+        path = state_dir / STATE_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(entry: dict[str, Any]) -> bool:
+    """The recorded process is still running and is still ours (a pid can be reused by another program)."""
+    try:
+        arguments = Path(f"/proc/{entry['pid']}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return entry["command"][0] in arguments[:2]  # scripts run as `<interpreter> <script> ...`
+
+
+def group_alive(group: int) -> bool:
+    """Whether any process of the group still runs (zombies, dead but not yet reaped, do not count)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            return True
+    return False
+
+
+def _reap(pid: int) -> None:
+    """Collect a child's exit status if it is ours, so it leaves no zombie behind."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _wait_for_port(port: int, what: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise PlatformError(f"{what} exited at start; see {log}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise PlatformError(f"{what} did not listen on port {port} within {START_TIMEOUT:.0f} s; see {log}")
+
+
+class LocalPlatform:
+    def __init__(self, config: StackConfig, state_dir: Path, *, catalog: str = "sqlite", size: int = 1,
+                 report: Callable[[str], None] = lambda _: None) -> None:
+        if catalog not in ("sqlite", "opensearch"):
+            raise PlatformError(f"--catalog {catalog!r}: use sqlite or opensearch")
+        if size < 1:
+            raise PlatformError(f"--size {size}: use 1 or more (1 is small enough for a 2-core laptop)")
+        self.config, self.state_dir, self.catalog_kind, self.size = config, state_dir.resolve(), catalog, size
+        self.report = report
+        self.fsx_root = self.state_dir / "fsx"
+
+    # ------------------------------------------------------------------------------------------ up
+    def up(self) -> PlatformState:
+        running = PlatformState.load(self.state_dir)
+        if running and any(_alive(p) for p in running.processes.values()):
+            raise PlatformError(f"a platform (stack {running.stack!r}) is already running from {self.state_dir}: "
+                                f"see `python -m local_platform status --state-dir {self.state_dir}`, or stop it "
+                                "with `down`")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for stale in ("fsx", "staging", "catalog.db", "logs"):
+            path = self.state_dir / stale
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        (self.state_dir / "logs").mkdir()
+        state = PlatformState(stack=self.config.stack, state_dir=str(self.state_dir), catalog="")
+        state.save()
+        try:
+            self._start(state)
+        except BaseException:
+            self.down()
+            raise
+        return state
+
+    def _start(self, state: PlatformState) -> None:
+        for worker in self.config.workers:
+            port = free_port()
+            process = self._spawn(state, f"s3-{worker.region}",
+                                  [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
+            _wait_for_port(port, f"the S3 emulation of {worker.region}", process, self._log(f"s3-{worker.region}"))
+            state.s3_endpoints[worker.region] = f"http://127.0.0.1:{port}"
+        if self.catalog_kind == "opensearch":
+            from osmem_server import resolve_binary
+
+            port = free_port()
+            process = self._spawn(state, "catalog", [resolve_binary(), "-addr", f"127.0.0.1:{port}",
+                                                     "-no-stdin-watch", "-no-ja"])
+            _wait_for_port(port, "the catalog (osmem)", process, self._log("catalog"))
+            state.catalog = f"http://127.0.0.1:{port}"
+        else:
+            state.catalog = f"sqlite:///{self.state_dir / 'catalog.db'}"
+        state.save()
+
+        self.report("generating sample data and uploading it to the S3 emulations")
+        for worker in self.config.workers:
+            self._publish_dataset(state, worker.region)
+
+        dashboard = free_port()
+        scheduler_file = self.state_dir / "scheduler.json"
+        scheduler_file.unlink(missing_ok=True)
+        self._spawn(state, "scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                         "--dashboard-address", f"127.0.0.1:{dashboard}",
+                                         "--scheduler-file", str(scheduler_file),
+                                         "--preload", "dask_regions.routing"])
+        deadline = time.monotonic() + START_TIMEOUT
+        while not scheduler_file.exists():
+            if time.monotonic() > deadline:
+                raise PlatformError(f"the scheduler did not start; see {self._log('scheduler')}")
+            time.sleep(0.1)
+        state.scheduler_address = json.loads(scheduler_file.read_text())["address"]
+        state.dashboard_url = f"http://127.0.0.1:{dashboard}/status"
+        regions = [self.config.client.region, *(w.region for w in self.config.workers)]
+        for region in dict.fromkeys(regions):
+            pool = f"pool-{region}"
+            self._spawn(state, pool, [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file),
+                                      "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", str(WORKER_THREADS),
+                                      "--resources", f"{pool}={WORKER_THREADS}", "--name", pool, "--no-dashboard",
+                                      "--local-directory", str(self.state_dir / "dask" / pool)])
+            state.pools.append(pool)
+        state.save()
+
+        self.report("running the nightly sync once per worker region")
+        for worker in self.config.workers:
+            self._sync(state, worker.region)
+        self._wait_for_workers(state)
+        state.save()
+
+    def _environment(self) -> dict[str, str]:
+        root = str(Path(__file__).resolve().parent.parent)
+        return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                "DASK_REGIONS_FSX_ROOT": str(self.fsx_root), "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": self.config.client.region,
+                "DASK_DASK_REGIONS__COMBINE_POOL": f"pool-{self.config.client.region}",
+                "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+
+    def _log(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    def _spawn(self, state: PlatformState, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        with self._log(name).open("wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=self._environment(), start_new_session=True)
+        state.processes[name] = {"pid": process.pid, "command": command}
+        state.save()
+        return process
+
+    def _s3(self, state: PlatformState, region: str) -> Any:
+        import boto3
+
+        return boto3.client("s3", region_name=region, endpoint_url=state.s3_endpoints[region],
+                            aws_access_key_id="local", aws_secret_access_key="local")
+
+    def _publish_dataset(self, state: PlatformState, region: str) -> None:
+        worker = next(w for w in self.config.workers if w.region == region)
+        staging = self.state_dir / "staging" / region
+        if worker.dataset.prefix.startswith("CMIP6"):
+            write_cmip6_like(staging, years=range(2090 - 5 * self.size, 2101))
+        else:
+            write_era5_like(staging, years=tuple(range(2000, 2000 + self.size)))
+        s3 = self._s3(state, region)
+        s3.create_bucket(Bucket=worker.dataset.bucket, **({} if region == "us-east-1" else {
+            "CreateBucketConfiguration": {"LocationConstraint": region}}))
+        prefix = f"{worker.dataset.prefix}/" if worker.dataset.prefix else ""
+        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+            s3.upload_file(str(path), worker.dataset.bucket, prefix + str(path.relative_to(staging)))
+
+    def _sync(self, state: PlatformState, region: str) -> None:
+        worker = next(w for w in self.config.workers if w.region == region)
+        association = Association(region, worker.dataset.bucket, worker.dataset.prefix, worker.fsx_path)
+        s3 = self._s3(state, region)
+        sync_region(s3, association, open_sink(state.catalog), fsx=LocalFsx(s3, association, self.fsx_root),
+                    file_system_id=f"fs-local-{region}", sleep=lambda _: None)
+
+    def _wait_for_workers(self, state: PlatformState) -> None:
+        from distributed import Client
+
+        with Client(state.scheduler_address, timeout=START_TIMEOUT) as client:  # type: ignore[no-untyped-call]
+            client.wait_for_workers(len(state.pools), timeout=START_TIMEOUT)
+
+    # ----------------------------------------------------------------------------------- down, status
+    def down(self) -> list[str]:
+        """Stop every process this platform started (and nothing else); returns their names."""
+        state = PlatformState.load(self.state_dir)
+        if state is None:
+            return []
+        stopped = []
+        for name, entry in state.processes.items():
+            if _alive(entry):
+                os.killpg(entry["pid"], signal.SIGTERM)
+                stopped.append(name)
+        deadline = time.monotonic() + 20
+        for name in stopped:  # wait for each whole process group (nannies and workers included)
+            group = state.processes[name]["pid"]
+            while group_alive(group) and time.monotonic() < deadline:
+                _reap(group)
+                time.sleep(0.1)
+            if group_alive(group):
+                os.killpg(group, signal.SIGKILL)
+            _reap(group)
+        (self.state_dir / STATE_FILE).unlink(missing_ok=True)
+        return stopped
+
+    @staticmethod
+    def status(state_dir: Path) -> tuple[PlatformState | None, dict[str, bool]]:
+        state = PlatformState.load(state_dir.resolve())
+        if state is None:
+            return None, {}
+        return state, {name: _alive(entry) for name, entry in state.processes.items()}

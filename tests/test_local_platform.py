@@ -1,0 +1,107 @@
+"""The local platform's command line end to end, in a temporary state directory: up, status, demo, down,
+with nothing left running; a second up, Ctrl-C during the demo and a bad stack file handled clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "local_platform", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, check=False, env={**os.environ, "COLUMNS": "200"})
+
+
+def recorded_pids(state_dir: Path) -> list[int]:
+    state = json.loads((state_dir / "platform.json").read_text())
+    return [entry["pid"] for entry in state["processes"].values()]
+
+
+def group_gone(pid: int) -> bool:
+    from local_platform.platform import group_alive
+
+    return not group_alive(pid)
+
+
+def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    started = cli("up", "--stack", "dev", "--state-dir", str(state_dir))
+    assert started.returncode == 0, started.stdout + started.stderr
+    pids = recorded_pids(state_dir)
+    try:
+        assert "tcp://127.0.0.1:" in started.stdout and "pool-us-west-2" in started.stdout
+        status = cli("status", "--state-dir", str(state_dir))
+        assert status.returncode == 0 and status.stdout.count(": running") == len(pids) == 6  # 2 S3, 1+3 Dask
+        again = cli("up", "--stack", "dev", "--state-dir", str(state_dir))
+        assert again.returncode == 1 and "is already running" in again.stdout and "Traceback" not in again.stderr
+        catalog = json.loads((state_dir / "platform.json").read_text())["catalog"]
+        from dask_regions import Catalog
+
+        assert len(Catalog.open(catalog).find(variable="air_temperature_at_2_metres")) == 12
+        assert (state_dir / "fsx" / "us-west-2" / "CMIP6" / "ScenarioMIP" / "MOHC").is_dir()  # mirrored from S3
+    finally:
+        stopped = cli("down", "--state-dir", str(state_dir))
+    assert stopped.returncode == 0
+    assert all(group_gone(pid) for pid in pids)
+    assert cli("status", "--state-dir", str(state_dir)).returncode == 1
+
+
+def test_demo_prints_the_audit_writes_the_plot_and_stops_everything(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    result = cli("demo", "--stack", "dev", "--state-dir", str(state_dir), "--catalog", "opensearch")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "misplaced tasks: 0" in result.stdout and "from -> to" in result.stdout
+    plot = state_dir / "demo.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {plot}" in result.stdout
+    assert "stopped 7 processes" in result.stdout  # with the osmem catalog
+    assert not (state_dir / "platform.json").exists()
+
+
+def test_ctrl_c_during_the_demo_tears_down(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    process = subprocess.Popen([sys.executable, "-m", "local_platform", "demo", "--state-dir", str(state_dir)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # interrupt once the Dask processes exist
+        state = state_dir / "platform.json"
+        if state.exists() and "scheduler" in json.loads(state.read_text() or "{}").get("processes", {}):
+            break
+        time.sleep(0.2)
+    pids = recorded_pids(state_dir)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-2000:]
+    assert "interrupted: stopping the platform" in output
+    assert all(group_gone(pid) for pid in pids), output[-1500:]
+
+
+@pytest.mark.parametrize(("stack_file", "message"), [
+    ("config:\n  cross-region-dask:client: {region: eu-west-9, cidr: 10.0.0.0/16}\n"
+     "  cross-region-dask:workers: []\n", "client.region: 'eu-west-9' is not an AWS region"),
+    ("config: [unclosed\n", "is not valid YAML"),
+])
+def test_a_bad_stack_file_fails_with_the_validation_messages(tmp_path: Path, stack_file: str, message: str) -> None:
+    stack = f"broken-{os.getpid()}"
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    path.write_text(stack_file)
+    try:
+        result = cli("up", "--stack", stack, "--state-dir", str(tmp_path / "state"))
+    finally:
+        path.unlink()
+    assert result.returncode == 2
+    assert message in " ".join(result.stdout.split()) and "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "platform.json").exists()
+
+
+def test_bad_flags_are_clear(tmp_path: Path) -> None:
+    result = cli("up", "--catalog", "mongodb", "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 1 and "--catalog 'mongodb': use sqlite or opensearch" in result.stdout

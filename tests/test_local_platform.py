@@ -105,3 +105,24 @@ def test_a_bad_stack_file_fails_with_the_validation_messages(tmp_path: Path, sta
 def test_bad_flags_are_clear(tmp_path: Path) -> None:
     result = cli("up", "--catalog", "mongodb", "--state-dir", str(tmp_path / "state"))
     assert result.returncode == 1 and "--catalog 'mongodb': use sqlite or opensearch" in result.stdout
+
+
+def test_the_example_notebook_runs_headless_against_the_local_platform(tmp_path: Path) -> None:
+    import papermill
+
+    state_dir = tmp_path / "state"
+    assert cli("up", "--stack", "dev", "--state-dir", str(state_dir)).returncode == 0
+    try:
+        state = json.loads((state_dir / "platform.json").read_text())
+        output = tmp_path / "executed.ipynb"
+        papermill.execute_notebook(str(ROOT / "notebooks" / "reference_analysis.ipynb"), str(output),
+                                   parameters={"scheduler_address": state["scheduler_address"],
+                                               "catalog_location": state["catalog"]},
+                                   kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+        cells = json.loads(output.read_text())["cells"]
+        outputs = [o for cell in cells if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+        assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot
+        text = "".join("".join(o.get("text", "")) for o in outputs)
+        assert "misplaced: 0" in text and "mean warming: 4.0" in text
+    finally:
+        cli("down", "--state-dir", str(state_dir))

@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 from dask_regions.api import (
     check_versions,
     compute_near_data,
+    from_array,
     open_dataset,
     open_mfdataset,
     package_versions,
@@ -20,5 +21,5 @@ from dask_regions.catalog import Catalog, CatalogQueryError, Dataset
 from dask_regions.errors import MissingPoolError, VersionMismatchError
 
 __all__ = ["Catalog", "CatalogQueryError", "Dataset", "MissingPoolError", "VersionMismatchError", "audit",
-           "check_versions", "compute_near_data", "mark", "open_dataset", "open_mfdataset", "package_versions",
-           "region_of", "wait_for_pools"]
+           "check_versions", "compute_near_data", "from_array", "mark", "open_dataset", "open_mfdataset",
+           "package_versions", "region_of", "wait_for_pools"]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dask_regions.errors import MissingPoolError, VersionMismatchError
-from dask_regions.keys import POOL_PREFIX, name_prefix, pool_of_region, region_of_pool
+from dask_regions.keys import POOL_PREFIX, RegionalArray, name_prefix, pool_of_region, region_of_pool
 
 DEFAULT_POOL_TIMEOUT = 30.0
 FSX_MOUNT = "/fsx"
@@ -100,6 +100,21 @@ def open_mfdataset(client: Any, records: Sequence[Any], *, concat_dim: str, regi
                         join="override")
     dataset.attrs["dask_regions_region"] = found
     return dataset
+
+
+def from_array(region: str, array: Any, chunks: Any, **options: Any) -> Any:
+    """A dask array over `array` (read on demand) whose tasks run in `region`'s pool, in either of dask's
+    array modes."""
+    import dask.array as da
+
+    return da.from_array(RegionalArray(array, region), chunks=chunks,  # type: ignore[no-untyped-call]
+                         name=f"{name_prefix(region)}{tokenize_array(array)}", **options)
+
+
+def tokenize_array(array: Any) -> str:
+    from dask.base import tokenize
+
+    return tokenize(id(array), getattr(array, "shape", None), str(getattr(array, "dtype", "")))
 
 
 def region_of(dataset: Any) -> str:

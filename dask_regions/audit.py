@@ -37,6 +37,7 @@ class Audit:
     tasks: int
     placement: dict[str, int]  # pool -> tasks that ran there
     misplaced: list[tuple[str, str, str | None]]  # (key, expected pool, pool it ran in)
+    regional: int  # tasks whose data belongs to exactly one region (the ones that can be misplaced)
     bytes_between_pools: dict[tuple[str, str], int]  # (from pool, to pool) -> bytes
     cost_usd: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -45,7 +46,7 @@ class Audit:
         return sum(self.bytes_between_pools.values())
 
     def table(self) -> str:
-        lines = [f"tasks: {self.tasks}   misplaced: {len(self.misplaced)}",
+        lines = [f"tasks: {self.tasks}   of one region: {self.regional}   misplaced: {len(self.misplaced)}",
                  "pool                      tasks"]
         lines += [f"{pool:<25} {count:>6}" for pool, count in sorted(self.placement.items())]
         lines.append("from -> to                                     bytes   est. USD")
@@ -81,11 +82,13 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
     workers = client.scheduler_info(n_workers=-1)["workers"]
     pool_of_worker = {address: _pool_of(info.get("resources", {})) for address, info in workers.items()}
     placement: dict[str, int] = defaultdict(int)
-    misplaced = []
+    misplaced, regional = [], 0
     for _, key, regions, pool, _worker in finished:
         placement[pool or "(no pool)"] += 1
-        if len(regions) == 1 and pool != f"{POOL_PREFIX}{regions[0]}":
-            misplaced.append((key, f"{POOL_PREFIX}{regions[0]}", pool))
+        if len(regions) == 1:
+            regional += 1
+            if pool != f"{POOL_PREFIX}{regions[0]}":
+                misplaced.append((key, f"{POOL_PREFIX}{regions[0]}", pool))
     moved: dict[tuple[str, str], int] = defaultdict(int)
     for receiver, entries in client.run(transfers).items():
         for sender, size in entries:
@@ -94,4 +97,4 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
                 moved[(source, destination)] += size
     cost = {pair: size / 1e9 * egress_price(region_of_pool(pair[0]), prices, region_of_pool(pair[1]))
             for pair, size in moved.items()}
-    return Audit(len(finished), dict(placement), misplaced, dict(moved), cost)
+    return Audit(len(finished), dict(placement), misplaced, regional, dict(moved), cost)

@@ -24,6 +24,26 @@ def region_of_key(key: object) -> str | None:
     return match.group(1) if match else None
 
 
+class RegionalArray:
+    """An array-like (a file-backed array, typically) tagged with the region that holds its data. Dask keeps
+    it in its own graph node that every chunk read depends on; the router reads the tag from that node, so
+    placement survives renaming (dask's array-expression mode ignores `from_array(name=...)`)."""
+
+    def __init__(self, array: object, region: str) -> None:
+        self.array, self.dask_regions_region = array, region
+        self.shape, self.dtype = array.shape, array.dtype  # type: ignore[attr-defined]
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index: object) -> object:
+        return self.array[index]  # type: ignore[index]
+
+
+def region_of_value(value: object) -> str | None:
+    """The region a graph node's value is tagged with, or None."""
+    region = getattr(value, "dask_regions_region", None)
+    return region if isinstance(region, str) else None
+
+
 def pool_of_region(region: str) -> str:
     return f"{POOL_PREFIX}{region}"
 

@@ -26,7 +26,7 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import Scheduler, TaskState
 
 from dask_regions.errors import MissingPoolError
-from dask_regions.keys import POOL_PREFIX, pool_of_region, region_of_key, region_of_pool
+from dask_regions.keys import POOL_PREFIX, pool_of_region, region_of_key, region_of_pool, region_of_value
 
 logger = logging.getLogger("dask_regions.routing")
 PLUGIN_NAME = "dask-regions-router"
@@ -78,7 +78,7 @@ class RegionRouter(SchedulerPlugin):
             if node.key in self.regions:
                 continue
             if dependencies_done:
-                own = region_of_key(node.key)
+                own = region_of_key(node.key) or region_of_value(getattr(node.run_spec, "value", None))
                 found = {own} if own else set()
                 for dependency in node.dependencies:
                     found |= self.regions[dependency.key]

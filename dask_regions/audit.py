@@ -16,10 +16,12 @@ from typing import Any
 from dask_regions.keys import POOL_PREFIX, region_of_pool
 from dask_regions.routing import PLUGIN_NAME
 
-# Inter-region data transfer, USD per GB, as listed on the Amazon EC2 on-demand pricing page ("Data Transfer
-# OUT From Amazon EC2 To ... another AWS Region"): 0.02 for most pairs in the US and Europe, more from other
-# continents. A planning estimate, not a bill: pass your own table (or a negotiated rate) to audit().
-EGRESS_USD_PER_GB_SOURCE = "Amazon EC2 on-demand pricing, data transfer between regions; figures as of 2025"
+# Inter-region data transfer, USD per GB: approximate list prices of the Amazon EC2 on-demand pricing page
+# ("Data Transfer OUT From Amazon EC2 To ... another AWS Region"), 0.02 for most pairs in the US and Europe and
+# more from other continents, as commonly listed in 2024-2025. Not checked against the live page (this project
+# is built offline): a planning estimate, not a bill. Pass your own table (or a negotiated rate) to audit().
+EGRESS_USD_PER_GB_SOURCE = ("approximate EC2 inter-region list prices (2024-2025, unverified offline); "
+                            "override with audit(prices=...)")
 DEFAULT_EGRESS_USD_PER_GB = 0.02
 EGRESS_USD_PER_GB_FROM = {"ap-": 0.09, "sa-": 0.138, "af-": 0.147, "me-": 0.11}
 

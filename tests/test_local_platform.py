@@ -26,6 +26,13 @@ def recorded_pids(state_dir: Path) -> list[int]:
     return [entry["pid"] for entry in state["processes"].values()]
 
 
+def listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def group_gone(pid: int) -> bool:
     from local_platform.platform import group_alive
 
@@ -37,6 +44,10 @@ def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     started = cli("up", "--stack", "dev", "--state-dir", str(state_dir))
     assert started.returncode == 0, started.stdout + started.stderr
     pids = recorded_pids(state_dir)
+    recorded = json.loads((state_dir / "platform.json").read_text())
+    ports = [int(recorded["scheduler_address"].rsplit(":", 1)[1]),
+             int(recorded["dashboard_url"].split(":")[2].split("/")[0])]
+    ports += [int(endpoint.rsplit(":", 1)[1]) for endpoint in recorded["s3_endpoints"].values()]
     try:
         assert "tcp://127.0.0.1:" in started.stdout and "pool-us-west-2" in started.stdout
         status = cli("status", "--state-dir", str(state_dir))
@@ -52,6 +63,7 @@ def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
         stopped = cli("down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0
     assert all(group_gone(pid) for pid in pids)
+    assert not any(listening(port) for port in ports)  # no port left behind either
     assert cli("status", "--state-dir", str(state_dir)).returncode == 1
 
 

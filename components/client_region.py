@@ -19,6 +19,7 @@ from components.config import ClientConfig
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
+from components.resources import security_group, service_role, tcp_rule
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 OPENSEARCH_ENGINE = "OpenSearch_2.19"
@@ -28,11 +29,6 @@ DASHBOARD_HEALTH_PATH = "/health"  # served by the scheduler's HTTP server
 NOTEBOOK_PACKAGES = "dask distributed bokeh numpy pandas xarray zarr h5netcdf h5py s3fs boto3 ipykernel"
 CATALOG_READ_ACTIONS = ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"]  # POST: _search, _mget
 CATALOG_WRITE_ACTIONS = [*CATALOG_READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete"]
-
-
-def _assume(service: str) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": service}}]})
 
 
 @dataclass
@@ -104,23 +100,17 @@ class ClientRegion(pulumi.ComponentResource):
         return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))
 
     def _security_group(self, role: str, description: str) -> aws.ec2.SecurityGroup:
-        # No inline rules: every rule is its own resource, so none is silently replaced.
-        return aws.ec2.SecurityGroup(f"{self._name}-{role}-sg", description=description, vpc_id=self._args.vpc.vpc_id,
-                                     tags={"Name": f"{self._name}-{role}"}, opts=self._child)
+        return security_group(f"{self._name}-{role}", description, self._args.vpc.vpc_id, self._child)
 
     def _ingress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
                  source: aws.ec2.SecurityGroup | None = None) -> None:
-        aws.vpc.SecurityGroupIngressRule(
-            f"{self._name}-{rule}", security_group_id=group.id, ip_protocol="tcp", from_port=port, to_port=port,
-            cidr_ipv4=cidr, referenced_security_group_id=source.id if source else None, description=rule,
-            opts=self._child)
+        tcp_rule(f"{self._name}-{rule}", "in", group, (port, port), self._child, cidr=cidr, source=source,
+                 description=rule)
 
     def _egress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
                 source: aws.ec2.SecurityGroup | None = None, to_port: int | None = None) -> None:
-        aws.vpc.SecurityGroupEgressRule(
-            f"{self._name}-{rule}", security_group_id=group.id, ip_protocol="tcp", from_port=port,
-            to_port=to_port if to_port is not None else port, cidr_ipv4=cidr,
-            referenced_security_group_id=source.id if source else None, description=rule, opts=self._child)
+        tcp_rule(f"{self._name}-{rule}", "out", group, (port, to_port if to_port is not None else port), self._child,
+                 cidr=cidr, source=source, description=rule)
 
     def _log_group(self, purpose: str) -> aws.cloudwatch.LogGroup:
         return aws.cloudwatch.LogGroup(
@@ -128,10 +118,7 @@ class ClientRegion(pulumi.ComponentResource):
             retention_in_days=self._args.log_retention_days, opts=self._child)
 
     def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]]) -> aws.iam.Role:
-        role = aws.iam.Role(f"{self._name}-{purpose}-role", assume_role_policy=_assume(service), opts=self._child)
-        aws.iam.RolePolicy(f"{self._name}-{purpose}-policy", role=role.id, policy=pulumi.Output.from_input(
-            statements).apply(lambda s: json.dumps({"Version": "2012-10-17", "Statement": s})), opts=self._child)
-        return role
+        return service_role(f"{self._name}-{purpose}", service, self._child, statements=statements)
 
     # ------------------------------------------------------------------------------------ private DNS
     def _private_dns(self, args: ClientRegionArgs) -> tuple[pulumi.Output[str], aws.servicediscovery.Service]:

@@ -15,6 +15,7 @@ from components.config import WorkerConfig
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.ports import HTTPS_PORT
+from components.resources import security_group, service_role, tcp_rule
 
 LAMBDA_TIMEOUT_SECONDS = 900
 IMPORT_POLL_SECONDS = 60
@@ -23,13 +24,6 @@ SCHEDULE_RETRIES = 3
 SCHEDULE_MAX_AGE_SECONDS = 3600
 RETRYABLE_LAMBDA_ERRORS = ["Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
                            "Lambda.TooManyRequestsException"]
-
-
-def _assume(service: str, account: str | None = None) -> str:
-    statement: dict[str, Any] = {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": service}}
-    if account:
-        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account}}
-    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
 def workflow_definition(function_arn: str) -> dict[str, Any]:
@@ -115,12 +109,9 @@ class NightlySync(pulumi.ComponentResource):
 
         function_name = args.naming.resource(region, "catalog-sync", max_length=64)
         function_logs = self._log_group("function", f"/aws/lambda/{function_name}")
-        sync_sg = aws.ec2.SecurityGroup(f"{name}-sg", description="Catalog sync: AWS APIs and the catalog only",
-                                        vpc_id=args.vpc.vpc_id, tags={"Name": f"{name}-sync"}, opts=self._child)
-        aws.vpc.SecurityGroupEgressRule(f"{name}-to-https", security_group_id=sync_sg.id, ip_protocol="tcp",
-                                        from_port=HTTPS_PORT, to_port=HTTPS_PORT, cidr_ipv4="0.0.0.0/0",
-                                        description="FSx and S3 APIs (NAT, gateway endpoint) and the catalog",
-                                        opts=self._child)
+        sync_sg = security_group(name, "Catalog sync: AWS APIs and the catalog only", args.vpc.vpc_id, self._child)
+        tcp_rule(f"{name}-to-https", "out", sync_sg, (HTTPS_PORT, HTTPS_PORT), self._child, cidr="0.0.0.0/0",
+                 description="FSx and S3 APIs (NAT, gateway endpoint) and the catalog")
         role = self._role("function", "lambda.amazonaws.com", pulumi.Output.all(
             function_logs.arn, args.file_system_arn, args.catalog_domain_arn, account).apply(
                 lambda v: self._function_statements(v[0], v[1], v[2], v[3])))
@@ -229,11 +220,7 @@ class NightlySync(pulumi.ComponentResource):
 
     def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]],
               account: pulumi.Input[str] | None = None) -> aws.iam.Role:
-        trust = pulumi.Output.from_input(account).apply(lambda a: _assume(service, a)) if account else _assume(service)
-        role = aws.iam.Role(f"{self._name}-{purpose}-role", assume_role_policy=trust, opts=self._child)
-        aws.iam.RolePolicy(f"{self._name}-{purpose}-policy", role=role.id, policy=pulumi.Output.from_input(
-            statements).apply(lambda s: json.dumps({"Version": "2012-10-17", "Statement": s})), opts=self._child)
-        return role
+        return service_role(f"{self._name}-{purpose}", service, self._child, statements=statements, account=account)
 
     def _tls_only_queue(self, queue: aws.sqs.Queue) -> None:
         aws.sqs.QueuePolicy(f"{self._name}-dead-letters-tls", queue_url=queue.url, policy=queue.arn.apply(

@@ -19,6 +19,7 @@ from components.naming import Naming
 from components.network import RegionalVpc
 from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
+from components.resources import security_group, service_role, tcp_rule
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 LUSTRE_VERSION = "2.15"
@@ -27,11 +28,6 @@ CAPACITY_TARGET_PERCENT = 80
 SCALE_COOLDOWN_SECONDS = 300
 # Managed policy with the ECS agent's calls (register, poll, telemetry); most take no resource scoping.
 ECS_INSTANCE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
-
-
-def _assume(service: str) -> str:
-    return json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": service}}]})
 
 
 def worker_command(config: WorkerConfig, scheduler_address: str) -> list[str]:
@@ -129,25 +125,15 @@ class WorkerRegion(pulumi.ComponentResource):
         return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))
 
     def _security_group(self, role: str, description: str) -> aws.ec2.SecurityGroup:
-        return aws.ec2.SecurityGroup(f"{self._name}-{role}-sg", description=description, vpc_id=self._args.vpc.vpc_id,
-                                     tags={"Name": f"{self._name}-{role}"}, opts=self._child)
+        return security_group(f"{self._name}-{role}", description, self._args.vpc.vpc_id, self._child)
 
     def _rule(self, direction: str, group: aws.ec2.SecurityGroup, rule: str, ports: tuple[int, int],
               cidr: str) -> None:
-        kind = aws.vpc.SecurityGroupIngressRule if direction == "in" else aws.vpc.SecurityGroupEgressRule
-        kind(f"{self._name}-{rule}", security_group_id=group.id, ip_protocol="tcp", from_port=ports[0],
-             to_port=ports[1], cidr_ipv4=cidr, description=rule, opts=self._child)
+        tcp_rule(f"{self._name}-{rule}", direction, group, ports, self._child, cidr=cidr, description=rule)
 
     def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]] | None = None,
               managed: Sequence[str] = ()) -> aws.iam.Role:
-        role = aws.iam.Role(f"{self._name}-{purpose}-role", assume_role_policy=_assume(service), opts=self._child)
-        if statements is not None:
-            aws.iam.RolePolicy(f"{self._name}-{purpose}-policy", role=role.id, policy=pulumi.Output.from_input(
-                statements).apply(lambda s: json.dumps({"Version": "2012-10-17", "Statement": s})), opts=self._child)
-        for index, policy_arn in enumerate(managed):
-            aws.iam.RolePolicyAttachment(f"{self._name}-{purpose}-managed-{index}", role=role.name,
-                                         policy_arn=policy_arn, opts=self._child)
-        return role
+        return service_role(f"{self._name}-{purpose}", service, self._child, statements=statements, managed=managed)
 
     # ----------------------------------------------------------------------------------------- Lustre
     def _lustre(self) -> aws.fsx.LustreFileSystem:

@@ -1,0 +1,51 @@
+"""Small builders the components share: service roles with inline policies, security groups without inline
+rules, and one TCP rule per resource (so that no rule is silently replaced by another)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+
+def assume_role_policy(service: str, account: str | None = None) -> str:
+    """Trust `service`; with `account`, only on behalf of that account (confused-deputy protection)."""
+    statement: dict[str, Any] = {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": service}}
+    if account:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": account}}
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def service_role(name: str, service: str, opts: pulumi.ResourceOptions, *,
+                 statements: pulumi.Input[list[dict[str, Any]]] | None = None, managed: Sequence[str] = (),
+                 account: pulumi.Input[str] | None = None) -> aws.iam.Role:
+    """`<name>-role` trusted by `service`, with the inline policy `<name>-policy` and managed policies."""
+    trust: pulumi.Input[str] = (pulumi.Output.from_input(account).apply(lambda a: assume_role_policy(service, a))
+                                if account is not None else assume_role_policy(service))
+    role = aws.iam.Role(f"{name}-role", assume_role_policy=trust, opts=opts)
+    if statements is not None:
+        aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=pulumi.Output.from_input(statements).apply(
+            lambda s: json.dumps({"Version": "2012-10-17", "Statement": s})), opts=opts)
+    for index, policy_arn in enumerate(managed):
+        aws.iam.RolePolicyAttachment(f"{name}-managed-{index}", role=role.name, policy_arn=policy_arn, opts=opts)
+    return role
+
+
+def security_group(name: str, description: str, vpc_id: pulumi.Input[str],
+                   opts: pulumi.ResourceOptions) -> aws.ec2.SecurityGroup:
+    """`<name>-sg` with no inline rules: add rules with tcp_rule."""
+    return aws.ec2.SecurityGroup(f"{name}-sg", description=description, vpc_id=vpc_id, tags={"Name": name},
+                                 opts=opts)
+
+
+def tcp_rule(name: str, direction: str, group: aws.ec2.SecurityGroup, ports: tuple[int, int],
+             opts: pulumi.ResourceOptions, *, cidr: str | None = None, source: aws.ec2.SecurityGroup | None = None,
+             description: str | None = None) -> None:
+    """One ingress ("in") or egress ("out") TCP rule for a port range, from/to a CIDR or another group."""
+    kind = aws.vpc.SecurityGroupIngressRule if direction == "in" else aws.vpc.SecurityGroupEgressRule
+    kind(name, security_group_id=group.id, ip_protocol="tcp", from_port=ports[0], to_port=ports[1], cidr_ipv4=cidr,
+         referenced_security_group_id=source.id if source else None,
+         description=description or name.split("-", 1)[-1], opts=opts)

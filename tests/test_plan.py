@@ -1,0 +1,71 @@
+"""`python -m components.plan`: inventory, reachability matrix, violations, deploy estimate, diagram."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from components.plan import evaluate
+from tests.conftest import cached_graph
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "components.plan", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_plan_of_the_dev_stack_prints_the_matrix_and_exits_0() -> None:
+    result = run("--stack", "dev")
+    assert result.returncode == 0, result.stderr
+    assert "## Reachability (routes and security groups)" in result.stdout and "## Violations (0)" in result.stdout
+    assert "from worker-us-east-1     yes via worker-us-east-1-private-rt > backbone-tgw-us-east-1" in result.stdout
+    assert "lustre us-east-1 988" in result.stdout and "```mermaid" in result.stdout
+
+
+def test_plan_json_has_inventory_matrix_estimate_and_diagram() -> None:
+    result = run("--stack", "dev", "--json")
+    plan = json.loads(result.stdout)
+    assert plan["total"] == sum(sum(kinds.values()) for kinds in plan["inventory"].values())
+    assert set(plan["inventory"]) == {"eu-west-2", "us-east-1", "us-west-2"}
+    assert plan["matrix"]["scheduler 8786"]["worker-us-west-2"].startswith("yes via")
+    assert plan["matrix"]["lustre us-west-2 988"]["client"].startswith("no:")
+    assert plan["deploy_minutes"] >= 25 and any("client-catalog" in step for step in plan["critical_path"])
+    assert "peering" in plan["diagram"] and plan["violations"] == []
+
+
+def test_a_world_open_port_fails_the_plan_naming_the_rule_and_group() -> None:
+    graph = cached_graph("dev")
+    rule = next(r for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+                if r.name == "worker-us-east-1-workers-from-client")
+    rule.inputs["cidrIpv4"] = "0.0.0.0/0"
+    violations = evaluate(graph).violations
+    assert "worker-us-east-1-workers-from-client opens port 9000 of worker-us-east-1-workers-sg to 0.0.0.0/0" in (
+        violations)
+
+
+def test_reachable_where_it_must_not_be_and_unreachable_where_it_must_be_are_violations() -> None:
+    graph = cached_graph("dev")
+    rule = next(r for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+                if r.name == "worker-us-east-1-lustre-988-988-from-vpc")
+    rule.inputs["cidrIpv4"] = "10.0.0.0/8"  # widened: now the client VPC reaches Lustre
+    graph.resources.remove(graph.named("backbone-accept-eu-west-2-us-west-2"))
+    violations = evaluate(graph).violations
+    assert "lustre us-east-1 988 is reachable from client, which it must not be" in violations
+    assert any(v.startswith("scheduler 8786 is not reachable from worker-us-west-2: no route") for v in violations)
+
+
+def test_a_bad_stack_file_gets_the_same_messages_as_pulumi_up(tmp_path: Path) -> None:
+    path = ROOT / "Pulumi.plan-broken.yaml"
+    path.write_text("config:\n  cross-region-dask:client: {region: eu-west-2, cidr: 10.0.0.0/12}\n"
+                    "  cross-region-dask:workers: []\n")
+    try:
+        result = run("--stack", "plan-broken")
+    finally:
+        path.unlink()
+    assert result.returncode == 2
+    assert "stack 'plan-broken' has 2 problems; nothing was deployed:" in result.stderr
+    assert "client.cidr: '10.0.0.0/12' is larger than AWS allows" in result.stderr

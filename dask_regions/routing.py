@@ -22,6 +22,7 @@ from collections import deque
 from typing import Any
 
 import dask
+from dask._task_spec import Task  # fused tasks carry their subgraph here
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import Scheduler, TaskState
 
@@ -32,6 +33,21 @@ logger = logging.getLogger("dask_regions.routing")
 PLUGIN_NAME = "dask-regions-router"
 CHECK_INTERVAL_SECONDS = 1.0
 PLACEMENT_LOG = 200_000  # the newest finished tasks the audit can see
+
+
+def own_regions(ts: TaskState) -> set[str]:
+    """Regions a task itself names: its key, the array its graph node holds, or, for a fused task, the keys and
+    arrays of the subgraph fused into it (a region's array node with a single reader is fused away)."""
+    spec = ts.run_spec
+    nodes: list[tuple[object, object]] = [(ts.key, spec)]
+    if isinstance(spec, Task) and spec.has_subgraph() and spec.args and isinstance(spec.args[0], dict):
+        nodes += list(spec.args[0].items())
+    found = set()
+    for key, node in nodes:
+        region = region_of_key(key) or region_of_value(getattr(node, "value", None))
+        if region:
+            found.add(region)
+    return found
 
 
 def live_pools(scheduler: Scheduler) -> set[str]:
@@ -78,8 +94,7 @@ class RegionRouter(SchedulerPlugin):
             if node.key in self.regions:
                 continue
             if dependencies_done:
-                own = region_of_key(node.key) or region_of_value(getattr(node.run_spec, "value", None))
-                found = {own} if own else set()
+                found = own_regions(node)
                 for dependency in node.dependencies:
                     found |= self.regions[dependency.key]
                 self.regions[node.key] = frozenset(found)

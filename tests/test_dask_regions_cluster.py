@@ -130,14 +130,17 @@ def test_unpinned_plain_dask_is_audited_too(platform: dict[str, Any]) -> None:
     assert sum(report.placement.values()) == report.tasks
 
 
-def test_mfdataset_chunk_reads_land_only_in_the_owning_pool(platform: dict[str, Any]) -> None:
+@pytest.mark.parametrize("chunks", [{"time0": 2}, "auto"], ids=["several-chunks-per-file", "one-chunk-per-file"])
+def test_mfdataset_chunk_reads_land_only_in_the_owning_pool(platform: dict[str, Any], chunks: Any) -> None:
+    """With one chunk per file, fusion folds each file's array node into its reader: still routed."""
     client = platform["client"]
     months = platform["catalog"].find(variable="air_temperature_at_2_metres")
-    era5 = dask_regions.open_mfdataset(client, months, concat_dim="time0", chunks={"time0": 2})
+    era5 = dask_regions.open_mfdataset(client, months, concat_dim="time0", chunks=chunks)
     since = mark(client)
     era5.air_temperature_at_2_metres.max().compute()
     report = audit(client, since)
     assert report.misplaced == [] and set(report.placement) == {"pool-us-east-1"}, report.table()
+    assert report.regional == report.tasks  # every task was known to be us-east-1's
 
 
 def test_work_for_a_region_without_workers_fails_clearly_within_the_timeout(platform: dict[str, Any]) -> None:

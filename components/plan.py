@@ -2,7 +2,8 @@
 
 Runs the program under the same mocks as the tests, then prints the inventory per region and type, a
 reachability matrix (for every VPC and service port: reachable or not, and through which hops), any
-violation (reachable where it must not be, unreachable where it must be, ingress open to the world), an
+violation (reachable where it must not be, unreachable where it must be, ingress open to the world), the
+security policy pack's results (policy/rules.py) with its exemptions, an
 estimated deploy time with its critical path, and a Mermaid diagram of regions, VPCs, Transit Gateways and
 peerings. Exits 2 on config errors, 1 on violations; `--json` for machines.
 """
@@ -52,6 +53,8 @@ class Plan:
     total: int
     matrix: dict[str, dict[str, str]] = field(default_factory=dict)  # service -> site -> "yes via ..." | "no: ..."
     violations: list[str] = field(default_factory=list)
+    policy_violations: list[str] = field(default_factory=list)
+    policy_exemptions: list[str] = field(default_factory=list)
     deploy_minutes: float = 0.0
     critical_path: list[str] = field(default_factory=list)
     diagram: str = ""
@@ -153,6 +156,11 @@ def evaluate(graph: Graph) -> Plan:
                     plan.violations.append(f"{service.name} is not reachable from {site}: {reason}")
         plan.matrix[service.name] = row
     plan.violations += world_open(graph)
+    from policy.rules import evaluate_policies  # the pack's policies, as `pulumi preview --policy-pack` runs them
+
+    policies = evaluate_policies(graph)
+    plan.policy_violations = [f"[{name}] {message}" for name, message in policies.violations]
+    plan.policy_exemptions = [f"[{name}] {resource}: {reason}" for name, resource, reason in policies.exemptions]
     plan.deploy_minutes, plan.critical_path = critical_path(graph)
     plan.diagram = diagram(graph)
     return plan
@@ -175,11 +183,13 @@ def render(plan: Plan) -> str:
         out += [f"  from {site:<20} {verdict}" for site, verdict in row.items()]
     out += ["", f"## Violations ({len(plan.violations)})", ""]
     out += [f"  - {violation}" for violation in plan.violations] or ["  none"]
+    out += ["", f"## Policies ({len(plan.policy_violations)} violations)", ""]
+    out += [f"  - {violation}" for violation in plan.policy_violations] or ["  every mandatory policy passes"]
+    out += [f"  exempt {exemption}" for exemption in plan.policy_exemptions]
     out += ["", f"## Estimated deploy time: {plan.deploy_minutes:.0f} minutes (rough typical creation times, "
             "not measured)", "critical path:"]
     out += [f"  {step}" for step in plan.critical_path]
-    out += ["", "## Diagram", "", "```mermaid", plan.diagram, "```",
-            "", "Policies: the policy pack is not part of `plan` yet."]
+    out += ["", "## Diagram", "", "```mermaid", plan.diagram, "```"]
     return "\n".join(out)
 
 
@@ -200,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     plan = evaluate(graph)
     print(json.dumps(asdict(plan), indent=2) if args.json else render(plan))
-    return 1 if plan.violations else 0
+    return 1 if plan.violations or plan.policy_violations else 0
 
 
 if __name__ == "__main__":

@@ -236,7 +236,8 @@ class WorkerRegion(pulumi.ComponentResource):
         execution_role = self._role("execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
             args.repository_arn, log_group.arn).apply(lambda v: [
                 # GetAuthorizationToken has no resource-level permissions: "*" is the only valid resource.
-                {"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
+                {"Sid": "EcrAuthorizationHasNoResourceScoping", "Effect": "Allow",
+                 "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
                 {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
                                                "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
                 {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],

@@ -69,3 +69,14 @@ def test_a_bad_stack_file_gets_the_same_messages_as_pulumi_up(tmp_path: Path) ->
     assert result.returncode == 2
     assert "stack 'plan-broken' has 2 problems; nothing was deployed:" in result.stderr
     assert "client.cidr: '10.0.0.0/12' is larger than AWS allows" in result.stderr
+
+
+def test_plan_reports_policy_results_and_fails_on_a_policy_violation() -> None:
+    result = run("--stack", "dev")
+    assert "## Policies (0 violations)" in result.stdout and "every mandatory policy passes" in result.stdout
+    assert "exempt [awssolutions-s1-server-access-logs] client-access-logs:" in result.stdout
+    graph = cached_graph("dev")
+    key = next(r for r in graph.of_type("aws:kms/key:Key"))
+    key.inputs["enableKeyRotation"] = key.outputs["enableKeyRotation"] = False
+    plan = evaluate(graph)
+    assert plan.policy_violations == [f"[awssolutions-kms5-key-rotation] {key.name}: key rotation is off"]

@@ -1,0 +1,1 @@
+"""The platform's security policy pack (see rules.py)."""

@@ -1,0 +1,127 @@
+"""The security policy pack: the dev and a 4-region stack pass every mandatory policy, exemptions are reported
+with their reasons, and every policy has a failing fixture (a small mutation of the recorded graph)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from components.synth import Graph, RecordedResource
+from policy.rules import POLICIES, evaluate_policies
+from tests.conftest import cached_graph
+
+
+def first(graph: Graph, token: str, name: str | None = None) -> RecordedResource:
+    return next(r for r in graph.of_type(token) if name is None or r.name == name)
+
+
+def set_prop(resource: RecordedResource, key: str, value: Any) -> None:
+    resource.inputs[key] = value
+    resource.outputs[key] = value
+
+
+def nested(resource: RecordedResource, key: str, inner: str, value: Any) -> None:
+    set_prop(resource, key, {**(resource.inputs.get(key) or {}), inner: value})
+
+
+def remove(graph: Graph, token: str) -> None:
+    graph.resources.remove(first(graph, token))
+
+
+DOMAIN = "aws:opensearch/domain:Domain"
+INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
+
+
+def unlogged_task(graph: Graph) -> None:
+    task = first(graph, "aws:ecs/taskDefinition:TaskDefinition")
+    containers = json.loads(task.inputs["containerDefinitions"])
+    del containers[0]["logConfiguration"]
+    set_prop(task, "containerDefinitions", json.dumps(containers))
+
+
+def wildcard_without_reason(graph: Graph) -> None:
+    policy = first(graph, "aws:iam/rolePolicy:RolePolicy")
+    set_prop(policy, "policy", json.dumps({"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+
+
+FIXTURES: dict[str, tuple[Callable[[Graph], None], str]] = {
+    "awssolutions-ec23-no-world-open-ingress": (
+        lambda g: set_prop(first(g, INGRESS), "cidrIpv4", "0.0.0.0/0"), "admits the whole internet (0.0.0.0/0)"),
+    "awssolutions-ecs4-container-insights": (
+        lambda g: set_prop(first(g, "aws:ecs/cluster:Cluster"), "settings", []), "container insights are off"),
+    "awssolutions-ecs7-container-logging": (unlogged_task, "containers without logs"),
+    "awssolutions-elb2-access-logs": (
+        lambda g: nested(first(g, "aws:lb/loadBalancer:LoadBalancer"), "accessLogs", "enabled", False),
+        "access logs are off"),
+    "awssolutions-os1-in-vpc": (lambda g: set_prop(first(g, DOMAIN), "vpcOptions", None), "not in a VPC"),
+    "awssolutions-os2-node-to-node-encryption": (
+        lambda g: nested(first(g, DOMAIN), "nodeToNodeEncryption", "enabled", False), "no node-to-node TLS"),
+    "awssolutions-os4-dedicated-masters": (
+        lambda g: nested(first(g, DOMAIN), "clusterConfig", "dedicatedMasterEnabled", False), "no dedicated masters"),
+    "awssolutions-os5-no-anonymous-access": (
+        lambda g: set_prop(first(g, "aws:opensearch/domainPolicy:DomainPolicy"), "accessPolicies", json.dumps(
+            {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "es:*"}]})), "lets anyone in"),
+    "awssolutions-os7-zone-awareness": (
+        lambda g: nested(first(g, DOMAIN), "clusterConfig", "zoneAwarenessEnabled", False), "zone awareness is off"),
+    "awssolutions-os8-encryption-at-rest": (
+        lambda g: nested(first(g, DOMAIN), "encryptAtRest", "enabled", False), "no encryption at rest"),
+    "awssolutions-os9-slow-logs": (
+        lambda g: set_prop(first(g, DOMAIN), "logPublishingOptions", []), "slow logs are not published"),
+    "awssolutions-l1-current-lambda-runtime": (
+        lambda g: [set_prop(first(g, "aws:lambda/function:Function"), k, v)
+                   for k, v in (("packageType", "Zip"), ("runtime", "python3.9"))], "is not a current one"),
+    "awssolutions-sm1-sm2-sm3-notebook": (
+        lambda g: set_prop(first(g, "aws:sagemaker/notebookInstance:NotebookInstance"), "directInternetAccess",
+                           "Enabled"), "direct internet access (SM3)"),
+    "awssolutions-iam5-wildcards-with-reason": (wildcard_without_reason, "without a written reason"),
+    "awssolutions-iam4-no-aws-managed-policies": (
+        lambda g: setattr(first(g, "aws:iam/rolePolicyAttachment:RolePolicyAttachment"), "name",
+                          "client-notebook-managed-0"), "attaches the AWS managed policy"),
+    "awssolutions-kms5-key-rotation": (
+        lambda g: set_prop(first(g, "aws:kms/key:Key"), "enableKeyRotation", False), "key rotation is off"),
+    "awssolutions-sns3-ssl-only": (
+        lambda g: set_prop(first(g, "aws:sns/topicPolicy:TopicPolicy"), "policy", "{}"), "does not deny non-TLS"),
+    "awssolutions-sqs4-ssl-only": (
+        lambda g: set_prop(first(g, "aws:sqs/queuePolicy:QueuePolicy"), "policy", "{}"), "does not deny non-TLS"),
+    "awssolutions-vpc7-flow-logs": (lambda g: remove(g, "aws:ec2/flowLog:FlowLog"), "has no flow log"),
+    "awssolutions-s2-s10-bucket-settings": (
+        lambda g: set_prop(first(g, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"), "blockPublicPolicy",
+                           False), "public access is not fully blocked (S2)"),
+    "awssolutions-s1-server-access-logs": (
+        lambda g: remove(g, "aws:s3/bucketLogging:BucketLogging"), "writes no server access logs"),
+    "ours-pinned-to-a-region": (
+        lambda g: setattr(first(g, "aws:ec2/vpc:Vpc"), "region", None), "without an explicit regional provider"),
+    "ours-autoscaled-ignore-desired": (
+        lambda g: setattr(first(g, "aws:ecs/service:Service", "worker-us-east-1-workers"), "ignore_changes", ()),
+        "would reset its desired count"),
+    "ours-dask-ports-only-from-our-cidrs": (
+        lambda g: set_prop(first(g, INGRESS, "worker-us-east-1-workers-from-client"), "cidrIpv4", "203.0.113.0/24"),
+        "opens a Dask port to 203.0.113.0/24, outside the platform's VPCs"),
+    "ours-backbone-peering-and-routes": (
+        lambda g: g.resources.remove(g.named("backbone-accept-eu-west-2-us-east-1")), "cannot reach"),
+}
+
+
+@pytest.mark.parametrize("shape", ["dev", "four-regions"])
+def test_the_stacks_pass_every_mandatory_policy(shape: str) -> None:
+    report = evaluate_policies(cached_graph(shape))
+    assert report.violations == []
+    assert {(policy, resource.split("-")[0]) for policy, resource, _ in report.exemptions} == {
+        ("awssolutions-s1-server-access-logs", "client"), ("awssolutions-iam4-no-aws-managed-policies", "worker")}
+    assert all(reason for _, _, reason in report.exemptions)
+
+
+def test_every_policy_has_a_failing_fixture() -> None:
+    assert set(FIXTURES) == {policy.name for policy in POLICIES}
+
+
+@pytest.mark.parametrize("policy", sorted(FIXTURES))
+def test_each_policy_fires_on_its_fixture_with_a_useful_message(policy: str) -> None:
+    graph = cached_graph("dev")
+    mutate, expected = FIXTURES[policy]
+    mutate(graph)
+    messages = [message for name, message in evaluate_policies(graph).violations if name == policy]
+    assert messages and any(expected in message for message in messages), messages

@@ -19,7 +19,7 @@ from components.config import ClientConfig
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
-from components.resources import security_group, service_role, tcp_rule
+from components.resources import RegionalComponent
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 OPENSEARCH_ENGINE = "OpenSearch_2.19"
@@ -45,7 +45,7 @@ class ClientRegionArgs:
     create_opensearch_service_linked_role: bool = False
 
 
-class ClientRegion(pulumi.ComponentResource):
+class ClientRegion(RegionalComponent):
     scheduler_address: str
     dashboard_url: pulumi.Output[str]
     catalog_endpoint: pulumi.Output[str]
@@ -57,16 +57,12 @@ class ClientRegion(pulumi.ComponentResource):
     dns_zone_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: ClientRegionArgs, opts: pulumi.ResourceOptions) -> None:
-        super().__init__("crossregiondask:index:ClientRegion", name, None, opts)
-        if not isinstance(opts.provider, aws.Provider):
-            raise ValueError(f"ClientRegion {name}: pass the client region's aws.Provider in opts.provider")
+        super().__init__("crossregiondask:index:ClientRegion", name, args.vpc.vpc_id, opts)
         if len(args.worker_vpcs) != len(args.worker_providers):
             raise ValueError(f"ClientRegion {name}: one provider per worker VPC")
-        self._name, self._args = name, args
-        self._child = pulumi.ResourceOptions(parent=self, provider=opts.provider)
+        self._args = args
         self._region = args.config.region
-        self._identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self,
-                                                                                      provider=opts.provider))
+        self._identity = aws.get_caller_identity_output(opts=self._invoke)
         site_cidrs = [args.vpc.site.cidr, *(w.site.cidr for w in args.worker_vpcs)]
 
         scheduler_sg = self._security_group("scheduler", "Dask scheduler")
@@ -96,29 +92,10 @@ class ClientRegion(pulumi.ComponentResource):
         })
 
     # -------------------------------------------------------------------------------------- helpers
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))
-
-    def _security_group(self, role: str, description: str) -> aws.ec2.SecurityGroup:
-        return security_group(f"{self._name}-{role}", description, self._args.vpc.vpc_id, self._child)
-
-    def _ingress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
-                 source: aws.ec2.SecurityGroup | None = None) -> None:
-        tcp_rule(f"{self._name}-{rule}", "in", group, (port, port), self._child, cidr=cidr, source=source,
-                 description=rule)
-
-    def _egress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
-                source: aws.ec2.SecurityGroup | None = None, to_port: int | None = None) -> None:
-        tcp_rule(f"{self._name}-{rule}", "out", group, (port, to_port if to_port is not None else port), self._child,
-                 cidr=cidr, source=source, description=rule)
-
     def _log_group(self, purpose: str) -> aws.cloudwatch.LogGroup:
         return aws.cloudwatch.LogGroup(
             f"{self._name}-{purpose}-log", name=self._args.naming.log_group(self._region, "client", purpose),
             retention_in_days=self._args.log_retention_days, opts=self._child)
-
-    def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]]) -> aws.iam.Role:
-        return service_role(f"{self._name}-{purpose}", service, self._child, statements=statements)
 
     # ------------------------------------------------------------------------------------ private DNS
     def _private_dns(self, args: ClientRegionArgs) -> tuple[pulumi.Output[str], aws.servicediscovery.Service]:

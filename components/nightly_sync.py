@@ -15,7 +15,7 @@ from components.config import WorkerConfig
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.ports import HTTPS_PORT
-from components.resources import security_group, service_role, tcp_rule
+from components.resources import RegionalComponent, security_group
 
 LAMBDA_TIMEOUT_SECONDS = 900
 IMPORT_POLL_SECONDS = 60
@@ -93,25 +93,23 @@ class NightlySyncArgs:
     log_retention_days: int
 
 
-class NightlySync(pulumi.ComponentResource):
+class NightlySync(RegionalComponent):
     role_arn: pulumi.Output[str]
     state_machine_arn: pulumi.Output[str]
     alarm_topic_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: NightlySyncArgs, opts: pulumi.ResourceOptions) -> None:
-        super().__init__("crossregiondask:index:NightlySync", name, None, opts)
-        self._name, self._args = name, args
-        self._child = pulumi.ResourceOptions(parent=self, provider=opts.provider)
+        super().__init__("crossregiondask:index:NightlySync", name, args.vpc.vpc_id, opts)
+        self._args = args
         region = args.config.region
-        identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self,
-                                                                                provider=opts.provider))
+        identity = aws.get_caller_identity_output(opts=self._invoke)
         account = identity.account_id
 
         function_name = args.naming.resource(region, "catalog-sync", max_length=64)
         function_logs = self._log_group("function", f"/aws/lambda/{function_name}")
         sync_sg = security_group(name, "Catalog sync: AWS APIs and the catalog only", args.vpc.vpc_id, self._child)
-        tcp_rule(f"{name}-to-https", "out", sync_sg, (HTTPS_PORT, HTTPS_PORT), self._child, cidr="0.0.0.0/0",
-                 description="FSx and S3 APIs (NAT, gateway endpoint) and the catalog")
+        self._rule("out", sync_sg, "to-https", (HTTPS_PORT, HTTPS_PORT), cidr="0.0.0.0/0",
+                   description="FSx and S3 APIs (NAT, gateway endpoint) and the catalog")
         role = self._role("function", "lambda.amazonaws.com", pulumi.Output.all(
             function_logs.arn, args.file_system_arn, args.catalog_domain_arn, account).apply(
                 lambda v: self._function_statements(v[0], v[1], v[2], v[3])))
@@ -217,10 +215,6 @@ class NightlySync(pulumi.ComponentResource):
     def _log_group(self, purpose: str, name: str) -> aws.cloudwatch.LogGroup:
         return aws.cloudwatch.LogGroup(f"{self._name}-{purpose}-log", name=name,
                                        retention_in_days=self._args.log_retention_days, opts=self._child)
-
-    def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]],
-              account: pulumi.Input[str] | None = None) -> aws.iam.Role:
-        return service_role(f"{self._name}-{purpose}", service, self._child, statements=statements, account=account)
 
     def _tls_only_queue(self, queue: aws.sqs.Queue) -> None:
         aws.sqs.QueuePolicy(f"{self._name}-dead-letters-tls", queue_url=queue.url, policy=queue.arn.apply(

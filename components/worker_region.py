@@ -8,7 +8,6 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -19,7 +18,7 @@ from components.naming import Naming
 from components.network import RegionalVpc
 from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
-from components.resources import security_group, service_role, tcp_rule
+from components.resources import RegionalComponent
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 LUSTRE_VERSION = "2.15"
@@ -73,7 +72,7 @@ class WorkerRegionArgs:
     catalog: CatalogTarget
 
 
-class WorkerRegion(pulumi.ComponentResource):
+class WorkerRegion(RegionalComponent):
     file_system_id: pulumi.Output[str]
     file_system_dns_name: pulumi.Output[str]
     mount_name: pulumi.Output[str]
@@ -86,12 +85,8 @@ class WorkerRegion(pulumi.ComponentResource):
     alarm_topic_arn: pulumi.Output[str]
 
     def __init__(self, name: str, args: WorkerRegionArgs, opts: pulumi.ResourceOptions) -> None:
-        super().__init__("crossregiondask:index:WorkerRegion", name, None, opts)
-        if not isinstance(opts.provider, aws.Provider):
-            raise ValueError(f"WorkerRegion {name}: pass the worker region's aws.Provider in opts.provider")
-        self._name, self._args = name, args
-        self._child = pulumi.ResourceOptions(parent=self, provider=opts.provider)
-        self._invoke = pulumi.InvokeOutputOptions(parent=self, provider=opts.provider)
+        super().__init__("crossregiondask:index:WorkerRegion", name, args.vpc.vpc_id, opts)
+        self._args = args
         self._region = args.config.region
         self.pool_name = args.config.pool_name
 
@@ -120,28 +115,13 @@ class WorkerRegion(pulumi.ComponentResource):
             "alarmTopicArn": self.alarm_topic_arn,
         })
 
-    # -------------------------------------------------------------------------------------- helpers
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))
-
-    def _security_group(self, role: str, description: str) -> aws.ec2.SecurityGroup:
-        return security_group(f"{self._name}-{role}", description, self._args.vpc.vpc_id, self._child)
-
-    def _rule(self, direction: str, group: aws.ec2.SecurityGroup, rule: str, ports: tuple[int, int],
-              cidr: str) -> None:
-        tcp_rule(f"{self._name}-{rule}", direction, group, ports, self._child, cidr=cidr, description=rule)
-
-    def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]] | None = None,
-              managed: Sequence[str] = ()) -> aws.iam.Role:
-        return service_role(f"{self._name}-{purpose}", service, self._child, statements=statements, managed=managed)
-
     # ----------------------------------------------------------------------------------------- Lustre
     def _lustre(self) -> aws.fsx.LustreFileSystem:
         args, vpc = self._args, self._args.vpc
         lustre_sg = self._security_group("lustre", "FSx for Lustre: Lustre ports from the worker VPC only")
         for first, last in LUSTRE_PORTS:
-            self._rule("in", lustre_sg, f"lustre-{first}-{last}-from-vpc", (first, last), vpc.site.cidr)
-            self._rule("out", lustre_sg, f"lustre-{first}-{last}-to-vpc", (first, last), vpc.site.cidr)
+            self._rule("in", lustre_sg, f"lustre-{first}-{last}-from-vpc", (first, last), cidr=vpc.site.cidr)
+            self._rule("out", lustre_sg, f"lustre-{first}-{last}-to-vpc", (first, last), cidr=vpc.site.cidr)
         log_group = aws.cloudwatch.LogGroup(
             f"{self._name}-lustre-log",  # FSx only writes to groups under /aws/fsx
             name="/aws/fsx" + args.naming.log_group(self._region, "lustre"),
@@ -173,9 +153,9 @@ class WorkerRegion(pulumi.ComponentResource):
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
         host_sg = self._security_group("host", "Worker hosts: Lustre client and AWS APIs")
         for first, last in LUSTRE_PORTS:  # Lustre servers also call back to their clients
-            self._rule("in", host_sg, f"host-lustre-{first}-{last}-from-vpc", (first, last), vpc.site.cidr)
-            self._rule("out", host_sg, f"host-lustre-{first}-{last}-to-vpc", (first, last), vpc.site.cidr)
-        self._rule("out", host_sg, "host-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), "0.0.0.0/0")
+            self._rule("in", host_sg, f"host-lustre-{first}-{last}-from-vpc", (first, last), cidr=vpc.site.cidr)
+            self._rule("out", host_sg, f"host-lustre-{first}-{last}-to-vpc", (first, last), cidr=vpc.site.cidr)
+        self._rule("out", host_sg, "host-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), cidr="0.0.0.0/0")
         role = self._role("host", "ec2.amazonaws.com", managed=[ECS_INSTANCE_POLICY])
         profile = aws.iam.InstanceProfile(f"{self._name}-host", role=role.name, opts=self._child)
         ami = aws.ssm.get_parameter_output(name=ECS_AMI_PARAMETER, opts=self._invoke)
@@ -224,11 +204,11 @@ class WorkerRegion(pulumi.ComponentResource):
         sources = [("client", args.client_cidr), ("own-vpc", vpc.site.cidr),
                    *((f"worker-{cidr}", cidr) for cidr in args.other_worker_cidrs)]
         for label, cidr in sources:
-            self._rule("in", worker_sg, f"workers-from-{label}", ports, cidr)
-        self._rule("out", worker_sg, "workers-to-scheduler", (SCHEDULER_PORT, SCHEDULER_PORT), args.client_cidr)
+            self._rule("in", worker_sg, f"workers-from-{label}", ports, cidr=cidr)
+        self._rule("out", worker_sg, "workers-to-scheduler", (SCHEDULER_PORT, SCHEDULER_PORT), cidr=args.client_cidr)
         for label, cidr in sources[1:]:
-            self._rule("out", worker_sg, f"workers-to-{label}", ports, cidr)
-        self._rule("out", worker_sg, "workers-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), "0.0.0.0/0")
+            self._rule("out", worker_sg, f"workers-to-{label}", ports, cidr=cidr)
+        self._rule("out", worker_sg, "workers-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), cidr="0.0.0.0/0")
 
         log_group = aws.cloudwatch.LogGroup(
             f"{self._name}-workers-log", name=args.naming.log_group(self._region, "workers"),

@@ -106,12 +106,12 @@ def critical_path(graph: Graph) -> tuple[float, list[str]]:
         if urn not in finish:
             finish[urn] = (0.0, [])  # guards against cycles
             before = max((done(dep) for d in custom[urn].dependencies for dep in expand(d) if dep != urn),
-                         default=(0.0, []), key=lambda item: item[0])
+                         default=(0.0, []), key=lambda item: (item[0], item[1]))  # ties: by name, stable
             minutes = CREATION_MINUTES.get(custom[urn].type, DEFAULT_MINUTES)
             finish[urn] = (before[0] + minutes, [*before[1], f"{custom[urn].name} ({minutes:g} min)"])
         return finish[urn]
 
-    return max((done(urn) for urn in custom), default=(0.0, []), key=lambda item: item[0])
+    return max((done(urn) for urn in custom), default=(0.0, []), key=lambda item: (item[0], item[1]))
 
 
 def diagram(graph: Graph) -> str:
@@ -127,7 +127,8 @@ def diagram(graph: Graph) -> str:
                              f'{tgw.name.replace("-", "_")}')
         lines.append("  end")
     names = {t.id: t.name.replace("-", "_") for t in tgw_of_region.values()}
-    for peering in graph.of_type("aws:ec2transitgateway/peeringAttachment:PeeringAttachment"):
+    for peering in sorted(graph.of_type("aws:ec2transitgateway/peeringAttachment:PeeringAttachment"),
+                          key=lambda p: p.name):
         lines.append(f'  {names[peering.inputs["transitGatewayId"]]} <-- peering --> '
                      f'{names[peering.inputs["peerTransitGatewayId"]]}')
     return "\n".join(lines)
@@ -135,7 +136,7 @@ def diagram(graph: Graph) -> str:
 
 def evaluate(graph: Graph) -> Plan:
     inventory: dict[str, dict[str, int]] = defaultdict(dict)
-    for (region, kind), count in Counter((str(r.region), r.type) for r in graph.aws_resources).items():
+    for (region, kind), count in sorted(Counter((str(r.region), r.type) for r in graph.aws_resources).items()):
         inventory[region][kind] = count
     plan = Plan(stack=graph.stack, inventory=dict(inventory), total=len(graph.aws_resources))
     routes = analyse(graph)
@@ -144,7 +145,7 @@ def evaluate(graph: Graph) -> Plan:
     for service in services(graph):
         row: dict[str, str] = {}
         for site in graph.outputs["vpcIds"]:
-            reason = service_reachability(graph, site, service.group, service.port)
+            reason = service_reachability(graph, site, service.group, service.port, routes=routes)
             if reason is None:
                 hops = routes.paths.get((site, _site_of_group(graph, service.group)), ["within the VPC"])
                 row[site] = "yes via " + " > ".join(hops)
@@ -160,7 +161,7 @@ def evaluate(graph: Graph) -> Plan:
 
     policies = evaluate_policies(graph)
     plan.policy_violations = [f"[{name}] {message}" for name, message in policies.violations]
-    plan.policy_exemptions = [f"[{name}] {resource}: {reason}" for name, resource, reason in policies.exemptions]
+    plan.policy_exemptions = sorted(f"[{name}] {resource}: {reason}" for name, resource, reason in policies.exemptions)
     plan.deploy_minutes, plan.critical_path = critical_path(graph)
     plan.diagram = diagram(graph)
     return plan

@@ -223,9 +223,10 @@ def _admits(graph: Graph, token: str, group: RecordedResource, port: int, cidr: 
 
 
 def service_reachability(graph: Graph, src_site: str, dst_group: str, port: int,
-                         src_group: str | None = None) -> str | None:
+                         src_group: str | None = None, routes: Reachability | None = None) -> str | None:
     """Why a TCP connection from anywhere in `src_site`'s VPC (from `src_group`, if given) to `port` on the
-    security group `dst_group` cannot be made, or None when routes and both groups allow it."""
+    security group `dst_group` cannot be made, or None when routes and both groups allow it. Pass `routes`
+    (from `analyse(graph)`) when asking many times about one graph."""
     vpcs = {v.id: v for v in graph.of_type(VPC)}
     src_vpc = vpcs.get(str(graph.outputs.get("vpcIds", {}).get(src_site)))
     target = next((g for g in graph.of_type(SECURITY_GROUP) if g.name == dst_group), None)
@@ -236,7 +237,7 @@ def service_reachability(graph: Graph, src_site: str, dst_group: str, port: int,
         return f"{dst_group} is in no VPC of ours"
     src_cidr, dst_cidr = str(src_vpc.inputs["cidrBlock"]), str(dst_vpc.inputs["cidrBlock"])
     if src_vpc is not dst_vpc:
-        route = analyse(graph)
+        route = routes if routes is not None else analyse(graph)
         key = (vpc_label(graph, src_vpc), vpc_label(graph, dst_vpc))
         if key not in route.paths:
             return f"no route: {route.failures.get(key, 'unknown')}"

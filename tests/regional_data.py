@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from catalog_sync.grouping import DatasetGrouper, ObjectInfo
 from catalog_sync.records import Association
 from catalog_sync.sinks import SQLiteSink
+from local_platform.data import write_cmip6_like, write_era5_like
 
 ERA5 = Association("us-east-1", "era5-pds", "", "/us-east-1/era5-pds")
 CMIP6_PREFIX = "CMIP6/ScenarioMIP/MOHC"
@@ -20,33 +20,14 @@ CMIP6 = Association("us-west-2", "cmip6-pds", CMIP6_PREFIX, f"/us-west-2/{CMIP6_
 CMIP6_STORE = f"{CMIP6_PREFIX}/UKESM1-0-LL/ssp585/r1i1p1f2/Amon/tas/gn/v20190507"
 
 
-def write_era5(fsx_root: Path, months: int = 3, lat: int = 45, lon: int = 90, steps: int = 24) -> list[Path]:
-    """ERA5-like monthly files `YYYY/MM/data/air_temperature_at_2_metres.nc` with (time0, lat, lon)."""
-    rng = np.random.default_rng(1)
-    paths = []
-    for month in range(1, months + 1):
-        times = np.arange(f"2000-{month:02d}-01", f"2000-{month:02d}-02", np.timedelta64(1, "h"),
-                          dtype="datetime64[ns]")[:steps]
-        data = 280 + 10 * rng.standard_normal((steps, lat, lon)).astype("float32")
-        ds = xr.Dataset({"air_temperature_at_2_metres": (("time0", "lat", "lon"), data)},
-                        coords={"time0": times, "lat": np.linspace(90, -90, lat), "lon": np.linspace(0, 356, lon)})
-        path = fsx_root / "us-east-1" / "era5-pds" / f"2000/{month:02d}/data/air_temperature_at_2_metres.nc"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ds.to_netcdf(path, engine="h5netcdf", encoding={"air_temperature_at_2_metres": {"chunksizes": (6, lat, lon)}})
-        paths.append(path)
-    return paths
+def write_era5(fsx_root: Path, months: int = 3, lat: int = 45, lon: int = 90, steps: int = 24) -> list[str]:
+    """ERA5-like monthly netCDF files in us-east-1's Lustre stand-in (the local platform's generator)."""
+    return write_era5_like(fsx_root / ERA5.fsx_path.lstrip("/"), months=months, lat=lat, lon=lon, steps=steps)
 
 
-def write_cmip6(fsx_root: Path, years: range = range(2088, 2101), lat: int = 30, lon: int = 60) -> Path:
-    """A CMIP6-like zarr store under the DRS path with tas(time, lat, lon), monthly."""
-    rng = np.random.default_rng(2)
-    times = np.array([np.datetime64(f"{y}-{m:02d}-15", "ns") for y in years for m in range(1, 13)])
-    data = 285 + 10 * rng.standard_normal((len(times), lat, lon)).astype("float32")
-    ds = xr.Dataset({"tas": (("time", "lat", "lon"), data)},
-                    coords={"time": times, "lat": np.linspace(-87, 87, lat), "lon": np.linspace(0, 354, lon)})
-    path = fsx_root / "us-west-2" / CMIP6_STORE
-    ds.chunk({"time": 24}).to_zarr(path, mode="w", consolidated=True, zarr_format=2)
-    return path
+def write_cmip6(fsx_root: Path, years: range = range(2088, 2101), lat: int = 30, lon: int = 60) -> str:
+    """A CMIP6-like zarr store in us-west-2's Lustre stand-in (the local platform's generator)."""
+    return write_cmip6_like(fsx_root / CMIP6.fsx_path.lstrip("/"), years=years, lat=lat, lon=lon)
 
 
 def build_catalog(fsx_root: Path, database: Path) -> SQLiteSink:

@@ -5,9 +5,10 @@ import pulumi
 from components.backbone import BackboneNetwork, BackboneNetworkArgs
 from components.client_region import CatalogAccess, CatalogAccessArgs, ClientRegion, ClientRegionArgs
 from components.config import ConfigError, load_from_pulumi
+from components.dask_tls import DaskTls, DaskTlsArgs
 from components.image import CATALOG_SYNC_IMAGE, DASK_IMAGE, RegionalImage, RegionalImageArgs
 from components.kms import RegionalKeys, RegionalKeysArgs
-from components.naming import Naming
+from components.naming import Naming, scheduler_host
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.providers import regional_providers
 from components.worker_region import CatalogTarget, WorkerRegion, WorkerRegionArgs
@@ -36,6 +37,12 @@ backbone = BackboneNetwork("backbone", BackboneNetworkArgs(vpcs=vpcs, providers=
 keys = RegionalKeys("keys", RegionalKeysArgs(providers=providers, naming=naming))
 image = RegionalImage("dask-image", RegionalImageArgs(spec=DASK_IMAGE, home_region=home, providers=providers,
                                                       key_arns=keys.key_arns))
+# Mutual TLS for every Dask connection: the scheduler and notebook certificates in the client region, the
+# workers' in every worker region.
+dask_tls = DaskTls("dask-tls", DaskTlsArgs(
+    scheduler_host=scheduler_host(naming),
+    holders={"scheduler": [home], "client": [home], "worker": list(dict.fromkeys(w.region for w in config.workers))},
+    providers=providers, key_arns=keys.key_arns, naming=naming, validity_days=config.dask_tls_validity_days))
 
 client = ClientRegion(
     "client",
@@ -43,6 +50,8 @@ client = ClientRegion(
         config=config.client, vpc=client_vpc, worker_vpcs=worker_vpcs,
         worker_providers=[providers[vpc.site.region] for vpc in worker_vpcs],
         image=image.references[home], repository_arn=image.repository_arns[home], key_arn=keys.key_arns[home],
+        scheduler_tls_secret_arn=dask_tls.secret_arns["scheduler"][home],
+        client_tls_secret_arn=dask_tls.secret_arns["client"][home],
         naming=naming, log_retention_days=config.log_retention_days,
         create_opensearch_service_linked_role=config.create_opensearch_service_linked_role,
     ),
@@ -60,6 +69,7 @@ worker_regions = [
             other_worker_cidrs=[other.cidr for other in config.workers if other is not worker],
             scheduler_address=client.scheduler_address, image=image.references[worker.region],
             repository_arn=image.repository_arns[worker.region], key_arn=keys.key_arns[worker.region],
+            tls_secret_arn=dask_tls.secret_arns["worker"][worker.region],
             naming=naming, log_retention_days=config.log_retention_days,
             catalog=CatalogTarget(
                 endpoint=client.catalog_endpoint, domain_arn=client.catalog_domain_arn, domain_region=home,

@@ -16,6 +16,7 @@ import pulumi_aws as aws
 
 from components.buckets import secure_bucket
 from components.config import ClientConfig
+from components.dask_tls import container_secrets, read_secret_statements
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
@@ -40,6 +41,8 @@ class ClientRegionArgs:
     image: pulumi.Input[str]  # the Dask image by digest, in this region
     repository_arn: pulumi.Input[str]  # the ECR repository it is pulled from
     key_arn: pulumi.Input[str]  # this region's KMS key
+    scheduler_tls_secret_arn: pulumi.Input[str]  # DaskTls: the scheduler's certificate, in this region
+    client_tls_secret_arn: pulumi.Input[str]  # DaskTls: the notebook's client certificate, in this region
     naming: Naming
     log_retention_days: int
     create_opensearch_service_linked_role: bool = False
@@ -115,7 +118,7 @@ class ClientRegion(RegionalComponent):
                 namespace_id=namespace.id, routing_policy="MULTIVALUE",
                 dns_records=[aws.servicediscovery.ServiceDnsConfigDnsRecordArgs(ttl=10, type="A")]),
             opts=self._child)
-        self.scheduler_address = f"tcp://{scheduler_host(args.naming)}:{SCHEDULER_PORT}"
+        self.scheduler_address = f"tls://{scheduler_host(args.naming)}:{SCHEDULER_PORT}"
         return namespace.hosted_zone, service
 
     # -------------------------------------------------------------------------------------- dashboard
@@ -177,21 +180,26 @@ class ClientRegion(RegionalComponent):
         config = self._args.config
         log_group = self._log_group("scheduler")
         execution_role = self._role("scheduler-execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
-            self._args.repository_arn, log_group.arn).apply(lambda v: [
+            self._args.repository_arn, log_group.arn, self._args.scheduler_tls_secret_arn,
+            self._args.key_arn).apply(lambda v: [
                 # GetAuthorizationToken has no resource-level permissions: "*" is the only valid resource.
                 {"Sid": "EcrAuthorizationHasNoResourceScoping", "Effect": "Allow",
                  "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
                 {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
                                                "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
                 {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                 "Resource": f"{v[1]}:*"}]))
+                 "Resource": f"{v[1]}:*"}, *read_secret_statements(v[2], v[3])]))
         cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
-        containers = pulumi.Output.all(self._args.image, log_group.name).apply(lambda v: json.dumps([{
+        containers = pulumi.Output.all(self._args.image, log_group.name, self._args.scheduler_tls_secret_arn).apply(
+            lambda v: json.dumps([{
             "name": "scheduler",
             "image": v[0],
             "essential": True,
-            "command": ["scheduler", "--port", str(SCHEDULER_PORT), "--dashboard-address", f":{DASHBOARD_PORT}"],
+            # The entrypoint adds the TLS flags from the secrets (images/dask/entrypoint.py).
+            "command": ["scheduler", "--protocol", "tls", "--port", str(SCHEDULER_PORT),
+                        "--dashboard-address", f":{DASHBOARD_PORT}"],
+            "secrets": container_secrets(v[2]),
             "portMappings": [{"containerPort": SCHEDULER_PORT, "protocol": "tcp"},
                              {"containerPort": DASHBOARD_PORT, "protocol": "tcp"}],
             "healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30,
@@ -279,20 +287,23 @@ class ClientRegion(RegionalComponent):
                                   source=pulumi.FileAsset(str(path)), opts=self._child)
         region = self._region
         role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
-            self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id).apply(lambda v: [
+            self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id,
+            args.client_tls_secret_arn).apply(lambda v: [
                 {"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"],
                  "Resource": f"{v[0]}/*"},
                 {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": v[1]},
                 {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[1]}/*"},
                 {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": v[2]},
                 {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                 "Resource": f"arn:aws:logs:{region}:{v[3]}:log-group:/aws/sagemaker/NotebookInstances:*"}]))
+                 "Resource": f"arn:aws:logs:{region}:{v[3]}:log-group:/aws/sagemaker/NotebookInstances:*"},
+                {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": v[4]}]))
         notebook_sg = self._security_group("notebook", "SageMaker notebook")
         self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.site.cidr,
                      to_port=DASHBOARD_PORT)
         self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
-        on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint).apply(
-            lambda v: base64.b64encode(_notebook_start_script(v[0], self.scheduler_address, v[1]).encode()).decode())
+        on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, args.client_tls_secret_arn).apply(
+            lambda v: base64.b64encode(_notebook_start_script(v[0], self.scheduler_address, v[1], v[2],
+                                                              region).encode()).decode())
         lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
             f"{self._name}-notebook", name=args.naming.resource("notebook", max_length=63), on_start=on_start,
             opts=self._child)
@@ -307,21 +318,36 @@ class ClientRegion(RegionalComponent):
         self.notebook_role_arn = role.arn
 
 
-def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str) -> str:
-    """Runs at every notebook start: the example notebooks, and a kernel with exactly the image's pinned
-    client packages whose environment points at this stack's scheduler and catalog. The install runs in the
-    background because lifecycle scripts must finish within five minutes."""
+def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str, tls_secret_arn: str,
+                           region: str) -> str:
+    """Runs at every notebook start: the example notebooks, the client certificate (fetched from Secrets
+    Manager at each start into a 0700 directory, never stored in the bucket), and a kernel with exactly the
+    image's pinned client packages whose environment points at this stack's scheduler, catalog and
+    certificate. The install runs in the background because lifecycle scripts must finish within five minutes."""
+    tls = "$HOME/.dask-platform-tls"
+    fields = " ".join(f"--env DASK_DISTRIBUTED__COMM__TLS__{name} {tls}/{file}.pem" for name, file in (
+        ("CA_FILE", "ca"), ("CLIENT__CERT", "cert"), ("CLIENT__KEY", "key")))
     return f"""#!/bin/bash
 set -euo pipefail
 sudo -u ec2-user -i <<'SCRIPT'
 set -euo pipefail
 aws s3 sync "s3://{bucket}/notebooks" "$HOME/SageMaker/dask-platform"
 aws s3 cp "s3://{bucket}/notebook-env/requirements.txt" "$HOME/.dask-platform-constraints.txt"
+umask 077
+mkdir -p "{tls}"
+aws secretsmanager get-secret-value --region {region} --secret-id "{tls_secret_arn}" \\
+  --query SecretString --output text > "{tls}/secret.json"
+for field in ca cert key; do
+  python3 -c "import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "{tls}/secret.json" "$field" \\
+    > "{tls}/$field.pem"
+done
+rm -f "{tls}/secret.json"
 nohup bash -c 'python3 -m venv "$HOME/.dask-platform" \\
   && "$HOME/.dask-platform/bin/pip" install --constraint "$HOME/.dask-platform-constraints.txt" {NOTEBOOK_PACKAGES} \\
   && "$HOME/.dask-platform/bin/python" -m ipykernel install --user --name dask-platform \\
        --display-name "Dask platform" \\
-       --env DASK_SCHEDULER_ADDRESS "{scheduler_address}" --env CATALOG_ENDPOINT "{catalog_endpoint}"' \\
+       --env DASK_SCHEDULER_ADDRESS "{scheduler_address}" --env CATALOG_ENDPOINT "{catalog_endpoint}" \\
+       --env DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION True {fields}' \\
   > "$HOME/dask-platform-setup.log" 2>&1 &
 SCRIPT
 """

@@ -60,6 +60,8 @@ TOP_LEVEL_KEYS: tuple[Key, ...] = (
     Key("logRetentionDays", "integer", "Retention of every CloudWatch log group we create.", 30),
     Key("syncMaxDropPercent", "integer",
         "The nightly sync refuses to replace a region's catalog with one this much smaller (percent).", 50),
+    Key("daskTlsValidityDays", "integer",
+        "Validity of the Dask TLS certificates (the CA: 3x); `pulumi up` renews them in their last 30 days.", 365),
     Key("createOpenSearchServiceLinkedRole", "boolean",
         "Create the account-wide OpenSearch service-linked role (only the first stack in an account needs it).",
         False),
@@ -214,6 +216,7 @@ class StackConfig:
     log_retention_days: int = 30
     create_opensearch_service_linked_role: bool = False
     sync_max_drop_percent: int = 50
+    dask_tls_validity_days: int = 365
 
     @property
     def sites(self) -> tuple[Site, ...]:
@@ -663,6 +666,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
               f"use e.g. {DEFAULT_SYNC_SCHEDULE!r} (every day at 00:00 UTC).")
     c.whole(top["availabilityZones"], "availabilityZones", MIN_AZS, MAX_AZS)
     c.whole(top["syncMaxDropPercent"], "syncMaxDropPercent", 0, 100)
+    c.whole(top["daskTlsValidityDays"], "daskTlsValidityDays", 31, 825)  # more than the 30-day renewal window
     if top["logRetentionDays"] is not None and top["logRetentionDays"] not in LOG_RETENTION_DAYS:
         close = min(LOG_RETENTION_DAYS, key=lambda d: abs(d - top["logRetentionDays"]))
         c.add("logRetentionDays", f"{top['logRetentionDays']} is not a retention CloudWatch Logs accepts.",
@@ -676,7 +680,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         sync_schedule=top["syncSchedule"], availability_zones=top["availabilityZones"],
         log_retention_days=top["logRetentionDays"],
         create_opensearch_service_linked_role=top["createOpenSearchServiceLinkedRole"],
-        sync_max_drop_percent=top["syncMaxDropPercent"],
+        sync_max_drop_percent=top["syncMaxDropPercent"], dask_tls_validity_days=top["daskTlsValidityDays"],
     )
 
 

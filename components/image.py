@@ -31,7 +31,8 @@ class ImageSpec:
     packages: tuple[str, ...]
 
 
-DASK_IMAGE = ImageSpec("images/dask/Dockerfile", ("requirements.txt", "images/dask/healthcheck.py"),
+DASK_IMAGE = ImageSpec("images/dask/Dockerfile",
+                       ("requirements.txt", "images/dask/healthcheck.py", "images/dask/entrypoint.py"),
                        ("dask_regions",))
 CATALOG_SYNC_IMAGE = ImageSpec("images/catalog-sync/Dockerfile", ("requirements.txt",), ("catalog_sync",))
 

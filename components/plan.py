@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import subprocess
 import sys
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from components.config import ConfigError, load_stack_file
 from components.reachability import INGRESS, analyse, service_reachability, vpc_label
@@ -57,6 +60,7 @@ class Plan:
     policy_exemptions: list[str] = field(default_factory=list)
     deploy_minutes: float = 0.0
     critical_path: list[str] = field(default_factory=list)
+    diagram_png: str = ""  # what `--png` did: the file written, or why there is none
     diagram: str = ""
 
 
@@ -134,6 +138,40 @@ def diagram(graph: Graph) -> str:
     return "\n".join(lines)
 
 
+def diagram_dot(graph: Graph) -> str:
+    """The same picture as `diagram`, in Graphviz's DOT language (for a PNG when Graphviz is installed)."""
+    lines = ["graph platform {", "  rankdir=LR; node [fontname=Helvetica]; edge [fontname=Helvetica];"]
+    tgw_of_region = {t.region: t for t in graph.of_type("aws:ec2transitgateway/transitGateway:TransitGateway")}
+    for index, (region, tgw) in enumerate(sorted(tgw_of_region.items(), key=lambda item: str(item[0]))):
+        lines += [f"  subgraph cluster_{index} {{", f'    label="{region}"; style=rounded;',
+                  f'    "{tgw.name}" [label="TGW", shape=circle];']
+        for vpc in graph.of_type("aws:ec2/vpc:Vpc"):
+            if vpc.region == region:
+                label = vpc_label(graph, vpc)
+                lines += [f'    "{label}" [label="{label}\\n{vpc.inputs["cidrBlock"]}", shape=box];',
+                          f'    "{label}" -- "{tgw.name}";']
+        lines.append("  }")
+    names = {t.id: t.name for t in tgw_of_region.values()}
+    for peering in sorted(graph.of_type("aws:ec2transitgateway/peeringAttachment:PeeringAttachment"),
+                          key=lambda p: p.name):
+        lines.append(f'  "{names[peering.inputs["transitGatewayId"]]}" -- '
+                     f'"{names[peering.inputs["peerTransitGatewayId"]]}" [label="peering", style=dashed];')
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def render_png(graph: Graph, path: Path) -> str:
+    """Draw the diagram with Graphviz's `dot`; returns what happened, for the report."""
+    dot = shutil.which("dot")
+    if dot is None:
+        return "no PNG: Graphviz (`dot`) is not installed; the Mermaid diagram above renders on GitHub"
+    result = subprocess.run([dot, "-Tpng", "-o", str(path)], input=diagram_dot(graph), text=True,
+                            capture_output=True, check=False, timeout=60)
+    if result.returncode != 0:
+        return f"no PNG: dot failed: {result.stderr.strip()}"
+    return f"PNG diagram: {path}"
+
+
 def evaluate(graph: Graph) -> Plan:
     inventory: dict[str, dict[str, int]] = defaultdict(dict)
     for (region, kind), count in sorted(Counter((str(r.region), r.type) for r in graph.aws_resources).items()):
@@ -191,6 +229,8 @@ def render(plan: Plan) -> str:
             "not measured)", "critical path:"]
     out += [f"  {step}" for step in plan.critical_path]
     out += ["", "## Diagram", "", "```mermaid", plan.diagram, "```"]
+    if plan.diagram_png:
+        out += ["", plan.diagram_png]
     return "\n".join(out)
 
 
@@ -199,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="dev", help="use Pulumi.<stack>.yaml")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--png", type=Path, metavar="FILE",
+                        help="also draw the diagram as a PNG (needs Graphviz's `dot`; skipped with a note without it)")
     args = parser.parse_args(argv)
     try:
         load_stack_file(PROJECT_DIR, args.stack)
@@ -210,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"the program failed: {error}", file=sys.stderr)
         return 2
     plan = evaluate(graph)
+    if args.png is not None:
+        plan.diagram_png = render_png(graph, args.png)
     print(json.dumps(asdict(plan), indent=2) if args.json else render(plan))
     return 1 if plan.violations or plan.policy_violations else 0
 

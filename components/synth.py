@@ -147,8 +147,10 @@ class RealisticMocks(pulumi_mocks.Mocks):
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
         if not args.custom:
             return "", {}
-        if args.typ == AWS_PROVIDER_TYPE:
+        if args.typ.startswith("pulumi:providers:"):
             return f"{args.name}-provider-id", dict(args.inputs)
+        if args.typ.startswith("tls:"):
+            return self._tls(args)
         region = args.inputs.get("region") or self.region_of(args.provider or "") or "unknown-region"
         digest = _digest(self.stack, args.typ, args.name)
         resource_id = f"{_ID_PREFIX.get(args.typ, args.typ.split(':')[-1].lower())}-{digest}"
@@ -172,6 +174,23 @@ class RealisticMocks(pulumi_mocks.Mocks):
         state |= self._computed(args.typ, args.inputs, region, digest, state.get("name"), resource_id)
         return resource_id, {**args.inputs, **state}
 
+    def _tls(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        """pulumi-tls computes keys and certificates locally: answer with PEM-shaped placeholders."""
+        digest = _digest(self.stack, args.typ, args.name)
+        pem = {
+            "tls:index/privateKey:PrivateKey": ("privateKeyPem", "PRIVATE KEY"),
+            "tls:index/selfSignedCert:SelfSignedCert": ("certPem", "CERTIFICATE"),
+            "tls:index/locallySignedCert:LocallySignedCert": ("certPem", "CERTIFICATE"),
+            "tls:index/certRequest:CertRequest": ("certRequestPem", "CERTIFICATE REQUEST"),
+        }
+        if args.typ not in pem:
+            raise UnmockedInvokeError(f"{args.typ} is not mocked; add its computed outputs in components/synth.py")
+        field, label = pem[args.typ]
+        state = {field: f"-----BEGIN {label}-----\nMOCK{digest}\n-----END {label}-----\n"}
+        if args.typ == "tls:index/privateKey:PrivateKey":
+            state["publicKeyPem"] = f"-----BEGIN PUBLIC KEY-----\nMOCK{digest}\n-----END PUBLIC KEY-----\n"
+        return digest, {**args.inputs, **state}
+
     @staticmethod
     def _computed(token: str, inputs: dict[str, Any], region: str, digest: str, autoname: str | None,
                   resource_id: str) -> dict[str, Any]:
@@ -184,6 +203,8 @@ class RealisticMocks(pulumi_mocks.Mocks):
             "aws:sns/topic:Topic": ("sns", name),
             "aws:sqs/queue:Queue": ("sqs", name),
             "aws:fsx/lustreFileSystem:LustreFileSystem": ("fsx", f"file-system/{resource_id}"),
+            # Secrets Manager appends six random characters to the name in the ARN.
+            "aws:secretsmanager/secret:Secret": ("secretsmanager", f"secret:{name}-{digest[:6]}"),
         }
         if token in formats:
             service, resource = formats[token]

@@ -14,6 +14,7 @@ import pulumi_aws as aws
 import pulumi_aws.appautoscaling as tracking
 
 from components.config import WorkerConfig
+from components.dask_tls import container_secrets, read_secret_statements
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.nightly_sync import NightlySync, NightlySyncArgs
@@ -25,12 +26,13 @@ LUSTRE_VERSION = "2.15"
 ROOT_VOLUME_GIB = 100
 CAPACITY_TARGET_PERCENT = 80
 SCALE_COOLDOWN_SECONDS = 300
+TLS_DIRECTORY = "/run/dask-tls"  # tmpfs in the worker container: the key never touches a disk
 # Managed policy with the ECS agent's calls (register, poll, telemetry); most take no resource scoping.
 ECS_INSTANCE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 
 
 def worker_command(config: WorkerConfig, scheduler_address: str) -> list[str]:
-    """The `dask worker` command line of one task (the image's entrypoint is `dask`)."""
+    """The `dask worker` command line of one task (the image's entrypoint adds the TLS flags and runs `dask`)."""
     (worker_first, worker_last), (nanny_first, nanny_last) = config.worker_ports, config.nanny_ports
     return [
         "worker", scheduler_address,
@@ -67,6 +69,7 @@ class WorkerRegionArgs:
     image: pulumi.Input[str]  # the Dask image by digest, in this region
     repository_arn: pulumi.Input[str]
     key_arn: pulumi.Input[str]
+    tls_secret_arn: pulumi.Input[str]  # DaskTls: the workers' certificate, in this region
     naming: Naming
     log_retention_days: int
     catalog: CatalogTarget
@@ -214,16 +217,16 @@ class WorkerRegion(RegionalComponent):
             f"{self._name}-workers-log", name=args.naming.log_group(self._region, "workers"),
             retention_in_days=args.log_retention_days, opts=self._child)
         execution_role = self._role("execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
-            args.repository_arn, log_group.arn).apply(lambda v: [
+            args.repository_arn, log_group.arn, args.tls_secret_arn, args.key_arn).apply(lambda v: [
                 # GetAuthorizationToken has no resource-level permissions: "*" is the only valid resource.
                 {"Sid": "EcrAuthorizationHasNoResourceScoping", "Effect": "Allow",
                  "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
                 {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
                                                "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
                 {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                 "Resource": f"{v[1]}:*"}]))
+                 "Resource": f"{v[1]}:*"}, *read_secret_statements(v[2], v[3])]))
         command = worker_command(config, args.scheduler_address)
-        containers = pulumi.Output.all(args.image, log_group.name).apply(lambda v: json.dumps([{
+        containers = pulumi.Output.all(args.image, log_group.name, args.tls_secret_arn).apply(lambda v: json.dumps([{
             "name": "worker",
             "image": v[0],
             "essential": True,
@@ -231,7 +234,11 @@ class WorkerRegion(RegionalComponent):
             "memoryReservation": config.task_memory_mib,
             "portMappings": [{"containerPort": port, "protocol": "tcp"} for port in range(ports[0], ports[1] + 1)],
             "mountPoints": [{"sourceVolume": "fsx", "containerPath": "/fsx", "readOnly": True}],
-            "environment": [{"name": "DASK_HEALTH_TCP", "value": f"127.0.0.1:{config.worker_ports[0]}"}],
+            "secrets": container_secrets(v[2]),
+            "linuxParameters": {"tmpfs": [{"containerPath": TLS_DIRECTORY, "size": 1,
+                                           "mountOptions": ["noexec", "nosuid", "nodev", "mode=1777"]}]},
+            "environment": [{"name": "DASK_HEALTH_TCP", "value": f"127.0.0.1:{config.worker_ports[0]}"},
+                            {"name": "DASK_TLS_DIR", "value": f"{TLS_DIRECTORY}/worker"}],
             "healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30,
                             "timeout": 5, "retries": 3, "startPeriod": 120},
             "logConfiguration": {"logDriver": "awslogs", "options": {

@@ -3,6 +3,7 @@ this machine."""
 
 from __future__ import annotations
 
+import shlex
 import signal
 from pathlib import Path
 from typing import Annotated
@@ -46,6 +47,8 @@ def _print_state(state: PlatformState) -> None:
     for region, endpoint in state.s3_endpoints.items():
         table.add_row(f"S3 emulation {region}", endpoint)
     table.add_row("pools", ", ".join(state.pools))
+    table.add_row("TLS", f"mutual TLS; CA and certificates in {state.tls_dir} (clients: `eval \"$(python -m "
+                  f"local_platform env)\"`)")
     table.add_row("Lustre stand-in", f"{state.state_dir}/fsx")
     console.print(table)
 
@@ -112,6 +115,17 @@ def down(state_dir: StateOption = Path("state")) -> None:
     stopped = LocalPlatform.__new__(LocalPlatform)
     stopped.state_dir = state_dir.resolve()
     console.print(f"stopped: {', '.join(LocalPlatform.down(stopped)) or 'nothing was still running'}")
+
+
+@app.command()
+def env(state_dir: StateOption = Path("state")) -> None:
+    """Shell exports that let a Dask client or notebook reach the running platform (mutual TLS)."""
+    state = PlatformState.load(state_dir.resolve())
+    if state is None:
+        console.print(f"no platform is running from {state_dir}", style="red")
+        raise typer.Exit(1)
+    for name, value in state.client_environment().items():
+        print(f"export {name}={shlex.quote(value)}")
 
 
 @app.command()

@@ -23,7 +23,8 @@ def run_demo(state: PlatformState, step: Any) -> DemoResult:
     """`step(message)` reports progress; returns the audit and where the plot went."""
     from distributed import Client
 
-    with Client(state.scheduler_address, timeout=60) as client:  # type: ignore[no-untyped-call]
+    with Client(state.scheduler_address, timeout=60,  # type: ignore[no-untyped-call]
+                security=state.tls.security()) as client:
         step("checking versions of client, scheduler and workers")
         dr.check_versions(client)
         catalog = dr.Catalog.open(state.catalog)

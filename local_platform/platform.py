@@ -23,6 +23,7 @@ from catalog_sync.sync import sync_region
 from components.config import StackConfig
 from local_platform.data import write_cmip6_like, write_era5_like
 from local_platform.fsx_standin import LocalFsx
+from local_platform.tls import LocalTls, create_local_tls, load_local_tls
 
 STATE_FILE = "platform.json"
 BIN = Path(sys.executable).parent
@@ -44,6 +45,16 @@ class PlatformState:
     s3_endpoints: dict[str, str] = field(default_factory=dict)
     pools: list[str] = field(default_factory=list)
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {pid, command}
+    tls_dir: str = ""  # this run's CA and certificates: every Dask connection is mutual TLS
+
+    @property
+    def tls(self) -> LocalTls:
+        return load_local_tls(Path(self.tls_dir))
+
+    def client_environment(self) -> dict[str, str]:
+        """What a shell or kernel needs to reach this platform (`python -m local_platform env`)."""
+        return {"DASK_SCHEDULER_ADDRESS": self.scheduler_address, "CATALOG_ENDPOINT": self.catalog,
+                **self.tls.client_environment()}
 
     def save(self) -> None:
         (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
@@ -118,11 +129,13 @@ class LocalPlatform:
                                 f"see `python -m local_platform status --state-dir {self.state_dir}`, or stop it "
                                 "with `down`")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("fsx", "staging", "catalog.db", "logs"):
+        for stale in ("fsx", "staging", "catalog.db", "logs", "tls"):
             path = self.state_dir / stale
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         (self.state_dir / "logs").mkdir()
-        state = PlatformState(stack=self.config.stack, state_dir=str(self.state_dir), catalog="")
+        state = PlatformState(stack=self.config.stack, state_dir=str(self.state_dir), catalog="",
+                              tls_dir=str(self.state_dir / "tls"))
+        create_local_tls(Path(state.tls_dir))
         state.save()
         try:
             self._start(state)
@@ -157,10 +170,11 @@ class LocalPlatform:
         dashboard = free_port()
         scheduler_file = self.state_dir / "scheduler.json"
         scheduler_file.unlink(missing_ok=True)
-        self._spawn(state, "scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                         "--dashboard-address", f"127.0.0.1:{dashboard}",
+        tls = state.tls
+        self._spawn(state, "scheduler", [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+                                         "--port", "0", "--dashboard-address", f"127.0.0.1:{dashboard}",
                                          "--scheduler-file", str(scheduler_file),
-                                         "--preload", "dask_regions.routing"])
+                                         "--preload", "dask_regions.routing", *tls.flags("scheduler")])
         deadline = time.monotonic() + START_TIMEOUT
         while not scheduler_file.exists():
             if time.monotonic() > deadline:
@@ -174,7 +188,8 @@ class LocalPlatform:
             self._spawn(state, pool, [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file),
                                       "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", str(WORKER_THREADS),
                                       "--resources", f"{pool}={WORKER_THREADS}", "--name", pool, "--no-dashboard",
-                                      "--local-directory", str(self.state_dir / "dask" / pool)])
+                                      "--local-directory", str(self.state_dir / "dask" / pool),
+                                      *tls.flags("worker")])
             state.pools.append(pool)
         state.save()
 
@@ -190,7 +205,7 @@ class LocalPlatform:
                 "DASK_REGIONS_FSX_ROOT": str(self.fsx_root), "AWS_ACCESS_KEY_ID": "local",
                 "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": self.config.client.region,
                 "DASK_DASK_REGIONS__COMBINE_POOL": f"pool-{self.config.client.region}",
-                "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+                "DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
 
     def _log(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
@@ -233,7 +248,8 @@ class LocalPlatform:
     def _wait_for_workers(self, state: PlatformState) -> None:
         from distributed import Client
 
-        with Client(state.scheduler_address, timeout=START_TIMEOUT) as client:  # type: ignore[no-untyped-call]
+        with Client(state.scheduler_address, timeout=START_TIMEOUT,  # type: ignore[no-untyped-call]
+                    security=state.tls.security()) as client:
             client.wait_for_workers(len(state.pools), timeout=START_TIMEOUT)
 
     # ----------------------------------------------------------------------------------- down, status

@@ -33,6 +33,8 @@ EXEMPTIONS: dict[tuple[str, str], str] = {
         "the access-log bucket receives the other buckets' and the load balancer's logs; it does not log into itself",
     ("awssolutions-iam4-no-aws-managed-policies", "worker-*-host-managed-0"):
         "AmazonEC2ContainerServiceforEC2Role: the ECS agent's own calls, most of which cannot be scoped",
+    ("awssolutions-smg4-secret-rotation", "dask-tls-*"):
+        "Dask TLS certificates are rotated by `pulumi up` (replaced in their last 30 days), not by a rotation Lambda",
 }
 
 
@@ -152,6 +154,27 @@ def _iam_wildcards(props: dict[str, Any], _: ResourceValidationArgs) -> str | No
     return None
 
 
+def _dask_over_tls(props: dict[str, Any], _: ResourceValidationArgs) -> str | None:
+    """Dask containers speak TLS and get their credentials from Secrets Manager, never in plain environment."""
+    for container in json.loads(props.get("containerDefinitions") or "[]"):
+        command = [str(part) for part in container.get("command") or []]
+        if not command or command[0] not in ("scheduler", "worker"):
+            continue
+        protocol = command[command.index("--protocol") + 1] if "--protocol" in command[:-1] else None
+        if any(part.startswith("tcp://") for part in command) or (
+                command[0] == "scheduler" and protocol != "tls") or (
+                command[0] == "worker" and not (command[1:] and command[1].startswith("tls://"))):
+            return f"container {container.get('name')} starts Dask without TLS ({' '.join(command[:3])} ...)"
+        secrets = {s.get("name"): str(s.get("valueFrom", "")) for s in container.get("secrets") or []}
+        wanted = ("DASK_TLS_CA", "DASK_TLS_CERT", "DASK_TLS_KEY")
+        if any(not secrets.get(name, "").startswith("arn:aws:secretsmanager:") for name in wanted):
+            return (f"container {container.get('name')} does not take {', '.join(wanted)} from Secrets Manager by "
+                    "ARN")
+        if any("PRIVATE KEY" in str(e.get("value", "")) for e in container.get("environment") or []):
+            return f"container {container.get('name')} has a private key in its plain environment"
+    return None
+
+
 def _managed_policy(props: dict[str, Any], _: ResourceValidationArgs) -> str | None:
     arn = str(props.get("policyArn", ""))
     return f"attaches the AWS managed policy {arn}" if arn.startswith("arn:aws:iam::aws:policy/") else None
@@ -197,6 +220,8 @@ RESOURCE_POLICIES = [
               ["aws:iam/rolePolicy:RolePolicy"], _iam_wildcards),
     _resource("awssolutions-iam4-no-aws-managed-policies", "Roles use inline, scoped policies (exemptions in code).",
               ["aws:iam/rolePolicyAttachment:RolePolicyAttachment"], _managed_policy),
+    _resource("ours-dask-tls-only", "Dask speaks TLS only; its certificates come from Secrets Manager by ARN.",
+              ["aws:ecs/taskDefinition:TaskDefinition"], _dask_over_tls),
     _resource("awssolutions-kms5-key-rotation", "KMS keys rotate.", ["aws:kms/key:Key"],
               lambda p, _: None if p.get("enableKeyRotation") else "key rotation is off"),
     _resource("awssolutions-sns3-ssl-only", "Topics refuse requests without TLS.", ["aws:sns/topicPolicy:TopicPolicy"],
@@ -225,6 +250,15 @@ def _bucket_settings(resources: list[PolicyResource]) -> Iterable[tuple[str, str
         policy = related.get("aws:s3/bucketPolicy:BucketPolicy")
         if policy is None or not _denies_insecure_transport(policy.props.get("policy")):
             problems.append((bucket.name, "does not deny requests without TLS (S10)"))
+    return problems
+
+
+def _secret_rotation(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
+    rotated = {r.props.get("secretId") for r in _of(resources, "aws:secretsmanager/secretRotation:SecretRotation")}
+    problems = [(s.name, "has no automatic rotation") for s in _of(resources, "aws:secretsmanager/secret:Secret")
+                if s.props.get("id") not in rotated and s.props.get("arn") not in rotated]
+    problems += [(s.name, "is not encrypted with a customer-managed KMS key")
+                 for s in _of(resources, "aws:secretsmanager/secret:Secret") if not s.props.get("kmsKeyId")]
     return problems
 
 
@@ -285,6 +319,8 @@ STACK_POLICIES = [
     _stack("awssolutions-s2-s10-bucket-settings", "Buckets: public access blocked, encrypted, TLS only.",
            _bucket_settings),
     _stack("awssolutions-s1-server-access-logs", "Buckets write server access logs.", _server_access_logs),
+    _stack("awssolutions-smg4-secret-rotation", "Secrets rotate (and are encrypted with our KMS keys).",
+           _secret_rotation),
     _stack("ours-pinned-to-a-region", "Every AWS resource is created through an explicit regional provider.",
            _pinned),
     _stack("ours-autoscaled-ignore-desired", "Autoscaled services and capacity-provider groups ignore desired counts.",

@@ -87,7 +87,7 @@ def test_exactly_one_scheduler_on_fargate_registered_in_private_dns(stack: Graph
     assert discovery.inputs["name"] == "scheduler"
     namespace = stack.of_type("aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace")[0]
     assert namespace.inputs["name"] == "dev.cross-region-dask.internal"
-    assert stack.outputs["schedulerAddress"] == "tcp://scheduler.dev.cross-region-dask.internal:8786"
+    assert stack.outputs["schedulerAddress"] == "tls://scheduler.dev.cross-region-dask.internal:8786"
     clusters = stack.of_type("aws:ecs/cluster:Cluster")
     (cluster,) = [c for c in clusters if c.outputs["arn"] == scheduler.inputs["cluster"]]
     assert {"name": "containerInsights", "value": "enabled"} in cluster.inputs["settings"]
@@ -98,7 +98,7 @@ def test_scheduler_task_runs_the_image_by_digest_with_configured_size(stack: Gra
     assert (task.inputs["cpu"], task.inputs["memory"]) == ("16384", "32768")
     assert task.inputs["requiresCompatibilities"] == ["FARGATE"] and task.inputs["networkMode"] == "awsvpc"
     (container,) = json.loads(task.inputs["containerDefinitions"])
-    assert container["command"][:3] == ["scheduler", "--port", "8786"]
+    assert container["command"][:5] == ["scheduler", "--protocol", "tls", "--port", "8786"]
     assert container["logConfiguration"]["options"]["awslogs-region"] == "eu-west-2"
 
 

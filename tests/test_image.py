@@ -52,6 +52,8 @@ def test_image_runs_as_non_root_with_a_health_check_and_no_upgrades() -> None:
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
     assert users and users[-1] not in ("root", "0")
     assert re.search(r"^HEALTHCHECK .*healthcheck\.py", text, flags=re.MULTILINE)
+    # Dask starts through the entrypoint that installs the TLS credentials (tests/test_dask_tls.py).
+    assert re.search(r'^ENTRYPOINT \["python", "/opt/dask/entrypoint\.py"\]', text, flags=re.MULTILINE)
     assert "--upgrade" not in text and " -U " not in text
     assert "COPY requirements.txt /opt/dask/constraints.txt" in text
     assert "--constraint /opt/dask/constraints.txt" in text
@@ -69,7 +71,7 @@ def test_every_package_in_the_image_and_notebook_is_pinned_in_requirements() -> 
 
 def test_the_tag_changes_exactly_when_the_image_inputs_change(tmp_path: Path) -> None:
     for relative in ("requirements.txt", "images/dask/Dockerfile", "images/dask/healthcheck.py",
-                     "dask_regions/__init__.py"):
+                     "images/dask/entrypoint.py", "dask_regions/__init__.py"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / relative, tmp_path / relative)
     before = content_tag(DASK_IMAGE, tmp_path)

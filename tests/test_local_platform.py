@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -49,7 +50,7 @@ def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
              int(recorded["dashboard_url"].split(":")[2].split("/")[0])]
     ports += [int(endpoint.rsplit(":", 1)[1]) for endpoint in recorded["s3_endpoints"].values()]
     try:
-        assert "tcp://127.0.0.1:" in started.stdout and "pool-us-west-2" in started.stdout
+        assert "tls://127.0.0.1:" in started.stdout and "pool-us-west-2" in started.stdout
         status = cli("status", "--state-dir", str(state_dir))
         assert status.returncode == 0 and status.stdout.count(": running") == len(pids) == 6  # 2 S3, 1+3 Dask
         again = cli("up", "--stack", "dev", "--state-dir", str(state_dir))
@@ -119,13 +120,21 @@ def test_bad_flags_are_clear(tmp_path: Path) -> None:
     assert result.returncode == 1 and "--catalog 'mongodb': use sqlite or opensearch" in result.stdout
 
 
-def test_the_example_notebook_runs_headless_against_the_local_platform(tmp_path: Path) -> None:
+def test_the_example_notebook_runs_headless_against_the_local_platform(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill
 
     state_dir = tmp_path / "state"
     assert cli("up", "--stack", "dev", "--state-dir", str(state_dir)).returncode == 0
     try:
         state = json.loads((state_dir / "platform.json").read_text())
+        # The kernel gets the platform's client certificate the way users do: `python -m local_platform env`.
+        exports = cli("env", "--state-dir", str(state_dir)).stdout.splitlines()
+        for line in exports:
+            name, _, value = line.removeprefix("export ").partition("=")
+            monkeypatch.setenv(name, shlex.split(value)[0])
+        assert {"DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT", "DASK_SCHEDULER_ADDRESS"} <= {
+            line.removeprefix("export ").partition("=")[0] for line in exports}
         output = tmp_path / "executed.ipynb"
         papermill.execute_notebook(str(ROOT / "notebooks" / "reference_analysis.ipynb"), str(output),
                                    parameters={"scheduler_address": state["scheduler_address"],

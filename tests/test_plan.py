@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from components.plan import evaluate
+import pytest
+
+from components.plan import diagram_dot, evaluate
 from tests.conftest import cached_graph
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,3 +84,27 @@ def test_plan_reports_policy_results_and_fails_on_a_policy_violation() -> None:
     key.inputs["enableKeyRotation"] = key.outputs["enableKeyRotation"] = False
     plan = evaluate(graph)
     assert plan.policy_violations == [f"[awssolutions-kms5-key-rotation] {key.name}: key rotation is off"]
+
+
+def test_the_dot_diagram_has_every_region_vpc_and_peering() -> None:
+    graph = cached_graph("four-regions")
+    dot = diagram_dot(graph)
+    assert dot.count("subgraph cluster_") == 4 and dot.count('[label="peering"') == 6  # full mesh of 4
+    for site, cidr in graph.outputs["vpcCidrs"].items():
+        assert f'"{site}" [label="{site}\\n{cidr}"' in dot
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed on this machine")
+def test_plan_draws_a_png_with_graphviz(tmp_path: Path) -> None:
+    result = run("--stack", "dev", "--png", str(tmp_path / "plan.png"))
+    assert result.returncode == 0 and f"PNG diagram: {tmp_path / 'plan.png'}" in result.stdout
+    assert (tmp_path / "plan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_graphviz_the_plan_says_so_and_still_succeeds(tmp_path: Path) -> None:
+    bare = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # the venv only: no `dot`
+    result = subprocess.run([sys.executable, "-m", "components.plan", "--stack", "dev", "--png",
+                             str(tmp_path / "plan.png")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=bare, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "no PNG: Graphviz (`dot`) is not installed" in result.stdout and not (tmp_path / "plan.png").exists()

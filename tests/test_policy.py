@@ -47,7 +47,18 @@ def wildcard_without_reason(graph: Graph) -> None:
     set_prop(policy, "policy", json.dumps({"Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
 
 
+def dask_on_plain_tcp(graph: Graph) -> None:
+    task = first(graph, "aws:ecs/taskDefinition:TaskDefinition", "worker-us-east-1-workers")
+    containers = json.loads(task.inputs["containerDefinitions"])
+    containers[0]["command"][1] = containers[0]["command"][1].replace("tls://", "tcp://")
+    set_prop(task, "containerDefinitions", json.dumps(containers))
+
+
 FIXTURES: dict[str, tuple[Callable[[Graph], None], str]] = {
+    "ours-dask-tls-only": (dask_on_plain_tcp, "container worker starts Dask without TLS"),
+    "awssolutions-smg4-secret-rotation": (
+        lambda g: setattr(first(g, "aws:secretsmanager/secret:Secret"), "name", "someones-secret"),
+        "someones-secret: has no automatic rotation"),
     "awssolutions-ec23-no-world-open-ingress": (
         lambda g: set_prop(first(g, INGRESS), "cidrIpv4", "0.0.0.0/0"), "admits the whole internet (0.0.0.0/0)"),
     "awssolutions-ecs4-container-insights": (
@@ -110,7 +121,8 @@ def test_the_stacks_pass_every_mandatory_policy(shape: str) -> None:
     report = evaluate_policies(cached_graph(shape))
     assert report.violations == []
     assert {(policy, resource.split("-")[0]) for policy, resource, _ in report.exemptions} == {
-        ("awssolutions-s1-server-access-logs", "client"), ("awssolutions-iam4-no-aws-managed-policies", "worker")}
+        ("awssolutions-s1-server-access-logs", "client"), ("awssolutions-iam4-no-aws-managed-policies", "worker"),
+        ("awssolutions-smg4-secret-rotation", "dask")}
     assert all(reason for _, _, reason in report.exemptions)
 
 

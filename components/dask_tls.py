@@ -1,0 +1,100 @@
+"""DaskTls: mutual TLS for every Dask connection. A private CA made by the program (pulumi-tls), one
+certificate per role (the scheduler's names cover its private DNS name), and each role's key, certificate and
+CA stored as one Secrets Manager secret (encrypted with the region's KMS key) in every region whose tasks need
+it. ECS hands the secret's fields to the container by ARN; the image's entrypoint writes them to a private
+directory and starts Dask with `tls://` and the TLS flags (images/dask/entrypoint.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_tls as tls
+
+from components.naming import Naming
+
+CA_VALIDITY_FACTOR = 3  # the CA outlives the certificates it signs, so renewing them never needs a new CA
+RENEW_BEFORE_HOURS = 30 * 24  # `pulumi up` replaces a certificate in its last 30 days
+SECRET_FIELDS = ("ca", "cert", "key")
+# Environment variables the entrypoint reads each field from (ECS `secrets`, never plain `environment`).
+SECRET_ENVIRONMENT = {"ca": "DASK_TLS_CA", "cert": "DASK_TLS_CERT", "key": "DASK_TLS_KEY"}
+ROLE_USES = {
+    # Dask TLS is mutual: schedulers and workers accept connections and also open them to each other.
+    "scheduler": ["digital_signature", "key_encipherment", "server_auth", "client_auth"],
+    "worker": ["digital_signature", "key_encipherment", "server_auth", "client_auth"],
+    "client": ["digital_signature", "key_encipherment", "client_auth"],
+}
+
+
+def container_secrets(secret_arn: str) -> list[dict[str, str]]:
+    """The ECS container `secrets` that hand one role's PEMs to the entrypoint: JSON fields of the secret,
+    referenced by the secret's full ARN (`<arn>:<json-key>::`)."""
+    return [{"name": SECRET_ENVIRONMENT[field], "valueFrom": f"{secret_arn}:{field}::"} for field in SECRET_FIELDS]
+
+
+def read_secret_statements(secret_arn: str, key_arn: str) -> list[dict[str, Any]]:
+    """What an ECS execution role needs to hand a role's secret to its container, and nothing more."""
+    via_secrets_manager = f"secretsmanager.{key_arn.split(':')[3]}.amazonaws.com"
+    return [{"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": secret_arn},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn,
+             "Condition": {"StringEquals": {"kms:ViaService": via_secrets_manager}}}]
+
+
+@dataclass
+class DaskTlsArgs:
+    scheduler_host: str  # the scheduler's private DNS name: its certificate must cover it
+    holders: Mapping[str, Sequence[str]]  # role -> regions whose tasks or notebooks need that role's secret
+    providers: Mapping[str, aws.Provider]  # region -> provider
+    key_arns: Mapping[str, pulumi.Input[str]]  # region -> KMS key for the secrets there
+    naming: Naming
+    validity_days: int
+
+
+class DaskTls(pulumi.ComponentResource):
+    secret_arns: dict[str, dict[str, pulumi.Output[str]]]  # role -> region -> secret ARN
+
+    def __init__(self, name: str, args: DaskTlsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("crossregiondask:index:DaskTls", name, None, opts)
+        unknown = set(args.holders) - set(ROLE_USES)
+        if unknown:
+            raise ValueError(f"DaskTls {name}: unknown roles {sorted(unknown)}; use {sorted(ROLE_USES)}")
+        child = pulumi.ResourceOptions(parent=self)
+        hours = args.validity_days * 24
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        ca = tls.SelfSignedCert(
+            f"{name}-ca", private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
+            subject=tls.SelfSignedCertSubjectArgs(common_name=f"{args.naming.resource('dask-ca')}",
+                                                  organization=args.naming.project),
+            validity_period_hours=hours * CA_VALIDITY_FACTOR, early_renewal_hours=RENEW_BEFORE_HOURS,
+            allowed_uses=["cert_signing", "crl_signing", "digital_signature"], opts=child)
+        self.secret_arns = {}
+        for role, regions in args.holders.items():
+            key = tls.PrivateKey(f"{name}-{role}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+            request = tls.CertRequest(
+                f"{name}-{role}", private_key_pem=key.private_key_pem,
+                subject=tls.CertRequestSubjectArgs(common_name=f"dask-{role}", organization=args.naming.project),
+                dns_names=[args.scheduler_host] if role == "scheduler" else None, opts=child)
+            certificate = tls.LocallySignedCert(
+                f"{name}-{role}", cert_request_pem=request.cert_request_pem, ca_private_key_pem=ca_key.private_key_pem,
+                ca_cert_pem=ca.cert_pem, validity_period_hours=hours, early_renewal_hours=RENEW_BEFORE_HOURS,
+                allowed_uses=ROLE_USES[role], opts=child)
+            pems = pulumi.Output.all(ca.cert_pem, certificate.cert_pem, key.private_key_pem)
+            value: pulumi.Output[str] = pulumi.Output.secret(
+                pems.apply(lambda v: json.dumps(dict(zip(SECRET_FIELDS, v, strict=True)))))
+            self.secret_arns[role] = {}
+            for region in regions:
+                regional = pulumi.ResourceOptions(parent=self, provider=args.providers[region])
+                secret = aws.secretsmanager.Secret(
+                    f"{name}-{role}-{region}", name=args.naming.resource(region, "dask-tls", role, max_length=256),
+                    description=f"Dask TLS {role} certificate, key and CA (PEM fields ca, cert, key)",
+                    kms_key_id=args.key_arns[region], recovery_window_in_days=7, opts=regional)
+                version = aws.secretsmanager.SecretVersion(f"{name}-{role}-{region}", secret_id=secret.id,
+                                                           secret_string=value, opts=regional)
+                # The ARN as users see it, resolved only once the value is stored: a task defined with it
+                # never starts before its certificate exists.
+                self.secret_arns[role][region] = pulumi.Output.all(secret.arn, version.id).apply(lambda v: str(v[0]))
+        self.register_outputs({"secretArns": self.secret_arns})

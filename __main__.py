@@ -52,7 +52,7 @@ client = ClientRegion(
         image=image.references[home], repository_arn=image.repository_arns[home], key_arn=keys.key_arns[home],
         scheduler_tls_secret_arn=dask_tls.secret_arns["scheduler"][home],
         client_tls_secret_arn=dask_tls.secret_arns["client"][home],
-        naming=naming, log_retention_days=config.log_retention_days,
+        naming=naming, log_retention_days=config.log_retention_days, workers=config.workers,
         create_opensearch_service_linked_role=config.create_opensearch_service_linked_role,
     ),
     opts=pulumi.ResourceOptions(provider=providers[home]),

@@ -15,12 +15,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components.buckets import secure_bucket
-from components.config import ClientConfig
+from components.config import ClientConfig, WorkerConfig
 from components.dask_tls import container_secrets, read_secret_statements
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
 from components.resources import RegionalComponent
+from components.scaling import METRIC_NAMESPACE, scheduler_environment
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 OPENSEARCH_ENGINE = "OpenSearch_2.19"
@@ -45,6 +46,7 @@ class ClientRegionArgs:
     client_tls_secret_arn: pulumi.Input[str]  # DaskTls: the notebook's client certificate, in this region
     naming: Naming
     log_retention_days: int
+    workers: Sequence[WorkerConfig] = ()  # the pools the scheduler publishes demand for
     create_opensearch_service_linked_role: bool = False
 
 
@@ -189,6 +191,11 @@ class ClientRegion(RegionalComponent):
                                                "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
                 {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": f"{v[1]}:*"}, *read_secret_statements(v[2], v[3])]))
+        # The demand plugin publishes each pool's figure to CloudWatch in the pool's region.
+        task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", [{
+            "Sid": "PutMetricDataHasNoResourceScoping", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+            "Resource": "*", "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}}}])
+        environment = scheduler_environment(self._args.naming.project, self._args.naming.stack, self._args.workers)
         cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
         containers = pulumi.Output.all(self._args.image, log_group.name, self._args.scheduler_tls_secret_arn).apply(
@@ -198,7 +205,9 @@ class ClientRegion(RegionalComponent):
             "essential": True,
             # The entrypoint adds the TLS flags from the secrets (images/dask/entrypoint.py).
             "command": ["scheduler", "--protocol", "tls", "--port", str(SCHEDULER_PORT),
-                        "--dashboard-address", f":{DASHBOARD_PORT}"],
+                        "--dashboard-address", f":{DASHBOARD_PORT}",
+                        "--preload", "dask_regions.routing", "--preload", "dask_regions.demand"],
+            "environment": environment,
             "secrets": container_secrets(v[2]),
             "portMappings": [{"containerPort": SCHEDULER_PORT, "protocol": "tcp"},
                              {"containerPort": DASHBOARD_PORT, "protocol": "tcp"}],
@@ -210,7 +219,7 @@ class ClientRegion(RegionalComponent):
         task = aws.ecs.TaskDefinition(
             f"{self._name}-scheduler", family=self._args.naming.resource("scheduler", max_length=255),
             cpu=str(config.scheduler_cpu), memory=str(config.scheduler_memory_mib), network_mode="awsvpc",
-            requires_compatibilities=["FARGATE"], execution_role_arn=execution_role.arn,
+            requires_compatibilities=["FARGATE"], execution_role_arn=execution_role.arn, task_role_arn=task_role.arn,
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(operating_system_family="LINUX",
                                                                       cpu_architecture="X86_64"),
             container_definitions=containers, opts=self._child)

@@ -27,6 +27,7 @@ DEFAULT_SYNC_SCHEDULE = "cron(0 0 * * ? *)"
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
+SCALE_ON = ("demand", "cpu", "both")
 LUSTRE_THROUGHPUTS_PER_TIB = (125, 250, 500, 1000)  # PERSISTENT_2 SSD, MB/s/TiB
 LUSTRE_MIN_STORAGE_GIB = 1200
 LUSTRE_STORAGE_STEP_GIB = 2400  # PERSISTENT_2 SSD: 1200 GiB, then multiples of 2400 GiB
@@ -96,7 +97,7 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("instanceType", "string", "EC2 instance type of the worker hosts.", "m5d.4xlarge"),
     Key("minInstances", "integer", "Minimum EC2 instances in the worker auto scaling group.", 0),
     Key("maxInstances", "integer", "Maximum EC2 instances in the worker auto scaling group.", 12),
-    Key("minTasks", "integer", "Minimum Dask worker tasks (ECS).", 1),
+    Key("minTasks", "integer", "Minimum Dask worker tasks (ECS); 0 lets an idle region scale to nothing.", 0),
     Key("maxTasks", "integer", "Maximum Dask worker tasks (ECS).", 16),
     Key("workersPerTask", "integer", "Dask worker processes per task (`--nworkers`).", 10),
     Key("threadsPerWorker", "integer", "Threads per Dask worker process (`--nthreads`).", 3),
@@ -104,7 +105,17 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("workerPortStart", "integer",
         "First port of the task's Dask ports: workers take workersPerTask ports from here, nannies the next ones.",
         9000),
+    Key("scaleOn", "string",
+        "What the worker service scales on: `demand` (the scheduler's per-pool figure), `cpu`, or `both`.", "demand"),
+    Key("idleTimeoutMinutes", "integer",
+        "Minutes a pool without work keeps one warm worker before its demand, and then its tasks, go to 0.", 30),
     Key("cpuTargetPercent", "integer", "Average CPU the worker service's autoscaling aims for.", 40),
+    Key("spotPercent", "integer", "Share of worker tasks above the on-demand base placed on Spot capacity (0-100).",
+        0),
+    Key("onDemandBaseTasks", "integer", "Worker tasks always placed on on-demand capacity before any Spot.", 0),
+    Key("spotInstanceTypes", "array",
+        "Instance types the Spot group may use, all of instanceType's size (more types: fewer interruptions); "
+        "empty: instanceType only.", []),
     Key("lustreStorageGiB", "integer", "FSx for Lustre capacity: 1200 or a multiple of 2400 GiB.", 1200),
     Key("lustreThroughputPerTiB", "integer", "FSx for Lustre throughput per TiB: 125, 250, 500 or 1000 MB/s.",
         1000),
@@ -152,13 +163,18 @@ class WorkerConfig:
     instance_type: str = "m5d.4xlarge"
     min_instances: int = 0
     max_instances: int = 12
-    min_tasks: int = 1
+    min_tasks: int = 0
     max_tasks: int = 16
     workers_per_task: int = 10
     threads_per_worker: int = 3
     task_memory_mib: int = 25000
     worker_port_start: int = 9000
     cpu_target_percent: int = 40
+    scale_on: str = "demand"
+    idle_timeout_minutes: int = 30
+    spot_percent: int = 0
+    on_demand_base_tasks: int = 0
+    spot_instance_types: tuple[str, ...] = ()
     lustre_storage_gib: int = 1200
     lustre_throughput_per_tib: int = 1000
 
@@ -579,6 +595,25 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
     )
 
 
+_INSTANCE_TYPE = re.compile(r"[a-z][a-z0-9-]*\.[a-z0-9-]+")
+
+
+def _check_spot_types(c: _Checker, types: list[Any] | None, instance_type: str | None, path: str) -> tuple[str, ...]:
+    """Spot instance types: valid names, all of the worker instance type's size (tasks fit any of them)."""
+    accepted: list[str] = []
+    size = instance_type.split(".", 1)[1] if instance_type and "." in instance_type else None
+    for i, name in enumerate(types or []):
+        item = f"{path}[{i}]"
+        if not isinstance(name, str) or not _INSTANCE_TYPE.fullmatch(name):
+            c.add(item, f"{_fmt(name)} is not an EC2 instance type name.", "use a name such as 'm5ad.4xlarge'.")
+        elif size is not None and name.split(".", 1)[1] != size:
+            c.add(item, f"{name!r} is not of instanceType's size ({size}): a worker task sized for one would not "
+                        "fit, or would waste, the other.", f"use types ending in '.{size}', e.g. 'm5ad.{size}'.")
+        else:
+            accepted.append(name)
+    return tuple(dict.fromkeys(accepted))
+
+
 def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
     before = len(c.problems)
     values = c.section(raw, WORKER_KEYS, path)
@@ -591,7 +626,7 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
     if values["lustreFileSystemPath"] is None and dataset is not None:
         lustre_path = dataset.prefix or dataset.bucket
     instance_type = values["instanceType"]
-    if instance_type is not None and not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9-]+", instance_type):
+    if instance_type is not None and not _INSTANCE_TYPE.fullmatch(instance_type):
         c.add(f"{path}.instanceType", f"{instance_type!r} is not an EC2 instance type name.",
               "use a name such as 'm5d.4xlarge'.")
     for key in ("minInstances", "minTasks"):
@@ -599,6 +634,17 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
     for key in ("maxInstances", "maxTasks", "workersPerTask", "threadsPerWorker"):
         c.whole(values[key], f"{path}.{key}", 1)
     c.whole(values["cpuTargetPercent"], f"{path}.cpuTargetPercent", 1, 100)
+    if values["scaleOn"] is not None and values["scaleOn"] not in SCALE_ON:
+        c.add(f"{path}.scaleOn", f"{values['scaleOn']!r} is not a scaling mode.",
+              f"use one of {', '.join(repr(mode) for mode in SCALE_ON)}.")
+    c.whole(values["idleTimeoutMinutes"], f"{path}.idleTimeoutMinutes", 1, 1440)
+    c.whole(values["spotPercent"], f"{path}.spotPercent", 0, 100)
+    c.whole(values["onDemandBaseTasks"], f"{path}.onDemandBaseTasks", 0)
+    base, most = values["onDemandBaseTasks"], values["maxTasks"]
+    if base is not None and most is not None and base > most:
+        c.add(f"{path}.onDemandBaseTasks", f"{base} is greater than {path}.maxTasks ({most}).",
+              "make onDemandBaseTasks <= maxTasks.")
+    spot_types = _check_spot_types(c, values["spotInstanceTypes"], instance_type, f"{path}.spotInstanceTypes")
     for low, high in (("minInstances", "maxInstances"), ("minTasks", "maxTasks")):
         if values[low] is not None and values[high] is not None and values[low] > values[high]:
             c.add(f"{path}.{low}", f"{values[low]} is greater than {path}.{high} ({values[high]}).",
@@ -632,7 +678,9 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
         instance_type=instance_type, min_instances=values["minInstances"], max_instances=values["maxInstances"],
         min_tasks=values["minTasks"], max_tasks=values["maxTasks"], workers_per_task=workers,
         threads_per_worker=values["threadsPerWorker"], task_memory_mib=memory, worker_port_start=port_start,
-        cpu_target_percent=values["cpuTargetPercent"], lustre_storage_gib=storage,
+        cpu_target_percent=values["cpuTargetPercent"], scale_on=values["scaleOn"],
+        idle_timeout_minutes=values["idleTimeoutMinutes"], spot_percent=values["spotPercent"],
+        on_demand_base_tasks=base, spot_instance_types=spot_types, lustre_storage_gib=storage,
         lustre_throughput_per_tib=throughput,
     )
 

@@ -1,6 +1,7 @@
 """WorkerRegion: compute next to one public dataset. FSx for Lustre linked to the dataset's S3 prefix, and a
 pool of Dask workers on ECS (EC2 capacity, since Fargate cannot mount Lustre) carrying the region's pool
-resource, scaling on CPU."""
+resource, scaling on the scheduler's demand figure for the pool and/or CPU, down to zero, on on-demand and
+Spot capacity."""
 
 from __future__ import annotations
 
@@ -20,12 +21,16 @@ from components.network import RegionalVpc
 from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 from components.resources import RegionalComponent
+from components.scaling import METRIC_NAME, METRIC_NAMESPACE, exact_capacity_steps, metric_stack
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 LUSTRE_VERSION = "2.15"
 ROOT_VOLUME_GIB = 100
 CAPACITY_TARGET_PERCENT = 80
 SCALE_COOLDOWN_SECONDS = 300
+DEMAND_COOLDOWN_SECONDS = 60  # the scheduler already smooths its figure
+STOP_TIMEOUT_SECONDS = 120  # a stopping worker hands its work back to its pool (Spot gives two minutes)
+SPOT_ALLOCATION = "price-capacity-optimized"
 TLS_DIRECTORY = "/run/dask-tls"  # tmpfs in the worker container: the key never touches a disk
 # Managed policy with the ECS agent's calls (register, poll, telemetry); most take no resource scoping.
 ECS_INSTANCE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
@@ -94,8 +99,8 @@ class WorkerRegion(RegionalComponent):
         self.pool_name = args.config.pool_name
 
         file_system = self._lustre()
-        cluster, capacity = self._capacity(file_system)
-        self._workers(cluster, capacity)
+        cluster, providers = self._capacity(file_system)
+        self._workers(cluster, providers)
         sync = NightlySync(f"{name}-catalog-sync", NightlySyncArgs(
             config=args.config, vpc=args.vpc, file_system_id=file_system.id, file_system_arn=file_system.arn,
             image=args.catalog.sync_image, catalog_endpoint=args.catalog.endpoint,
@@ -150,7 +155,8 @@ class WorkerRegion(RegionalComponent):
         return file_system
 
     # ------------------------------------------------------------------------------------- EC2 hosts
-    def _capacity(self, file_system: aws.fsx.LustreFileSystem) -> tuple[aws.ecs.Cluster, aws.ecs.CapacityProvider]:
+    def _capacity(self, file_system: aws.fsx.LustreFileSystem) -> tuple[aws.ecs.Cluster,
+                                                                         list[aws.ecs.CapacityProvider]]:
         args, config, vpc = self._args, self._args.config, self._args.vpc
         cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
@@ -178,29 +184,70 @@ class WorkerRegion(RegionalComponent):
             tag_specifications=[aws.ec2.LaunchTemplateTagSpecificationArgs(
                 resource_type="instance", tags={"Name": f"{self._name}-host"})],
             opts=self._child)
+        providers = [self._host_group("hosts", "capacity", template, spot_types=None)]
+        if config.spot_percent > 0:
+            providers.append(self._host_group("spot-hosts", "spot-capacity", template,
+                                              spot_types=config.spot_instance_types or (config.instance_type,)))
+        aws.ecs.ClusterCapacityProviders(
+            f"{self._name}-capacity", cluster_name=cluster.name, capacity_providers=[p.name for p in providers],
+            default_capacity_provider_strategies=[
+                aws.ecs.ClusterCapacityProvidersDefaultCapacityProviderStrategyArgs(
+                    capacity_provider=strategy.capacity_provider, weight=strategy.weight, base=strategy.base)
+                for strategy in self._strategy(providers)], opts=self._child)
+        self.cluster_name = cluster.name
+        return cluster, providers
+
+    def _host_group(self, group_name: str, provider_name: str, template: aws.ec2.LaunchTemplate, *,
+                    spot_types: Sequence[str] | None) -> aws.ecs.CapacityProvider:
+        """An auto scaling group of worker hosts (min 0: no tasks, no instances) behind a capacity provider.
+        With `spot_types`: Spot only, over several instance types of one size, rebalanced before interruptions."""
+        config, vpc = self._args.config, self._args.vpc
+        launch = aws.autoscaling.GroupLaunchTemplateArgs(id=template.id, version="$Latest")
+        mixed = None
+        if spot_types is not None:
+            mixed = aws.autoscaling.GroupMixedInstancesPolicyArgs(
+                launch_template=aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateArgs(
+                    launch_template_specification=(
+                        aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateLaunchTemplateSpecificationArgs(
+                            launch_template_id=template.id, version="$Latest")),
+                    overrides=[aws.autoscaling.GroupMixedInstancesPolicyLaunchTemplateOverrideArgs(instance_type=t)
+                               for t in spot_types]),
+                instances_distribution=aws.autoscaling.GroupMixedInstancesPolicyInstancesDistributionArgs(
+                    on_demand_base_capacity=0, on_demand_percentage_above_base_capacity=0,
+                    spot_allocation_strategy=SPOT_ALLOCATION))
         group = aws.autoscaling.Group(
-            f"{self._name}-hosts", min_size=config.min_instances, max_size=config.max_instances,
-            vpc_zone_identifiers=vpc.private_subnet_ids, protect_from_scale_in=True,
-            launch_template=aws.autoscaling.GroupLaunchTemplateArgs(id=template.id, version="$Latest"),
+            f"{self._name}-{group_name}", min_size=config.min_instances if spot_types is None else 0,
+            max_size=config.max_instances, vpc_zone_identifiers=vpc.private_subnet_ids, protect_from_scale_in=True,
+            launch_template=launch if mixed is None else None, mixed_instances_policy=mixed,
+            capacity_rebalance=spot_types is not None,
             tags=[aws.autoscaling.GroupTagArgs(key="AmazonECSManaged", value="true", propagate_at_launch=True)],
             # The capacity provider owns the desired capacity.
             opts=self._opts(ignore_changes=["desiredCapacity"]))
-        capacity = aws.ecs.CapacityProvider(
-            f"{self._name}-capacity", auto_scaling_group_provider=aws.ecs.CapacityProviderAutoScalingGroupProviderArgs(
+        return aws.ecs.CapacityProvider(
+            f"{self._name}-{provider_name}",
+            auto_scaling_group_provider=aws.ecs.CapacityProviderAutoScalingGroupProviderArgs(
                 auto_scaling_group_arn=group.arn, managed_termination_protection="ENABLED",
+                managed_draining="ENABLED",
                 managed_scaling=aws.ecs.CapacityProviderAutoScalingGroupProviderManagedScalingArgs(
                     status="ENABLED", target_capacity=CAPACITY_TARGET_PERCENT, minimum_scaling_step_size=1,
                     maximum_scaling_step_size=max(1, config.max_instances // 4))),
             opts=self._child)
-        aws.ecs.ClusterCapacityProviders(
-            f"{self._name}-capacity", cluster_name=cluster.name, capacity_providers=[capacity.name],
-            default_capacity_provider_strategies=[aws.ecs.ClusterCapacityProvidersDefaultCapacityProviderStrategyArgs(
-                capacity_provider=capacity.name, weight=1, base=0)], opts=self._child)
-        self.cluster_name = cluster.name
-        return cluster, capacity
+
+    def _strategy(self, providers: Sequence[aws.ecs.CapacityProvider]
+                  ) -> list[aws.ecs.ServiceCapacityProviderStrategyArgs]:
+        """On-demand first for `onDemandBaseTasks`, then the Spot share of the tasks above it."""
+        config = self._args.config
+        on_demand = aws.ecs.ServiceCapacityProviderStrategyArgs(
+            capacity_provider=providers[0].name, base=config.on_demand_base_tasks,
+            weight=100 - config.spot_percent if len(providers) > 1 else 1)
+        if len(providers) == 1:
+            return [on_demand]
+        spot = aws.ecs.ServiceCapacityProviderStrategyArgs(capacity_provider=providers[1].name, base=0,
+                                                           weight=config.spot_percent)
+        return [on_demand, spot]
 
     # ----------------------------------------------------------------------------------- Dask workers
-    def _workers(self, cluster: aws.ecs.Cluster, capacity: aws.ecs.CapacityProvider) -> None:
+    def _workers(self, cluster: aws.ecs.Cluster, providers: Sequence[aws.ecs.CapacityProvider]) -> None:
         args, config, vpc = self._args, self._args.config, self._args.vpc
         ports = (config.worker_ports[0], config.nanny_ports[1])
         worker_sg = self._security_group("workers", "Dask workers and nannies")
@@ -231,6 +278,7 @@ class WorkerRegion(RegionalComponent):
             "image": v[0],
             "essential": True,
             "command": command,
+            "stopTimeout": STOP_TIMEOUT_SECONDS,
             "memoryReservation": config.task_memory_mib,
             "portMappings": [{"containerPort": port, "protocol": "tcp"} for port in range(ports[0], ports[1] + 1)],
             "mountPoints": [{"sourceVolume": "fsx", "containerPath": "/fsx", "readOnly": True}],
@@ -252,8 +300,7 @@ class WorkerRegion(RegionalComponent):
             container_definitions=containers, opts=self._child)
         service = aws.ecs.Service(
             f"{self._name}-workers", cluster=cluster.arn, task_definition=task.arn, desired_count=config.min_tasks,
-            capacity_provider_strategies=[aws.ecs.ServiceCapacityProviderStrategyArgs(
-                capacity_provider=capacity.name, weight=1)],
+            capacity_provider_strategies=self._strategy(providers),
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=vpc.private_subnet_ids, security_groups=[worker_sg.id], assign_public_ip=False),
             deployment_minimum_healthy_percent=50, deployment_maximum_percent=200,
@@ -264,6 +311,38 @@ class WorkerRegion(RegionalComponent):
             f"{self._name}-workers", service_namespace="ecs", scalable_dimension="ecs:service:DesiredCount",
             resource_id=pulumi.Output.concat("service/", cluster.name, "/", service.name),
             min_capacity=config.min_tasks, max_capacity=config.max_tasks, opts=self._child)
+        if config.scale_on in ("demand", "both"):
+            self._scale_on_demand(target)
+        if config.scale_on in ("cpu", "both"):
+            self._scale_on_cpu(target)
+        self.service_name = service.name
+
+    def _scale_on_demand(self, target: aws.appautoscaling.Target) -> None:
+        """The desired count follows the scheduler's `DesiredTasks` figure for this pool, exactly (step scaling
+        with exact capacities; an alarm that holds while the figure is published keeps applying it). No figure
+        (scheduler down): no change."""
+        config, naming = self._args.config, self._args.naming
+        policy = aws.appautoscaling.Policy(
+            f"{self._name}-workers-demand", policy_type="StepScaling",
+            service_namespace=target.service_namespace, resource_id=target.resource_id,
+            scalable_dimension=target.scalable_dimension,
+            step_scaling_policy_configuration=tracking.PolicyStepScalingPolicyConfigurationArgs(
+                adjustment_type="ExactCapacity", cooldown=DEMAND_COOLDOWN_SECONDS, metric_aggregation_type="Maximum",
+                step_adjustments=[tracking.PolicyStepScalingPolicyConfigurationStepAdjustmentArgs(
+                    metric_interval_lower_bound=str(lower),
+                    metric_interval_upper_bound=str(upper) if upper is not None else None,
+                    scaling_adjustment=tasks) for lower, upper, tasks in exact_capacity_steps(config.max_tasks)]),
+            opts=self._child)
+        aws.cloudwatch.MetricAlarm(
+            f"{self._name}-workers-demand", alarm_description=f"Applies the scheduler's demand for {self.pool_name}",
+            namespace=METRIC_NAMESPACE, metric_name=METRIC_NAME,
+            dimensions={"Stack": metric_stack(naming.project, naming.stack), "Pool": self.pool_name},
+            statistic="Maximum", period=60, evaluation_periods=1, threshold=0,
+            comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="missing",
+            alarm_actions=[policy.arn], opts=self._child)
+
+    def _scale_on_cpu(self, target: aws.appautoscaling.Target) -> None:
+        config = self._args.config
         aws.appautoscaling.Policy(
             f"{self._name}-workers-cpu", policy_type="TargetTrackingScaling",
             service_namespace=target.service_namespace, resource_id=target.resource_id,
@@ -275,7 +354,6 @@ class WorkerRegion(RegionalComponent):
                         predefined_metric_type="ECSServiceAverageCPUUtilization")),
                 scale_in_cooldown=SCALE_COOLDOWN_SECONDS, scale_out_cooldown=SCALE_COOLDOWN_SECONDS),
             opts=self._child)
-        self.service_name = service.name
 
 
 def _host_user_data(cluster_name: str, lustre_dns_name: str, mount_name: str) -> str:
@@ -285,6 +363,8 @@ set -euo pipefail
 cat >> /etc/ecs/ecs.config <<'EOF'
 ECS_CLUSTER={cluster_name}
 ECS_ENABLE_CONTAINER_METADATA=true
+ECS_ENABLE_SPOT_INSTANCE_DRAINING=true
+ECS_CONTAINER_STOP_TIMEOUT={STOP_TIMEOUT_SECONDS}s
 EOF
 dnf install -y lustre-client
 mkdir -p /fsx

@@ -45,11 +45,20 @@ def live_pools(client: Any) -> set[str]:
     return {name for worker in workers for name in worker.get("resources", {}) if name.startswith(POOL_PREFIX)}
 
 
+def scalable_pools(client: Any) -> set[str]:
+    """Pools the scheduler's demand plugin may grow from zero (they need no live worker yet)."""
+    from dask_regions.demand import pool_demand
+
+    return {pool for pool, figure in pool_demand(client).items() if figure.get("scalable")}
+
+
 def wait_for_pools(client: Any, pools: Sequence[str], timeout: float = DEFAULT_POOL_TIMEOUT) -> None:
-    """Return once every pool has a live worker; after `timeout` seconds raise, naming the regions."""
+    """Return once every pool has a live worker, or is one the scheduler scales up on demand; after `timeout`
+    seconds raise, naming the regions."""
     deadline = time.monotonic() + timeout
+    scalable = scalable_pools(client)
     while True:
-        alive = live_pools(client)
+        alive = live_pools(client) | scalable
         missing = [pool for pool in pools if pool not in alive]
         if not missing:
             return

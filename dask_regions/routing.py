@@ -26,6 +26,8 @@ from dask._task_spec import Task  # fused tasks carry their subgraph here
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import Scheduler, TaskState
 
+from dask_regions.demand import PLUGIN_NAME as DEMAND_PLUGIN
+from dask_regions.demand import PoolDemand
 from dask_regions.errors import MissingPoolError
 from dask_regions.keys import POOL_PREFIX, pool_of_region, region_of_key, region_of_pool, region_of_value
 
@@ -132,6 +134,7 @@ class RegionRouter(SchedulerPlugin):
         if scheduler is None or not scheduler.unrunnable:
             return
         alive, now = live_pools(scheduler), time.monotonic()
+        demand = scheduler.plugins.get(DEMAND_PLUGIN)  # configured pools scale up from zero: wait longer for them
         waited = getattr(scheduler, "_dask_regions_waiting", {})
         scheduler._dask_regions_waiting = waited  # type: ignore[attr-defined]
         failed: dict[Any, str] = {}
@@ -142,10 +145,13 @@ class RegionRouter(SchedulerPlugin):
                 waited.pop(ts.key, None)
                 continue
             since = waited.setdefault(ts.key, now)
-            if now - since >= self.missing_pool_timeout:
+            timeout = self.missing_pool_timeout
+            if isinstance(demand, PoolDemand) and all(demand.scalable(pool) for pool in missing):
+                timeout = max(timeout, demand.settings.scale_up_timeout)
+            if now - since >= timeout:
                 failed[ts.key] = (
                     f"no live worker in region {region_of_pool(missing[0])} ({missing[0]}) for "
-                    f"{self.missing_pool_timeout:.0f} s; live pools: {', '.join(sorted(alive)) or 'none'}")
+                    f"{timeout:.0f} s; live pools: {', '.join(sorted(alive)) or 'none'}")
         if failed:
             self._fail(scheduler, failed)
             for key in failed:

@@ -24,6 +24,10 @@ StackOption = Annotated[str, typer.Option(help="Use Pulumi.<stack>.yaml.")]
 StateOption = Annotated[Path, typer.Option(help="Where the platform keeps its data, logs and pids.")]
 CatalogOption = Annotated[str, typer.Option(help="sqlite (embedded) or opensearch (osmem).")]
 SizeOption = Annotated[int, typer.Option(help="Sample data size factor (1: small enough for 2 cores).")]
+IdleOption = Annotated[float | None, typer.Option(
+    help="Seconds an idle pool keeps a warm worker before scaling to its minimum (default: the stack's "
+         "idleTimeoutMinutes).")]
+DEMO_IDLE_SECONDS = 5.0  # the demo shows pools shrinking to zero: no need to wait half an hour
 
 
 def _config(stack: str) -> StackConfig:
@@ -55,12 +59,12 @@ def _print_state(state: PlatformState) -> None:
 
 @app.command()
 def up(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catalog: CatalogOption = "sqlite",
-       size: SizeOption = 1) -> None:
+       size: SizeOption = 1, idle_timeout: IdleOption = None) -> None:
     """Start the platform: S3 emulations with sample data, the scheduler and pools, one nightly sync."""
     config = _config(stack)
     try:
         with console.status("starting") as status:
-            state = LocalPlatform(config, state_dir, catalog=catalog, size=size,
+            state = LocalPlatform(config, state_dir, catalog=catalog, size=size, idle_timeout=idle_timeout,
                                   report=lambda message: status.update(message)).up()
     except PlatformError as error:
         raise _fail(error) from None
@@ -69,12 +73,16 @@ def up(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catal
 
 @app.command()
 def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catalog: CatalogOption = "sqlite",
-         size: SizeOption = 1) -> None:
-    """`up`, the reference analysis with its audit and a plot, then `down`."""
-    from local_platform.demo import run_demo
+         size: SizeOption = 1, idle_timeout: IdleOption = DEMO_IDLE_SECONDS) -> None:
+    """`up`, the reference analysis with its audit and a plot, the pools shrinking to their minimum after it,
+    then `down`."""
+    from local_platform.demo import run_demo, wait_for_idle_pools
 
     config = _config(stack)
-    platform = LocalPlatform(config, state_dir, catalog=catalog, size=size)
+    try:
+        platform = LocalPlatform(config, state_dir, catalog=catalog, size=size, idle_timeout=idle_timeout)
+    except PlatformError as error:
+        raise _fail(error) from None
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # tear down on SIGTERM as on Ctrl-C
     try:
         with console.status("starting the platform") as status:
@@ -91,6 +99,10 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
         console.print(f"misplaced tasks: {len(result.audit.misplaced)}; bytes between regions: "
                       f"{result.audit.bytes_across_regions:,}; mean warming: {result.mean_warming_kelvin:.2f} K")
         console.print(f"plot: {result.plot}")
+        with console.status("waiting for the idle pools to scale in"):
+            story = wait_for_idle_pools(state, config)
+        for pool, sizes in sorted(story.items()):
+            console.print(f"{pool} workers over time: {' -> '.join(map(str, sizes))}")
         if result.audit.misplaced:
             raise typer.Exit(1)
     except KeyboardInterrupt:

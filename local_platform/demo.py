@@ -3,13 +3,16 @@ the CMIP6-like 2090-2100 mean in its region, their difference in the client regi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dask_regions as dr
+from components.config import StackConfig
 from dask_regions.audit import Audit
-from local_platform.platform import PlatformState
+from local_platform.autoscaler import current_sizes, pool_history
+from local_platform.platform import DEMAND_SETTINGS, PlatformState
 
 
 @dataclass
@@ -52,6 +55,23 @@ def run_demo(state: PlatformState, step: Any) -> DemoResult:
     plot = Path(state.state_dir) / "demo.png"
     _plot(historical_map, future_map, difference, plot)
     return DemoResult(report, plot, float(difference.mean()))
+
+
+def wait_for_idle_pools(state: PlatformState, config: StackConfig, slack: float = 20.0) -> dict[str, list[int]]:
+    """Wait until every autoscaled pool is back at its minimum (idle timeout, scale-in window, retirement), then
+    return each pool's sizes over the run, e.g. [0, 2, 1, 0]."""
+    import time
+
+    state_dir = Path(state.state_dir)
+    minimum = {w.pool_name: w.min_tasks for w in config.workers if w.pool_name in current_sizes(state_dir)}
+    idle = float(json.loads(Path(state_dir / "autoscale.json").read_text()).get("idle_timeout", 0))
+    deadline = time.monotonic() + idle + float(DEMAND_SETTINGS["scale_in_window"]) + slack
+    while time.monotonic() < deadline:
+        sizes = current_sizes(state_dir)
+        if all(sizes.get(pool, 0) <= low for pool, low in minimum.items()):
+            break
+        time.sleep(0.5)
+    return pool_history(state_dir)
 
 
 def _plot(historical: Any, future: Any, difference: Any, path: Path) -> None:

@@ -20,7 +20,8 @@ from typing import Any
 from catalog_sync.records import Association
 from catalog_sync.sinks import open_sink
 from catalog_sync.sync import sync_region
-from components.config import StackConfig
+from components.config import StackConfig, WorkerConfig
+from local_platform.autoscaler import PoolSpec, write_spec
 from local_platform.data import write_cmip6_like, write_era5_like
 from local_platform.fsx_standin import LocalFsx
 from local_platform.tls import LocalTls, create_local_tls, load_local_tls
@@ -29,6 +30,9 @@ STATE_FILE = "platform.json"
 BIN = Path(sys.executable).parent
 WORKER_THREADS = 2
 START_TIMEOUT = 60.0
+LOCAL_MAX_WORKERS = 2  # per pool: a 2-core machine gains nothing from more
+AUTOSCALE_INTERVAL = 1.0
+DEMAND_SETTINGS = {"interval": 1.0, "scale_in_window": 5.0, "target_duration": 2.0, "scale_up_timeout": 120.0}
 
 
 class PlatformError(RuntimeError):
@@ -112,13 +116,16 @@ def _wait_for_port(port: int, what: str, process: subprocess.Popen[bytes], log: 
 
 class LocalPlatform:
     def __init__(self, config: StackConfig, state_dir: Path, *, catalog: str = "sqlite", size: int = 1,
-                 report: Callable[[str], None] = lambda _: None) -> None:
+                 idle_timeout: float | None = None, report: Callable[[str], None] = lambda _: None) -> None:
         if catalog not in ("sqlite", "opensearch"):
             raise PlatformError(f"--catalog {catalog!r}: use sqlite or opensearch")
         if size < 1:
             raise PlatformError(f"--size {size}: use 1 or more (1 is small enough for a 2-core laptop)")
         self.config, self.state_dir, self.catalog_kind, self.size = config, state_dir.resolve(), catalog, size
         self.report = report
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise PlatformError(f"--idle-timeout {idle_timeout:g}: use a number of seconds above 0")
+        self.idle_timeout = idle_timeout
         self.fsx_root = self.state_dir / "fsx"
 
     # ------------------------------------------------------------------------------------------ up
@@ -129,7 +136,7 @@ class LocalPlatform:
                                 f"see `python -m local_platform status --state-dir {self.state_dir}`, or stop it "
                                 "with `down`")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("fsx", "staging", "catalog.db", "logs", "tls"):
+        for stale in ("fsx", "staging", "catalog.db", "logs", "tls", "pool-sizes.json", "pool-history.jsonl"):
             path = self.state_dir / stale
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         (self.state_dir / "logs").mkdir()
@@ -174,7 +181,8 @@ class LocalPlatform:
         self._spawn(state, "scheduler", [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
                                          "--port", "0", "--dashboard-address", f"127.0.0.1:{dashboard}",
                                          "--scheduler-file", str(scheduler_file),
-                                         "--preload", "dask_regions.routing", *tls.flags("scheduler")])
+                                         "--preload", "dask_regions.routing", "--preload", "dask_regions.demand",
+                                         *tls.flags("scheduler")])
         deadline = time.monotonic() + START_TIMEOUT
         while not scheduler_file.exists():
             if time.monotonic() > deadline:
@@ -182,15 +190,20 @@ class LocalPlatform:
             time.sleep(0.1)
         state.scheduler_address = json.loads(scheduler_file.read_text())["address"]
         state.dashboard_url = f"http://127.0.0.1:{dashboard}/status"
-        regions = [self.config.client.region, *(w.region for w in self.config.workers)]
-        for region in dict.fromkeys(regions):
-            pool = f"pool-{region}"
-            self._spawn(state, pool, [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file),
-                                      "--host", "127.0.0.1", "--nworkers", "1", "--nthreads", str(WORKER_THREADS),
-                                      "--resources", f"{pool}={WORKER_THREADS}", "--name", pool, "--no-dashboard",
-                                      "--local-directory", str(self.state_dir / "dask" / pool),
-                                      *tls.flags("worker")])
-            state.pools.append(pool)
+        # The client region's pool combines results (no workers there in AWS): one fixed worker. Worker regions'
+        # pools follow the scheduler's demand between their bounds, through the autoscaler.
+        combine = f"pool-{self.config.client.region}"
+        self._spawn(state, combine, [*self._worker_command(combine, scheduler_file), "--name", combine])
+        state.pools.append(combine)
+        scaled = [PoolSpec(w.pool_name, w.min_tasks, min(w.max_tasks, LOCAL_MAX_WORKERS),
+                           self._worker_command(w.pool_name, scheduler_file))
+                  for w in self.config.workers if w.pool_name != combine]
+        write_spec(self.state_dir, scaled, AUTOSCALE_INTERVAL,
+                   max((self._idle_seconds(w) for w in self.config.workers), default=0.0))
+        if scaled:
+            self._spawn(state, "autoscaler", [sys.executable, "-m", "local_platform.autoscaler",
+                                              "--state-dir", str(self.state_dir)])
+        state.pools += [spec.name for spec in scaled]
         state.save()
 
         self.report("running the nightly sync once per worker region")
@@ -199,13 +212,32 @@ class LocalPlatform:
         self._wait_for_workers(state)
         state.save()
 
+    def _worker_command(self, pool: str, scheduler_file: Path) -> list[str]:
+        tls = load_local_tls(self.state_dir / "tls")
+        return [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
+                "--nworkers", "1", "--nthreads", str(WORKER_THREADS), "--resources", f"{pool}={WORKER_THREADS}",
+                "--no-dashboard", "--local-directory", str(self.state_dir / "dask" / pool), *tls.flags("worker")]
+
+    def _idle_seconds(self, worker: WorkerConfig) -> float:
+        return self.idle_timeout if self.idle_timeout is not None else worker.idle_timeout_minutes * 60.0
+
+    def _demand_environment(self) -> dict[str, str]:
+        """The demand plugin's settings: the worker regions' pools with their local bounds and idle timeout."""
+        pools = {w.pool_name: {"workers_per_task": 1, "threads_per_worker": WORKER_THREADS, "min_tasks": w.min_tasks,
+                               "max_tasks": min(w.max_tasks, LOCAL_MAX_WORKERS),
+                               "idle_timeout": self._idle_seconds(w)}
+                 for w in self.config.workers if w.region != self.config.client.region}
+        settings = {**DEMAND_SETTINGS, "pools": pools}
+        return {f"DASK_DASK_REGIONS__DEMAND__{key.upper()}": json.dumps(value) for key, value in settings.items()}
+
     def _environment(self) -> dict[str, str]:
         root = str(Path(__file__).resolve().parent.parent)
         return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 "DASK_REGIONS_FSX_ROOT": str(self.fsx_root), "AWS_ACCESS_KEY_ID": "local",
                 "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": self.config.client.region,
                 "DASK_DASK_REGIONS__COMBINE_POOL": f"pool-{self.config.client.region}",
-                "DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
+                "DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+                **self._demand_environment()}
 
     def _log(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
@@ -250,7 +282,7 @@ class LocalPlatform:
 
         with Client(state.scheduler_address, timeout=START_TIMEOUT,  # type: ignore[no-untyped-call]
                     security=state.tls.security()) as client:
-            client.wait_for_workers(len(state.pools), timeout=START_TIMEOUT)
+            client.wait_for_workers(1, timeout=START_TIMEOUT)  # the combining pool; the others scale on demand
 
     # ----------------------------------------------------------------------------------- down, status
     def down(self) -> list[str]:

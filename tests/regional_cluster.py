@@ -20,7 +20,7 @@ DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
 class RegionalCluster:
     def __init__(self, directory: Path, pools: dict[str, int], *, threads: int = 2, combine_pool: str | None = None,
                  missing_pool_timeout: float = 30, fsx_root: Path | None = None,
-                 hide_data_from_scheduler: bool = False) -> None:
+                 hide_data_from_scheduler: bool = False, demand: dict[str, object] | None = None) -> None:
         self.directory, self.pools, self.threads = directory, pools, threads
         self.scheduler_file = directory / "scheduler.json"
         self.env = {**os.environ, "DASK_DASK_REGIONS__MISSING_POOL_TIMEOUT": str(missing_pool_timeout),
@@ -28,6 +28,10 @@ class RegionalCluster:
                     "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
         if combine_pool:
             self.env["DASK_DASK_REGIONS__COMBINE_POOL"] = combine_pool
+        self.preloads = ["dask_regions.routing"]
+        if demand is not None:  # the per-pool demand plugin, with settings as the platform passes them
+            self.preloads.append("dask_regions.demand")
+            self.env |= {f"DASK_DASK_REGIONS__DEMAND__{key.upper()}": repr(value) for key, value in demand.items()}
         if fsx_root:
             self.env["DASK_REGIONS_FSX_ROOT"] = str(fsx_root)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
@@ -46,7 +50,8 @@ class RegionalCluster:
 
     def start(self) -> RegionalCluster:
         self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                  "--scheduler-file", str(self.scheduler_file), "--preload", "dask_regions.routing"],
+                                  "--scheduler-file", str(self.scheduler_file),
+                                  *(arg for module in self.preloads for arg in ("--preload", module))],
                     hide=self.hide)
         deadline = time.monotonic() + 60
         while not self.scheduler_file.exists():

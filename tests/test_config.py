@@ -60,7 +60,9 @@ def test_defaults_fill_every_optional_key() -> None:
     config = parse_stack_config(valid(), stack="test")
     worker = config.workers[0]
     assert (worker.instance_type, worker.min_instances, worker.max_instances) == ("m5d.4xlarge", 0, 12)
-    assert (worker.min_tasks, worker.max_tasks, worker.workers_per_task, worker.threads_per_worker) == (1, 16, 10, 3)
+    assert (worker.min_tasks, worker.max_tasks, worker.workers_per_task, worker.threads_per_worker) == (0, 16, 10, 3)
+    assert (worker.scale_on, worker.idle_timeout_minutes, worker.spot_percent, worker.on_demand_base_tasks,
+            worker.spot_instance_types) == ("demand", 30, 0, 0, ())
     assert (worker.lustre_storage_gib, worker.lustre_throughput_per_tib) == (1200, 1000)
     assert worker.lustre_file_system_path == "era5-pds"  # the bucket when the URI has no prefix
     assert config.workers[1].lustre_file_system_path == "CMIP6/ScenarioMIP/MOHC"  # else the prefix

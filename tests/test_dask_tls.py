@@ -152,10 +152,25 @@ def test_the_entrypoint_keeps_keys_private(tls_cluster: dict[str, Any]) -> None:
         assert directory.stat().st_mode & 0o777 == 0o700
         assert {p.name for p in directory.iterdir()} == {"ca.pem", "cert.pem", "key.pem"}
         assert (directory / "key.pem").stat().st_mode & 0o777 == 0o600
-    environ = Path(f"/proc/{tls_cluster['scheduler'].pid}/environ").read_bytes().split(b"\0")
-    names = {entry.split(b"=", 1)[0] for entry in environ}
-    assert b"DASK_TLS_KEY" not in names and b"DASK_TLS_CERT" not in names  # the key lives only in the file
-    assert b"DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True" in environ
+    worker_processes = [tls_cluster["worker"].pid, *_children(tls_cluster["worker"].pid)]
+    for pid in (tls_cluster["scheduler"].pid, *worker_processes):  # the worker's entrypoint stays, to drain
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        names = {entry.split(b"=", 1)[0] for entry in environ}
+        assert b"DASK_TLS_KEY" not in names and b"DASK_TLS_CERT" not in names  # the key lives only in the file
+    assert len(worker_processes) >= 2
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            child = int(stat.parent.name)
+            found += [child, *_children(child)]
+    return found
 
 
 def test_the_entrypoint_refuses_to_start_without_certificates_or_on_plain_tcp(tmp_path: Path) -> None:

@@ -154,14 +154,24 @@ def test_worker_security_group_admits_exactly_the_worker_ports_from_our_cidrs(st
         assert (8786, 8786, client) in egress and all(r[2] != "0.0.0.0/0" or r[:2] == (443, 443) for r in egress)
 
 
-def test_service_ignores_desired_count_and_scales_on_cpu_within_bounds(stack: Graph) -> None:
+def test_service_ignores_desired_count_and_scales_within_bounds(stack: Graph) -> None:
     for site in worker_sites(stack):
         service = next(s for s in stack.of_type("aws:ecs/service:Service") if s.name == f"{site}-workers")
         assert "desiredCount" in service.ignore_changes
         target = stack.named(f"{site}-workers", "aws:appautoscaling/target:Target")
-        assert (target.inputs["minCapacity"], target.inputs["maxCapacity"]) == (1, 16)
+        assert (target.inputs["minCapacity"], target.inputs["maxCapacity"]) == (0, 16)
         assert target.inputs["resourceId"].endswith(f"/{service.outputs['name']}")
-        policy = next(p for p in stack.of_type("aws:appautoscaling/policy:Policy") if p.name == f"{site}-workers-cpu")
+        policy = stack.named(f"{site}-workers-demand", "aws:appautoscaling/policy:Policy")
+        assert policy.inputs["resourceId"] == target.inputs["resourceId"]  # details: tests/test_scaling.py
+
+
+def test_scaling_on_cpu_keeps_the_reference_target() -> None:
+    from components.synth import synthesize
+
+    graph = synthesize("dev", {"workers": [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",
+                                            "scaleOn": "cpu"}]})
+    for site in worker_sites(graph):
+        policy = graph.named(f"{site}-workers-cpu", "aws:appautoscaling/policy:Policy")
         tracking = policy.inputs["targetTrackingScalingPolicyConfiguration"]
         assert tracking["targetValue"] == 40
         assert tracking["predefinedMetricSpecification"]["predefinedMetricType"] == "ECSServiceAverageCPUUtilization"
@@ -172,7 +182,7 @@ def test_scaling_bounds_and_sizes_follow_config() -> None:
     from components.synth import synthesize
 
     graph = synthesize("dev", {"workers": [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",
-                                            "minTasks": 0, "maxTasks": 4, "cpuTargetPercent": 60,
+                                            "minTasks": 0, "maxTasks": 4, "cpuTargetPercent": 60, "scaleOn": "cpu",
                                             "workersPerTask": 4, "threadsPerWorker": 2, "taskMemoryMiB": 8192,
                                             "workerPortStart": 12000, "lustreStorageGiB": 2400,
                                             "lustreThroughputPerTiB": 250, "maxInstances": 3}]})

@@ -5,18 +5,28 @@ text from Secrets Manager). They are written to a private directory, on tmpfs wh
 (DASK_TLS_DIR), removed from the environment, and Dask starts with `tls://` and the TLS flags. Without all
 three it refuses to start: a Dask process on plain TCP would accept anyone who can reach its port.
 Other dask subcommands (e.g. `--version`) run unchanged.
+
+Workers: each ECS task's `--name` gets the task's id appended (several tasks of a pool must not share worker
+names), and on SIGTERM (scale-in, or the instance draining on a Spot interruption notice) the task's workers are
+retired through the scheduler first, so their work goes back to their own pool (dask_regions.drain), then Dask
+is stopped.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import signal
+import subprocess
 import sys
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 PEM_VARIABLES = {"ca": "DASK_TLS_CA", "cert": "DASK_TLS_CERT", "key": "DASK_TLS_KEY"}
 FALLBACK_DIRECTORIES = ("/run/dask-tls", "/dev/shm/dask-tls")
+DRAIN_SECONDS = 100  # within the container's stop timeout (120 s) and a Spot notice (two minutes)
 
 
 class EntrypointError(Exception):
@@ -84,20 +94,74 @@ def dask_command(arguments: Sequence[str], paths: Mapping[str, Path]) -> list[st
             "--tls-key", str(paths["key"])]
 
 
+def task_id(environ: Mapping[str, str]) -> str | None:
+    """This ECS task's id, from the task metadata endpoint (None outside ECS)."""
+    endpoint = environ.get("ECS_CONTAINER_METADATA_URI_V4")
+    if not endpoint:
+        return None
+    try:
+        with urllib.request.urlopen(f"{endpoint}/task", timeout=5) as response:
+            return str(json.load(response)["TaskARN"]).rsplit("/", 1)[-1]
+    except (OSError, ValueError, KeyError) as error:
+        print(f"entrypoint: no task id from the ECS metadata endpoint ({error})", file=sys.stderr)
+        return None
+
+
+def unique_worker_name(arguments: list[str], task: str | None) -> list[str]:
+    """`--name <region>` becomes `--name <region>-<task id>`."""
+    if task is None or "--name" not in arguments[:-1]:
+        return arguments
+    index = arguments.index("--name") + 1
+    return [*arguments[:index], f"{arguments[index]}-{task[:12]}", *arguments[index + 1:]]
+
+
+def run_worker(command: list[str], environ: dict[str, str], paths: Mapping[str, Path]) -> int:
+    """Run `dask worker` as a child; on SIGTERM drain this task's workers through the scheduler, then stop."""
+    child = subprocess.Popen(command, env=environ)
+    scheduler = command[2]
+    name = command[command.index("--name") + 1] if "--name" in command[:-1] else None
+
+    def stop(signum: int, _frame: object) -> None:
+        if name is not None:
+            from distributed.security import Security
+
+            from dask_regions.drain import drain
+
+            security = Security(tls_ca_file=str(paths["ca"]), tls_client_cert=str(paths["cert"]),
+                                tls_client_key=str(paths["key"]), require_encryption=True)
+            retired = drain(scheduler, name, security=security, timeout=DRAIN_SECONDS)
+            print(f"entrypoint: drained {len(retired)} workers of {name} before stopping", file=sys.stderr)
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, lambda signum, _: child.send_signal(signum))
+    return child.wait()
+
+
 def main(arguments: Sequence[str]) -> None:
     environ = dict(os.environ)
     try:
-        if arguments and arguments[0] in ("scheduler", "worker"):
+        paths: dict[str, Path] = {}
+        if arguments and arguments[0] in ("scheduler", "worker") and environ.get("DASK_TLS_READY"):
+            paths = {field: Path(environ["DASK_TLS_DIR"]) / f"{field}.pem" for field in PEM_VARIABLES}
+        elif arguments and arguments[0] in ("scheduler", "worker"):
             paths = write_credentials(environ)
-            command = dask_command(arguments, paths)
-        else:
-            command = dask_command(arguments, {})
+            if arguments[0] == "worker":  # this process stays (it drains on SIGTERM): start again without PEMs
+                clean = {k: v for k, v in environ.items() if k not in PEM_VARIABLES.values()}
+                clean |= {"DASK_TLS_READY": "1", "DASK_TLS_DIR": str(paths["ca"].parent)}
+                os.execve(sys.executable, [sys.executable, __file__, *arguments], clean)
+        if arguments and arguments[0] == "worker":
+            arguments = unique_worker_name(list(arguments), task_id(environ))
+        command = dask_command(arguments, paths)
     except EntrypointError as error:
         print(f"entrypoint: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     for variable in PEM_VARIABLES.values():  # the key stays in the file only, not in /proc/<pid>/environ
         environ.pop(variable, None)
     environ["DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION"] = "True"
+    if command[1:2] == ["worker"]:
+        raise SystemExit(run_worker(command, environ, paths))
     os.execvpe(command[0], command, environ)
 
 

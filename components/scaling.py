@@ -1,0 +1,55 @@
+"""Demand-driven scaling, shared by the scheduler (what it publishes) and the worker regions (what they scale
+on): the dask config the scheduler's demand plugin gets (dask_regions/demand.py), and the step adjustments that
+turn the published `DesiredTasks` into an ECS desired count."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections.abc import Sequence
+
+from components.config import WorkerConfig
+
+METRIC_NAMESPACE = "CrossRegionDask"  # the same names as dask_regions.demand (no Pulumi there, no import here)
+METRIC_NAME = "DesiredTasks"
+MAX_STEPS = 20  # step adjustments per scaling policy (Application Auto Scaling limit)
+SCALE_UP_TIMEOUT_SECONDS = 900  # an empty pool: EC2 instance start, ECS placement, image pull
+
+
+def metric_stack(project: str, stack: str) -> str:
+    """The `Stack` dimension of the metric: two stacks in one account never share a metric."""
+    return f"{project}-{stack}"
+
+
+def demand_pools(workers: Sequence[WorkerConfig]) -> dict[str, dict[str, float | int]]:
+    """Each worker region's pool sizing, as the demand plugin reads it (`dask_regions.demand.pools`)."""
+    return {w.pool_name: {"workers_per_task": w.workers_per_task, "threads_per_worker": w.threads_per_worker,
+                          "min_tasks": w.min_tasks, "max_tasks": w.max_tasks,
+                          "idle_timeout": w.idle_timeout_minutes * 60}
+            for w in workers if w.scale_on in ("demand", "both")}
+
+
+def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConfig]) -> list[dict[str, str]]:
+    """Environment of the scheduler container: the demand plugin's settings (dask config via DASK_ variables)."""
+    pools = demand_pools(workers)
+    values = {
+        "DASK_DASK_REGIONS__DEMAND__PUBLISHER": "cloudwatch" if pools else "none",
+        "DASK_DASK_REGIONS__DEMAND__STACK": metric_stack(project, stack),
+        "DASK_DASK_REGIONS__DEMAND__NAMESPACE": METRIC_NAMESPACE,
+        "DASK_DASK_REGIONS__DEMAND__SCALE_UP_TIMEOUT": str(SCALE_UP_TIMEOUT_SECONDS),
+        "DASK_DASK_REGIONS__DEMAND__POOLS": json.dumps(pools),  # a dict literal to dask's config parser
+    }
+    return [{"name": name, "value": value} for name, value in sorted(values.items())]
+
+
+def exact_capacity_steps(max_tasks: int) -> list[tuple[float, float | None, int]]:
+    """(lower, upper, tasks) intervals of the published figure, relative to an alarm threshold of 0: the
+    service gets exactly the tasks asked for, rounded up to the next step when there are more possible counts
+    than a policy allows steps."""
+    count = min(max_tasks, MAX_STEPS - 1)
+    values = sorted({math.ceil(i * max_tasks / count) for i in range(count + 1)}) if count else [0]
+    steps: list[tuple[float, float | None, int]] = [(0.0, 1.0, 0)]
+    for previous, value in itertools.pairwise(values):
+        steps.append((float(previous + 1), float(value + 1) if value < max_tasks else None, value))
+    return steps

@@ -49,6 +49,7 @@ def worker_command(config: WorkerConfig, scheduler_address: str) -> list[str]:
         "--memory-limit", f"{config.memory_per_worker_mib}MiB",
         "--no-dashboard",
         "--name", config.region,  # prefix of each worker's name, so the dashboard shows its region
+        "--preload", "dask_regions.protection",  # busy tasks are protected from scale-in
     ]
 
 
@@ -272,6 +273,12 @@ class WorkerRegion(RegionalComponent):
                                                "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
                 {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": f"{v[1]}:*"}, *read_secret_statements(v[2], v[3])]))
+        # Busy workers protect their task from scale-in through the ECS agent (dask_regions/protection.py).
+        account = aws.get_caller_identity_output(opts=self._invoke).account_id
+        task_role = self._role("workers-task", "ecs-tasks.amazonaws.com", pulumi.Output.all(
+            account, cluster.name).apply(lambda v: [{
+                "Effect": "Allow", "Action": ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                "Resource": f"arn:aws:ecs:{self._region}:{v[0]}:task/{v[1]}/*"}]))
         command = worker_command(config, args.scheduler_address)
         containers = pulumi.Output.all(args.image, log_group.name, args.tls_secret_arn).apply(lambda v: json.dumps([{
             "name": "worker",
@@ -295,6 +302,7 @@ class WorkerRegion(RegionalComponent):
         task = aws.ecs.TaskDefinition(
             f"{self._name}-workers", family=args.naming.resource(self._region, "workers", max_length=255),
             network_mode="awsvpc", requires_compatibilities=["EC2"], execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
             memory=str(config.task_memory_mib),
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="fsx", host_path="/fsx")],
             container_definitions=containers, opts=self._child)

@@ -35,6 +35,7 @@ class RegionalCluster:
         if fsx_root:
             self.env["DASK_REGIONS_FSX_ROOT"] = str(fsx_root)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.worker_args: list[str] = []  # extra `dask worker` arguments, e.g. preloads
         # The scheduler in its own mount namespace with an empty file system over every region's data.
         self.hide = fsx_root if hide_data_from_scheduler else None
 
@@ -66,7 +67,7 @@ class RegionalCluster:
         self._spawn(pool, ["worker", "--scheduler-file", str(self.scheduler_file), "--host", "127.0.0.1",
                            "--nworkers", str(workers), "--nthreads", str(self.threads), "--no-dashboard",
                            "--resources", f"{pool}={self.threads}", "--name", pool,
-                           "--local-directory", str(self.directory / pool)])
+                           "--local-directory", str(self.directory / pool), *self.worker_args])
 
     def stop_pool(self, pool: str) -> None:
         process = self.processes.pop(pool)

@@ -228,6 +228,47 @@ def test_worker_names_get_the_ecs_task_id(tmp_path: Path) -> None:
     assert entrypoint.unique_worker_name(arguments, None) == arguments
 
 
+def test_busy_workers_protect_their_task_from_scale_in_and_idle_ones_let_it_expire(tmp_path: Path) -> None:
+    """Against a stand-in for the ECS agent's task protection endpoint: renewals only while there is work."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls: list[tuple[float, dict[str, Any]]] = []
+
+    class Agent(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            assert self.path == "/task-protection/v1/state"
+            calls.append((time.monotonic(), json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Agent)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cluster = RegionalCluster(tmp_path, {EAST: 1})
+    cluster.env |= {"ECS_AGENT_URI": f"http://127.0.0.1:{server.server_address[1]}",
+                    "DASK_DASK_REGIONS__PROTECTION__INTERVAL": "0.2"}
+    cluster.worker_args = ["--preload", "dask_regions.protection"]
+    cluster.start()
+    try:
+        with cluster.client() as client:
+            time.sleep(1.5)
+            assert calls == []  # idle: no protection asked
+            futures = [client.submit(time.sleep, 1.5, pure=False, resources={EAST: 1}) for _ in range(2)]
+            client.gather(futures)
+            assert len(calls) >= 3 and all(body == {"ProtectionEnabled": True, "ExpiresInMinutes": 3}
+                                           for _, body in calls)
+            done = time.monotonic()
+            time.sleep(1.5)
+            assert not [t for t, _ in calls if t > done + 0.5]  # idle again: no renewal, the protection expires
+    finally:
+        cluster.close()
+        server.shutdown()
+
+
 # ------------------------------------------------------------------------------------- the local autoscaler
 def _live_workers_of(pool: str) -> list[int]:
     found = []
@@ -350,6 +391,13 @@ def test_spot_share_and_on_demand_base_become_the_capacity_provider_strategy() -
     (container,) = json.loads(_of(graph, "aws:ecs/taskDefinition:TaskDefinition", "worker-us-east-1-workers")
                               .inputs["containerDefinitions"])
     assert container["stopTimeout"] == 120  # time to drain on a Spot notice
+    assert container["command"][-2:] == ["--preload", "dask_regions.protection"]
+    task = _of(graph, "aws:ecs/taskDefinition:TaskDefinition", "worker-us-east-1-workers")
+    role = next(r for r in graph.of_type("aws:iam/role:Role") if r.outputs["arn"] == task.inputs["taskRoleArn"])
+    policy = next(p for p in graph.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id)
+    (statement,) = json.loads(policy.inputs["policy"])["Statement"]
+    assert statement["Action"] == ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"]
+    assert statement["Resource"].startswith("arn:aws:ecs:us-east-1:123456789012:task/")
     import base64
 
     template = _of(graph, "aws:ec2/launchTemplate:LaunchTemplate", "worker-us-east-1-host")

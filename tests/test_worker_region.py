@@ -277,7 +277,8 @@ def test_the_task_definition_command_starts_real_workers_with_the_pool_resource(
             Client(cluster) as client:
         command = worker_command(config, cluster.scheduler_address)
         command[command.index("--name") + 1] = "us-east-1"
-        env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+        # As in the image (PYTHONPATH=/opt/dask): the command preloads dask_regions.protection.
+        env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False", "PYTHONPATH": str(PROJECT_DIR)}
         process = subprocess.Popen([dask_cli, *command, "--host", "127.0.0.1", "--local-directory", str(tmp_path)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         try:

@@ -1,0 +1,81 @@
+"""A simulated WAN on one machine, for bench/wan.py (issue 9): one Linux network namespace per region joined to
+a router namespace by a veth pair, inter-region links shaped with `tc` tbf, and byte counters per link.
+
+Needs root (network namespaces). Addresses come from a private range the benchmark owns (10.77.<i>.0/24 per
+region); everything created is removed on exit, also on errors. This kernel has no netem: latency is added
+in user space by the benchmark, not here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+PREFIX = "crdwan"  # every namespace and interface name starts with it, so leftovers are easy to find
+SUBNET = "10.77"
+
+
+@dataclass(frozen=True)
+class RegionLink:
+    region: str
+    namespace: str
+    address: str  # the region's address (its namespace's end of the link)
+    router_interface: str  # the router's end, whose counters measure what crossed this region's link
+
+
+def _run(*command: str) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def leftovers() -> list[str]:
+    """Namespaces of ours that still exist (there should be none outside a run)."""
+    return [line.split()[0] for line in _run("ip", "netns", "list").splitlines() if line.startswith(PREFIX)]
+
+
+def counters(link: RegionLink, router: str) -> tuple[int, int]:
+    """(bytes into the region, bytes out of it) on its link, from the router end's interface counters."""
+    data = json.loads(_run("ip", "netns", "exec", router, "ip", "-s", "-j", "link", "show", link.router_interface))
+    stats = data[0]["stats64"]
+    return int(stats["tx"]["bytes"]), int(stats["rx"]["bytes"])
+
+
+@contextmanager
+def wan(regions: Sequence[str], rate_mbit: float = 50.0) -> Iterator[tuple[str, dict[str, RegionLink]]]:
+    """Create the router and one namespace per region; yields (router namespace, region -> link)."""
+    if os.geteuid() != 0:
+        raise PermissionError("the WAN simulation needs root (network namespaces); run it as root")
+    router = f"{PREFIX}-router"
+    created: list[str] = []
+    links: dict[str, RegionLink] = {}
+    try:
+        _run("ip", "netns", "add", router)
+        created.append(router)
+        _run("ip", "netns", "exec", router, "ip", "link", "set", "lo", "up")
+        _run("ip", "netns", "exec", router, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+        for index, region in enumerate(regions, start=1):
+            namespace, inside, outside = f"{PREFIX}-r{index}", f"{PREFIX}{index}a", f"{PREFIX}{index}b"
+            _run("ip", "netns", "add", namespace)
+            created.append(namespace)
+            _run("ip", "link", "add", inside, "netns", namespace, "type", "veth", "peer", "name", outside,
+                 "netns", router)
+            address, gateway = f"{SUBNET}.{index}.2", f"{SUBNET}.{index}.1"
+            for ns, interface, own in ((namespace, inside, address), (router, outside, gateway)):
+                _run("ip", "netns", "exec", ns, "ip", "addr", "add", f"{own}/24", "dev", interface)
+                _run("ip", "netns", "exec", ns, "ip", "link", "set", interface, "up")
+                # Both directions shaped: the region's uplink and its downlink.
+                _run("ip", "netns", "exec", ns, "tc", "qdisc", "add", "dev", interface, "root", "tbf",
+                     "rate", f"{rate_mbit}mbit", "burst", "64kb", "latency", "400ms")
+            _run("ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+            _run("ip", "netns", "exec", namespace, "ip", "route", "add", "default", "via", gateway)
+            links[region] = RegionLink(region, namespace, address, outside)
+        yield router, links
+    finally:
+        for namespace in reversed(created):  # deleting a namespace deletes its ends of the veth pairs
+            subprocess.run(["ip", "netns", "delete", namespace], capture_output=True, check=False)

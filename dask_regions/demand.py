@@ -22,17 +22,19 @@ Load it in the scheduler: `dask scheduler --preload dask_regions.demand`; read i
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import logging
 import math
 import time
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import dask
 from distributed.diagnostics.plugin import SchedulerPlugin
-from distributed.scheduler import Scheduler, TaskState
+from distributed.scheduler import Scheduler, TaskState, WorkerState
 
 from dask_regions.keys import POOL_PREFIX, region_of_pool
 
@@ -166,20 +168,13 @@ class PoolDemand(SchedulerPlugin):
             self._callback.stop()
 
     # --------------------------------------------------------------------------------------- figures
-    def pools(self) -> set[str]:
-        scheduler = self.scheduler
-        live = {name for ws in scheduler.workers.values() for name in ws.resources if name.startswith(POOL_PREFIX)} \
-            if scheduler else set()
-        return live | set(self.settings.pools)
-
     def scalable(self, pool: str) -> bool:
         """A configured pool that can grow from zero: the router waits for it instead of failing its tasks."""
         sizing = self.settings.pools.get(pool)
         return sizing is not None and sizing.max_tasks > 0
 
     def tick(self) -> None:
-        now = time.monotonic()
-        self.figures = {pool: self._figure(pool, now) for pool in sorted(self.pools())}
+        self._compute()
         if self.publisher is not None and (self._publishing is None or self._publishing.done()):
             figures = list(self.figures.values())
             self._publishing = asyncio.ensure_future(self._publish(figures))
@@ -192,14 +187,28 @@ class PoolDemand(SchedulerPlugin):
             self.publish_errors += 1
             logger.warning("publishing pool demand failed: %s", error)
 
-    def _figure(self, pool: str, now: float) -> PoolFigure:
+    def _compute(self) -> None:
+        """All pools' figures in one pass over the workers and the tasks waiting for one."""
+        scheduler = self.scheduler
+        assert scheduler is not None
+        workers: dict[str, list[WorkerState]] = defaultdict(list)
+        for ws in scheduler.workers.values():
+            for name in ws.resources:
+                if name.startswith(POOL_PREFIX):
+                    workers[name].append(ws)
+        waiting: dict[str, list[TaskState]] = defaultdict(list)
+        for ts in itertools.chain(scheduler.unrunnable, scheduler.queued):
+            for name in ts.resource_restrictions or {}:
+                waiting[name].append(ts)
+        now = time.monotonic()
+        self.figures = {pool: self._figure(pool, now, workers[pool], waiting[pool])
+                        for pool in sorted(set(workers) | set(self.settings.pools))}
+
+    def _figure(self, pool: str, now: float, workers: list[WorkerState], waiting: list[TaskState]) -> PoolFigure:
         scheduler = self.scheduler
         assert scheduler is not None
         sizing = self.settings.pools.get(pool, PoolSizing())
-        workers = [ws for ws in scheduler.workers.values() if pool in ws.resources]
-        pending: list[TaskState] = [ts for ws in workers for ts in ws.processing]
-        pending += [ts for ts in scheduler.unrunnable if pool in (ts.resource_restrictions or {})]
-        pending += [ts for ts in scheduler.queued if pool in (ts.resource_restrictions or {})]
+        pending: list[TaskState] = [ts for ws in workers for ts in ws.processing] + waiting
         # Measured average per task prefix (Dask's own estimate, also used for its occupancy figures).
         seconds = sum(scheduler._get_prefix_duration(ts.prefix) for ts in pending if ts.prefix is not None)
         threads = round(sum(ws.nthreads for ws in workers) / len(workers)) if workers else sizing.threads_per_worker
@@ -216,7 +225,8 @@ class PoolDemand(SchedulerPlugin):
         needed = max(value for _, value in history)
         idle = now - self._last_busy.get(pool, now - 10 ** 9)
         idle_timeout = sizing.idle_timeout if sizing.idle_timeout is not None else self.settings.idle_timeout
-        holds = any(ts.who_wants for ws in workers for ts in ws.has_what)
+        # Only an otherwise idle pool needs the (longer) look at the results its workers hold.
+        holds = needed == 0 and any(ts.who_wants for ws in workers for ts in ws.has_what)
         recently_busy = pool in self._last_busy and idle < idle_timeout
         if needed == 0 and (holds or (recently_busy and workers)):
             needed = 1  # one warm worker until the idle timeout, or as long as it holds wanted results
@@ -230,9 +240,13 @@ class PoolDemand(SchedulerPlugin):
     def snapshot(self, comm: Any = None) -> dict[str, dict[str, Any]]:
         """The latest figures (the scheduler handler `dask_regions_demand`)."""
         if not self.figures and self.scheduler is not None:  # asked before the first round
-            now = time.monotonic()
-            self.figures = {pool: self._figure(pool, now) for pool in sorted(self.pools())}
+            self._compute()
         return {pool: asdict(figure) for pool, figure in self.figures.items()}
+
+
+def settings_environment(settings: Mapping[str, Any]) -> dict[str, str]:
+    """Demand settings as the environment of a scheduler process (dask reads DASK_ variables as its config)."""
+    return {f"DASK_DASK_REGIONS__DEMAND__{key.upper()}": json.dumps(value) for key, value in settings.items()}
 
 
 def pool_demand(client: Any) -> dict[str, dict[str, Any]]:

@@ -21,6 +21,7 @@ from catalog_sync.records import Association
 from catalog_sync.sinks import open_sink
 from catalog_sync.sync import sync_region
 from components.config import StackConfig, WorkerConfig
+from dask_regions.demand import settings_environment
 from local_platform.autoscaler import PoolSpec, write_spec
 from local_platform.data import write_cmip6_like, write_era5_like
 from local_platform.fsx_standin import LocalFsx
@@ -227,8 +228,7 @@ class LocalPlatform:
                                "max_tasks": min(w.max_tasks, LOCAL_MAX_WORKERS),
                                "idle_timeout": self._idle_seconds(w)}
                  for w in self.config.workers if w.region != self.config.client.region}
-        settings = {**DEMAND_SETTINGS, "pools": pools}
-        return {f"DASK_DASK_REGIONS__DEMAND__{key.upper()}": json.dumps(value) for key, value in settings.items()}
+        return settings_environment({**DEMAND_SETTINGS, "pools": pools})
 
     def _environment(self) -> dict[str, str]:
         root = str(Path(__file__).resolve().parent.parent)

@@ -31,7 +31,9 @@ class RegionalCluster:
         self.preloads = ["dask_regions.routing"]
         if demand is not None:  # the per-pool demand plugin, with settings as the platform passes them
             self.preloads.append("dask_regions.demand")
-            self.env |= {f"DASK_DASK_REGIONS__DEMAND__{key.upper()}": repr(value) for key, value in demand.items()}
+            from dask_regions.demand import settings_environment
+
+            self.env |= settings_environment(demand)
         if fsx_root:
             self.env["DASK_REGIONS_FSX_ROOT"] = str(fsx_root)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}

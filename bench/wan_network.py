@@ -4,12 +4,18 @@ a router namespace by a veth pair, inter-region links shaped with `tc` tbf, and 
 Needs root (network namespaces). Addresses come from a private range the benchmark owns (10.77.<i>.0/24 per
 region); everything created is removed on exit, also on errors. This kernel has no netem: latency is added
 in user space by the benchmark, not here.
+
+Each region also gets a name, `<region>.wan` (see `hostname`): inside its own namespace it resolves to loopback,
+everywhere else to the region's address, through a hosts file per namespace (`ip netns exec` mounts
+/etc/netns/<namespace>/hosts over /etc/hosts). A service listening on loopback with a proxy on the region's
+address is then reached directly from its own region and through the proxy from the others.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 
 PREFIX = "crdwan"  # every namespace and interface name starts with it, so leftovers are easy to find
 SUBNET = "10.77"
+NETNS_ETC = "/etc/netns"
 
 
 @dataclass(frozen=True)
@@ -34,9 +41,26 @@ def _run(*command: str) -> str:
     return result.stdout
 
 
+def hostname(region: str) -> str:
+    return f"{region}.wan"
+
+
+def _write_hosts(namespace: str, own_region: str | None, addresses: dict[str, str]) -> None:
+    lines = ["127.0.0.1 localhost", "::1 localhost"]
+    lines += [f"{'127.0.0.1' if region == own_region else address} {hostname(region)}"
+              for region, address in addresses.items()]
+    directory = os.path.join(NETNS_ETC, namespace)
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "hosts"), "w") as hosts:
+        hosts.write("\n".join(lines) + "\n")
+
+
 def leftovers() -> list[str]:
-    """Namespaces of ours that still exist (there should be none outside a run)."""
-    return [line.split()[0] for line in _run("ip", "netns", "list").splitlines() if line.startswith(PREFIX)]
+    """Namespaces (and their hosts files) of ours that still exist: there should be none outside a run."""
+    found = [line.split()[0] for line in _run("ip", "netns", "list").splitlines() if line.startswith(PREFIX)]
+    if os.path.isdir(NETNS_ETC):
+        found += [os.path.join(NETNS_ETC, name) for name in os.listdir(NETNS_ETC) if name.startswith(PREFIX)]
+    return found
 
 
 def counters(link: RegionLink, router: str) -> tuple[int, int]:
@@ -75,7 +99,12 @@ def wan(regions: Sequence[str], rate_mbit: float = 50.0) -> Iterator[tuple[str, 
             _run("ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up")
             _run("ip", "netns", "exec", namespace, "ip", "route", "add", "default", "via", gateway)
             links[region] = RegionLink(region, namespace, address, outside)
+        addresses = {region: link.address for region, link in links.items()}
+        _write_hosts(router, None, addresses)
+        for region, link in links.items():
+            _write_hosts(link.namespace, region, addresses)
         yield router, links
     finally:
         for namespace in reversed(created):  # deleting a namespace deletes its ends of the veth pairs
             subprocess.run(["ip", "netns", "delete", namespace], capture_output=True, check=False)
+            shutil.rmtree(os.path.join(NETNS_ETC, namespace), ignore_errors=True)

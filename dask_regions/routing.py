@@ -11,7 +11,8 @@ with an error naming the region and the pools that are alive.
 
 Load it in the scheduler: `dask scheduler --preload dask_regions.routing`. Configuration (dask config or
 environment): `dask_regions.combine_pool` (DASK_DASK_REGIONS__COMBINE_POOL), `dask_regions.missing_pool_timeout`
-(seconds, default 30).
+(seconds, default 30), `dask_regions.route` (default true; false only observes: tasks go wherever plain Dask puts
+them and the audit reports where that was, which is how the WAN benchmark measures plain Dask).
 """
 
 from __future__ import annotations
@@ -60,8 +61,10 @@ def live_pools(scheduler: Scheduler) -> set[str]:
 class RegionRouter(SchedulerPlugin):
     name = PLUGIN_NAME
 
-    def __init__(self, combine_pool: str | None = None, missing_pool_timeout: float = 30.0) -> None:
+    def __init__(self, combine_pool: str | None = None, missing_pool_timeout: float = 30.0,
+                 route: bool = True) -> None:
         self.combine_pool = combine_pool
+        self.route = route
         self.missing_pool_timeout = missing_pool_timeout
         self.regions: dict[Any, frozenset[str]] = {}  # task key -> regions whose data it depends on
         self.placements: deque[tuple[float, str, tuple[str, ...], str | None, str | None]] = deque(
@@ -106,8 +109,8 @@ class RegionRouter(SchedulerPlugin):
         return self.regions[ts.key]
 
     def _route(self, ts: TaskState) -> None:
-        regions = self._regions(ts)
-        if ts.resource_restrictions or not regions:
+        regions = self._regions(ts)  # also when only observing: the audit needs them
+        if not self.route or ts.resource_restrictions or not regions:
             return  # the client's explicit choice, or no regional data involved
         if len(regions) == 1:
             ts.resource_restrictions = {pool_of_region(next(iter(regions))): 1}
@@ -206,9 +209,22 @@ def keep_retired_data_in_its_pool() -> None:
     RetireWorker.run = run  # type: ignore[method-assign]
 
 
+def _flag(value: object, name: str) -> bool:
+    """A boolean setting, also when it comes from the environment as text."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name}={value!r}: use true or false")
+
+
 def dask_setup(scheduler: Scheduler) -> None:
     """Entry point for `dask scheduler --preload dask_regions.routing`."""
     keep_retired_data_in_its_pool()
     router = RegionRouter(combine_pool=dask.config.get("dask_regions.combine_pool", None),
-                          missing_pool_timeout=float(dask.config.get("dask_regions.missing_pool_timeout", 30)))
+                          missing_pool_timeout=float(dask.config.get("dask_regions.missing_pool_timeout", 30)),
+                          route=_flag(dask.config.get("dask_regions.route", True), "dask_regions.route"))
     scheduler.add_plugin(router)

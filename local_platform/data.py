@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -35,15 +36,35 @@ def write_era5_like(root: Path, *, years: tuple[int, ...] = (2000,), months: int
 
 
 def write_cmip6_like(root: Path, *, years: range = range(2085, 2101), lat: int = 60, lon: int = 120,
-                     warming: float = 4.0) -> str:
-    """A CMIP6-like zarr store (v2, consolidated) with tas(time, lat, lon), monthly, under `root`/<DRS path>;
-    returns its key relative to `root`."""
+                     warming: float = 4.0, steps_per_month: int = 1, time_chunk: int = 24) -> str:
+    """A CMIP6-like zarr store (v2, consolidated) with tas(time, lat, lon), monthly (or `steps_per_month` steps
+    a month, days apart, for larger benchmark data), under `root`/<DRS path>; returns its key relative to `root`."""
     rng = np.random.default_rng(2)
     latitudes, longitudes = np.linspace(-89, 89, lat), np.linspace(0, 360, lon, endpoint=False)
     climate = 288 + warming - 30 * np.abs(np.sin(np.radians(latitudes)))[:, None] + np.zeros((lat, lon))
-    times = np.array([np.datetime64(f"{y}-{m:02d}-15", "ns") for y in years for m in range(1, 13)])
+    times = np.array([np.datetime64(f"{y}-{m:02d}-{1 + 27 * step // steps_per_month:02d}", "ns")
+                      for y in years for m in range(1, 13) for step in range(steps_per_month)])
+    if steps_per_month == 1:
+        times = times + np.timedelta64(14, "D")  # mid-month, as monthly CMIP6 data
     data = (climate + rng.standard_normal((len(times), lat, lon))).astype("float32")
     dataset = xr.Dataset({"tas": (("time", "lat", "lon"), data, {"units": "K"})},
                          coords={"time": times, "lat": latitudes, "lon": longitudes})
-    dataset.chunk({"time": 24}).to_zarr(root / CMIP6_STORE, mode="w", consolidated=True, zarr_format=2)
+    dataset.chunk({"time": time_chunk}).to_zarr(root / CMIP6_STORE, mode="w", consolidated=True, zarr_format=2)
     return CMIP6_STORE
+
+
+def publish(s3: Any, staging: Path, bucket: str, prefix: str, region: str) -> int:
+    """Create the dataset's bucket in `region` and upload everything under `staging` below `prefix`; returns the
+    number of bytes uploaded. Files go up in one request each (the S3 emulation assembles multipart uploads
+    slowly, and the sample files are small enough)."""
+    from boto3.s3.transfer import TransferConfig
+
+    s3.create_bucket(Bucket=bucket, **({} if region == "us-east-1" else {
+        "CreateBucketConfiguration": {"LocationConstraint": region}}))
+    whole = TransferConfig(multipart_threshold=1 << 30)
+    start = f"{prefix}/" if prefix else ""
+    uploaded = 0
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        s3.upload_file(str(path), bucket, start + str(path.relative_to(staging)), Config=whole)
+        uploaded += path.stat().st_size
+    return uploaded

@@ -23,7 +23,7 @@ from catalog_sync.sync import sync_region
 from components.config import StackConfig, WorkerConfig
 from dask_regions.demand import settings_environment
 from local_platform.autoscaler import PoolSpec, write_spec
-from local_platform.data import write_cmip6_like, write_era5_like
+from local_platform.data import publish, write_cmip6_like, write_era5_like
 from local_platform.fsx_standin import LocalFsx
 from local_platform.tls import LocalTls, create_local_tls, load_local_tls
 
@@ -263,12 +263,7 @@ class LocalPlatform:
             write_cmip6_like(staging, years=range(2090 - 5 * self.size, 2101))
         else:
             write_era5_like(staging, years=tuple(range(2000, 2000 + self.size)))
-        s3 = self._s3(state, region)
-        s3.create_bucket(Bucket=worker.dataset.bucket, **({} if region == "us-east-1" else {
-            "CreateBucketConfiguration": {"LocationConstraint": region}}))
-        prefix = f"{worker.dataset.prefix}/" if worker.dataset.prefix else ""
-        for path in sorted(p for p in staging.rglob("*") if p.is_file()):
-            s3.upload_file(str(path), worker.dataset.bucket, prefix + str(path.relative_to(staging)))
+        publish(self._s3(state, region), staging, worker.dataset.bucket, worker.dataset.prefix, region)
 
     def _sync(self, state: PlatformState, region: str) -> None:
         worker = next(w for w in self.config.workers if w.region == region)

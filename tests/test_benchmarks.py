@@ -4,9 +4,13 @@ by the benchmarks themselves, not asserted here)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,3 +36,33 @@ def test_synth_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     data = json.loads(output.read_text())
     assert [r["peerings"] for r in data["rows"]] == [3, 1, 3, 6]  # dev, then 1..3 worker regions: n(n-1)/2
     assert len({g["everything_else_added"] for g in data["growth"]}) == 1  # linear apart from the mesh
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
+                    reason="the WAN benchmark needs root (network namespaces) and iproute2")
+def test_wan_benchmark_runs_all_three_modes_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    from bench.wan_network import leftovers
+
+    output = tmp_path / "wan.json"
+    result = subprocess.run([sys.executable, "bench/wan.py", "--gigabytes", "0.005", "--repeats", "1", "--output",
+                             str(output), "--work-dir", str(tmp_path / "work")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads(output.read_text())
+    assert set(data["modes"]) == {"pinned", "unpinned", "naive"} and data["targets"]["checksums_agree"]
+    assert data["round_trip_ms"]["between_regions"]["median_ms"] >= 80  # 40 ms each way by default
+    naive, pinned = data["modes"]["naive"], data["modes"]["pinned"]
+    # Whatever the size: the naive run pulls every stored byte across (the analysis reads all of it); pinned far less.
+    stored = sum(data["stored_bytes"].values())
+    assert naive["proxied_bytes"]["storage (S3)"] >= stored and naive["link_bytes"] > stored > 4 * pinned["link_bytes"]
+    assert naive["misplaced_tasks"] == naive["regional_tasks"] and pinned["misplaced_tasks"] == 0
+    assert output.with_suffix(".png").stat().st_size > 10_000
+    assert data["leftovers"] == [] and leftovers() == []
+    assert "pinned" in result.stdout and "targets:" in result.stdout
+
+
+def test_wan_benchmark_names_bad_flags() -> None:
+    result = subprocess.run([sys.executable, "bench/wan.py", "--modes", "pinned,fast", "--gigabytes", "0"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--gigabytes 0: use 0.001 to 20" in result.stderr and "--modes 'pinned,fast'" in result.stderr

@@ -277,3 +277,35 @@ def test_dask_arrays_are_routed_in_both_array_modes(platform: dict[str, Any], qu
     # and ran there; only data-free constants (array-expression mode makes `+ 1` a node) may run elsewhere.
     assert report["misplaced"] == 0 and report["regional"] >= 16, report
     assert report["placement"]["pool-us-west-2"] >= report["regional"], report
+
+
+def test_opening_hands_back_metadata_not_the_data(platform: dict[str, Any]) -> None:
+    import pickle
+
+    client, catalog = platform["client"], platform["catalog"]
+    (store,) = catalog.find(variable_id="tas", experiment_id="ssp585")
+    cmip6 = dask_regions.open_dataset(client, store)
+    assert len(pickle.dumps(cmip6)) < cmip6.tas.nbytes / 4  # Dask's sizeof used to load it all into the result
+
+
+@pytest.mark.parametrize(("route", "restricted"), [(True, {"pool-us-east-1": 1}), (False, None)])
+def test_the_router_only_observes_when_routing_is_off(route: bool, restricted: dict[str, int] | None) -> None:
+    from types import SimpleNamespace
+
+    from dask_regions.routing import RegionRouter
+
+    router = RegionRouter(route=route)
+    read = SimpleNamespace(key=("region-us-east-1-tas-abc", 0), run_spec=None, dependencies=[],
+                           resource_restrictions=None)
+    mean = SimpleNamespace(key=("mean-def", 0), run_spec=None, dependencies=[read], resource_restrictions=None)
+    router._route(mean)
+    assert mean.resource_restrictions == restricted
+    assert router.regions[mean.key] == {"us-east-1"}  # known either way: the audit reports misplacement
+
+
+def test_routing_setting_must_be_a_boolean() -> None:
+    from dask_regions.routing import _flag
+
+    assert _flag("False", "dask_regions.route") is False and _flag(True, "dask_regions.route") is True
+    with pytest.raises(ValueError, match=r"dask_regions.route='sometimes': use true or false"):
+        _flag("sometimes", "dask_regions.route")

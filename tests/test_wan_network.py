@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bench.wan_network import leftovers, wan
+from bench.wan_network import hostname, leftovers, wan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
                                 reason="network namespaces need root and iproute2")
@@ -50,6 +50,23 @@ def test_a_stream_between_regions_is_shaped_and_counted_and_everything_is_remove
 
 def test_namespaces_are_removed_when_the_run_fails() -> None:
     with pytest.raises(RuntimeError, match="boom"), wan(["us-east-1"]):
-        assert len(leftovers()) == 2
+        assert sorted(leftovers()) == ["/etc/netns/crdwan-r1", "/etc/netns/crdwan-router", "crdwan-r1",
+                                       "crdwan-router"]  # the namespaces and their hosts files
         raise RuntimeError("boom")
+    assert leftovers() == []
+
+
+def test_a_region_name_is_loopback_at_home_and_the_region_address_elsewhere() -> None:
+    resolve = "import socket, sys; print(socket.gethostbyname(sys.argv[1]))"
+    with wan(["us-east-1", "us-west-2"]) as (router, links):
+        east, west = links["us-east-1"], links["us-west-2"]
+
+        def seen_from(namespace: str, name: str) -> str:
+            return subprocess.run(["ip", "netns", "exec", namespace, sys.executable, "-c", resolve, name],
+                                  capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+        assert seen_from(east.namespace, hostname("us-east-1")) == "127.0.0.1"
+        assert seen_from(east.namespace, hostname("us-west-2")) == west.address
+        assert seen_from(west.namespace, hostname("us-east-1")) == east.address
+        assert seen_from(router, hostname("us-west-2")) == west.address
     assert leftovers() == []

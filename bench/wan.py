@@ -1,0 +1,475 @@
+"""The WAN benchmark (issue 9): the platform's reason to exist, measured. Each region of a stack config runs in
+its own network namespace behind a router (bench/wan_network.py); links between regions are shaped with tc tbf
+and delayed by a user-space proxy (bench/wan_proxy.py). The scheduler and the catalog run in the client region;
+each worker region holds its pool and its S3 emulation (moto), reachable from elsewhere only across the WAN. The
+reference analysis then runs in three modes, each on a fresh cluster, N times:
+
+    pinned    dask_regions: the router keeps every task next to its data; only reduced maps cross regions
+    unpinned  plain Dask: the same graph, tasks wherever the scheduler puts them (the router only observes)
+    naive     the raw data pulled to the client region and computed there
+
+For each: wall time, bytes that crossed inter-region links (interface counters: the ground truth) next to the
+audit's figure (Dask's transfer logs), and a checksum of the results (all modes must agree). Medians go to
+bench/results/wan.json and a bar chart next to it. Needs root (network namespaces).
+
+    sudo python bench/wan.py                                   # ~1 GB per region, 50 Mbit/s, 40 ms, 3 repeats
+    sudo python bench/wan.py --gigabytes 0.02 --repeats 1      # a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.wan_agent import MODES  # noqa: E402
+from bench.wan_network import RegionLink, counters, leftovers, wan  # noqa: E402
+from components.config import ConfigError, StackConfig, WorkerConfig, load_stack_file  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "wan.json"
+# Ports inside every namespace (each has its own port space): the service listens on loopback, the region's
+# latency proxy on the region's address.
+SCHEDULER_PORT, WORKER_PORT, S3_PORT, CATALOG_PORT, ECHO_PORT = 8786, 8790, 9000, 9200, 9999
+SERVICES = {SCHEDULER_PORT: "dask scheduler", WORKER_PORT: "dask workers", S3_PORT: "storage (S3)",
+            CATALOG_PORT: "catalog"}
+WORKER_THREADS = 2
+MIB = 1 << 20
+TARGET_FASTER_THAN_NAIVE = 20.0
+BIN = Path(sys.executable).parent
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Sample data of about `gigabytes` per worker region, on ERA5's own 0.25 degree grid."""
+
+    gigabytes: float
+    lat: int = 721
+    lon: int = 1440
+
+    @property
+    def step_bytes(self) -> int:
+        return self.lat * self.lon * 4
+
+    @property
+    def era5_steps_per_month(self) -> int:  # 12 monthly files
+        return max(4, round(self.gigabytes * 1e9 / (12 * self.step_bytes)))
+
+    @property
+    def cmip6_steps_per_month(self) -> int:  # 2090-2100: 132 months
+        return max(1, round(self.gigabytes * 1e9 / (132 * self.step_bytes)))
+
+    def grid(self) -> tuple[int, int]:
+        """A coarser grid for small runs (below ~0.5 GB: fewer steps would make every chunk tiny)."""
+        if self.gigabytes >= 0.5:
+            return self.lat, self.lon
+        scale = max(0.05, (self.gigabytes / 0.5) ** 0.5)
+        return max(8, int(self.lat * scale)), max(16, int(self.lon * scale))
+
+
+@dataclass
+class Processes:
+    """Every process the benchmark starts, each in its own process group, stopped on exit whatever happens."""
+
+    logs: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, namespace: str, command: Sequence[str], env: dict[str, str]) -> None:
+        with (self.logs / f"{name}.log").open("wb") as log:
+            self.running[name] = subprocess.Popen(["ip", "netns", "exec", namespace, *command], stdout=log,
+                                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                                  start_new_session=True)
+
+    def stop(self, names: Sequence[str] | None = None) -> None:
+        chosen = list(self.running) if names is None else [n for n in names if n in self.running]
+        for name in chosen:
+            if self.running[name].poll() is None:
+                os.killpg(self.running[name].pid, signal.SIGTERM)
+        for name in chosen:
+            process = self.running.pop(name)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def check(self, name: str) -> None:
+        if (code := self.running[name].poll()) is not None:
+            raise BenchError(f"{name} exited with {code}; see {self.logs / (name + '.log')}")
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+            "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+            "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
+            # moto takes the first label of a host name for a bucket (virtual-host style) unless told not to
+            "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
+
+
+def agent(namespace: str, *arguments: str, timeout: float = 1800) -> dict[str, Any]:
+    """Run one bench/wan_agent.py command inside a namespace; returns its JSON answer."""
+    result = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, str(ROOT / "bench" / "wan_agent.py"),
+                             *arguments], capture_output=True, text=True, env=environment(), timeout=timeout,
+                            check=False)
+    if result.returncode != 0:
+        raise BenchError(f"wan_agent {arguments[0]} in {namespace} failed:\n{result.stderr[-3000:]}")
+    answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
+    """Each worker region's sample data (ERA5-like monthly netCDF or a CMIP6-like zarr store), kept between runs
+    of the same size."""
+    from local_platform.data import write_cmip6_like, write_era5_like
+
+    staging: dict[str, Path] = {}
+    lat, lon = sizes.grid()
+    for worker in config.workers:
+        directory = work / "staging" / worker.region
+        marker = directory / ".size.json"
+        wanted = {"gigabytes": sizes.gigabytes, "lat": lat, "lon": lon, "kind": _kind(worker)}
+        if not (marker.exists() and json.loads(marker.read_text()) == wanted):
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            if _kind(worker) == "cmip6":
+                write_cmip6_like(directory, years=range(2090, 2101), lat=lat, lon=lon,
+                                 steps_per_month=sizes.cmip6_steps_per_month, time_chunk=6)
+            else:
+                write_era5_like(directory, years=(2000,), steps=sizes.era5_steps_per_month, lat=lat, lon=lon)
+            marker.write_text(json.dumps(wanted))
+        staging[worker.region] = directory
+    return staging
+
+
+def _kind(worker: WorkerConfig) -> str:
+    return "cmip6" if worker.dataset.prefix.startswith("CMIP6") else "era5"
+
+
+def check_config(config: StackConfig) -> None:
+    kinds = sorted(_kind(w) for w in config.workers)
+    if kinds != ["cmip6", "era5"]:
+        raise BenchError("the reference analysis needs one ERA5 region and one CMIP6 region (like Pulumi.dev.yaml); "
+                         f"this stack has {', '.join(f'{w.region}: {w.dataset.bucket}' for w in config.workers)}")
+    if config.client.region in {w.region for w in config.workers}:
+        raise BenchError(f"client.region {config.client.region} is also a worker region: the benchmark needs the "
+                         "client in a region of its own (the data has to be elsewhere for the WAN to matter)")
+
+
+def link_bytes(router: str, links: dict[str, RegionLink]) -> dict[str, dict[str, int]]:
+    return {region: dict(zip(("into", "out_of"), counters(link, router), strict=True))
+            for region, link in links.items()}
+
+
+def crossed(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Bytes that crossed between regions: everything that left any region (it can only go to another one)."""
+    per_region = {region: {way: after[region][way] - before[region][way] for way in ("into", "out_of")}
+                  for region in after}
+    return {"total": sum(r["out_of"] for r in per_region.values()), "per_region": per_region}
+
+
+@contextmanager
+def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], arguments: argparse.Namespace,
+                           processes: Processes, stored: dict[str, int]) -> Iterator[tuple[str, dict[str, RegionLink]]]:
+    """The WAN with the long-lived services in place: proxies everywhere, S3 emulations with their data in the
+    worker regions, the catalog in the client region, filled by each region's nightly sync."""
+    from osmem_server import resolve_binary
+
+    regions = [config.client.region] + [w.region for w in config.workers]
+    with wan(regions, rate_mbit=arguments.rate_mbit) as (router, links):
+        env = environment()
+        for region, link in links.items():
+            network = ".".join(link.address.split(".")[:3]) + ".0/24"
+            processes.start(f"proxy-{region}", link.namespace, [
+                sys.executable, str(ROOT / "bench" / "wan_proxy.py"), "serve", "--listen", link.address,
+                "--own-network", network, "--delay-ms", str(arguments.delay_ms), "--echo-port", str(ECHO_PORT),
+                "--account", str(processes.logs / f"proxy-{region}.connections.jsonl"),
+                "--ports", ",".join(map(str, (SCHEDULER_PORT, WORKER_PORT, S3_PORT, CATALOG_PORT)))], env)
+        client_ns = links[config.client.region].namespace
+        processes.start("catalog", client_ns, [resolve_binary(), "-addr", f"127.0.0.1:{CATALOG_PORT}",
+                                               "-no-stdin-watch", "-no-ja"], env)
+        for worker in config.workers:
+            processes.start(f"s3-{worker.region}", links[worker.region].namespace,
+                            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(S3_PORT)], env)
+        agent(client_ns, "wait-port", "--port", str(CATALOG_PORT))
+        for worker in config.workers:
+            namespace = links[worker.region].namespace
+            agent(namespace, "wait-port", "--port", str(S3_PORT))
+            common = ["--bucket", worker.dataset.bucket, "--prefix", worker.dataset.prefix, "--region", worker.region,
+                      "--s3-port", str(S3_PORT)]
+            done = agent(namespace, "upload", "--staging", str(staging[worker.region]), *common)
+            stored[worker.region] = done["bytes"]
+            print(f"  {worker.region}: {done['bytes'] / 1e9:.2f} GB into its S3 emulation in {done['seconds']:.0f} s",
+                  flush=True)
+            # The nightly job publishes to the catalog in the client region: across the WAN, as in AWS.
+            agent(namespace, "sync", *common, "--fsx-path", worker.fsx_path, "--catalog",
+                  f"http://{config.client.region}.wan:{CATALOG_PORT}")
+        try:
+            yield router, links
+        finally:
+            processes.stop()  # before the namespaces go: nothing may keep one alive
+
+
+def measure_rtt(links: dict[str, RegionLink], client_region: str, worker_region: str) -> dict[str, Any]:
+    client_ns = links[client_region].namespace
+    rtt = [sys.executable, str(ROOT / "bench" / "wan_proxy.py"), "rtt", "--port", str(ECHO_PORT), "--host"]
+    results = {}
+    for name, host in (("between_regions", links[worker_region].address),
+                       ("within_region", links[client_region].address)):
+        done = subprocess.run(["ip", "netns", "exec", client_ns, *rtt, host], capture_output=True, text=True,
+                              check=True, timeout=60)
+        results[name] = json.loads(done.stdout)
+    return results
+
+
+def run_mode(mode: str, config: StackConfig, router: str, links: dict[str, RegionLink],
+             processes: Processes, index: int) -> dict[str, Any]:
+    """One run of one mode on a fresh cluster: scheduler (router enforcing or only observing) in the client
+    region, one worker per pool in each region (the client region's pool combines results)."""
+    client = links[config.client.region]
+    combine_pool = f"pool-{config.client.region}"
+    env = {**environment(), "DASK_DASK_REGIONS__COMBINE_POOL": combine_pool,
+           "DASK_DASK_REGIONS__ROUTE": "True" if mode == "pinned" else "False"}
+    scheduler = f"tcp://{client.address}:{SCHEDULER_PORT}"
+    names = [f"{mode}{index}-scheduler"]
+    started = time.time()
+    processes.start(names[0], client.namespace, [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
+                                                 str(SCHEDULER_PORT), "--no-dashboard", "--preload",
+                                                 "dask_regions.routing"], env)
+    try:
+        agent(client.namespace, "wait-port", "--port", str(SCHEDULER_PORT))
+        for region, link in links.items():
+            pool = f"pool-{region}"
+            names.append(f"{mode}{index}-{pool}")
+            processes.start(names[-1], link.namespace, [
+                str(BIN / "dask"), "worker", scheduler, "--name", pool, "--nthreads", str(WORKER_THREADS),
+                "--resources", f"{pool}={WORKER_THREADS}", "--no-nanny", "--no-dashboard",
+                "--listen-address", f"tcp://127.0.0.1:{WORKER_PORT}",
+                "--contact-address", f"tcp://{link.address}:{WORKER_PORT}",
+                "--local-directory", str(processes.logs / "dask" / names[-1])], env)
+        agent(client.namespace, "wait-cluster", "--scheduler", scheduler, "--workers", str(len(links)))
+        before = link_bytes(router, links)
+        result = agent(client.namespace, "analyse", "--mode", mode, "--scheduler", scheduler, "--catalog",
+                       f"http://127.0.0.1:{CATALOG_PORT}", "--combine-pool", combine_pool, "--s3-port", str(S3_PORT))
+        result["link_bytes"] = crossed(before, link_bytes(router, links))
+    finally:
+        processes.stop(names)
+    # The run's connections have closed with its cluster: the proxies' accounts now hold all of them.
+    result["proxied_bytes"] = proxied(processes.logs, started)
+    return result
+
+
+def proxied(logs: Path, since: float) -> dict[str, int]:
+    """Payload bytes of connections between regions since `since`, per service, from the proxies' accounts
+    (what the link counters see, without headers and acknowledgements, split by who was talking)."""
+    totals = dict.fromkeys(SERVICES.values(), 0)
+    for path in logs.glob("proxy-*.connections.jsonl"):
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            if entry["foreign"] and entry["time"] >= since and entry["port"] in SERVICES:
+                totals[SERVICES[entry["port"]]] += entry["received"] + entry["sent"]
+    return totals
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    by_mode: dict[str, Any] = {}
+    for mode in MODES:
+        mine = [r for r in runs if r["mode"] == mode]
+        if not mine:
+            continue
+        by_mode[mode] = {
+            "runs": len(mine),
+            "wall_seconds": statistics.median(r["wall_seconds"] for r in mine),
+            "link_bytes": int(statistics.median(r["link_bytes"]["total"] for r in mine)),
+            "audit_bytes": int(statistics.median(r["audit_bytes"] for r in mine)),
+            "proxied_bytes": {service: int(statistics.median(r["proxied_bytes"][service] for r in mine))
+                              for service in SERVICES.values()},
+            "misplaced_tasks": int(statistics.median(r["misplaced_tasks"] for r in mine)),
+            "regional_tasks": mine[0]["regional_tasks"], "checksums": sorted({r["checksum"] for r in mine}),
+            "result_bytes": mine[0]["result_bytes"], "input_bytes": mine[0]["input_bytes"]}
+    return by_mode
+
+
+def targets(by_mode: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if "pinned" in by_mode:
+        pinned = by_mode["pinned"]
+        limit = 2 * pinned["result_bytes"] + MIB
+        found["pinned_bytes"] = {"measured": pinned["link_bytes"], "limit": limit,
+                                 "met": pinned["link_bytes"] <= limit,
+                                 "target": "pinned moves <= 2x the reduced results + 1 MiB across regions"}
+        if "naive" in by_mode:
+            speedup = by_mode["naive"]["wall_seconds"] / pinned["wall_seconds"]
+            found["pinned_vs_naive"] = {"speedup": round(speedup, 1), "target": TARGET_FASTER_THAN_NAIVE,
+                                        "met": speedup >= TARGET_FASTER_THAN_NAIVE}
+    checksums = {c for mode in by_mode.values() for c in mode["checksums"]}
+    found["checksums_agree"] = len(checksums) == 1
+    return found
+
+
+def chart(by_mode: dict[str, Any], setting: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(by_mode)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    seconds = [by_mode[m]["wall_seconds"] for m in modes]
+    left.bar(modes, seconds, color=["#2a9d8f", "#e9c46a", "#e76f51"][:len(modes)])
+    left.set_ylabel("wall time, s (median)")
+    for x, value in enumerate(seconds):
+        left.annotate(f"{value:.1f} s", (x, value), ha="center", va="bottom")
+    width = 0.38
+    positions = range(len(modes))
+    measured = [by_mode[m]["link_bytes"] / 1e6 for m in modes]
+    audited = [by_mode[m]["audit_bytes"] / 1e6 for m in modes]
+    right.bar([p - width / 2 for p in positions], measured, width, label="link counters (all traffic)")
+    right.bar([p + width / 2 for p in positions], audited, width, label="audit (Dask transfers)")
+    right.set_xticks(list(positions), modes)
+    right.set_ylabel("MB across regions (median)")
+    right.legend()
+    for x, value in enumerate(measured):
+        right.annotate(f"{value:.1f}", (x - width / 2, value), ha="center", va="bottom")
+    figure.suptitle(f"Reference analysis across simulated regions ({setting})")
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", default="dev", help="the stack config (Pulumi.<stack>.yaml) whose regions to run")
+    parser.add_argument("--gigabytes", type=float, default=1.0, help="sample data per worker region (default 1)")
+    parser.add_argument("--rate-mbit", type=float, default=50.0, help="each region's link, both ways (default 50)")
+    parser.add_argument("--delay-ms", type=float, default=40.0, help="one-way latency between regions (default 40)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each mode; medians are reported (default 3)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON results (a PNG chart goes beside it)")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/crossregiondask-wan"),
+                        help="sample data (kept for the next run of the same size) and logs")
+    arguments = parser.parse_args(argv)
+    problems = []
+    if not 0.001 <= arguments.gigabytes <= 20:
+        problems.append(f"--gigabytes {arguments.gigabytes:g}: use 0.001 to 20")
+    if not 1 <= arguments.rate_mbit <= 10_000:
+        problems.append(f"--rate-mbit {arguments.rate_mbit:g}: use 1 to 10000")
+    if not 0 <= arguments.delay_ms <= 1000:
+        problems.append(f"--delay-ms {arguments.delay_ms:g}: use 0 to 1000")
+    if not 1 <= arguments.repeats <= 20:
+        problems.append(f"--repeats {arguments.repeats}: use 1 to 20")
+    arguments.modes = [m.strip() for m in arguments.modes.split(",") if m.strip()]
+    if not arguments.modes or any(m not in MODES for m in arguments.modes):
+        problems.append(f"--modes {','.join(arguments.modes)!r}: use a comma-separated list of {', '.join(MODES)}")
+    if problems:
+        parser.error("; ".join(problems))
+    return arguments
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = parse(argv)
+    try:
+        if os.geteuid() != 0:
+            raise BenchError("the WAN benchmark needs root (it creates network namespaces): run it with sudo")
+        for tool in ("ip", "tc"):
+            if not shutil.which(tool):
+                raise BenchError(f"`{tool}` is missing: install iproute2")
+        if leftovers():
+            raise BenchError(f"namespaces of an earlier run are still there: {', '.join(leftovers())}; remove them "
+                             "with `ip netns delete <name>` (and rm -r /etc/netns/crdwan-*)")
+        config = load_stack_file(ROOT, arguments.stack)
+        check_config(config)
+        return run(config, arguments)
+    except (BenchError, ConfigError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run(config: StackConfig, arguments: argparse.Namespace) -> int:
+    sizes = Sizes(arguments.gigabytes)
+    work = arguments.work_dir.resolve()
+    logs = work / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    setting = f"{arguments.rate_mbit:g} Mbit/s, {arguments.delay_ms:g} ms one way"
+    print(f"generating ~{sizes.gigabytes:g} GB of sample data per worker region in {work / 'staging'}", flush=True)
+    staging = generate(config, sizes, work)
+    processes = Processes(logs)
+    runs: list[dict[str, Any]] = []
+    stored: dict[str, int] = {}
+    try:
+        print(f"building the WAN ({setting}) and loading the regions' storage", flush=True)
+        with platform_in_namespaces(config, staging, arguments, processes, stored) as (router, links):
+            rtt = measure_rtt(links, config.client.region, config.workers[0].region)
+            print(f"round trip {config.client.region} -> {config.workers[0].region}: "
+                  f"{rtt['between_regions']['median_ms']:.1f} ms (within a region: "
+                  f"{rtt['within_region']['median_ms']:.2f} ms)", flush=True)
+            for index in range(1, arguments.repeats + 1):
+                for mode in arguments.modes:
+                    result = run_mode(mode, config, router, links, processes, index)
+                    runs.append(result)
+                    print(f"  run {index} {mode:<9} {result['wall_seconds']:7.1f} s  "
+                          f"{result['link_bytes']['total'] / 1e6:9.1f} MB on the links  "
+                          f"{result['audit_bytes'] / 1e6:9.1f} MB in the audit  "
+                          f"misplaced {result['misplaced_tasks']}/{result['regional_tasks']}  "
+                          f"checksum {result['checksum']}", flush=True)
+    finally:
+        processes.stop()
+    remaining = leftovers()
+    by_mode = summarise(runs)
+    found = targets(by_mode)
+    output: Path = arguments.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    picture = output.with_suffix(".png")
+    result = {"benchmark": "wan", "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                          "cpus": os.cpu_count()},
+              "command": " ".join(["python", "bench/wan.py", *(sys.argv[1:])]),
+              "stack": config.stack, "client_region": config.client.region,
+              "worker_regions": [w.region for w in config.workers],
+              "settings": {"gigabytes_per_region": sizes.gigabytes, "grid": list(sizes.grid()),
+                           "rate_mbit": arguments.rate_mbit, "delay_ms_one_way": arguments.delay_ms,
+                           "repeats": arguments.repeats, "dask_comm": "tcp (plain; TLS costs the same in every mode)"},
+              "stored_bytes": stored, "round_trip_ms": rtt, "modes": by_mode, "targets": found, "runs": runs,
+              "chart": str(picture),
+              "leftovers": remaining,
+              "difference_explained": (
+                  "link counters count every byte that left a region: Dask's worker-to-worker transfers, which the "
+                  "audit counts too, plus what it cannot see: reads that tasks make straight from another region's "
+                  "storage (S3 requests and responses), scheduler and client messages (graphs, task assignments, "
+                  "heartbeats), and TCP/IP and Ethernet headers and acknowledgements. proxied_bytes splits the "
+                  "payload by service: 'dask workers' is what the audit sees (plus the scheduler fetching results "
+                  "for the client), 'storage (S3)' what it cannot")}
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    chart(by_mode, setting, picture)
+    print(f"\n{'mode':<10} {'wall s':>8} {'links MB':>10} {'audit MB':>10} {'misplaced':>10}  checksum")
+    for mode, row in by_mode.items():
+        print(f"{mode:<10} {row['wall_seconds']:>8.1f} {row['link_bytes'] / 1e6:>10.2f} "
+              f"{row['audit_bytes'] / 1e6:>10.2f} {row['misplaced_tasks']:>4}/{row['regional_tasks']:<5}  "
+              f"{', '.join(row['checksums'])}")
+        print(" " * 10 + "  between regions by service: " + ", ".join(
+            f"{service} {size / 1e6:.2f} MB" for service, size in row["proxied_bytes"].items()))
+    print(f"targets: {json.dumps(found)}")
+    print(f"-> {output} and {picture}; namespaces left: {remaining or 'none'}")
+    return 0 if found["checksums_agree"] and not remaining else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,7 @@ from components.dask_tls import container_secrets, read_secret_statements
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
-from components.resources import RegionalComponent
+from components.resources import RegionalComponent, pull_and_log_statements
 from components.scaling import METRIC_NAMESPACE, scheduler_environment
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -183,14 +183,8 @@ class ClientRegion(RegionalComponent):
         log_group = self._log_group("scheduler")
         execution_role = self._role("scheduler-execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
             self._args.repository_arn, log_group.arn, self._args.scheduler_tls_secret_arn,
-            self._args.key_arn).apply(lambda v: [
-                # GetAuthorizationToken has no resource-level permissions: "*" is the only valid resource.
-                {"Sid": "EcrAuthorizationHasNoResourceScoping", "Effect": "Allow",
-                 "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-                {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                                               "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
-                {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                 "Resource": f"{v[1]}:*"}, *read_secret_statements(v[2], v[3])]))
+            self._args.key_arn).apply(lambda v: [*pull_and_log_statements(v[0], v[1]),
+                                                 *read_secret_statements(v[2], v[3])]))
         # The demand plugin publishes each pool's figure to CloudWatch in the pool's region.
         task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", [{
             "Sid": "PutMetricDataHasNoResourceScoping", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",

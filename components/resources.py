@@ -19,6 +19,18 @@ def assume_role_policy(service: str, account: str | None = None) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
 
 
+def pull_and_log_statements(repository_arn: str, log_group_arn: str) -> list[dict[str, Any]]:
+    """What an ECS task's execution role needs to pull the image from its repository and write to its log
+    group, nothing more."""
+    return [
+        # GetAuthorizationToken has no resource-level permissions: "*" is the only valid resource.
+        {"Sid": "EcrAuthorizationHasNoResourceScoping", "Effect": "Allow", "Action": "ecr:GetAuthorizationToken",
+         "Resource": "*"},
+        {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
+                                       "ecr:BatchCheckLayerAvailability"], "Resource": repository_arn},
+        {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{log_group_arn}:*"}]
+
+
 def service_role(name: str, service: str, opts: pulumi.ResourceOptions, *,
                  statements: pulumi.Input[list[dict[str, Any]]] | None = None, managed: Sequence[str] = (),
                  account: pulumi.Input[str] | None = None) -> aws.iam.Role:

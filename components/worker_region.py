@@ -20,7 +20,7 @@ from components.naming import Naming
 from components.network import RegionalVpc
 from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
-from components.resources import RegionalComponent
+from components.resources import RegionalComponent, pull_and_log_statements
 from components.scaling import METRIC_NAME, METRIC_NAMESPACE, exact_capacity_steps, metric_stack
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
@@ -265,14 +265,8 @@ class WorkerRegion(RegionalComponent):
             f"{self._name}-workers-log", name=args.naming.log_group(self._region, "workers"),
             retention_in_days=args.log_retention_days, opts=self._child)
         execution_role = self._role("execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
-            args.repository_arn, log_group.arn, args.tls_secret_arn, args.key_arn).apply(lambda v: [
-                # GetAuthorizationToken has no resource-level permissions: "*" is the only valid resource.
-                {"Sid": "EcrAuthorizationHasNoResourceScoping", "Effect": "Allow",
-                 "Action": "ecr:GetAuthorizationToken", "Resource": "*"},
-                {"Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-                                               "ecr:BatchCheckLayerAvailability"], "Resource": v[0]},
-                {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                 "Resource": f"{v[1]}:*"}, *read_secret_statements(v[2], v[3])]))
+            args.repository_arn, log_group.arn, args.tls_secret_arn, args.key_arn).apply(
+                lambda v: [*pull_and_log_statements(v[0], v[1]), *read_secret_statements(v[2], v[3])]))
         # Busy workers protect their task from scale-in through the ECS agent (dask_regions/protection.py).
         account = aws.get_caller_identity_output(opts=self._invoke).account_id
         task_role = self._role("workers-task", "ecs-tasks.amazonaws.com", pulumi.Output.all(

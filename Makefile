@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: test demo lint typecheck unit clean-venv
+.PHONY: test demo bench-wan lint typecheck unit clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: lint typecheck unit
 # The local platform's demo: up, the reference analysis with its audit and a plot, down.
 demo: $(STAMP)
 	$(BIN)/python -m local_platform demo --stack dev
+
+# The WAN benchmark (as root: it creates network namespaces); ARGS passes flags, e.g. ARGS="--repeats 1".
+bench-wan: $(STAMP)
+	$(BIN)/python bench/wan.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

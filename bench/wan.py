@@ -68,7 +68,8 @@ class Sizes:
 
     @property
     def step_bytes(self) -> int:
-        return self.lat * self.lon * 4
+        lat, lon = self.grid()
+        return lat * lon * 4
 
     @property
     def era5_steps_per_month(self) -> int:  # 12 monthly files
@@ -146,7 +147,7 @@ def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
     for worker in config.workers:
         directory = work / "staging" / worker.region
         marker = directory / ".size.json"
-        wanted = {"gigabytes": sizes.gigabytes, "lat": lat, "lon": lon, "kind": _kind(worker)}
+        wanted = {"gigabytes": sizes.gigabytes, "lat": lat, "lon": lon, "kind": _kind(worker), "layout": 2}
         if not (marker.exists() and json.loads(marker.read_text()) == wanted):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
@@ -154,7 +155,10 @@ def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
                 write_cmip6_like(directory, years=range(2090, 2101), lat=lat, lon=lon,
                                  steps_per_month=sizes.cmip6_steps_per_month, time_chunk=6)
             else:
-                write_era5_like(directory, years=(2000,), steps=sizes.era5_steps_per_month, lat=lat, lon=lon)
+                # One stored chunk per monthly file, read by one task in one request: the S3 emulation copies a
+                # whole object for every ranged GET, a cost S3 does not have.
+                steps = sizes.era5_steps_per_month
+                write_era5_like(directory, years=(2000,), steps=steps, lat=lat, lon=lon, time_chunk=steps)
             marker.write_text(json.dumps(wanted))
         staging[worker.region] = directory
     return staging

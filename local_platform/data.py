@@ -13,9 +13,11 @@ CMIP6_STORE = "UKESM1-0-LL/ssp585/r1i1p1f2/Amon/tas/gn/v20190507"
 
 
 def write_era5_like(root: Path, *, years: tuple[int, ...] = (2000,), months: int = 12, steps: int = 24,
-                    lat: int = 73, lon: int = 144) -> list[str]:
-    """ERA5-like monthly files `YYYY/MM/data/air_temperature_at_2_metres.nc` (time0, lat, lon) under `root`;
-    returns their keys relative to `root`."""
+                    lat: int = 73, lon: int = 144, time_chunk: int | None = None) -> list[str]:
+    """ERA5-like monthly files `YYYY/MM/data/air_temperature_at_2_metres.nc` (time0, lat, lon) under `root`,
+    stored in chunks of `time_chunk` steps (a quarter of the month by default); returns their keys relative to
+    `root`."""
+    chunk = time_chunk or max(1, steps // 4)
     rng = np.random.default_rng(1)
     latitudes, longitudes = np.linspace(90, -90, lat), np.linspace(0, 360, lon, endpoint=False)
     climate = 288 - 30 * np.abs(np.sin(np.radians(latitudes)))[:, None] + np.zeros((lat, lon))
@@ -30,7 +32,7 @@ def write_era5_like(root: Path, *, years: tuple[int, ...] = (2000,), months: int
             key = f"{year}/{month:02d}/data/{ERA5_VARIABLE}.nc"
             (root / key).parent.mkdir(parents=True, exist_ok=True)
             dataset.to_netcdf(root / key, engine="h5netcdf",
-                              encoding={ERA5_VARIABLE: {"chunksizes": (max(1, steps // 4), lat, lon)}})
+                              encoding={ERA5_VARIABLE: {"chunksizes": (min(chunk, steps), lat, lon)}})
             keys.append(key)
     return keys
 

@@ -309,3 +309,20 @@ def test_routing_setting_must_be_a_boolean() -> None:
     assert _flag("False", "dask_regions.route") is False and _flag(True, "dask_regions.route") is True
     with pytest.raises(ValueError, match=r"dask_regions.route='sometimes': use true or false"):
         _flag("sometimes", "dask_regions.route")
+
+
+def test_auto_chunks_are_whole_multiples_of_the_stored_chunks(tmp_path: Path) -> None:
+    import dask
+
+    from dask_regions.api import _open_lazily, stored_chunks
+    from local_platform.data import CMIP6_STORE, write_cmip6_like
+
+    write_cmip6_like(tmp_path, years=range(2090, 2101), lat=30, lon=60, time_chunk=12)  # 86 KB stored chunks
+    lazy = _open_lazily(str(tmp_path / CMIP6_STORE), None, {})
+    with dask.config.set({"array.chunk-size": "200KiB"}):  # small, so that "auto" has to split this store
+        plain = lazy.chunk("auto").tas.chunks
+        chunked = lazy.chunk(stored_chunks(lazy, "auto")).tas.chunks
+    assert plain[1:] != ((30,), (60,))  # what Dask's "auto" alone does: tiles that cut every stored chunk
+    assert chunked[1:] == ((30,), (60,)) and all(size % 12 == 0 for size in chunked[0][:-1]), chunked
+    assert len(chunked[0]) > 1
+    assert stored_chunks(lazy, {"time": 24}) == {"time": 24}  # explicit chunks are the caller's

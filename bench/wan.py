@@ -329,6 +329,12 @@ def targets(by_mode: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def _shown(path: Path) -> str:
+    """A path as the reader should see it: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(resolved)
+
+
 def chart(by_mode: dict[str, Any], setting: str, path: Path) -> None:
     import matplotlib
 
@@ -452,7 +458,7 @@ def run(config: StackConfig, arguments: argparse.Namespace) -> int:
                            "rate_mbit": arguments.rate_mbit, "delay_ms_one_way": arguments.delay_ms,
                            "repeats": arguments.repeats, "dask_comm": "tcp (plain; TLS costs the same in every mode)"},
               "stored_bytes": stored, "round_trip_ms": rtt, "modes": by_mode, "targets": found, "runs": runs,
-              "chart": str(picture),
+              "chart": _shown(picture),
               "leftovers": remaining,
               "difference_explained": (
                   "link counters count every byte that left a region: Dask's worker-to-worker transfers, which the "

@@ -245,7 +245,7 @@ def measure_rtt(links: dict[str, RegionLink], client_region: str, worker_region:
 
 
 def run_mode(mode: str, config: StackConfig, router: str, links: dict[str, RegionLink],
-             processes: Processes, index: int) -> dict[str, Any]:
+             processes: Processes, index: int, analysis_timeout: float) -> dict[str, Any]:
     """One run of one mode on a fresh cluster: scheduler (router enforcing or only observing) in the client
     region, one worker per pool in each region (the client region's pool combines results)."""
     client = links[config.client.region]
@@ -272,7 +272,8 @@ def run_mode(mode: str, config: StackConfig, router: str, links: dict[str, Regio
         agent(client.namespace, "wait-cluster", "--scheduler", scheduler, "--workers", str(len(links)))
         before = link_bytes(router, links)
         result = agent(client.namespace, "analyse", "--mode", mode, "--scheduler", scheduler, "--catalog",
-                       f"http://127.0.0.1:{CATALOG_PORT}", "--combine-pool", combine_pool, "--s3-port", str(S3_PORT))
+                       f"http://127.0.0.1:{CATALOG_PORT}", "--combine-pool", combine_pool, "--s3-port", str(S3_PORT),
+                       timeout=analysis_timeout)
         result["link_bytes"] = crossed(before, link_bytes(router, links))
     finally:
         processes.stop(names)
@@ -407,9 +408,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_stack_file(ROOT, arguments.stack)
         check_config(config)
         return run(config, arguments)
-    except (BenchError, ConfigError) as error:
+    except (BenchError, ConfigError, subprocess.TimeoutExpired) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted; processes stopped, namespaces left: {leftovers() or 'none'}", file=sys.stderr)
+        return 130
 
 
 def run(config: StackConfig, arguments: argparse.Namespace) -> int:
@@ -422,6 +426,8 @@ def run(config: StackConfig, arguments: argparse.Namespace) -> int:
     print(f"generating ~{sizes.gigabytes:g} GB of sample data per worker region in {work / 'staging'}", flush=True)
     staging = generate(config, sizes, work)
     processes = Processes(logs)
+    # Naive pulls every stored byte through one region's link: allow three times that, and at least 30 minutes.
+    timeout = max(1800.0, 3 * 2 * sizes.gigabytes * 8e9 / (arguments.rate_mbit * 1e6))
     runs: list[dict[str, Any]] = []
     stored: dict[str, int] = {}
     try:
@@ -433,7 +439,7 @@ def run(config: StackConfig, arguments: argparse.Namespace) -> int:
                   f"{rtt['within_region']['median_ms']:.2f} ms)", flush=True)
             for index in range(1, arguments.repeats + 1):
                 for mode in arguments.modes:
-                    result = run_mode(mode, config, router, links, processes, index)
+                    result = run_mode(mode, config, router, links, processes, index, timeout)
                     runs.append(result)
                     print(f"  run {index} {mode:<9} {result['wall_seconds']:7.1f} s  "
                           f"{result['link_bytes']['total'] / 1e6:9.1f} MB on the links  "

@@ -56,6 +56,8 @@ def test_wan_benchmark_runs_all_three_modes_and_leaves_nothing_behind(tmp_path: 
     stored = sum(data["stored_bytes"].values())
     assert naive["proxied_bytes"]["storage (S3)"] >= stored and naive["link_bytes"] > stored > 4 * pinned["link_bytes"]
     assert naive["misplaced_tasks"] == naive["regional_tasks"] and pinned["misplaced_tasks"] == 0
+    # Pinned: no process outside a region (client, scheduler, another region's worker) touched its storage.
+    assert pinned["proxied_bytes"]["storage (S3)"] == 0
     assert output.with_suffix(".png").stat().st_size > 10_000
     assert data["leftovers"] == [] and leftovers() == []
     assert "pinned" in result.stdout and "targets:" in result.stdout

@@ -48,7 +48,8 @@ class Opened:
         self.dataset = dataset
 
 
-def _open_remotely(path: str, engine: str | None, options: dict[str, Any]) -> Opened:
+def _open_in_region(path: str, engine: str | None, options: dict[str, Any]) -> Opened:
+    """Runs on a worker of the data's region."""
     return Opened(_open_lazily(path, engine, options))
 
 
@@ -56,7 +57,6 @@ def _open_lazily(path: str, engine: str | None, options: dict[str, Any]) -> Any:
     """Read the metadata, return a lazy (not yet dask) Dataset. Not cached in memory: a cached variable loads
     whole on first use."""
     import xarray as xr
-
 
     location = local_path(path)
     remote = is_remote(location)
@@ -163,7 +163,7 @@ def open_dataset(client: Any, record_or_path: Any, *, region: str | None = None,
     path, found = _target(record_or_path, region)
     pool = pool_of_region(found)
     wait_for_pools(client, [pool], timeout)
-    lazy = client.submit(_open_remotely, path, engine, options, resources={pool: 1}, pure=False).result().dataset
+    lazy = client.submit(_open_in_region, path, engine, options, resources={pool: 1}, pure=False).result().dataset
     dataset = lazy.chunk(stored_chunks(lazy, chunks), name_prefix=name_prefix(found))
     dataset.attrs["dask_regions_region"] = found
     return dataset
@@ -182,7 +182,7 @@ def open_mfdataset(client: Any, records: Sequence[Any], *, concat_dim: str, regi
     (found,) = regions
     pool = pool_of_region(found)
     wait_for_pools(client, [pool], timeout)
-    futures = [client.submit(_open_remotely, path, engine, options, resources={pool: 1}, pure=False)
+    futures = [client.submit(_open_in_region, path, engine, options, resources={pool: 1}, pure=False)
                for path, _ in targets]
     parts = [opened.dataset.chunk(stored_chunks(opened.dataset, chunks), name_prefix=name_prefix(found))
              for opened in client.gather(futures)]

@@ -12,8 +12,8 @@ For each: wall time, bytes that crossed inter-region links (interface counters: 
 audit's figure (Dask's transfer logs), and a checksum of the results (all modes must agree). Medians go to
 bench/results/wan.json and a bar chart next to it. Needs root (network namespaces).
 
-    sudo python bench/wan.py                                   # ~1 GB per region, 50 Mbit/s, 40 ms, 3 repeats
-    sudo python bench/wan.py --gigabytes 0.02 --repeats 1      # a smoke run
+    sudo make bench-wan                                        # ~1 GB per region, 50 Mbit/s, 40 ms, 3 repeats
+    sudo .venv/bin/python bench/wan.py --gigabytes 0.02 --repeats 1      # a quick run (after make test)
 """
 
 from __future__ import annotations

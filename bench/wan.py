@@ -277,9 +277,23 @@ def run_mode(mode: str, config: StackConfig, router: str, links: dict[str, Regio
         result["link_bytes"] = crossed(before, link_bytes(router, links))
     finally:
         processes.stop(names)
-    # The run's connections have closed with its cluster: the proxies' accounts now hold all of them.
+    # The run's connections closed with its cluster; the proxies write each one's account as it ends.
+    _settle(processes.logs.glob("proxy-*.connections.jsonl"))
     result["proxied_bytes"] = proxied(processes.logs, started)
     return result
+
+
+def _settle(paths: Iterator[Path], quiet: float = 0.3, limit: float = 10.0) -> None:
+    """Wait until the files have stopped growing for `quiet` seconds (at most `limit`)."""
+    files = list(paths)
+    deadline = time.monotonic() + limit
+    sizes = [f.stat().st_size for f in files]
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = [f.stat().st_size for f in files]
+        if now == sizes:
+            return
+        sizes = now
 
 
 def proxied(logs: Path, since: float) -> dict[str, int]:

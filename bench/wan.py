@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.wan_agent import MODES  # noqa: E402
 from bench.wan_network import RegionLink, counters, leftovers, wan  # noqa: E402
-from components.config import ConfigError, StackConfig, WorkerConfig, load_stack_file  # noqa: E402
+from components.config import ConfigError, StackConfig, load_stack_file  # noqa: E402
+from local_platform.data import sample_kind, write_cmip6_like, write_era5_like  # noqa: E402
+from local_platform.processes import stop_groups  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "wan.json"
 # Ports inside every namespace (each has its own port space): the service listens on loopback, the region's
@@ -102,16 +103,7 @@ class Processes:
 
     def stop(self, names: Sequence[str] | None = None) -> None:
         chosen = list(self.running) if names is None else [n for n in names if n in self.running]
-        for name in chosen:
-            if self.running[name].poll() is None:
-                os.killpg(self.running[name].pid, signal.SIGTERM)
-        for name in chosen:
-            process = self.running.pop(name)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_groups([self.running.pop(name) for name in chosen], timeout=15)
 
     def check(self, name: str) -> None:
         if (code := self.running[name].poll()) is not None:
@@ -140,18 +132,18 @@ def agent(namespace: str, *arguments: str, timeout: float = 1800) -> dict[str, A
 def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
     """Each worker region's sample data (ERA5-like monthly netCDF or a CMIP6-like zarr store), kept between runs
     of the same size."""
-    from local_platform.data import write_cmip6_like, write_era5_like
 
     staging: dict[str, Path] = {}
     lat, lon = sizes.grid()
     for worker in config.workers:
         directory = work / "staging" / worker.region
         marker = directory / ".size.json"
-        wanted = {"gigabytes": sizes.gigabytes, "lat": lat, "lon": lon, "kind": _kind(worker), "layout": 2}
+        kind = sample_kind(worker.dataset.prefix)
+        wanted = {"gigabytes": sizes.gigabytes, "lat": lat, "lon": lon, "kind": kind, "layout": 2}
         if not (marker.exists() and json.loads(marker.read_text()) == wanted):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
-            if _kind(worker) == "cmip6":
+            if kind == "cmip6":
                 write_cmip6_like(directory, years=range(2090, 2101), lat=lat, lon=lon,
                                  steps_per_month=sizes.cmip6_steps_per_month, time_chunk=6)
             else:
@@ -164,12 +156,8 @@ def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
     return staging
 
 
-def _kind(worker: WorkerConfig) -> str:
-    return "cmip6" if worker.dataset.prefix.startswith("CMIP6") else "era5"
-
-
 def check_config(config: StackConfig) -> None:
-    kinds = sorted(_kind(w) for w in config.workers)
+    kinds = sorted(sample_kind(w.dataset.prefix) for w in config.workers)
     if kinds != ["cmip6", "era5"]:
         raise BenchError("the reference analysis needs one ERA5 region and one CMIP6 region (like Pulumi.dev.yaml); "
                          f"this stack has {', '.join(f'{w.region}: {w.dataset.bucket}' for w in config.workers)}")

@@ -12,6 +12,11 @@ ERA5_VARIABLE = "air_temperature_at_2_metres"
 CMIP6_STORE = "UKESM1-0-LL/ssp585/r1i1p1f2/Amon/tas/gn/v20190507"
 
 
+def sample_kind(prefix: str) -> str:
+    """Which sample data a dataset's S3 prefix stands for: "cmip6" (a CMIP6 store) or "era5" (monthly files)."""
+    return "cmip6" if prefix.startswith("CMIP6") else "era5"
+
+
 def write_era5_like(root: Path, *, years: tuple[int, ...] = (2000,), months: int = 12, steps: int = 24,
                     lat: int = 73, lon: int = 144, time_chunk: int | None = None) -> list[str]:
     """ERA5-like monthly files `YYYY/MM/data/air_temperature_at_2_metres.nc` (time0, lat, lon) under `root`,

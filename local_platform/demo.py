@@ -11,7 +11,7 @@ from typing import Any
 import dask_regions as dr
 from components.config import StackConfig
 from dask_regions.audit import Audit
-from local_platform.autoscaler import current_sizes, pool_history
+from local_platform.autoscaler import SPEC_FILE, current_sizes, pool_history
 from local_platform.platform import DEMAND_SETTINGS, PlatformState
 
 
@@ -71,7 +71,7 @@ def wait_for_idle_pools(state: PlatformState, config: StackConfig, slack: float 
 
     state_dir = Path(state.state_dir)
     minimum = {w.pool_name: w.min_tasks for w in config.workers if w.pool_name in current_sizes(state_dir)}
-    idle = float(json.loads(Path(state_dir / "autoscale.json").read_text()).get("idle_timeout", 0))
+    idle = float(json.loads((state_dir / SPEC_FILE).read_text()).get("idle_timeout", 0))
     deadline = time.monotonic() + idle + float(DEMAND_SETTINGS["scale_in_window"]) + slack
     while time.monotonic() < deadline:
         sizes = current_sizes(state_dir)

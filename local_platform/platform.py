@@ -23,7 +23,7 @@ from catalog_sync.sync import sync_region
 from components.config import StackConfig, WorkerConfig
 from dask_regions.demand import settings_environment
 from local_platform.autoscaler import PoolSpec, write_spec
-from local_platform.data import publish, write_cmip6_like, write_era5_like
+from local_platform.data import publish, sample_kind, write_cmip6_like, write_era5_like
 from local_platform.fsx_standin import LocalFsx
 from local_platform.tls import LocalTls, create_local_tls, load_local_tls
 
@@ -259,7 +259,7 @@ class LocalPlatform:
     def _publish_dataset(self, state: PlatformState, region: str) -> None:
         worker = next(w for w in self.config.workers if w.region == region)
         staging = self.state_dir / "staging" / region
-        if worker.dataset.prefix.startswith("CMIP6"):
+        if sample_kind(worker.dataset.prefix) == "cmip6":
             write_cmip6_like(staging, years=range(2090 - 5 * self.size, 2101))
         else:
             write_era5_like(staging, years=tuple(range(2000, 2000 + self.size)))

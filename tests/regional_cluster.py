@@ -88,15 +88,7 @@ class RegionalCluster:
         return client
 
     def close(self) -> None:
-        for process in self.processes.values():
-            try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        from local_platform.processes import stop_groups
+
+        stop_groups(self.processes.values())
         self.processes.clear()

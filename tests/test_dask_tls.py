@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 
 from components.config import ConfigError, load_stack_file
 from components.synth import PROJECT_DIR, Graph, RecordedResource
+from local_platform.processes import stop_groups
 from local_platform.tls import LocalTls, create_local_tls
 from tests.conftest import SHAPES, cached_graph
 
@@ -47,13 +47,7 @@ def _role_environment(tls: LocalTls, role: str, directory: Path) -> dict[str, st
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    stop_groups([process])
 
 
 @pytest.fixture(scope="module")

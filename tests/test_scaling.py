@@ -208,7 +208,7 @@ def test_a_draining_worker_hands_its_work_back_to_its_own_pool(tmp_path: Path) -
                                      resources={EAST: 1}, pure=False) for i in range(4)]
             client.gather(results)
             running = [client.submit(time.sleep, 2, pure=False, resources={EAST: 1}) for _ in range(4)]
-            time.sleep(0.5)
+            wait_until(lambda: client.processing([leaving])[leaving], 30, "work on the leaving worker")
             workers["us-east-1-task-a"].send_signal(signal.SIGTERM)
             assert workers["us-east-1-task-a"].wait(timeout=60) is not None
             client.gather(running, errors="raise")  # the running work finished elsewhere in the pool

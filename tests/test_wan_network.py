@@ -15,17 +15,18 @@ from bench.wan_network import hostname, leftovers, wan
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
                                 reason="network namespaces need root and iproute2")
-SINK = "import socket; s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(); c, _ = s.accept()\n" \
-       "while c.recv(1 << 16): pass"
+SINK = "import socket; s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(); print('ready', flush=True)\n" \
+       "c, _ = s.accept()\nwhile c.recv(1 << 16): pass"
 PAYLOAD = 6_000_000  # bytes: 0.96 s at 50 Mbit/s
 
 
 def test_a_stream_between_regions_is_shaped_and_counted_and_everything_is_removed() -> None:
     with wan(["us-east-1", "us-west-2"], rate_mbit=50) as (router, links):
         east, west = links["us-east-1"], links["us-west-2"]
-        sink = subprocess.Popen(["ip", "netns", "exec", west.namespace, sys.executable, "-c", SINK])
+        sink = subprocess.Popen(["ip", "netns", "exec", west.namespace, sys.executable, "-c", SINK],
+                                stdout=subprocess.PIPE, text=True)
         try:
-            time.sleep(0.5)
+            assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"  # listening
             send = (f"import socket, time; s = socket.create_connection(('{west.address}', 7777), timeout=10); "
                     f"t = time.monotonic(); s.sendall(bytes({PAYLOAD})); s.close(); print(time.monotonic() - t)")
             started = time.monotonic()

@@ -310,7 +310,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "proxied_bytes": {service: int(statistics.median(r["proxied_bytes"][service] for r in mine))
                               for service in SERVICES.values()},
             "misplaced_tasks": int(statistics.median(r["misplaced_tasks"] for r in mine)),
-            "regional_tasks": mine[0]["regional_tasks"], "checksums": sorted({r["checksum"] for r in mine}),
+            "ambiguous_tasks": max(r["ambiguous_tasks"] for r in mine),
+            "regional_tasks": mine[0]["regional_tasks"], "combining_tasks": mine[0]["combining_tasks"],
+            "checksums": sorted({r["checksum"] for r in mine}),
             "result_bytes": mine[0]["result_bytes"], "input_bytes": mine[0]["input_bytes"]}
     return by_mode
 

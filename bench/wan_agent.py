@@ -122,6 +122,7 @@ def analyse(mode: str, scheduler: str, catalog: str, combine_pool: str, s3_port:
             "mean_difference_kelvin": float(maps[2].mean()), "audit_bytes": report.bytes_across_regions,
             "audit_pairs": {f"{a} -> {b}": size for (a, b), size in report.bytes_between_pools.items()},
             "tasks": report.tasks, "regional_tasks": report.regional, "misplaced_tasks": len(report.misplaced),
+            "ambiguous_tasks": len(report.ambiguous), "combining_tasks": report.combining,
             "placement": report.placement}
 
 

@@ -1,8 +1,9 @@
 """What notebooks call: open data bound to its region, compute next to it, combine small results.
 
 A dataset is opened by a worker of its own region's pool (the notebook cannot see that region's Lustre
-file system, and metadata read across regions is slow), and comes back lazy: its dask arrays carry the
-region in their names, so the scheduler's router keeps every task that reads them in that region.
+file system, and metadata read across regions is slow), and comes back lazy: each of its file-backed arrays is
+wrapped in a `RegionalArray` tagged with the region before Dask sees it, so the scheduler's router keeps every
+task that reads them in that region, however the graph is rewritten.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dask_regions.errors import MissingPoolError, VersionMismatchError
-from dask_regions.keys import POOL_PREFIX, RegionalArray, name_prefix, pool_of_region, region_of_pool
+from dask_regions.keys import RegionalArray, check_region, is_pool, name_prefix, pool_of_region, region_of_pool
 
 DEFAULT_POOL_TIMEOUT = 30.0
 FSX_MOUNT = "/fsx"
@@ -122,7 +123,7 @@ def stored_chunks(dataset: Any, chunks: Any) -> Any:
 
 def live_pools(client: Any) -> set[str]:
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return {name for worker in workers for name in worker.get("resources", {}) if name.startswith(POOL_PREFIX)}
+    return {name for worker in workers for name in worker.get("resources", {}) if is_pool(name)}
 
 
 def scalable_pools(client: Any) -> set[str]:
@@ -154,7 +155,15 @@ def _target(record_or_path: Any, region: str | None) -> tuple[str, str]:
     found = region or getattr(record_or_path, "region", None)
     if not isinstance(path, str) or not found:
         raise ValueError("give a catalog record (with .path and .region) or a path and region=")
-    return path, found
+    return path, check_region(found)
+
+
+def _chunk_in_region(lazy: Any, chunks: Any, region: str) -> Any:
+    """Chunk a lazy dataset into dask arrays whose file-backed data is tagged with its region."""
+    from dask_regions.internals import TaggingDaskManager
+
+    return lazy.chunk(stored_chunks(lazy, chunks), name_prefix=name_prefix(region),
+                      chunked_array_type=TaggingDaskManager(lambda array: RegionalArray(array, region)))
 
 
 def open_dataset(client: Any, record_or_path: Any, *, region: str | None = None, chunks: Any = "auto",
@@ -164,7 +173,7 @@ def open_dataset(client: Any, record_or_path: Any, *, region: str | None = None,
     pool = pool_of_region(found)
     wait_for_pools(client, [pool], timeout)
     lazy = client.submit(_open_in_region, path, engine, options, resources={pool: 1}, pure=False).result().dataset
-    dataset = lazy.chunk(stored_chunks(lazy, chunks), name_prefix=name_prefix(found))
+    dataset = _chunk_in_region(lazy, chunks, found)
     dataset.attrs["dask_regions_region"] = found
     return dataset
 
@@ -184,8 +193,7 @@ def open_mfdataset(client: Any, records: Sequence[Any], *, concat_dim: str, regi
     wait_for_pools(client, [pool], timeout)
     futures = [client.submit(_open_in_region, path, engine, options, resources={pool: 1}, pure=False)
                for path, _ in targets]
-    parts = [opened.dataset.chunk(stored_chunks(opened.dataset, chunks), name_prefix=name_prefix(found))
-             for opened in client.gather(futures)]
+    parts = [_chunk_in_region(opened.dataset, chunks, found) for opened in client.gather(futures)]
     dataset = xr.concat(parts, dim=concat_dim, data_vars="minimal", coords="minimal", compat="override",
                         join="override")
     dataset.attrs["dask_regions_region"] = found
@@ -197,7 +205,7 @@ def from_array(region: str, array: Any, chunks: Any, **options: Any) -> Any:
     array modes."""
     import dask.array as da
 
-    return da.from_array(RegionalArray(array, region), chunks=chunks,  # type: ignore[no-untyped-call]
+    return da.from_array(RegionalArray(array, check_region(region)), chunks=chunks,  # type: ignore[no-untyped-call]
                          name=f"{name_prefix(region)}{tokenize_array(array)}", **options)
 
 

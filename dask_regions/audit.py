@@ -1,6 +1,8 @@
 """Prove where a computation ran and what crossed regions.
 
-Placement comes from the scheduler's router (every finished task, the pool of the worker that ran it);
+Placement comes from the scheduler's router (every finished task, the pool it had to run in and the pool of the
+worker that ran it: a task that reads a region's data, depends on one region only, or combines regions by the
+combining rule, is checked; one whose placement cannot be proven is counted as ambiguous, never as placed);
 bytes between pools from the workers' transfer logs. Those logs only count worker-to-worker transfers: a
 misplaced task reading another region's storage directly shows up as a misplaced task here, and on network
 interface counters (see the WAN benchmark), not as transferred bytes.
@@ -13,8 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from dask_regions.keys import POOL_PREFIX, region_of_pool
-from dask_regions.routing import PLUGIN_NAME
+from dask_regions.keys import is_pool, region_of_pool
+from dask_regions.routing import PLUGIN_NAME, Placement
 
 # Inter-region data transfer, USD per GB: approximate list prices of the Amazon EC2 on-demand pricing page
 # ("Data Transfer OUT From Amazon EC2 To ... another AWS Region"), 0.02 for most pairs in the US and Europe and
@@ -39,17 +41,33 @@ class Audit:
     tasks: int
     placement: dict[str, int]  # pool -> tasks that ran there
     misplaced: list[tuple[str, str, str | None]]  # (key, expected pool, pool it ran in)
-    regional: int  # tasks whose data belongs to exactly one region (the ones that can be misplaced)
+    regional: int  # tasks that had to run in one pool: they read a region's data, depend on it, or combine regions
     bytes_between_pools: dict[tuple[str, str], int]  # (from pool, to pool) -> bytes
     cost_usd: dict[tuple[str, str], float] = field(default_factory=dict)
+    # Tasks whose placement cannot be proven: their own spec holds several regions' data, or a region that is not
+    # configured. (key, the regions it holds or names, pool it ran in)
+    ambiguous: list[tuple[str, tuple[str, ...], str | None]] = field(default_factory=list)
+    combining: int = 0  # of `regional`: tasks that combine regions (placed by the combining rule)
 
     @property
     def bytes_across_regions(self) -> int:
         return sum(self.bytes_between_pools.values())
 
+    @property
+    def proven(self) -> bool:
+        """Every task that had to run in a pool ran there, and none was ambiguous."""
+        return not self.misplaced and not self.ambiguous
+
     def table(self) -> str:
-        lines = [f"tasks: {self.tasks}   of one region: {self.regional}   misplaced: {len(self.misplaced)}",
-                 "pool                      tasks"]
+        verdict = f"misplaced: {len(self.misplaced)}"
+        if self.ambiguous:  # "misplaced: 0" would claim what was not checked
+            verdict += f" of those checked, ambiguous (unchecked): {len(self.ambiguous)}"
+        lines = [f"tasks: {self.tasks}   placed by region: {self.regional} (combining: {self.combining})   {verdict}"]
+        lines += [f"  misplaced {key}: expected {expected}, ran in {pool}"
+                  for key, expected, pool in self.misplaced[:5]]
+        lines += [f"  ambiguous {key}: regions {', '.join(regions)}, ran in {pool}"
+                  for key, regions, pool in self.ambiguous[:5]]
+        lines.append("pool                      tasks")
         lines += [f"{pool:<25} {count:>6}" for pool, count in sorted(self.placement.items())]
         lines.append("from -> to                                     bytes   est. USD")
         for (source, destination), size in sorted(self.bytes_between_pools.items()):
@@ -67,30 +85,33 @@ def mark(client: Any) -> float:
 
 
 def _pool_of(resources: dict[str, float]) -> str | None:
-    pools = sorted(name for name in resources if name.startswith(POOL_PREFIX))
+    pools = sorted(name for name in resources if is_pool(name))
     return pools[0] if pools else None
 
 
 def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None = None) -> Audit:
     """Placement and cross-pool transfers of everything that finished since `since` (see `mark`)."""
     def placements(dask_scheduler: Any, since: float = since) -> list[Any]:
-        return list(dask_scheduler.plugins[PLUGIN_NAME].placements_since(since))
+        return [tuple(p) for p in dask_scheduler.plugins[PLUGIN_NAME].placements_since(since)]
 
     def transfers(dask_worker: Any, since: float = since) -> list[tuple[str, int]]:
         return [(entry["who"], int(entry["total"])) for entry in dask_worker.transfer_incoming_log
                 if entry.get("start", 0) >= since]
 
-    finished = client.run_on_scheduler(placements)
+    finished = [Placement(*p) for p in client.run_on_scheduler(placements)]
     workers = client.scheduler_info(n_workers=-1)["workers"]
     pool_of_worker = {address: _pool_of(info.get("resources", {})) for address, info in workers.items()}
     placement: dict[str, int] = defaultdict(int)
-    misplaced, regional = [], 0
-    for _, key, regions, pool, _worker in finished:
-        placement[pool or "(no pool)"] += 1
-        if len(regions) == 1:
+    misplaced, ambiguous, regional, combining = [], [], 0, 0
+    for task in finished:
+        placement[task.pool or "(no pool)"] += 1
+        if task.ambiguous:
+            ambiguous.append((task.key, tuple(sorted(set(task.reads) | set(task.regions))), task.pool))
+        elif task.expected is not None:
             regional += 1
-            if pool != f"{POOL_PREFIX}{regions[0]}":
-                misplaced.append((key, f"{POOL_PREFIX}{regions[0]}", pool))
+            combining += len(task.regions) > 1 and len(task.reads) != 1
+            if task.pool != task.expected:
+                misplaced.append((task.key, task.expected, task.pool))
     moved: dict[tuple[str, str], int] = defaultdict(int)
     for receiver, entries in client.run(transfers).items():
         for sender, size in entries:
@@ -99,4 +120,4 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
                 moved[(source, destination)] += size
     cost = {pair: size / 1e9 * egress_price(region_of_pool(pair[0]), prices, region_of_pool(pair[1]))
             for pair, size in moved.items()}
-    return Audit(len(finished), dict(placement), misplaced, regional, dict(moved), cost)
+    return Audit(len(finished), dict(placement), misplaced, regional, dict(moved), cost, ambiguous, combining)

@@ -36,14 +36,14 @@ import dask
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import Scheduler, TaskState, WorkerState
 
-from dask_regions.keys import POOL_PREFIX, region_of_pool
+from dask_regions.internals import prefix_duration
+from dask_regions.keys import is_pool, region_of_pool
 
 logger = logging.getLogger("dask_regions.demand")
 PLUGIN_NAME = "dask-regions-demand"
 HANDLER = "dask_regions_demand"
 METRIC_NAMESPACE = "CrossRegionDask"
 METRIC_NAME = "DesiredTasks"
-PENDING_STATES = ("processing", "queued", "no-worker")
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,17 @@ class PoolDemand(SchedulerPlugin):
         sizing = self.settings.pools.get(pool)
         return sizing is not None and sizing.max_tasks > 0
 
+    def slots_per_worker(self, pool: str, workers: list[WorkerState] | None = None) -> float:
+        """What one worker of `pool` offers: the most a live one does, or, with none, what the configured sizing
+        starts (workers offer one slot per thread)."""
+        if workers is None:
+            assert self.scheduler is not None
+            workers = [ws for ws in self.scheduler.workers.values() if pool in ws.resources]
+        if workers:
+            return max(ws.resources.get(pool, 0.0) for ws in workers)
+        sizing = self.settings.pools.get(pool)
+        return float(sizing.threads_per_worker) if sizing else 0.0
+
     def tick(self) -> None:
         self._compute()
         if self.publisher is not None and (self._publishing is None or self._publishing.done()):
@@ -194,12 +205,14 @@ class PoolDemand(SchedulerPlugin):
         workers: dict[str, list[WorkerState]] = defaultdict(list)
         for ws in scheduler.workers.values():
             for name in ws.resources:
-                if name.startswith(POOL_PREFIX):
+                if is_pool(name):
                     workers[name].append(ws)
+        slots = {pool: self.slots_per_worker(pool, workers[pool]) for pool in set(workers) | set(self.settings.pools)}
         waiting: dict[str, list[TaskState]] = defaultdict(list)
         for ts in itertools.chain(scheduler.unrunnable, scheduler.queued):
-            for name in ts.resource_restrictions or {}:
-                waiting[name].append(ts)
+            for name, amount in (ts.resource_restrictions or {}).items():
+                if amount <= slots.get(name, 0.0):  # a task no worker of the pool can run holds no capacity up
+                    waiting[name].append(ts)
         now = time.monotonic()
         self.figures = {pool: self._figure(pool, now, workers[pool], waiting[pool])
                         for pool in sorted(set(workers) | set(self.settings.pools))}
@@ -210,7 +223,7 @@ class PoolDemand(SchedulerPlugin):
         sizing = self.settings.pools.get(pool, PoolSizing())
         pending: list[TaskState] = [ts for ws in workers for ts in ws.processing] + waiting
         # Measured average per task prefix (Dask's own estimate, also used for its occupancy figures).
-        seconds = sum(scheduler._get_prefix_duration(ts.prefix) for ts in pending if ts.prefix is not None)
+        seconds = sum(prefix_duration(scheduler, ts.prefix) for ts in pending if ts.prefix is not None)
         threads = round(sum(ws.nthreads for ws in workers) / len(workers)) if workers else sizing.threads_per_worker
         threads = max(threads, 1)
         raw = 0

@@ -7,3 +7,8 @@ class MissingPoolError(RuntimeError):
 
 class VersionMismatchError(RuntimeError):
     """Client, scheduler and workers do not run the same versions."""
+
+
+class UnrunnableTaskError(MissingPoolError):
+    """A task whose resource restrictions no worker of the platform can meet (an unknown or mistyped pool, a
+    region that is not configured, more slots than a worker offers)."""

@@ -1,36 +1,40 @@
-"""How dask_regions marks the data of a region in task keys. No Dask import: shared by client and plugin.
+"""How dask_regions marks the data of a region. No Dask import: shared by client and plugins.
 
-Datasets opened by `dask_regions.open_dataset` are chunked with the name prefix `region-<region>-`, so the
-scheduler sees a task `original-region-<region>-<variable>-<token>` holding the file-backed array, on which
-every chunk read depends. Low-level fusion renames the reading tasks but keeps that dependency.
+A region's identity travels with its data, never in task names: every file-backed array is wrapped in a
+`RegionalArray` tagged with its region, and Dask keeps that object inside every task that reads it (its array
+node, or, once low-level fusion has folded that node into its reader, inside the fused task). Graph rewrites
+(fusion, blockwise optimisation, array-expression renaming, persist, rechunk, map_blocks) rename keys freely but
+carry the objects along. Keys keep a readable `region-<region>-` prefix for people (the dashboard), which nothing
+reads back.
 """
 
 from __future__ import annotations
 
 import re
 
-_REGION_KEY = re.compile(r"^(?:original-)?region-([a-z]{2}(?:-[a-z]+)+-\d+)-")
 POOL_PREFIX = "pool-"
+# AWS region names: two letters, one or more words, a number (us-east-1, ap-southeast-2, il-central-1).
+REGION_NAME = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+MAX_WRAPPING = 8  # xarray wraps a backend array in a few layers (adapters, copy-on-write, lazy indexing)
+
+
+def check_region(region: object) -> str:
+    """`region` if it is shaped like an AWS region name; otherwise a ValueError naming it."""
+    if not isinstance(region, str) or not REGION_NAME.fullmatch(region):
+        raise ValueError(f"region {region!r} is not an AWS region name (like us-east-1): check the catalog record "
+                         "or the region= argument")
+    return region
 
 
 def name_prefix(region: str) -> str:
     return f"region-{region}-"
 
 
-def region_of_key(key: object) -> str | None:
-    """The region whose data a task key names, or None. Keys may be strings or (name, index...) tuples."""
-    name = key[0] if isinstance(key, tuple) and key else key
-    match = _REGION_KEY.match(str(name))
-    return match.group(1) if match else None
-
-
 class RegionalArray:
-    """An array-like (a file-backed array, typically) tagged with the region that holds its data. Dask keeps
-    it in its own graph node that every chunk read depends on; the router reads the tag from that node, so
-    placement survives renaming (dask's array-expression mode ignores `from_array(name=...)`)."""
+    """An array-like (a file-backed array, typically) tagged with the region that holds its data."""
 
     def __init__(self, array: object, region: str) -> None:
-        self.array, self.dask_regions_region = array, region
+        self.array, self.dask_regions_region = array, check_region(region)
         self.shape, self.dtype = array.shape, array.dtype  # type: ignore[attr-defined]
         self.ndim = len(self.shape)
 
@@ -39,9 +43,15 @@ class RegionalArray:
 
 
 def region_of_value(value: object) -> str | None:
-    """The region a graph node's value is tagged with, or None."""
-    region = getattr(value, "dask_regions_region", None)
-    return region if isinstance(region, str) else None
+    """The region a value is tagged with (it, or an array it wraps), or None."""
+    for _ in range(MAX_WRAPPING):
+        region = getattr(value, "dask_regions_region", None)
+        if isinstance(region, str):
+            return region
+        value = getattr(value, "array", None)
+        if value is None:
+            return None
+    return None
 
 
 def pool_of_region(region: str) -> str:
@@ -50,3 +60,7 @@ def pool_of_region(region: str) -> str:
 
 def region_of_pool(pool: str) -> str:
     return pool.removeprefix(POOL_PREFIX)
+
+
+def is_pool(resource: str) -> bool:
+    return resource.startswith(POOL_PREFIX)

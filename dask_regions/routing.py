@@ -1,36 +1,46 @@
 """RegionRouter: a scheduler plugin that runs every task next to its data, whatever the client sent.
 
 Client-side annotations do not survive (low-level fusion drops them, and graph optimisation runs on the
-scheduler), so the scheduler decides: a task that reads a region's data, or depends only on tasks of one
-region, is restricted to that region's pool (`pool-<region>`, asking for one of the slots each worker offers
-per thread); a task that combines regions goes to the combining pool when one is configured, or anywhere.
+scheduler), so the scheduler decides, from the region tags that travel with the data (dask_regions.keys):
+- a task that holds a region's data (a `RegionalArray` in its spec: it reads that region's storage) runs in that
+  region's pool (`pool-<region>`, asking for one of the slots each worker offers per thread);
+- a task that depends only on tasks of one region runs in that region's pool too;
+- a task that combines regions (it reads no storage) runs in the combining pool when one is configured (a
+  client-region pool); without one, as AWS deploys, it runs in the pool that holds the most bytes of its inputs,
+  decided when its inputs are ready, so only the smaller side crosses, once;
+- a task whose own spec holds data of several regions cannot be placed right (every placement reads across):
+  the audit reports it as ambiguous. A tag naming a region that is not configured fails the task.
 Restrictions a client set explicitly are kept.
 
-Tasks restricted to a pool with no live worker would wait forever: the router fails them after a timeout
-with an error naming the region and the pools that are alive.
+Tasks no live or scalable worker can run (a pool with no live worker, more slots than its workers offer, a
+mistyped or unknown pool) would wait forever: the router fails them after a timeout with an error naming the
+resource and what the pools offer.
 
 Load it in the scheduler: `dask scheduler --preload dask_regions.routing`. Configuration (dask config or
-environment): `dask_regions.combine_pool` (DASK_DASK_REGIONS__COMBINE_POOL), `dask_regions.missing_pool_timeout`
-(seconds, default 30), `dask_regions.route` (default true; false only observes: tasks go wherever plain Dask puts
-them and the audit reports where that was, which is how the WAN benchmark measures plain Dask).
+environment): `dask_regions.regions` (the configured regions, DASK_DASK_REGIONS__REGIONS='["us-east-1", ...]';
+unset: the regions of every pool the scheduler has seen), `dask_regions.combine_pool`, `dask_regions.
+missing_pool_timeout` (seconds, default 30), `dask_regions.route` (default true; false only observes: tasks go
+wherever plain Dask puts them and the audit reports where that was, which is how the WAN benchmark measures
+plain Dask).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from typing import Any
+from collections import defaultdict, deque
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import dask
-from dask._task_spec import Task  # fused tasks carry their subgraph here
 from distributed.diagnostics.plugin import SchedulerPlugin
-from distributed.scheduler import Scheduler, TaskState
+from distributed.scheduler import Scheduler, TaskState, WorkerState
 
 from dask_regions.demand import PLUGIN_NAME as DEMAND_PLUGIN
 from dask_regions.demand import PoolDemand
-from dask_regions.errors import MissingPoolError
-from dask_regions.keys import POOL_PREFIX, pool_of_region, region_of_key, region_of_pool, region_of_value
+from dask_regions.errors import MissingPoolError, UnrunnableTaskError
+from dask_regions.internals import fail_task, narrow_retirement, spec_values
+from dask_regions.keys import is_pool, pool_of_region, region_of_pool, region_of_value
 
 logger = logging.getLogger("dask_regions.routing")
 PLUGIN_NAME = "dask-regions-router"
@@ -38,37 +48,48 @@ CHECK_INTERVAL_SECONDS = 1.0
 PLACEMENT_LOG = 200_000  # the newest finished tasks the audit can see
 
 
-def own_regions(ts: TaskState) -> set[str]:
-    """Regions a task itself names: its key, the array its graph node holds, or, for a fused task, the keys and
-    arrays of the subgraph fused into it (a region's array node with a single reader is fused away)."""
-    spec = ts.run_spec
-    nodes: list[tuple[object, object]] = [(ts.key, spec)]
-    if isinstance(spec, Task) and spec.has_subgraph() and spec.args and isinstance(spec.args[0], dict):
-        nodes += list(spec.args[0].items())
-    found = set()
-    for key, node in nodes:
-        region = region_of_key(key) or region_of_value(getattr(node, "value", None))
-        if region:
-            found.add(region)
-    return found
+class Placement(NamedTuple):
+    """A finished task, as the audit sees it."""
+
+    time: float
+    key: str
+    regions: tuple[str, ...]  # regions whose data it depends on
+    reads: tuple[str, ...]  # regions whose data its own spec holds (it reads their storage)
+    expected: str | None  # the pool it had to run in (None: anywhere)
+    ambiguous: bool  # it cannot be placed right, or names a region that is not configured
+    pool: str | None  # the pool of the worker that ran it
+    worker: str | None
+
+
+def own_regions(ts: TaskState) -> frozenset[str]:
+    """Regions whose data a task's own spec holds: its array node, or, for a fused task, the array nodes of the
+    subgraph fused into it (a region's array node with a single reader is fused away)."""
+    return frozenset(region for value in spec_values(ts.run_spec) if (region := region_of_value(value)))
+
+
+def pools_of(worker: WorkerState | None) -> list[str]:
+    return sorted(name for name in (worker.resources if worker else {}) if is_pool(name))
 
 
 def live_pools(scheduler: Scheduler) -> set[str]:
-    return {name for worker in scheduler.workers.values() for name in worker.resources
-            if name.startswith(POOL_PREFIX)}
+    return {name for worker in scheduler.workers.values() for name in pools_of(worker)}
 
 
 class RegionRouter(SchedulerPlugin):
     name = PLUGIN_NAME
 
-    def __init__(self, combine_pool: str | None = None, missing_pool_timeout: float = 30.0,
-                 route: bool = True) -> None:
+    def __init__(self, regions: Iterable[str] = (), combine_pool: str | None = None,
+                 missing_pool_timeout: float = 30.0, route: bool = True) -> None:
+        self.configured = frozenset(regions)
         self.combine_pool = combine_pool
         self.route = route
         self.missing_pool_timeout = missing_pool_timeout
         self.regions: dict[Any, frozenset[str]] = {}  # task key -> regions whose data it depends on
-        self.placements: deque[tuple[float, str, tuple[str, ...], str | None, str | None]] = deque(
-            maxlen=PLACEMENT_LOG)
+        self.reads: dict[Any, frozenset[str]] = {}  # task key -> regions whose data its own spec holds
+        self.combiners: dict[Any, str | None] = {}  # combining task -> the pool chosen for it (None: not yet)
+        self.placements: deque[Placement] = deque(maxlen=PLACEMENT_LOG)
+        self.seen_pools: set[str] = set()
+        self.waiting_since: dict[Any, float] = {}
         self.scheduler: Scheduler | None = None
         self._callback: Any = None
 
@@ -76,12 +97,23 @@ class RegionRouter(SchedulerPlugin):
         from tornado.ioloop import PeriodicCallback
 
         self.scheduler = scheduler
-        self._callback = PeriodicCallback(self.fail_tasks_of_missing_pools, CHECK_INTERVAL_SECONDS * 1000)
+        self._callback = PeriodicCallback(self.fail_unrunnable_tasks, CHECK_INTERVAL_SECONDS * 1000)
         self._callback.start()
 
     async def close(self) -> None:
         if self._callback is not None:
             self._callback.stop()
+
+    def known_regions(self) -> frozenset[str]:
+        """The configured regions; unset, those of every pool this scheduler has seen or may scale."""
+        if self.configured:
+            return self.configured
+        demand = self.scheduler.plugins.get(DEMAND_PLUGIN) if self.scheduler else None
+        configured_pools = set(demand.settings.pools) if isinstance(demand, PoolDemand) else set()
+        return frozenset(region_of_pool(pool) for pool in self.seen_pools | configured_pools)
+
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        self.seen_pools.update(pools_of(scheduler.workers.get(worker)))
 
     # ------------------------------------------------------------------------------------- routing
     def update_graph(self, scheduler: Scheduler, *, keys: set[Any], tasks: list[Any], **kwargs: Any) -> None:
@@ -99,9 +131,11 @@ class RegionRouter(SchedulerPlugin):
             if node.key in self.regions:
                 continue
             if dependencies_done:
-                found = own_regions(node)
+                reads = own_regions(node)
+                found = set(reads)
                 for dependency in node.dependencies:
                     found |= self.regions[dependency.key]
+                self.reads[node.key] = reads
                 self.regions[node.key] = frozenset(found)
             else:
                 stack.append((node, True))
@@ -110,103 +144,157 @@ class RegionRouter(SchedulerPlugin):
 
     def _route(self, ts: TaskState) -> None:
         regions = self._regions(ts)  # also when only observing: the audit needs them
+        reads = self.reads[ts.key]
+        if len(regions) > 1 and len(reads) != 1:
+            self.combiners[ts.key] = self.combine_pool
         if not self.route or ts.resource_restrictions or not regions:
             return  # the client's explicit choice, or no regional data involved
-        if len(regions) == 1:
-            ts.resource_restrictions = {pool_of_region(next(iter(regions))): 1}
+        unknown = sorted((reads or regions) - self.known_regions())
+        if unknown:  # no worker offers such a pool: fail_unrunnable_tasks fails it, naming the region
+            ts.resource_restrictions = {pool_of_region(unknown[0]): 1}
+        elif len(reads) == 1 or len(regions) == 1:
+            ts.resource_restrictions = {pool_of_region(next(iter(reads or regions))): 1}
+        elif len(reads) > 1:
+            logger.warning("task %s holds data of several regions (%s): it cannot run next to all of it",
+                           ts.key, ", ".join(sorted(reads)))
         elif self.combine_pool:
             ts.resource_restrictions = {self.combine_pool: 1}
+        elif all(dependency.state == "memory" for dependency in ts.dependencies):
+            self._place_combining(ts)
+
+    def _place_combining(self, ts: TaskState) -> None:
+        """Run a combining task (inputs ready) in the pool that holds the most bytes of its inputs."""
+        held: dict[str, int] = defaultdict(int)
+        for dependency in ts.dependencies:
+            holders = sorted(dependency.who_has or (), key=lambda ws: ws.address)
+            pools = pools_of(holders[0]) if holders else []
+            if pools:
+                held[pools[0]] += dependency.get_nbytes()
+        if held:
+            pool = max(sorted(held), key=held.__getitem__)
+            ts.resource_restrictions = {pool: 1}
+            self.combiners[ts.key] = pool
 
     def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
-        if finish == "memory" and start == "processing" and self.scheduler is not None:
-            worker = kwargs.get("worker")
-            state = self.scheduler.workers.get(worker) if worker else None
-            pools = sorted(p for p in (state.resources if state else {}) if p.startswith(POOL_PREFIX))
-            self.placements.append((time.time(), str(key), tuple(sorted(self.regions.get(key, ()))),
-                                    pools[0] if pools else None, worker))
-        elif finish == "forgotten":
-            self.regions.pop(key, None)
-
-    def placements_since(self, since: float) -> list[tuple[float, str, tuple[str, ...], str | None, str | None]]:
-        """(time, key, regions of its data, pool of the worker that ran it, worker) for tasks finished since."""
-        return [p for p in self.placements if p[0] >= since]
-
-    # ---------------------------------------------------------------------------------- missing pools
-    def fail_tasks_of_missing_pools(self) -> None:
         scheduler = self.scheduler
-        if scheduler is None or not scheduler.unrunnable:
+        if scheduler is None:
             return
-        alive, now = live_pools(scheduler), time.monotonic()
-        demand = scheduler.plugins.get(DEMAND_PLUGIN)  # configured pools scale up from zero: wait longer for them
-        waited = getattr(scheduler, "_dask_regions_waiting", {})
-        scheduler._dask_regions_waiting = waited  # type: ignore[attr-defined]
-        failed: dict[Any, str] = {}
+        if finish == "memory":
+            if start == "processing":
+                self._record(key, kwargs.get("worker"))
+            ts = scheduler.tasks.get(key)
+            if ts is not None and self.route and not self.combine_pool:
+                for dependent in ts.dependents:  # a combining task whose inputs are now all ready
+                    if (dependent.key in self.combiners and self.combiners[dependent.key] is None
+                            and not dependent.waiting_on and not dependent.resource_restrictions):
+                        self._place_combining(dependent)
+        elif finish == "forgotten":
+            for memo in (self.regions, self.reads, self.combiners, self.waiting_since):
+                memo.pop(key, None)
+
+    def _record(self, key: Any, worker: str | None) -> None:
+        assert self.scheduler is not None
+        pools = pools_of(self.scheduler.workers.get(worker) if worker else None)
+        regions, reads = self.regions.get(key, frozenset()), self.reads.get(key, frozenset())
+        unknown = bool((regions | reads) - self.known_regions())
+        expected: str | None = None
+        if len(reads) == 1:
+            expected = pool_of_region(next(iter(reads)))
+        elif len(regions) == 1:
+            expected = pool_of_region(next(iter(regions)))
+        elif len(regions) > 1:
+            expected = self.combiners.get(key)
+        self.placements.append(Placement(time.time(), str(key), tuple(sorted(regions)), tuple(sorted(reads)),
+                                         expected, unknown or len(reads) > 1, pools[0] if pools else None, worker))
+
+    def placements_since(self, since: float) -> list[Placement]:
+        """Every task finished since `since`, with where it had to run and where it ran."""
+        return [p for p in self.placements if p.time >= since]
+
+    # ---------------------------------------------------------------------------------- unrunnable tasks
+    def fail_unrunnable_tasks(self) -> None:
+        """Fail tasks in `no-worker` whose restrictions no live worker meets, and no scalable pool will, once they
+        have waited their timeout."""
+        scheduler = self.scheduler
+        if scheduler is None:
+            return
+        self.seen_pools |= live_pools(scheduler)
+        if not scheduler.unrunnable:
+            self.waiting_since.clear()
+            return
+        offers = self._offers(scheduler)
+        now, failed = time.monotonic(), {}
         for ts in list(scheduler.unrunnable):
-            missing = [pool for pool in (ts.resource_restrictions or {}) if pool.startswith(POOL_PREFIX)
-                       and pool not in alive]
-            if not missing:
-                waited.pop(ts.key, None)
+            verdict = self._why_unrunnable(ts, offers)
+            if verdict is None:
+                self.waiting_since.pop(ts.key, None)
                 continue
-            since = waited.setdefault(ts.key, now)
-            timeout = self.missing_pool_timeout
-            if isinstance(demand, PoolDemand) and all(demand.scalable(pool) for pool in missing):
-                timeout = max(timeout, demand.settings.scale_up_timeout)
-            if now - since >= timeout:
-                failed[ts.key] = (
-                    f"no live worker in region {region_of_pool(missing[0])} ({missing[0]}) for "
-                    f"{timeout:.0f} s; live pools: {', '.join(sorted(alive)) or 'none'}")
-        if failed:
-            self._fail(scheduler, failed)
-            for key in failed:
-                waited.pop(key, None)
+            timeout, error = verdict
+            if now - self.waiting_since.setdefault(ts.key, now) >= timeout:
+                failed[ts.key] = error
+        for key, error in failed.items():
+            self.waiting_since.pop(key, None)
+            state = scheduler.tasks.get(key)
+            if state is not None and state.state == "no-worker":
+                logger.warning("failing %s: %s", key, error)
+                fail_task(scheduler, key, error, f"dask-regions-unrunnable-{time.time()}")
 
     @staticmethod
-    def _fail(scheduler: Scheduler, failed: dict[Any, str]) -> None:
-        from distributed.core import error_message
+    def _offers(scheduler: Scheduler) -> dict[str, float]:
+        """Resource -> the most any one live worker offers."""
+        offers: dict[str, float] = {}
+        for worker in scheduler.workers.values():
+            for name, amount in worker.resources.items():
+                offers[name] = max(offers.get(name, 0.0), amount)
+        return offers
 
-        stimulus = f"dask-regions-missing-pool-{time.time()}"
-        for key, message in failed.items():
-            ts = scheduler.tasks.get(key)
-            if ts is None or ts.state != "no-worker":
+    def _why_unrunnable(self, ts: TaskState, offers: dict[str, float]) -> tuple[float, Exception] | None:
+        """(how long it may wait, the error to fail it with), or None while it may run or wait."""
+        demand = self.scheduler.plugins.get(DEMAND_PLUGIN) if self.scheduler else None
+        for resource, amount in (ts.resource_restrictions or {}).items():
+            if offers.get(resource, 0) >= amount:
                 continue
-            logger.warning("failing %s: %s", key, message)
-            error = error_message(MissingPoolError(message))
-            # As the scheduler's own stimulus_task_erred does: the public transitions() carries no exception.
-            recommendations, client_msgs, worker_msgs = scheduler._transition(
-                key, "erred", stimulus, cause=key, exception=error["exception"], traceback=error["traceback"],
-                exception_text=error["exception_text"], traceback_text=error["traceback_text"])
-            scheduler._transitions(recommendations, client_msgs, worker_msgs, stimulus)
-            scheduler.send_all(client_msgs, worker_msgs)
+            offered = ", ".join(f"{name}={value:g}" for name, value in sorted(offers.items())) or "nothing"
+            asked = f"{resource}={amount:g}"
+            region = region_of_pool(resource)
+            known = self.known_regions()
+            if not is_pool(resource) or region not in known:
+                what = (f"region {region} is not a configured region" if is_pool(resource)
+                        else f"{resource} is not a pool (pools are named pool-<region>)")
+                return self.missing_pool_timeout, UnrunnableTaskError(
+                    f"task {ts.key!r} asks for {asked}, but {what}; configured regions: "
+                    f"{', '.join(sorted(known)) or 'none'}; each worker offers at most: {offered}")
+            if offers.get(resource):  # its workers are alive but each offers fewer slots than asked
+                return self.missing_pool_timeout, UnrunnableTaskError(
+                    f"task {ts.key!r} asks for {asked}, but each worker of {resource} offers "
+                    f"{offers[resource]:g}; ask for at most that many")
+            if isinstance(demand, PoolDemand) and demand.scalable(resource):
+                if amount <= demand.slots_per_worker(resource):
+                    return max(self.missing_pool_timeout, demand.settings.scale_up_timeout), MissingPoolError(
+                        f"no live worker in region {region} ({resource}) after waiting "
+                        f"{demand.settings.scale_up_timeout:.0f} s for it to scale up; live pools: "
+                        f"{', '.join(sorted(live_pools(self.scheduler))) or 'none'}")  # type: ignore[arg-type]
+                return self.missing_pool_timeout, UnrunnableTaskError(
+                    f"task {ts.key!r} asks for {asked}, but a worker of {resource} offers "
+                    f"{demand.slots_per_worker(resource):g}; ask for at most that many")
+            return self.missing_pool_timeout, MissingPoolError(
+                f"no live worker in region {region} ({resource}) for {self.missing_pool_timeout:.0f} s; "
+                f"live pools: {', '.join(sorted(live_pools(self.scheduler))) or 'none'}")  # type: ignore[arg-type]
+        return None
 
 
 def keep_retired_data_in_its_pool() -> None:
     """Graceful retirement (scale-in) copies a worker's unique data to any worker. Make it copy only to live
     workers of the retiring worker's own pool; with none left, the retirement is refused (the data stays in
     its region, and Dask recomputes it there if the worker is then lost)."""
-    from distributed.active_memory_manager import RetireWorker, Suggestion
 
-    if getattr(RetireWorker.run, "_dask_regions", False):
-        return
-    original = RetireWorker.run
+    def peers(scheduler: Scheduler, retiring: WorkerState | None) -> set[WorkerState] | None:
+        pools = set(pools_of(retiring))
+        if not pools:
+            return None
+        return {ws for ws in scheduler.running if ws is not retiring and pools & set(ws.resources)}
 
-    def run(self: Any) -> Any:
-        scheduler = self.manager.scheduler
-        retiring = scheduler.workers.get(self.address)
-        pools = {name for name in (retiring.resources if retiring else {}) if name.startswith(POOL_PREFIX)}
-        suggestions = original(self)
-        try:
-            suggestion = next(suggestions)
-            while True:
-                if pools and suggestion.op == "replicate" and suggestion.candidates is None:
-                    peers = {ws for ws in scheduler.running if ws is not retiring and pools & set(ws.resources)}
-                    suggestion = Suggestion("replicate", suggestion.ts, peers)
-                answer = yield suggestion
-                suggestion = suggestions.send(answer)
-        except StopIteration:
-            return
-
-    run._dask_regions = True  # type: ignore[attr-defined]
-    RetireWorker.run = run  # type: ignore[method-assign]
+    narrow_retirement(peers)
 
 
 def _flag(value: object, name: str) -> bool:
@@ -221,10 +309,20 @@ def _flag(value: object, name: str) -> bool:
     raise ValueError(f"{name}={value!r}: use true or false")
 
 
+def _regions_setting(value: object) -> list[str]:
+    """`dask_regions.regions`: a list, or text (one region, or several separated by commas)."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple) or not all(isinstance(region, str) for region in value):
+        raise ValueError(f"dask_regions.regions={value!r}: give a list of region names")
+    return list(value)
+
+
 def dask_setup(scheduler: Scheduler) -> None:
     """Entry point for `dask scheduler --preload dask_regions.routing`."""
     keep_retired_data_in_its_pool()
-    router = RegionRouter(combine_pool=dask.config.get("dask_regions.combine_pool", None),
+    router = RegionRouter(regions=_regions_setting(dask.config.get("dask_regions.regions", []) or []),
+                          combine_pool=dask.config.get("dask_regions.combine_pool", None),
                           missing_pool_timeout=float(dask.config.get("dask_regions.missing_pool_timeout", 30)),
                           route=_flag(dask.config.get("dask_regions.route", True), "dask_regions.route"))
     scheduler.add_plugin(router)

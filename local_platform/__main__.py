@@ -96,14 +96,15 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
             table.add_row(pool, str(count))
         console.print(table)
         console.print(escape(result.audit.table()))
-        console.print(f"misplaced tasks: {len(result.audit.misplaced)}; bytes between regions: "
+        console.print(f"misplaced tasks: {len(result.audit.misplaced)}; ambiguous: {len(result.audit.ambiguous)}; "
+                      f"bytes between regions: "
                       f"{result.audit.bytes_across_regions:,}; mean warming: {result.mean_warming_kelvin:.2f} K")
         console.print(f"plot: {result.plot}")
         with console.status("waiting for the idle pools to scale in"):
             story = wait_for_idle_pools(state, config)
         for pool, sizes in sorted(story.items()):
             console.print(f"{pool} workers over time: {' -> '.join(map(str, sizes))}")
-        if result.audit.misplaced:
+        if not result.audit.proven:
             raise typer.Exit(1)
     except KeyboardInterrupt:
         console.print("interrupted: stopping the platform", style="yellow")

@@ -161,15 +161,16 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=60) as client:
         scaler = LocalAutoscaler(client, pools, dict(os.environ), args.state_dir / "logs")
         previous: dict[str, int] | None = None
+        sizes = dict.fromkeys(pools, 0)  # it starts no worker before its first look at the demand
         try:
             while not stopping:
-                sizes = scaler.step()
                 if sizes != previous:
                     (args.state_dir / SIZES_FILE).write_text(json.dumps(sizes))
                     with (args.state_dir / HISTORY_FILE).open("a") as history:
                         history.write(json.dumps({"time": time.time(), "sizes": sizes}) + "\n")
                     previous = sizes
                 time.sleep(float(spec["interval"]))
+                sizes = scaler.step()
         finally:
             scaler.stop()
     return 0

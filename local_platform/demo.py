@@ -1,5 +1,6 @@
 """The reference analysis on the local platform: ERA5-like historical mean of 2 m temperature in its region,
-the CMIP6-like 2090-2100 mean in its region, their difference in the client region; the audit; a plot."""
+the CMIP6-like 2090-2100 mean in its region, their difference in the pool holding the larger input (as in AWS,
+no pool runs in the client region); the audit; a plot."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def run_demo(state: PlatformState, step: Any) -> DemoResult:
         cmip6 = dr.open_dataset(client, store)
         historical, regridded, difference = reference_analysis(era5, cmip6)
         since = dr.mark(client)
-        step("computing next to the data: means in their regions, the difference in the client region")
+        step("computing next to the data: means in their regions, then their difference")
         futures = client.compute([historical, regridded, difference])
         from distributed import as_completed
 

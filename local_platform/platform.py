@@ -22,7 +22,7 @@ from catalog_sync.sinks import open_sink
 from catalog_sync.sync import sync_region
 from components.config import StackConfig, WorkerConfig
 from dask_regions.demand import settings_environment
-from local_platform.autoscaler import PoolSpec, write_spec
+from local_platform.autoscaler import SIZES_FILE, PoolSpec, write_spec
 from local_platform.data import publish, sample_kind, write_cmip6_like, write_era5_like
 from local_platform.fsx_standin import LocalFsx
 from local_platform.tls import LocalTls, create_local_tls, load_local_tls
@@ -191,14 +191,11 @@ class LocalPlatform:
             time.sleep(0.1)
         state.scheduler_address = json.loads(scheduler_file.read_text())["address"]
         state.dashboard_url = f"http://127.0.0.1:{dashboard}/status"
-        # The client region's pool combines results (no workers there in AWS): one fixed worker. Worker regions'
-        # pools follow the scheduler's demand between their bounds, through the autoscaler.
-        combine = f"pool-{self.config.client.region}"
-        self._spawn(state, combine, [*self._worker_command(combine, scheduler_file), "--name", combine])
-        state.pools.append(combine)
+        # As in AWS, no pool in the client region (a task combining regions runs in the pool holding most of its
+        # inputs): the worker regions' pools follow the scheduler's demand between their bounds (the autoscaler).
         scaled = [PoolSpec(w.pool_name, w.min_tasks, min(w.max_tasks, LOCAL_MAX_WORKERS),
                            self._worker_command(w.pool_name, scheduler_file))
-                  for w in self.config.workers if w.pool_name != combine]
+                  for w in self.config.workers]
         write_spec(self.state_dir, scaled, AUTOSCALE_INTERVAL,
                    max((self._idle_seconds(w) for w in self.config.workers), default=0.0))
         if scaled:
@@ -210,7 +207,7 @@ class LocalPlatform:
         self.report("running the nightly sync once per worker region")
         for worker in self.config.workers:
             self._sync(state, worker.region)
-        self._wait_for_workers(state)
+        self._wait_for_scheduler(state)
         state.save()
 
     def _worker_command(self, pool: str, scheduler_file: Path) -> list[str]:
@@ -227,7 +224,7 @@ class LocalPlatform:
         pools = {w.pool_name: {"workers_per_task": 1, "threads_per_worker": WORKER_THREADS, "min_tasks": w.min_tasks,
                                "max_tasks": min(w.max_tasks, LOCAL_MAX_WORKERS),
                                "idle_timeout": self._idle_seconds(w)}
-                 for w in self.config.workers if w.region != self.config.client.region}
+                 for w in self.config.workers}
         return settings_environment({**DEMAND_SETTINGS, "pools": pools})
 
     def _environment(self) -> dict[str, str]:
@@ -235,7 +232,7 @@ class LocalPlatform:
         return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
                 "DASK_REGIONS_FSX_ROOT": str(self.fsx_root), "AWS_ACCESS_KEY_ID": "local",
                 "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": self.config.client.region,
-                "DASK_DASK_REGIONS__COMBINE_POOL": f"pool-{self.config.client.region}",
+                "DASK_DASK_REGIONS__REGIONS": json.dumps(sorted({w.region for w in self.config.workers})),
                 "DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
                 **self._demand_environment()}
 
@@ -272,12 +269,19 @@ class LocalPlatform:
         sync_region(s3, association, open_sink(state.catalog), fsx=LocalFsx(s3, association, self.fsx_root),
                     file_system_id=f"fs-local-{region}", sleep=lambda _: None)
 
-    def _wait_for_workers(self, state: PlatformState) -> None:
+    def _wait_for_scheduler(self, state: PlatformState) -> None:
+        """Until the scheduler answers and the autoscaler has taken charge of the pools (it reports their sizes);
+        pools start at their minimum and scale on demand."""
         from distributed import Client
 
         with Client(state.scheduler_address, timeout=START_TIMEOUT,  # type: ignore[no-untyped-call]
                     security=state.tls.security()) as client:
-            client.wait_for_workers(1, timeout=START_TIMEOUT)  # the combining pool; the others scale on demand
+            client.scheduler_info()
+        deadline = time.monotonic() + START_TIMEOUT
+        while "autoscaler" in state.processes and not (self.state_dir / SIZES_FILE).exists():
+            if time.monotonic() > deadline:
+                raise PlatformError(f"the autoscaler did not start; see {self._log('autoscaler')}")
+            time.sleep(0.1)
 
     # ----------------------------------------------------------------------------------- down, status
     def down(self) -> list[str]:

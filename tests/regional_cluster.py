@@ -20,7 +20,8 @@ DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
 class RegionalCluster:
     def __init__(self, directory: Path, pools: dict[str, int], *, threads: int = 2, combine_pool: str | None = None,
                  missing_pool_timeout: float = 30, fsx_root: Path | None = None,
-                 hide_data_from_scheduler: bool = False, demand: dict[str, object] | None = None) -> None:
+                 hide_data_from_scheduler: bool = False, isolate_regions: bool = False,
+                 demand: dict[str, object] | None = None, regions: list[str] | None = None) -> None:
         self.directory, self.pools, self.threads = directory, pools, threads
         self.scheduler_file = directory / "scheduler.json"
         self.env = {**os.environ, "DASK_DASK_REGIONS__MISSING_POOL_TIMEOUT": str(missing_pool_timeout),
@@ -28,6 +29,8 @@ class RegionalCluster:
                     "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
         if combine_pool:
             self.env["DASK_DASK_REGIONS__COMBINE_POOL"] = combine_pool
+        if regions is not None:  # the configured regions (as the platform sets them); unset: those of seen pools
+            self.env["DASK_DASK_REGIONS__REGIONS"] = json.dumps(regions)
         self.preloads = ["dask_regions.routing"]
         if demand is not None:  # the per-pool demand plugin, with settings as the platform passes them
             self.preloads.append("dask_regions.demand")
@@ -39,14 +42,24 @@ class RegionalCluster:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.worker_args: list[str] = []  # extra `dask worker` arguments, e.g. preloads
         # The scheduler in its own mount namespace with an empty file system over every region's data.
-        self.hide = fsx_root if hide_data_from_scheduler else None
+        self.fsx_root = fsx_root
+        self.hide = [fsx_root] if fsx_root and (hide_data_from_scheduler or isolate_regions) else []
+        # Each pool in its own mount namespace in which every other region's data directory is empty: a task
+        # that reads another region's files fails there (FileNotFoundError) instead of reading across regions.
+        self.isolate_regions = isolate_regions
 
-    def _spawn(self, name: str, args: list[str], hide: Path | None = None) -> None:
+    def _hidden_from(self, pool: str) -> list[Path]:
+        if not (self.isolate_regions and self.fsx_root):
+            return []
+        return [path for path in sorted(self.fsx_root.iterdir()) if path.is_dir() and f"pool-{path.name}" != pool]
+
+    def _spawn(self, name: str, args: list[str], hide: list[Path] | None = None) -> None:
         log = (self.directory / f"{name}.log").open("wb")
         command = [DASK, *args]
-        if hide is not None:
-            mount = f"mount -t tmpfs -o size=1m hidden-region-data {shlex.quote(str(hide))}"
-            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mount} && exec "$0" "$@"',
+        if hide:
+            mounts = " && ".join(f"mount -t tmpfs -o size=1m hidden-region-data {shlex.quote(str(path))}"
+                                 for path in hide)
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$0" "$@"',
                        *command]
         self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                                 start_new_session=True)
@@ -69,7 +82,8 @@ class RegionalCluster:
         self._spawn(pool, ["worker", "--scheduler-file", str(self.scheduler_file), "--host", "127.0.0.1",
                            "--nworkers", str(workers), "--nthreads", str(self.threads), "--no-dashboard",
                            "--resources", f"{pool}={self.threads}", "--name", pool,
-                           "--local-directory", str(self.directory / pool), *self.worker_args])
+                           "--local-directory", str(self.directory / pool), *self.worker_args],
+                    hide=self._hidden_from(pool))
 
     def stop_pool(self, pool: str) -> None:
         process = self.processes.pop(pool)

@@ -58,7 +58,7 @@ class LazyOnes:
 
 
 def region_data(region: str, shape: tuple[int, ...], chunks: object) -> object:
-    """A dask array holding `region`'s data, named the way dask_regions names it."""
-    import dask.array as da
+    """A dask array holding `region`'s data, tagged the way dask_regions tags it."""
+    from dask_regions import from_array
 
-    return da.from_array(LazyOnes(shape), chunks=chunks, name=f"region-{region}-synthetic")
+    return from_array(region, LazyOnes(shape), chunks=chunks)

@@ -28,7 +28,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     write_era5(fsx)
     write_cmip6(fsx)
     build_catalog(fsx, directory / "catalog.db")
-    cluster = RegionalCluster(directory, POOLS, combine_pool=CLIENT_POOL, missing_pool_timeout=4, fsx_root=fsx)
+    cluster = RegionalCluster(directory, POOLS, combine_pool=CLIENT_POOL, missing_pool_timeout=4, fsx_root=fsx,
+                              regions=["us-east-1", "us-west-2", "eu-north-1"])  # eu-north-1: configured, no pool
     cluster.start()
     try:
         client = cluster.client()
@@ -151,6 +152,28 @@ def test_work_for_a_region_without_workers_fails_clearly_within_the_timeout(plat
         client.compute(orphan).result(timeout=60)
     with pytest.raises(MissingPoolError, match="region eu-north-1"):
         dask_regions.wait_for_pools(client, ["pool-eu-north-1"], timeout=1)
+
+
+@pytest.mark.parametrize(("resources", "message"), [
+    ({"pool-us-east-1": 5}, r"asks for pool-us-east-1=5, but each worker of pool-us-east-1 offers 2"),
+    ({"pool_us-east-1": 1}, r"pool_us-east-1 is not a pool .*pool-us-east-1=2"),
+    ({"pool-ap-south-1": 1}, r"region ap-south-1 is not a configured region; configured regions: eu-north-1, "),
+], ids=["more-slots-than-a-worker-has", "mistyped-pool", "pool-of-no-configured-region"])
+def test_a_task_no_worker_can_run_fails_within_the_timeout(platform: dict[str, Any], resources: dict[str, float],
+                                                           message: str) -> None:
+    from dask_regions.errors import UnrunnableTaskError
+
+    client = platform["client"]
+    with pytest.raises(UnrunnableTaskError, match=message):
+        client.submit(sum, [1, 2], resources=resources, pure=False).result(timeout=60)
+
+
+def test_data_of_a_region_that_is_not_configured_fails_naming_it(platform: dict[str, Any]) -> None:
+    from dask_regions.errors import UnrunnableTaskError
+
+    client = platform["client"]
+    with pytest.raises(UnrunnableTaskError, match=r"region ca-west-1 is not a configured region"):
+        client.compute(region_data("ca-west-1", (4, 4), 2).sum()).result(timeout=60)
 
 
 def test_versions_are_checked_at_connect(platform: dict[str, Any]) -> None:
@@ -292,11 +315,14 @@ def test_opening_hands_back_metadata_not_the_data(platform: dict[str, Any]) -> N
 def test_the_router_only_observes_when_routing_is_off(route: bool, restricted: dict[str, int] | None) -> None:
     from types import SimpleNamespace
 
+    from dask._task_spec import DataNode
+
+    from dask_regions.keys import RegionalArray
     from dask_regions.routing import RegionRouter
 
-    router = RegionRouter(route=route)
-    read = SimpleNamespace(key=("region-us-east-1-tas-abc", 0), run_spec=None, dependencies=[],
-                           resource_restrictions=None)
+    router = RegionRouter(regions=["us-east-1"], route=route)
+    read = SimpleNamespace(key=("open-abc", 0), run_spec=DataNode(None, RegionalArray(np.ones(2), "us-east-1")),
+                           dependencies=[], resource_restrictions=None)
     mean = SimpleNamespace(key=("mean-def", 0), run_spec=None, dependencies=[read], resource_restrictions=None)
     router._route(mean)
     assert mean.resource_restrictions == restricted

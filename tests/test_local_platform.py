@@ -52,8 +52,8 @@ def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     try:
         assert "tls://127.0.0.1:" in started.stdout and "pool-us-west-2" in started.stdout
         status = cli("status", "--state-dir", str(state_dir))
-        assert status.returncode == 0 and status.stdout.count(": running") == len(pids) == 5
-        # 2 S3, the scheduler, the combining pool's worker, the autoscaler (worker pools start empty: minTasks 0)
+        assert status.returncode == 0 and status.stdout.count(": running") == len(pids) == 4
+        # 2 S3, the scheduler, the autoscaler (as in AWS no client-region pool; worker pools start empty: minTasks 0)
         again = cli("up", "--stack", "dev", "--state-dir", str(state_dir))
         assert again.returncode == 1 and "is already running" in again.stdout and "Traceback" not in again.stderr
         catalog = json.loads((state_dir / "platform.json").read_text())["catalog"]
@@ -73,10 +73,11 @@ def test_demo_prints_the_audit_writes_the_plot_and_stops_everything(tmp_path: Pa
     state_dir = tmp_path / "state"
     result = cli("demo", "--stack", "dev", "--state-dir", str(state_dir), "--catalog", "opensearch")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "misplaced tasks: 0" in result.stdout and "from -> to" in result.stdout
+    assert "misplaced tasks: 0; ambiguous: 0" in result.stdout and "from -> to" in result.stdout
+    assert "pool-eu-west-2" not in result.stdout  # as in AWS: no pool in the client region
     plot = state_dir / "demo.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {plot}" in result.stdout
-    assert "stopped 6 processes" in result.stdout  # with the osmem catalog
+    assert "stopped 5 processes" in result.stdout  # with the osmem catalog
     for pool in ("pool-us-east-1", "pool-us-west-2"):  # grew under load, back to zero after it
         (story,) = [line for line in result.stdout.splitlines() if line.startswith(f"{pool} workers over time: 0 -> ")]
         assert story.endswith(" -> 0") and max(int(n) for n in story.split(": ")[1].split(" -> ")) >= 1

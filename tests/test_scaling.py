@@ -101,13 +101,34 @@ def test_the_router_waits_for_a_configured_pool_to_scale_up_instead_of_failing(t
         with cluster.client() as client:
             waiting = client.submit(sum, [1], resources={"pool-eu-north-1": 1})
             doomed = client.submit(sum, [2], resources={"pool-ap-south-1": 1})
-            with pytest.raises(Exception, match="no live worker in region ap-south-1"):
+            with pytest.raises(Exception, match="region ap-south-1 is not a configured region"):
                 doomed.result(timeout=20)
             assert waiting.status == "pending"
             assert pool_demand(client)["pool-eu-north-1"]["desired_tasks"] == 1  # it asks for a worker
             import dask_regions
 
             dask_regions.wait_for_pools(client, ["pool-eu-north-1"], timeout=1)  # scalable: nothing to wait for
+    finally:
+        cluster.close()
+
+
+def test_a_task_no_worker_of_the_pool_can_run_holds_no_capacity_up(tmp_path: Path) -> None:
+    """More slots than a worker offers: the demand figure ignores it, and the router fails it in its timeout."""
+    from dask_regions.errors import UnrunnableTaskError
+
+    pools = {EAST: {"threads_per_worker": 2, "max_tasks": 3}}
+    cluster = RegionalCluster(tmp_path, {EAST: 1}, missing_pool_timeout=3, demand={**FAST, "pools": pools}).start()
+    try:
+        with cluster.client() as client:
+            greedy = client.submit(sum, [1], resources={EAST: 5}, pure=False)
+            wait_until(lambda: client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.unrunnable)), 10,
+                       "the task to wait for a worker")
+            figures = client.run_on_scheduler(lambda dask_scheduler: (
+                dask_scheduler.plugins["dask-regions-demand"]._compute(),
+                dask_scheduler.plugins["dask-regions-demand"].snapshot())[1])
+            assert figures[EAST]["tasks"] == 0  # it does not count as work for the pool
+            with pytest.raises(UnrunnableTaskError, match=f"asks for {EAST}=5, but each worker of {EAST} offers 2"):
+                greedy.result(timeout=30)
     finally:
         cluster.close()
 

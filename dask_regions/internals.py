@@ -1,0 +1,191 @@
+"""Every private Dask interface (and xarray's experimental chunk-manager API) that dask_regions relies on, in one
+place, each with a check that says when an upgrade has changed it.
+
+Why each is needed:
+- `dask._task_spec` (Task, DataNode, fused subgraphs): the router finds the region tags inside a task's spec,
+  also after low-level fusion has folded a region's array node into its reader.
+- `Scheduler._transition` / `_transitions` / `send_all`: failing a task with our own error (the public
+  `transitions()` carries no exception).
+- `Scheduler._get_prefix_duration`: Dask's own measured duration per task prefix, for the demand figure.
+- `RetireWorker.run` and `Suggestion`: graceful retirement copies data to any worker; we narrow the candidates to
+  the retiring worker's own pool.
+- xarray's `DaskManager` (a `ChunkManagerEntrypoint`, marked experimental by xarray): chunking a dataset through
+  our subclass wraps each file-backed array in a `RegionalArray`, so the region travels with the data.
+
+`problems()` lists what no longer matches; tests/test_dask_internals.py fails with that list after an upgrade.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+from dask._task_spec import DataNode, GraphNode, Task, TaskRef
+from distributed.active_memory_manager import RetireWorker, Suggestion
+from distributed.scheduler import Scheduler, TaskPrefix
+from xarray.core.indexing import ImplicitToExplicitIndexingAdapter
+from xarray.namedarray.daskmanager import DaskManager
+
+# The versions these internals were written against (requirements.txt pins the same).
+PINNED = {"dask": "2026.8.0", "distributed": "2026.8.0", "xarray": "2026.9.0"}
+MAX_SPEC_OBJECTS = 10_000  # a task spec is walked this far at most (a fused chain is tens of nodes)
+
+
+# ------------------------------------------------------------------------------------------ task specs
+def spec_values(spec: object) -> Iterator[object]:
+    """Every value held in a task spec: DataNode values, Task arguments, and the nodes of fused subgraphs, at any
+    depth (bounded). Arrays are yielded, never iterated."""
+    stack, seen, count = [spec], set(), 0
+    while stack and count < MAX_SPEC_OBJECTS:
+        item = stack.pop()
+        if id(item) in seen or item is None or isinstance(item, str | bytes | int | float | np.ndarray | TaskRef):
+            continue
+        seen.add(id(item))
+        count += 1
+        yield item
+        if isinstance(item, DataNode):
+            stack.append(item.value)
+        elif isinstance(item, Task):
+            stack.extend(item.args)
+            stack.extend(item.kwargs.values())
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset) and len(item) <= MAX_SPEC_OBJECTS:
+            stack.extend(item)
+
+
+# ------------------------------------------------------------------------------------------ the scheduler
+def fail_task(scheduler: Scheduler, key: Any, error: BaseException, stimulus: str) -> None:
+    """Move a task to `erred` with `error`, as the scheduler's own `stimulus_task_erred` does."""
+    from distributed.core import error_message
+
+    message = error_message(error)
+    recommendations, client_msgs, worker_msgs = scheduler._transition(
+        key, "erred", stimulus, cause=key, exception=message["exception"], traceback=message["traceback"],
+        exception_text=message["exception_text"], traceback_text=message["traceback_text"])
+    scheduler._transitions(recommendations, client_msgs, worker_msgs, stimulus)
+    scheduler.send_all(client_msgs, worker_msgs)
+
+
+def prefix_duration(scheduler: Scheduler, prefix: TaskPrefix) -> float:
+    """Dask's expected seconds for a task of this prefix (measured average, or its default)."""
+    return float(scheduler._get_prefix_duration(prefix))
+
+
+def narrow_retirement(peers: Callable[[Any, Any], set[Any] | None]) -> None:
+    """Graceful retirement copies a worker's unique data to any worker: give it only `peers(scheduler, retiring
+    worker)` as candidates (None: Dask's choice). Idempotent."""
+    if getattr(RetireWorker.run, "_dask_regions", False):
+        return
+    original = RetireWorker.run
+
+    def run(self: Any) -> Any:
+        scheduler = self.manager.scheduler
+        candidates = peers(scheduler, scheduler.workers.get(self.address))
+        suggestions = original(self)
+        try:
+            suggestion = next(suggestions)
+            while True:
+                if candidates is not None and suggestion.op == "replicate" and suggestion.candidates is None:
+                    suggestion = Suggestion("replicate", suggestion.ts, candidates)
+                answer = yield suggestion
+                suggestion = suggestions.send(answer)
+        except StopIteration:
+            return
+
+    run._dask_regions = True  # type: ignore[attr-defined]
+    RetireWorker.run = run  # type: ignore[method-assign]
+
+
+# ------------------------------------------------------------------------------------------ xarray
+class TaggingDaskManager(DaskManager):
+    """xarray's Dask chunk manager, wrapping every array it chunks in `wrap(array)` first (a tagged array)."""
+
+    def __init__(self, wrap: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.wrap = wrap
+
+    def from_array(self, data: Any, chunks: Any, **kwargs: Any) -> Any:
+        if isinstance(data, ImplicitToExplicitIndexingAdapter):
+            kwargs["meta"] = np.ndarray  # as DaskManager: file-backed arrays compute with NumPy
+        return super().from_array(self.wrap(data), chunks, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ checks
+def _parameters(function: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+def _check_task_spec() -> str | None:
+    if not (hasattr(Task, "args") and hasattr(Task, "kwargs") and hasattr(DataNode, "value")
+            and issubclass(Task, GraphNode) and callable(getattr(Task, "has_subgraph", None))):
+        return "dask._task_spec: Task.args/kwargs, DataNode.value or Task.has_subgraph changed"
+    return None
+
+
+def _check_transition() -> str | None:
+    wanted = {"_transition": ["self", "key", "finish", "stimulus_id"],
+              "_transitions": ["self", "recommendations", "client_msgs", "worker_msgs", "stimulus_id"],
+              "send_all": ["self", "client_msgs", "worker_msgs"]}
+    for name, parameters in wanted.items():
+        found = _parameters(getattr(Scheduler, name, lambda: None))
+        if found[:len(parameters)] != parameters:
+            return f"Scheduler.{name}{tuple(found)}: expected parameters {tuple(parameters)}"
+    return None
+
+
+def _check_prefix_duration() -> str | None:
+    found = _parameters(getattr(Scheduler, "_get_prefix_duration", lambda: None))
+    if found == ["self", "prefix"]:
+        return None
+    return f"Scheduler._get_prefix_duration{tuple(found)}: expected (self, prefix)"
+
+
+def _check_retirement() -> str | None:
+    if not inspect.isgeneratorfunction(RetireWorker.run):
+        return "distributed.active_memory_manager.RetireWorker.run is no longer a generator of Suggestions"
+    if Suggestion._fields != ("op", "ts", "candidates"):
+        return (f"distributed.active_memory_manager.Suggestion fields {Suggestion._fields}: "
+                "expected (op, ts, candidates)")
+    return None
+
+
+def _check_chunk_manager() -> str | None:
+    from xarray.namedarray.parallelcompat import guess_chunkmanager
+
+    manager = TaggingDaskManager(lambda array: array)
+    if guess_chunkmanager(manager) is not manager:
+        return "xarray.namedarray.parallelcompat.guess_chunkmanager no longer accepts a chunk manager instance"
+    if _parameters(DaskManager.from_array)[:3] != ["self", "data", "chunks"]:
+        return "xarray.namedarray.daskmanager.DaskManager.from_array(self, data, chunks, ...) changed"
+    return None
+
+
+CHECKS: dict[str, Callable[[], str | None]] = {
+    "dask._task_spec": _check_task_spec,
+    "Scheduler._transition(s)": _check_transition,
+    "Scheduler._get_prefix_duration": _check_prefix_duration,
+    "RetireWorker.run": _check_retirement,
+    "xarray DaskManager": _check_chunk_manager,
+}
+
+
+def installed_versions() -> dict[str, str]:
+    return {package: importlib.metadata.version(package) for package in PINNED}
+
+
+def problem(name: str) -> str | None:
+    """What changed in one internal, with the versions written against and the ones installed; None if unchanged."""
+    found = CHECKS[name]()
+    if found is None:
+        return None
+    return (f"Dask internal {name!r} changed: {found}. dask_regions was written against "
+            f"{', '.join(f'{k} {v}' for k, v in PINNED.items())}; installed: "
+            f"{', '.join(f'{k} {v}' for k, v in installed_versions().items())}. Update dask_regions/internals.py.")
+
+
+def problems() -> list[str]:
+    return [text for name in CHECKS if (text := problem(name))]

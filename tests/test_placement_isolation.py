@@ -1,0 +1,181 @@
+"""Placement proven by isolation: each pool runs in its own mount namespace in which every other region's data
+directory is empty, so a task that reads a region's files anywhere but in that region's pool fails loudly
+(FileNotFoundError) instead of reading across regions. The scheduler sees no region's data at all.
+
+Common analysis shapes over one-chunk-per-file netCDF (the shape that once escaped pinning), on region names of
+every shape, in both topologies: as AWS deploys (no client-region pool: a combining task runs in the pool that
+holds the most of its inputs) and with a client-region combining pool. Every value is checked against plain
+xarray on the same files, every audit must be proven (nothing misplaced, nothing ambiguous), and the bytes
+between pools stay at or below 2x the reduced results + 1 MiB."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+from distributed import wait
+
+import dask_regions
+from dask_regions import audit, mark
+from local_platform.data import ERA5_VARIABLE, write_era5_like
+from tests.regional_cluster import RegionalCluster
+
+REGIONS = ["us-east-1", "ap-southeast-2", "eu-central-2", "ca-west-1", "il-central-1", "me-south-1"]
+PAIRS = [("us-east-1", "ap-southeast-2"), ("eu-central-2", "ca-west-1"), ("il-central-1", "me-south-1")]
+CLIENT_POOL = "pool-eu-west-2"
+T = ERA5_VARIABLE
+MIB = 1024 * 1024
+
+
+def grid(region: str) -> tuple[int, int]:
+    """Regions alternate between two grids, so that every pair regrids from one onto the other."""
+    return (10, 20) if REGIONS.index(region) % 2 == 0 else (13, 26)
+
+
+def files(fsx: Path, region: str) -> list[Path]:
+    return sorted((fsx / region / "era5").rglob("*.nc"))
+
+
+@pytest.fixture(scope="module", params=["aws", "combine-pool"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    directory = tmp_path_factory.mktemp(f"isolated-{request.param}")
+    fsx = directory / "fsx"
+    for region in REGIONS:  # two years of monthly files, each stored as one chunk
+        lat, lon = grid(region)
+        write_era5_like(fsx / region / "era5", years=(2000, 2001), months=12, steps=4, lat=lat, lon=lon, time_chunk=4)
+    pools = {f"pool-{region}": 1 for region in REGIONS}
+    combine = CLIENT_POOL if request.param == "combine-pool" else None
+    if combine:
+        pools[combine] = 1
+    regional = RegionalCluster(directory, pools, combine_pool=combine, fsx_root=fsx, isolate_regions=True,
+                               missing_pool_timeout=10, regions=REGIONS).start()
+    try:
+        client = regional.client()
+        yield {"client": client, "fsx": fsx, "topology": request.param, "cluster": regional, "opened": {}}
+        client.close()
+    finally:
+        regional.close()
+
+
+def open_region(cluster: dict[str, Any], region: str, chunks: Any = "auto") -> xr.Dataset:
+    cache = cluster["opened"]
+    if (region, str(chunks)) not in cache:
+        paths = [f"/fsx/{p.relative_to(cluster['fsx'])}" for p in files(cluster["fsx"], region)]
+        cache[(region, str(chunks))] = dask_regions.open_mfdataset(cluster["client"], paths, region=region,
+                                                                   concat_dim="time0", chunks=chunks)
+    return cache[(region, str(chunks))]
+
+
+def local(cluster: dict[str, Any], region: str) -> xr.Dataset:
+    """The same data read here by plain xarray, without Dask (whose default scheduler is now the isolated
+    cluster, where this process's paths are other regions' data): the expected values."""
+    return xr.concat([xr.load_dataset(path, engine="h5netcdf") for path in files(cluster["fsx"], region)], "time0")
+
+
+def computed(cluster: dict[str, Any], lazy: Any) -> Any:
+    """Compute `lazy` on the isolated cluster; the audit must be proven and the crossing bytes bounded."""
+    client = cluster["client"]
+    since = mark(client)
+    result = lazy.compute()
+    report = audit(client, since)
+    assert report.proven, report.table()
+    assert report.regional > 0, report.table()
+    assert report.bytes_across_regions <= 2 * int(result.nbytes) + MIB, report.table()
+    if cluster["topology"] == "aws":
+        assert CLIENT_POOL not in report.placement
+    return result
+
+
+def weights(dataset: xr.Dataset) -> xr.DataArray:
+    return np.cos(np.deg2rad(dataset.lat))
+
+
+ONE_REGION: dict[str, Callable[[xr.Dataset], Any]] = {
+    "groupby-climatology": lambda ds: ds[T].groupby("time0.month").mean(),
+    "resample": lambda ds: ds[T].resample(time0="1MS").mean(),
+    "rolling-mean": lambda ds: ds[T].rolling(time0=3).mean().mean(("lat", "lon")),
+    "area-weighted-mean": lambda ds: ds[T].weighted(weights(ds)).mean(("lat", "lon")),
+    "map-blocks": lambda ds: ds[T].map_blocks(lambda block: block * 2 - 1).mean("time0"),
+}
+
+
+@pytest.mark.parametrize("workload", sorted(ONE_REGION))
+def test_one_region_workloads_run_in_their_region_on_every_region_name(cluster: dict[str, Any], workload: str) -> None:
+    for region in REGIONS:
+        result = computed(cluster, ONE_REGION[workload](open_region(cluster, region)))
+        expected = ONE_REGION[workload](local(cluster, region))
+        np.testing.assert_allclose(result.values, expected.values, rtol=1e-5, atol=1e-3,
+                                   err_msg=f"{workload} in {region}")
+
+
+@pytest.mark.parametrize("chunks", ["auto", {"time0": 2}], ids=["one-chunk-per-file", "several-chunks-per-file"])
+def test_open_mfdataset_reads_stay_in_the_region(cluster: dict[str, Any], chunks: Any) -> None:
+    for region in REGIONS:
+        data = open_region(cluster, region, chunks)
+        stored = len(files(cluster["fsx"], region))
+        assert data[T].data.numblocks[0] == (stored if chunks == "auto" else 2 * stored)
+        result = computed(cluster, data[T].max())
+        assert float(result) == pytest.approx(float(local(cluster, region)[T].max()))
+
+
+def test_persist_then_compute(cluster: dict[str, Any]) -> None:
+    client = cluster["client"]
+    for region in REGIONS[:3]:
+        since = mark(client)
+        kept = open_region(cluster, region)[T].persist()
+        wait(kept.data)
+        assert audit(client, since).proven
+        holders = {w for workers in client.who_has(kept.data).values() for w in workers}
+        pools = {w: next(iter(info["resources"])) for w, info in client.scheduler_info(n_workers=-1)["workers"].items()}
+        assert {pools[w] for w in holders} == {f"pool-{region}"}
+        result = computed(cluster, kept.groupby("time0.month").mean())
+        np.testing.assert_allclose(result.values, local(cluster, region)[T].groupby("time0.month").mean().values,
+                                   rtol=1e-5, atol=1e-3)  # float32 sums in another order
+
+
+def regrid_difference(a: xr.Dataset, b: xr.Dataset) -> xr.DataArray:
+    """b's monthly climatology interpolated (linear) onto a's grid, minus a's."""
+    target = b[T].groupby("time0.month").mean().interp(lat=a.lat, lon=a.lon, method="linear")
+    return target - a[T].groupby("time0.month").mean()
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=["-".join(p) for p in PAIRS])
+def test_interpolation_from_one_regions_grid_onto_anothers(cluster: dict[str, Any], pair: tuple[str, str]) -> None:
+    a, b = pair
+    assert grid(a) != grid(b)
+    result = computed(cluster, regrid_difference(open_region(cluster, a), open_region(cluster, b)))
+    expected = regrid_difference(local(cluster, a), local(cluster, b))
+    np.testing.assert_allclose(result.values, expected.values, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("pair", PAIRS, ids=["-".join(p) for p in PAIRS])
+def test_concatenation_of_two_regions_data(cluster: dict[str, Any], pair: tuple[str, str]) -> None:
+    a, b = pair
+
+    def both(x: xr.Dataset, y: xr.Dataset) -> xr.DataArray:
+        means = [d[T].weighted(weights(d)).mean(("lat", "lon")) for d in (x, y)]  # on their own grids
+        return xr.concat(means, dim="region").groupby("time0.year").mean()
+
+    result = computed(cluster, both(open_region(cluster, a), open_region(cluster, b)))
+    np.testing.assert_allclose(result.values, both(local(cluster, a), local(cluster, b)).values, rtol=1e-5, atol=1e-3)
+
+
+def test_a_combining_task_runs_where_the_larger_input_is(cluster: dict[str, Any]) -> None:
+    """AWS topology: the sum of a large region-A part and a small region-B part runs in A's pool (only B's side
+    crosses); with a combining pool, it runs there."""
+    client = cluster["client"]
+    big, small = (dask_regions.from_array(region, np.ones(shape), chunks=shape)
+                  for region, shape in (("ca-west-1", (400, 400)), ("me-south-1", (1, 400))))
+    since = mark(client)
+    total = float((big.sum(axis=0) + small.sum(axis=0)).sum().compute())
+    report = audit(client, since)
+    assert total == 400 * 400 + 400 and report.proven, report.table()
+    expected = CLIENT_POOL if cluster["topology"] == "combine-pool" else "pool-ca-west-1"
+    assert expected in report.placement
+    crossed = report.bytes_between_pools
+    if cluster["topology"] == "aws":
+        assert set(crossed) <= {("pool-me-south-1", "pool-ca-west-1")}, report.table()

@@ -199,8 +199,12 @@ class NightlySync(RegionalComponent):
         return [
             {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": f"{log_group_arn}:*"},
-            {"Effect": "Allow", "Action": ["fsx:CreateDataRepositoryTask", "fsx:DescribeDataRepositoryTasks"],
+            {"Effect": "Allow", "Action": "fsx:CreateDataRepositoryTask",
              "Resource": [file_system_arn, f"arn:aws:fsx:{region}:{account}:task/*"]},
+            # AWS authorises DescribeDataRepositoryTasks against "*" only (no resource types, no condition keys):
+            # granted on the file system's ARN it is denied, and the nightly poll would fail.
+            {"Sid": "DescribeTasksHasNoResourceScoping", "Effect": "Allow",
+             "Action": "fsx:DescribeDataRepositoryTasks", "Resource": "*"},
             listing,
             {"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut",
                                            "es:ESHttpDelete"], "Resource": f"{domain_arn}/*"},

@@ -314,7 +314,19 @@ def _backbone(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
     return [(src, f"cannot reach {dst}: {why}") for (src, dst), why in failures.items()]
 
 
+def _authorization_reference(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
+    """Every action, resource ARN and condition key of every policy document, against AWS's authorization
+    reference (components/permissions.py)."""
+    from components.permissions import reference_findings_by_owner
+
+    return reference_findings_by_owner(graph_of(resources))
+
+
 STACK_POLICIES = [
+    _stack("ours-iam-authorization-reference",
+           "Every policy's actions exist, its resources are of the actions' types (\"*\" where AWS takes no "
+           "other), and its condition keys exist (AWS's service authorization reference).",
+           _authorization_reference),
     _stack("awssolutions-vpc7-flow-logs", "Every VPC has flow logs.", _flow_logs),
     _stack("awssolutions-s2-s10-bucket-settings", "Buckets: public access blocked, encrypted, TLS only.",
            _bucket_settings),

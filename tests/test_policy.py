@@ -113,6 +113,11 @@ FIXTURES: dict[str, tuple[Callable[[Graph], None], str]] = {
         "opens a Dask port to 203.0.113.0/24, outside the platform's VPCs"),
     "ours-backbone-peering-and-routes": (
         lambda g: g.resources.remove(g.named("backbone-accept-eu-west-2-us-east-1")), "cannot reach"),
+    "ours-iam-authorization-reference": (
+        lambda g: set_prop(g.named("client-scheduler-task-policy"), "policy", json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+                                                   "Resource": "arn:aws:cloudwatch:eu-west-2:1:alarm:x"}]})),
+        "cloudwatch:PutMetricData supports no resource-level permissions"),
 }
 
 

@@ -28,7 +28,8 @@ OPENSEARCH_ENGINE = "OpenSearch_2.19"
 OPENSEARCH_TLS_POLICY = "Policy-Min-TLS-1-2-PFS-2023-10"
 ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 DASHBOARD_HEALTH_PATH = "/health"  # served by the scheduler's HTTP server
-NOTEBOOK_PACKAGES = "dask distributed bokeh numpy pandas xarray zarr h5netcdf h5py s3fs boto3 ipykernel"
+NOTEBOOK_PACKAGES = ("dask distributed bokeh numpy pandas xarray zarr h5netcdf h5py s3fs boto3 scipy matplotlib "
+                     "ipywidgets ipykernel")
 CATALOG_READ_ACTIONS = ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"]  # POST: _search, _mget
 CATALOG_WRITE_ACTIONS = [*CATALOG_READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete"]
 

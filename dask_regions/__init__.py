@@ -11,6 +11,7 @@ from dask_regions.api import (
     compute_near_data,
     from_array,
     open_dataset,
+    open_many,
     open_mfdataset,
     package_versions,
     region_of,
@@ -19,7 +20,24 @@ from dask_regions.api import (
 from dask_regions.audit import audit, mark
 from dask_regions.catalog import Catalog, CatalogQueryError, Dataset
 from dask_regions.errors import MissingPoolError, VersionMismatchError
+from dask_regions.esm import to_dataset_dict
 
-__all__ = ["Catalog", "CatalogQueryError", "Dataset", "MissingPoolError", "VersionMismatchError", "audit",
-           "check_versions", "compute_near_data", "from_array", "mark", "open_dataset", "open_mfdataset",
-           "package_versions", "region_of", "wait_for_pools"]
+__all__ = [
+    "Catalog",
+    "CatalogQueryError",
+    "Dataset",
+    "MissingPoolError",
+    "VersionMismatchError",
+    "audit",
+    "check_versions",
+    "compute_near_data",
+    "from_array",
+    "mark",
+    "open_dataset",
+    "open_many",
+    "open_mfdataset",
+    "package_versions",
+    "region_of",
+    "to_dataset_dict",
+    "wait_for_pools",
+]

@@ -189,15 +189,22 @@ def open_mfdataset(client: Any, records: Sequence[Any], *, concat_dim: str, regi
     if len(regions) != 1:
         raise ValueError(f"open_mfdataset takes files of one region, got {sorted(regions)}: open each region apart")
     (found,) = regions
-    pool = pool_of_region(found)
-    wait_for_pools(client, [pool], timeout)
-    futures = [client.submit(_open_in_region, path, engine, options, resources={pool: 1}, pure=False)
-               for path, _ in targets]
-    parts = [_chunk_in_region(opened.dataset, chunks, found) for opened in client.gather(futures)]
+    parts = open_many(client, [path for path, _ in targets], found, chunks=chunks, engine=engine, timeout=timeout,
+                      **options)
     dataset = xr.concat(parts, dim=concat_dim, data_vars="minimal", coords="minimal", compat="override",
                         join="override")
     dataset.attrs["dask_regions_region"] = found
     return dataset
+
+
+def open_many(client: Any, paths: Sequence[str], region: str, *, chunks: Any = "auto", engine: str | None = None,
+              timeout: float = DEFAULT_POOL_TIMEOUT, **options: Any) -> list[Any]:
+    """Datasets of one region, each opened by a worker of its pool (all at once), bound to the region."""
+    pool = pool_of_region(check_region(region))
+    wait_for_pools(client, [pool], timeout)
+    futures = [client.submit(_open_in_region, path, engine, options, resources={pool: 1}, pure=False)
+               for path in paths]
+    return [_chunk_in_region(opened.dataset, chunks, region) for opened in client.gather(futures)]
 
 
 def from_array(region: str, array: Any, chunks: Any, **options: Any) -> Any:

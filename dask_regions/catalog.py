@@ -18,6 +18,53 @@ FIELDS = ("kind", "region", "pool", "bucket")  # top-level fields find() also fi
 SEARCH_LIMIT = 10_000
 
 
+@dataclass(frozen=True)
+class EsmCollection:
+    """How one collection of the catalog becomes an intake-esm datastore."""
+
+    kinds: tuple[str, ...]  # catalog kinds it holds
+    format: str  # intake-esm's asset format: zarr or netcdf
+    groupby: tuple[str, ...]  # columns whose values make one dataset (its key, joined by ".")
+    variable: str  # the column naming each asset's variable
+    aggregations: tuple[dict[str, Any], ...]  # how a dataset's assets combine, outermost first
+    derived: dict[str, Any] | None = None  # extra columns, each computed from a Dataset
+
+
+ESM_COLLECTIONS: dict[str, EsmCollection] = {
+    # Pangeo's CMIP6 datastores: one dataset per DRS source/experiment/table/grid, its variables merged and its
+    # members joined along a new `member_id` dimension.
+    "cmip6": EsmCollection(
+        kinds=("cmip6-zarr",), format="zarr",
+        groupby=("activity_id", "institution_id", "source_id", "experiment_id", "table_id", "grid_label"),
+        variable="variable_id",
+        aggregations=({"type": "union", "attribute_name": "variable_id"},
+                      {"type": "join_new", "attribute_name": "member_id",
+                       "options": {"coords": "minimal", "compat": "override"}})),
+    # ERA5: one dataset per variable (and bucket: intake-esm 2025.12.12 cannot look up a dataset grouped by a
+    # single column under pandas 3), its monthly files joined along time.
+    "era5": EsmCollection(
+        kinds=("era5-netcdf",), format="netcdf", groupby=("bucket", "variable"), variable="variable",
+        aggregations=({"type": "join_existing", "attribute_name": "time_range",
+                       "options": {"dim": "time0", "coords": "minimal", "compat": "override"}},),
+        derived={"bucket": lambda d: d.s3_uri.removeprefix("s3://").split("/")[0],
+                 "time_range": lambda d: f"{d.facets.get('year', '')}-{d.facets.get('month', '')}"}),
+}
+
+
+def _collection(datasets: Sequence[Dataset], wanted: str | None) -> str:
+    present = sorted({name for d in datasets for name, spec in ESM_COLLECTIONS.items() if d.kind in spec.kinds})
+    if wanted is not None:
+        if wanted not in ESM_COLLECTIONS:
+            raise CatalogQueryError(f"collection {wanted!r}: one of {', '.join(ESM_COLLECTIONS)}")
+        if wanted not in present:
+            raise CatalogQueryError(f"no {wanted} dataset matches; the matches hold: {', '.join(present) or 'none'}")
+        return wanted
+    if len(present) != 1:
+        raise CatalogQueryError(f"the matches hold {' and '.join(present) or 'no'} collections: export one at a time, "
+                                f"e.g. to_intake_esm(directory, collection={(present or list(ESM_COLLECTIONS))[0]!r})")
+    return present[0]
+
+
 class CatalogQueryError(LookupError):
     """A query the catalog cannot answer; the message lists what it does hold."""
 
@@ -77,26 +124,36 @@ class Catalog:
         wanted = list(dict.fromkeys(paths))
         return self.backend.locate(wanted) if wanted else {}
 
-    def to_intake_esm(self, directory: Path | str, name: str = "catalog", **criteria: str) -> Path:
-        """Write an intake-esm datastore (CSV + JSON) of the matching datasets, with `region` and `pool`."""
+    def to_intake_esm(self, directory: Path | str, collection: str | None = None, name: str | None = None,
+                      **criteria: str) -> Path:
+        """Write an intake-esm datastore (JSON description + CSV) of one collection's matching datasets, grouped
+        and aggregated as Pangeo's datastores are (`ESM_COLLECTIONS`), with `region` and `pool` as columns.
+        `collection` ("cmip6" or "era5") may be left out when the matches hold only one."""
         datasets = self.find(**criteria) if criteria else self.backend.find({})
+        chosen = _collection(datasets, collection)
+        spec = ESM_COLLECTIONS[chosen]
+        rows = [d for d in datasets if d.kind in spec.kinds]
+        name = name or chosen
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        facets = sorted({facet for dataset in datasets for facet in dataset.facets})
-        columns = ["path", "s3_uri", "kind", "region", "pool", *facets]
+        facets = sorted({facet for dataset in rows for facet in dataset.facets})
+        columns = ["path", "format", "region", "pool", *facets, *(spec.derived or {})]
         with (directory / f"{name}.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(columns)
-            for dataset in datasets:
-                writer.writerow([dataset.path, dataset.s3_uri, dataset.kind, dataset.region, dataset.pool,
-                                 *(dataset.facets.get(facet, "") for facet in facets)])
+            for dataset in rows:
+                derived = [derive(dataset) for derive in (spec.derived or {}).values()]
+                writer.writerow([dataset.path, spec.format, dataset.region, dataset.pool,
+                                 *(dataset.facets.get(facet, "") for facet in facets), *derived])
         description = {
-            "esmcat_version": "0.1.0", "id": name, "description": "Datasets of the cross-region Dask platform",
+            "esmcat_version": "0.1.0", "id": name,
+            "description": f"{chosen} datasets of the cross-region Dask platform (paths as the region's workers "
+                           "see them; open with dask_regions.to_dataset_dict to run each in its region)",
             "catalog_file": f"{name}.csv",
-            "attributes": [{"column_name": column, "vocabulary": ""} for column in ["region", "pool", *facets]],
-            "assets": {"column_name": "path", "format_column_name": "kind"},
-            "aggregation_control": {"variable_column_name": "variable_id" if "variable_id" in facets else "variable",
-                                    "groupby_attrs": ["region", "pool"], "aggregations": []},
+            "attributes": [{"column_name": column, "vocabulary": ""} for column in columns[2:]],
+            "assets": {"column_name": "path", "format_column_name": "format"},
+            "aggregation_control": {"variable_column_name": spec.variable, "groupby_attrs": list(spec.groupby),
+                                    "aggregations": [dict(a) for a in spec.aggregations]},
         }
         path = directory / f"{name}.json"
         path.write_text(json.dumps(description, indent=2))

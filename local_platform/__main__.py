@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from components.config import ConfigError, StackConfig, load_stack_file
@@ -88,7 +89,11 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
         with console.status("starting the platform") as status:
             platform.report = lambda message: status.update(message)
             state = platform.up()
-            result = run_demo(state, lambda message: status.update(message))
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            step = bar.add_task("the reference analysis", total=None)
+            result = run_demo(state, lambda message: bar.update(step, description=message),
+                              lambda done, total: bar.update(step, completed=done, total=total))
         table = Table(title="where the work ran and what crossed regions")
         for column in ("pool", "tasks"):
             table.add_column(column)
@@ -98,7 +103,8 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
         console.print(escape(result.audit.table()))
         console.print(f"misplaced tasks: {len(result.audit.misplaced)}; ambiguous: {len(result.audit.ambiguous)}; "
                       f"bytes between regions: "
-                      f"{result.audit.bytes_across_regions:,}; mean warming: {result.mean_warming_kelvin:.2f} K")
+                      f"{result.audit.bytes_across_regions:,}; mean warming (area-weighted global mean): "
+                      f"{result.mean_warming_kelvin:.2f} K")
         console.print(f"plot: {result.plot}")
         with console.status("waiting for the idle pools to scale in"):
             story = wait_for_idle_pools(state, config)

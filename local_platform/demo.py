@@ -12,6 +12,7 @@ from typing import Any
 import dask_regions as dr
 from components.config import StackConfig
 from dask_regions.audit import Audit
+from dask_regions.climate import global_mean, is_synthetic, monthly_climatology, plot_maps, regrid
 from local_platform.autoscaler import SPEC_FILE, current_sizes, pool_history
 from local_platform.platform import DEMAND_SETTINGS, PlatformState
 
@@ -23,8 +24,9 @@ class DemoResult:
     mean_warming_kelvin: float
 
 
-def run_demo(state: PlatformState, step: Any) -> DemoResult:
-    """`step(message)` reports progress; returns the audit and where the plot went."""
+def run_demo(state: PlatformState, step: Any, progress: Any = lambda done, total: None) -> DemoResult:
+    """`step(message)` reports each step, `progress(done, total)` the results computed; returns the audit, where
+    the plot went and the headline number."""
     from distributed import Client
 
     with Client(state.scheduler_address, timeout=60,  # type: ignore[no-untyped-call]
@@ -41,28 +43,41 @@ def run_demo(state: PlatformState, step: Any) -> DemoResult:
         cmip6 = dr.open_dataset(client, store)
         historical, regridded, difference = reference_analysis(era5, cmip6)
         since = dr.mark(client)
-        step("computing next to the data: means in their regions, then their difference")
-        futures = client.compute([historical, regridded, difference])
+        step("computing next to the data: climatologies in their regions, then their difference")
+        # One result per month of the difference, so that progress shows as the months finish.
+        parts = [historical, regridded] + [difference.isel(month=i) for i in range(difference.sizes["month"])]
+        futures = client.compute(parts)
         from distributed import as_completed
 
         for done, _ in enumerate(as_completed(futures), start=1):  # type: ignore[no-untyped-call]
-            step(f"computing next to the data: {done}/3 maps done")
-        historical_map, future_map, difference = client.gather(futures)
+            progress(done, len(futures))
+        historical_map, future_map, *months = client.gather(futures)
         report = dr.audit(client, since)
+    import xarray as xr
+
+    difference_map = xr.concat(months, dim="month")
     step("plotting")
     plot = Path(state.state_dir) / "demo.png"
-    _plot(historical_map, future_map, difference, plot)
-    return DemoResult(report, plot, float(difference.mean()))
+    figure = plot_maps(historical_map, future_map, difference_map, synthetic=is_synthetic(era5, cmip6), path=plot)
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+    return DemoResult(report, plot, warming(difference_map))
 
 
 def reference_analysis(era5: Any, cmip6: Any) -> tuple[Any, Any, Any]:
-    """Lazily: the ERA5-like historical mean of 2 m temperature, the CMIP6-like 2090-2100 mean on the same grid,
-    and their difference (the demo's and the WAN benchmark's analysis)."""
-    historical = era5.air_temperature_at_2_metres.mean("time0")
-    future = cmip6.tas.sel(time=slice("2090", "2100")).mean("time")
-    regridded = future.sel(lat=historical.lat, lon=historical.lon, method="nearest").assign_coords(
-        lat=historical.lat, lon=historical.lon)
+    """Lazily: the ERA5-like monthly climatology of 2 m temperature, the CMIP6-like 2090-2100 monthly climatology
+    regridded onto ERA5's grid by bilinear interpolation (`dask_regions.climate.regrid`), and their difference
+    (the demo's and the notebook's analysis)."""
+    historical = monthly_climatology(era5.air_temperature_at_2_metres, "time0")
+    future = monthly_climatology(cmip6.tas.sel(time=slice("2090", "2100")), "time")
+    regridded = regrid(future, historical)
     return historical, regridded, regridded - historical
+
+
+def warming(difference: Any) -> float:
+    """The headline number: the area-weighted global mean of the difference, over the year."""
+    return float(global_mean(difference).mean())
 
 
 def wait_for_idle_pools(state: PlatformState, config: StackConfig, slack: float = 20.0) -> dict[str, list[int]]:
@@ -80,19 +95,3 @@ def wait_for_idle_pools(state: PlatformState, config: StackConfig, slack: float 
             break
         time.sleep(0.5)
     return pool_history(state_dir)
-
-
-def _plot(historical: Any, future: Any, difference: Any, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
-    for axis, field, title, cmap in ((axes[0], historical, "ERA5-like historical mean (K)", "viridis"),
-                                     (axes[1], future, "CMIP6-like 2090-2100 mean (K)", "viridis"),
-                                     (axes[2], difference, "difference (K)", "RdBu_r")):
-        field.plot(ax=axis, cmap=cmap)
-        axis.set_title(title)
-    figure.savefig(path, dpi=80)
-    plt.close(figure)

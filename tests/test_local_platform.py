@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,30 +127,58 @@ def test_bad_flags_are_clear(tmp_path: Path) -> None:
     assert result.returncode == 1 and "--catalog 'mongodb': use sqlite or opensearch" in result.stdout
 
 
-def test_the_example_notebook_runs_headless_against_the_local_platform(tmp_path: Path,
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A local platform up for the module, and the environment a kernel gets from `python -m local_platform env`."""
+    state_dir = tmp_path_factory.mktemp("running") / "state"
+    assert cli("up", "--stack", "dev", "--state-dir", str(state_dir)).returncode == 0
+    try:
+        exports = cli("env", "--state-dir", str(state_dir)).stdout.splitlines()
+        environment = {}
+        for line in exports:
+            name, _, value = line.removeprefix("export ").partition("=")
+            environment[name] = shlex.split(value)[0]
+        assert {"DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT", "DASK_SCHEDULER_ADDRESS", "CATALOG_ENDPOINT"} <= set(
+            environment)
+        yield {"state": json.loads((state_dir / "platform.json").read_text()), "environment": environment}
+    finally:
+        cli("down", "--state-dir", str(state_dir))
+
+
+def test_the_example_notebook_runs_headless_against_the_local_platform(running: dict[str, Any], tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill
 
-    state_dir = tmp_path / "state"
-    assert cli("up", "--stack", "dev", "--state-dir", str(state_dir)).returncode == 0
-    try:
-        state = json.loads((state_dir / "platform.json").read_text())
-        # The kernel gets the platform's client certificate the way users do: `python -m local_platform env`.
-        exports = cli("env", "--state-dir", str(state_dir)).stdout.splitlines()
-        for line in exports:
-            name, _, value = line.removeprefix("export ").partition("=")
-            monkeypatch.setenv(name, shlex.split(value)[0])
-        assert {"DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT", "DASK_SCHEDULER_ADDRESS"} <= {
-            line.removeprefix("export ").partition("=")[0] for line in exports}
-        output = tmp_path / "executed.ipynb"
-        papermill.execute_notebook(str(ROOT / "notebooks" / "reference_analysis.ipynb"), str(output),
-                                   parameters={"scheduler_address": state["scheduler_address"],
-                                               "catalog_location": state["catalog"]},
-                                   kernel_name="python3", cwd=str(ROOT), progress_bar=False)
-        cells = json.loads(output.read_text())["cells"]
-        outputs = [o for cell in cells if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
-        assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot
-        text = "".join("".join(o.get("text", "")) for o in outputs)
-        assert "misplaced: 0" in text and "mean warming: 4.0" in text
-    finally:
-        cli("down", "--state-dir", str(state_dir))
+    for name, value in running["environment"].items():  # the kernel's environment, as users set it
+        monkeypatch.setenv(name, value)
+    output = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "reference_analysis.ipynb"), str(output),
+                               parameters={"scheduler_address": running["state"]["scheduler_address"],
+                                           "catalog_location": running["state"]["catalog"]},
+                               kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    cells = json.loads(output.read_text())["cells"]
+    outputs = [o for cell in cells if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot
+    text = "".join("".join(o.get("text", "")) for o in outputs)
+    assert "misplaced: 0" in text and "regridded by linear interpolation" in text
+    import re
+
+    warming = float(re.search(r"mean warming \(area-weighted global mean\): (-?[0-9.]+) K", text).group(1))  # type: ignore[union-attr]
+    assert abs(warming - 4.0) < 0.05  # the sample data's warming, by construction
+
+
+def readme_examples() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [block.split("\n", 1)[1] for block in text.split("```")[1::2] if block.startswith("python\n")]
+
+
+@pytest.mark.parametrize("index", range(len(readme_examples())))
+def test_every_readme_python_example_runs_against_the_local_platform(running: dict[str, Any], index: int,
+                                                                     tmp_path: Path) -> None:
+    """As written: in a fresh interpreter with the environment `python -m local_platform env` gives."""
+    example = readme_examples()[index]
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, check=False, env={**os.environ, **running["environment"],
+                                                           "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, f"README example {index + 1} failed:\n{example}\n{result.stderr[-3000:]}"
+    assert "Traceback" not in result.stderr

@@ -84,7 +84,8 @@ CatalogAccess(
     "catalog-access",
     CatalogAccessArgs(domain_name=client.catalog_domain_name, domain_arn=client.catalog_domain_arn,
                       reader_role_arns=[client.notebook_role_arn],
-                      writer_role_arns=[region.catalog_sync_role_arn for region in worker_regions]),
+                      writer_role_arns={worker.region: region.catalog_sync_role_arn
+                                        for worker, region in zip(config.workers, worker_regions, strict=True)}),
     opts=pulumi.ResourceOptions(provider=providers[home]),
 )
 

@@ -84,11 +84,13 @@ class OpenSearchLoad:
     def add(self, records: Iterable[DatasetRecord]) -> int:
         from opensearchpy import helpers
 
-        actions = ({"_index": self.load_id, "_id": r.id, "_source": r.to_document()} for r in records)
+        # POST /<index>/_bulk, never /_bulk: the writer's permissions are scoped to its own region's indices.
+        actions = ({"_id": r.id, "_source": r.to_document()} for r in records)
         added, errors = 0, []
         try:
             for ok, item in helpers.streaming_bulk(
-                    self.client, actions, chunk_size=BULK_CHUNK_DOCS, max_chunk_bytes=BULK_CHUNK_BYTES,
+                    self.client, actions, index=self.load_id, chunk_size=BULK_CHUNK_DOCS,
+                    max_chunk_bytes=BULK_CHUNK_BYTES,
                     max_retries=BULK_RETRIES, initial_backoff=1, max_backoff=30, raise_on_error=False,
                     raise_on_exception=False):
                 if ok:
@@ -110,10 +112,14 @@ class OpenSearchLoad:
         serving = [name for name in _aliased(self.client, alias) if name != self.load_id]
         previous = sum(int(self.client.count(index=name)["count"]) for name in serving)
         _guard(self.region, documents, previous, max_drop, force)
-        actions: list[dict[str, Any]] = [{"add": {"index": self.load_id, "alias": alias}},
-                                         {"add": {"index": self.load_id, "alias": READ_ALIAS}}]
-        actions += [{"remove_index": {"index": name}} for name in serving]
-        indices.update_aliases(body={"actions": actions})  # one atomic switch, old index removed with it
+        # Every request names this region's own indices (the writer may touch nothing else; `POST /_aliases` would
+        # let it repoint any alias): the aliases go on the new index, then the old index goes, taking its aliases
+        # with it. Between the two, readers see both loads of this region, never a partial one; the catalog client
+        # keeps one document per dataset id, the newest load's.
+        for name in (alias, READ_ALIAS):
+            indices.put_alias(index=self.load_id, name=name)
+        for name in serving:
+            indices.delete(index=name)
         return SwapReport(self.region, self.load_id, documents, previous, serving)
 
     def abort(self) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,12 @@ from components.dask_tls import container_secrets, read_secret_statements
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
-from components.resources import RegionalComponent, pull_and_log_statements
+from components.resources import (
+    RegionalComponent,
+    catalog_reader_statements,
+    catalog_writer_statements,
+    pull_and_log_statements,
+)
 from components.scaling import METRIC_NAMESPACE, scheduler_environment
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -30,8 +35,6 @@ ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 DASHBOARD_HEALTH_PATH = "/health"  # served by the scheduler's HTTP server
 NOTEBOOK_PACKAGES = ("dask distributed bokeh numpy pandas xarray zarr h5netcdf h5py s3fs boto3 scipy matplotlib "
                      "ipywidgets ipykernel")
-CATALOG_READ_ACTIONS = ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"]  # POST: _search, _mget
-CATALOG_WRITE_ACTIONS = [*CATALOG_READ_ACTIONS, "es:ESHttpPut", "es:ESHttpDelete"]
 
 
 @dataclass
@@ -293,8 +296,7 @@ class ClientRegion(RegionalComponent):
         role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
             self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id,
             args.client_tls_secret_arn).apply(lambda v: [
-                {"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"],
-                 "Resource": f"{v[0]}/*"},
+                *catalog_reader_statements(v[0]),
                 {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": v[1]},
                 {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[1]}/*"},
                 {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": v[2]},
@@ -362,7 +364,7 @@ class CatalogAccessArgs:
     domain_name: pulumi.Input[str]
     domain_arn: pulumi.Input[str]
     reader_role_arns: Sequence[pulumi.Input[str]]
-    writer_role_arns: Sequence[pulumi.Input[str]] = ()
+    writer_role_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # region -> its sync role
 
 
 class CatalogAccess(pulumi.ComponentResource):
@@ -374,18 +376,21 @@ class CatalogAccess(pulumi.ComponentResource):
         if not args.reader_role_arns:
             raise ValueError(f"CatalogAccess {name}: at least one reader role")
 
+        regions = sorted(args.writer_role_arns)
+
         def document(values: list[Any]) -> str:
-            domain_arn, readers, writers = values[0], values[1], values[2]
-            statements = [{"Sid": "Readers", "Effect": "Allow", "Principal": {"AWS": readers},
-                           "Action": CATALOG_READ_ACTIONS, "Resource": f"{domain_arn}/*"}]
-            if writers:
-                statements.append({"Sid": "Writers", "Effect": "Allow", "Principal": {"AWS": writers},
-                                   "Action": CATALOG_WRITE_ACTIONS, "Resource": f"{domain_arn}/*"})
+            domain_arn, readers, writers = values[0], values[1], values[2:]
+            statements = [{"Sid": f"Readers{i}", "Principal": {"AWS": readers}, **statement}
+                          for i, statement in enumerate(catalog_reader_statements(domain_arn))]
+            for region, writer in zip(regions, writers, strict=True):
+                slug = region.replace("-", "")
+                statements += [{"Sid": f"Writer{slug}{i}", "Principal": {"AWS": writer}, **statement}
+                               for i, statement in enumerate(catalog_writer_statements(domain_arn, region))]
             return json.dumps({"Version": "2012-10-17", "Statement": statements})
 
         aws.opensearch.DomainPolicy(
             f"{name}-policy", domain_name=args.domain_name,
             access_policies=pulumi.Output.all(args.domain_arn, list(args.reader_role_arns),
-                                              list(args.writer_role_arns)).apply(document),
+                                              *(args.writer_role_arns[r] for r in regions)).apply(document),
             opts=pulumi.ResourceOptions(parent=self, provider=opts.provider))
         self.register_outputs({})

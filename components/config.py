@@ -12,8 +12,10 @@ import difflib
 import ipaddress
 import json
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ LUSTRE_THROUGHPUTS_PER_TIB = (125, 250, 500, 1000)  # PERSISTENT_2 SSD, MB/s/TiB
 LUSTRE_MIN_STORAGE_GIB = 1200
 LUSTRE_STORAGE_STEP_GIB = 2400  # PERSISTENT_2 SSD: 1200 GiB, then multiples of 2400 GiB
 MIN_MEMORY_PER_WORKER_MIB = 1024
+MAX_WORKER_REGIONS = 10  # README: `plan` takes under 2 minutes at this size on 2 cores
 RESERVED_TAG_KEYS = ("project", "stack", "team")
 PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
@@ -272,8 +275,20 @@ class ConfigError(Exception):
         super().__init__("\n".join(lines))
 
 
+MAX_SHOWN = 80  # characters of a bad value a message repeats
+
+
+_SHORT = reprlib.Repr()  # Python 3.11's takes no keyword arguments
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlong = 3, 4, 4, 40
+_SHORT.maxstring = _SHORT.maxother = MAX_SHOWN
+
+
 def _fmt(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, str) else repr(value)
+    """A bad value as a message shows it: JSON-like, and short whatever its size."""
+    if isinstance(value, bool | int | float) or value is None:
+        return json.dumps(value)
+    text = _SHORT.repr(value)
+    return text if len(text) <= 2 * MAX_SHOWN else text[:2 * MAX_SHOWN] + "..."
 
 
 def _did_you_mean(word: str, choices: Sequence[str]) -> str:
@@ -282,19 +297,29 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(choices)}."
 
 
+PARTITION = "aws"  # the platform deploys to the commercial partition only (one account, peered across regions)
+_REGION_CODE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")  # pseudo-regions such as aws-global are no region codes
+
+
 @cache
-def known_regions() -> frozenset[str]:
-    """Every region botocore knows in any partition (its bundled partition and endpoint data)."""
+def partition_regions() -> dict[str, str]:
+    """Every region code botocore knows (its bundled partition and endpoint data), with its partition."""
     import botocore.session
 
     session = botocore.session.get_session()
-    regions: set[str] = set()
+    regions: dict[str, str] = {}
     for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ec2", partition_name=partition))
-    partitions = session.get_component("data_loader").load_data("partitions")
-    for partition_data in partitions.get("partitions", []):
-        regions.update(partition_data.get("regions", {}))
-    return frozenset(regions)
+        for region in session.get_available_regions("ec2", partition_name=partition):
+            regions.setdefault(region, partition)
+    for partition_data in session.get_component("data_loader").load_data("partitions").get("partitions", []):
+        for region in partition_data.get("regions", {}):
+            regions.setdefault(region, partition_data.get("id", ""))
+    return {region: partition for region, partition in regions.items() if _REGION_CODE.fullmatch(region)}
+
+
+def known_regions() -> frozenset[str]:
+    """The regions of the `aws` partition."""
+    return frozenset(r for r, partition in partition_regions().items() if partition == PARTITION)
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -359,6 +384,11 @@ class _Checker:
 def _check_region(c: _Checker, region: str | None, path: str) -> None:
     if region is None or region in known_regions():
         return
+    other = partition_regions().get(region)
+    if other:
+        c.add(path, f"{region!r} is a region of the {other} partition; the platform deploys to the {PARTITION} "
+                    "partition's regions only.", "choose a region of the aws partition, such as 'eu-west-2'.")
+        return
     close = difflib.get_close_matches(region, sorted(known_regions()), n=1, cutoff=0.6)
     hint = f"did you mean {close[0]!r}?" if close else "use a region code such as 'eu-west-2'."
     c.add(path, f"{region!r} is not an AWS region botocore knows.", hint)
@@ -396,8 +426,12 @@ def _check_vpc_cidr(c: _Checker, cidr: str | None, path: str) -> ipaddress.IPv4N
     return network
 
 
+MAX_ALLOWLIST_PREFIX = 8  # the allow-list may open the dashboard to at most a /8's worth of addresses
+
+
 def _check_allowlist(c: _Checker, cidrs: list[Any] | None, path: str) -> tuple[str, ...]:
     accepted: list[str] = []
+    networks: list[ipaddress.IPv4Network] = []
     for i, cidr in enumerate(cidrs or []):
         item = f"{path}[{i}]"
         if not isinstance(cidr, str):
@@ -412,7 +446,18 @@ def _check_allowlist(c: _Checker, cidrs: list[Any] | None, path: str) -> tuple[s
             c.add(item, f"{cidr!r} opens it to the whole internet.",
                   "list only your office or VPN ranges; leave the list empty to keep it internal.")
             continue
+        if not isinstance(network, ipaddress.IPv4Network):
+            c.add(item, f"{cidr!r} is IPv6; the dashboard's load balancer listens on IPv4 only.",
+                  "list the IPv4 ranges of your office or VPN.")
+            continue
         accepted.append(cidr)
+        networks.append(network)
+    opened = sum(n.num_addresses for n in ipaddress.collapse_addresses(networks))
+    if opened > 2 ** (32 - MAX_ALLOWLIST_PREFIX):
+        c.add(path, f"together the entries open the dashboard to {opened:,} addresses, more than a "
+                    f"/{MAX_ALLOWLIST_PREFIX} ({2 ** (32 - MAX_ALLOWLIST_PREFIX):,}): a plain-HTTP dashboard "
+                    "with no login would face the internet.",
+              "list only your office or VPN ranges, or use SSM port forwarding instead (README).")
     return tuple(accepted)
 
 
@@ -493,7 +538,12 @@ def schedule_problem(expression: str) -> str | None:
             singular = unit.rstrip("s")
             return f"use the singular unit for 1 and the plural above, e.g. 'rate(1 {singular})', 'rate(2 {singular}s)'"
         return None
-    if re.fullmatch(r"at\(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\)", expression):
+    at = re.fullmatch(r"at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)", expression)
+    if at:
+        try:
+            datetime.strptime(at.group(1), "%Y-%m-%dT%H:%M:%S")
+        except ValueError:
+            return f"{at.group(1)} is not a date and time (yyyy-mm-ddThh:mm:ss)"
         return None
     cron = re.fullmatch(r"cron\((.*)\)", expression)
     if not cron:
@@ -510,25 +560,40 @@ def schedule_problem(expression: str) -> str | None:
     return None
 
 
-def _check_tags(c: _Checker, tags: Mapping[str, Any] | None, path: str) -> dict[str, str]:
+# AWS tag keys and values: letters, digits, spaces and _ . : / = + - @ (Resource Groups Tagging API rules).
+_TAG_TEXT = re.compile(r"[\w\s.:/=+\-@]*")
+MAX_TAG_KEY, MAX_TAG_VALUE = 128, 256
+
+
+def tag_value_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"tag values must be strings, got {_fmt(value)}"
+    if len(value) > MAX_TAG_VALUE:
+        return f"is {len(value)} characters; tag values take at most {MAX_TAG_VALUE}"
+    if not _TAG_TEXT.fullmatch(value):
+        return f"{_fmt(value)} has characters tags do not allow (letters, digits, spaces and _ . : / = + - @ only)"
+    return None
+
+
+def _check_tags(c: _Checker, tags: Mapping[Any, Any] | None, path: str) -> dict[str, str]:
     accepted: dict[str, str] = {}
     for key, value in (tags or {}).items():
         item = f"{path}.{key}"
-        if key in RESERVED_TAG_KEYS:
+        if not isinstance(key, str):
+            c.add(item, f"the tag key {_fmt(key)} is not text.", "quote the key, e.g. '\"2024\": value'.")
+        elif key in RESERVED_TAG_KEYS:
             c.add(item, f"{key!r} is set by the platform on every resource.",
                   "remove it (use the top-level 'team' key to set the team).")
-        elif key.lower().startswith("aws:") or not 1 <= len(key) <= 128:
-            c.add(item, "is not an allowed tag key (1-128 characters, not starting with 'aws:').",
-                  "rename the tag.")
-        elif not isinstance(value, str) or len(value) > 256:
-            c.add(item, f"tag values must be strings of at most 256 characters, got {_fmt(value)}.",
-                  "quote the value and shorten it.")
+        elif key.lower().startswith("aws:") or not 1 <= len(key) <= MAX_TAG_KEY or not _TAG_TEXT.fullmatch(key):
+            c.add(item, f"is not an allowed tag key (1-{MAX_TAG_KEY} letters, digits, spaces and _ . : / = + - @, "
+                        "not starting with 'aws:').", "rename the tag.")
+        elif reason := tag_value_problem(value):
+            c.add(item, f"{reason}.", "quote the value and shorten it to allowed characters.")
         else:
             accepted[key] = value
     return accepted
 
 
-# Fargate task sizes: CPU units -> (lowest MiB, highest MiB, step MiB).
 FARGATE_SIZES = {256: (512, 2048, None), 512: (1024, 4096, 1024), 1024: (2048, 8192, 1024),
                  2048: (4096, 16384, 1024), 4096: (8192, 30720, 1024), 8192: (16384, 61440, 4096),
                  16384: (32768, 122880, 8192)}
@@ -702,6 +767,12 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
     raw_workers = top["workers"]
     if raw_workers is not None and not raw_workers:
         c.add("workers", "is empty.", "list at least one worker region with region, cidr and dataset.")
+    if raw_workers and len(raw_workers) > MAX_WORKER_REGIONS:
+        c.add("workers", f"lists {len(raw_workers)} worker regions; the platform supports at most "
+                         f"{MAX_WORKER_REGIONS} (a full mesh of Transit Gateway peerings; `plan` is measured up to "
+                         "it).",
+              f"split the regions over stacks of at most {MAX_WORKER_REGIONS}.")
+        raw_workers = raw_workers[:MAX_WORKER_REGIONS]  # the rest are not checked one by one
     for i, raw_worker in enumerate(raw_workers or []):
         worker = _check_worker(c, raw_worker, f"workers[{i}]")
         if worker is not None:
@@ -720,6 +791,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         c.add("logRetentionDays", f"{top['logRetentionDays']} is not a retention CloudWatch Logs accepts.",
               f"use one of {', '.join(map(str, LOG_RETENTION_DAYS))} (nearest: {close}).")
     tags = _check_tags(c, top["tags"], "tags")
+    if isinstance(top["team"], str) and (reason := tag_value_problem(top["team"])):
+        c.add("team", f"becomes the 'team' tag on every resource and {reason}.", "shorten it to a tag value.")
 
     if c.problems or client is None:
         raise ConfigError(c.problems, f"stack {stack!r}")
@@ -835,6 +908,26 @@ def _decode(name: str, text: Any, kind: str | None, problems: list[Problem]) -> 
         return text
 
 
+MAX_YAML_VALUES = 100_000
+
+
+def _expands_beyond(document: Any, limit: int) -> bool:
+    """Whether a loaded document holds more than `limit` values, counting what aliases repeat (an alias bomb of
+    a kilobyte is billions of values); stops counting at the limit."""
+    count, stack = 0, [document]
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         document = yaml.safe_load(path.read_text())
@@ -845,6 +938,10 @@ def _read_yaml(path: Path) -> dict[str, Any]:
                           path.name) from None
     if document is None:
         return {}
+    if _expands_beyond(document, MAX_YAML_VALUES):
+        raise ConfigError([Problem(path.name, f"expands to more than {MAX_YAML_VALUES:,} values (YAML aliases that "
+                                              "repeat themselves?).", "write the values out; a stack file is small.")],
+                          path.name)
     if not isinstance(document, dict):
         raise ConfigError([Problem(path.name, "must be a YAML mapping.", "start it with 'config:'.")], path.name)
     return document

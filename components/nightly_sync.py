@@ -15,7 +15,7 @@ from components.config import WorkerConfig
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.ports import HTTPS_PORT
-from components.resources import RegionalComponent, security_group
+from components.resources import RegionalComponent, catalog_writer_statements, security_group
 
 LAMBDA_TIMEOUT_SECONDS = 900
 IMPORT_POLL_SECONDS = 60
@@ -206,8 +206,7 @@ class NightlySync(RegionalComponent):
             {"Sid": "DescribeTasksHasNoResourceScoping", "Effect": "Allow",
              "Action": "fsx:DescribeDataRepositoryTasks", "Resource": "*"},
             listing,
-            {"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost", "es:ESHttpPut",
-                                           "es:ESHttpDelete"], "Resource": f"{domain_arn}/*"},
+            *catalog_writer_statements(domain_arn, region),
             # Lambda manages its VPC network interfaces through these calls, which take no resource scoping.
             {"Sid": "VpcNetworkInterfacesHaveNoResourceScoping", "Effect": "Allow", "Action": [
                 "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",

@@ -31,6 +31,32 @@ def pull_and_log_statements(repository_arn: str, log_group_arn: str) -> list[dic
         {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{log_group_arn}:*"}]
 
 
+# The catalog's names, as catalog_sync.sinks writes them (a test compares): the read alias every reader searches,
+# and each region's alias and load indices (`catalog-<region>`, `catalog-<region>-<dataset>-<stamp>`).
+CATALOG_READ_ALIAS = "catalog"
+CATALOG_SEARCHES = ("_search", "_msearch", "_mget")
+
+
+def catalog_reader_statements(domain_arn: str) -> list[dict[str, Any]]:
+    """Readers may only search the read alias and GET from it. OpenSearch without fine-grained access control
+    authorises by action and request path only: `ESHttpPost` on `domain/*` would also allow `/_aliases`, `/_bulk`
+    and `/_delete_by_query`."""
+    alias = f"{domain_arn}/{CATALOG_READ_ALIAS}"
+    return [{"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead"], "Resource": [alias, f"{alias}/*"]},
+            {"Effect": "Allow", "Action": "es:ESHttpPost",
+             "Resource": [f"{alias}/{search}" for search in CATALOG_SEARCHES]}]
+
+
+def catalog_writer_statements(domain_arn: str, region: str) -> list[dict[str, Any]]:
+    """A region's nightly sync may create, fill, alias and delete its own region's load indices only, and look up
+    its own alias. No domain-level path (`/_aliases`, `/_bulk`): each of those could touch other regions."""
+    own = f"{domain_arn}/{CATALOG_READ_ALIAS}-{region}"
+    return [{"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead"],
+             "Resource": [own, f"{own}-*", f"{domain_arn}/_alias/{CATALOG_READ_ALIAS}-{region}"]},
+            {"Effect": "Allow", "Action": ["es:ESHttpPut", "es:ESHttpPost", "es:ESHttpDelete"],
+             "Resource": f"{own}-*"}]
+
+
 def service_role(name: str, service: str, opts: pulumi.ResourceOptions, *,
                  statements: pulumi.Input[list[dict[str, Any]]] | None = None, managed: Sequence[str] = (),
                  account: pulumi.Input[str] | None = None) -> aws.iam.Role:

@@ -247,7 +247,12 @@ class _OpenSearch(_Backend):
 
     def _search(self, query: dict[str, Any]) -> list[Dataset]:
         hits = self.client.search(index=self.ALIAS, body={"query": query, "size": SEARCH_LIMIT})["hits"]["hits"]
-        return [Dataset.from_document(hit["_source"]) for hit in hits]
+        # While a region swaps its load, both loads are in the alias for a moment: one document per dataset id,
+        # from the newest load (index names end in the load's time stamp).
+        newest: dict[str, dict[str, Any]] = {}
+        for hit in sorted(hits, key=lambda h: str(h.get("_index", ""))):
+            newest[hit["_source"]["id"]] = hit
+        return [Dataset.from_document(hit["_source"]) for hit in newest.values()]
 
     def find(self, wanted: dict[str, list[str]]) -> list[Dataset]:
         filters = [{"terms": {self._field(name): values}} for name, values in wanted.items()]

@@ -7,8 +7,10 @@ Exemptions live here, each with its reason, and are reported with the results.
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,18 +33,18 @@ Report = Callable[[str, Any], None]
 EXEMPTIONS: dict[tuple[str, str], str] = {
     ("awssolutions-s1-server-access-logs", "client-access-logs"):
         "the access-log bucket receives the other buckets' and the load balancer's logs; it does not log into itself",
-    ("awssolutions-iam4-no-aws-managed-policies", "worker-*-host-managed-0"):
+    ("awssolutions-iam4-no-aws-managed-policies", "worker-[a-z0-9-]+-host-managed-0"):
         "AmazonEC2ContainerServiceforEC2Role: the ECS agent's own calls, most of which cannot be scoped",
-    ("awssolutions-smg4-secret-rotation", "dask-tls-*"):
+    ("awssolutions-smg4-secret-rotation", "dask-tls-(scheduler|client|worker)-[a-z]{2}(-[a-z]+)+-[0-9]+"):
         "Dask TLS certificates are rotated by `pulumi up` (replaced in their last 30 days), not by a rotation Lambda",
 }
 
 
 def exemption(policy: str, name: str) -> str | None:
+    """Why `name` is exempt from `policy`; each exemption's pattern (a regular expression) must match the whole
+    name, so that it names exactly the resources it exempts."""
     for (exempt_policy, pattern), reason in EXEMPTIONS.items():
-        prefix, _, suffix = pattern.partition("*")
-        matches = name.startswith(prefix) and name.endswith(suffix) if "*" in pattern else name == pattern
-        if exempt_policy == policy and matches:
+        if exempt_policy == policy and re.fullmatch(pattern, name):
             return reason
     return None
 
@@ -306,6 +308,54 @@ def _dask_ports_ours(resources: list[PolicyResource]) -> Iterable[tuple[str, str
     return problems
 
 
+MAX_OPEN_PREFIX = 8  # the most of the internet one security group may admit, together: a /8
+
+
+def _ingress_bounded(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
+    """No security group admits more than a /8 of public addresses, counting all its rules together
+    (0.0.0.0/1 plus 128.0.0.0/1 is the whole internet in two rules)."""
+    public: dict[str, list[ipaddress.IPv4Network]] = {}
+    for rule in _of(resources, "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"):
+        if rule.props.get("cidrIpv6"):
+            return [(rule.name, f"admits IPv6 {rule.props['cidrIpv6']}: the platform's ingress is IPv4 only")]
+        cidr = rule.props.get("cidrIpv4")
+        if cidr and not ipaddress.ip_network(cidr).is_private:
+            public.setdefault(str(rule.props.get("securityGroupId")), []).append(ipaddress.IPv4Network(cidr))
+    problems = []
+    for group, networks in public.items():
+        opened = sum(n.num_addresses for n in ipaddress.collapse_addresses(networks))
+        if opened > 2 ** (32 - MAX_OPEN_PREFIX):
+            problems.append((group, f"its ingress rules together admit {opened:,} public addresses, more than a "
+                                    f"/{MAX_OPEN_PREFIX}"))
+    return problems
+
+
+# Where a catalog principal may write (POST/PUT/DELETE): a region's own load indices, or the read alias's searches.
+_CATALOG_WRITABLE = re.compile(r"catalog-[a-z]{2}(-[a-z]+)+-\d+-\*|catalog/_(search|msearch|mget)")
+_ES_CHANGES = ("es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete", "es:ESHttpPatch")
+
+
+def _catalog_least_privilege(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
+    """No policy lets anyone POST, PUT or DELETE on the catalog domain beyond a region's own load indices or the
+    read alias's searches: a domain-wide grant allows `/_aliases`, `/_bulk` and `/_delete_by_query`, which could
+    repoint or empty the catalog (OpenSearch without fine-grained access control authorises by path only)."""
+    from components.permissions import as_list, policies
+
+    problems = []
+    for policy in policies(graph_of(resources)):
+        for statement in policy.statements:
+            actions = [a for a in as_list(statement.get("Action")) if isinstance(a, str)]
+            changes = [a for a in actions if any(fnmatch.fnmatch(change.lower(), a.lower()) for change in _ES_CHANGES)]
+            if statement.get("Effect") != "Allow" or not changes:
+                continue
+            for resource in as_list(statement.get("Resource")):
+                path = str(resource).split(":domain/", 1)[-1].partition("/")[2] if ":domain/" in str(resource) else ""
+                if not _CATALOG_WRITABLE.fullmatch(path):
+                    problems.append((policy.owner.name, f"grants {', '.join(changes)} on {resource}: only a region's "
+                                     "own load indices (catalog-<region>-*) or the read alias's searches"))
+    return problems
+
+
 def _backbone(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
     """Every peering accepted in its peer region, and every VPC routes to every other (both ways)."""
     from components.reachability import analyse
@@ -323,6 +373,11 @@ def _authorization_reference(resources: list[PolicyResource]) -> Iterable[tuple[
 
 
 STACK_POLICIES = [
+    _stack("ours-catalog-least-privilege",
+           "Catalog writes are scoped to a region's own indices, reads to the read alias's searches.",
+           _catalog_least_privilege),
+    _stack("ours-ingress-from-the-internet-bounded",
+           "No security group admits more than a /8 of public addresses, all its rules together.", _ingress_bounded),
     _stack("ours-iam-authorization-reference",
            "Every policy's actions exist, its resources are of the actions' types (\"*\" where AWS takes no "
            "other), and its condition keys exist (AWS's service authorization reference).",

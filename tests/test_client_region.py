@@ -207,10 +207,11 @@ def test_catalog_access_policy_names_roles_never_everyone(stack: Graph) -> None:
     assert policy.inputs["domainName"] == domain.inputs["domainName"]
     for statement in document["Statement"]:
         assert statement["Principal"] != "*" and "*" not in json.dumps(statement["Principal"])
-        assert statement["Resource"] == f"{domain.outputs['arn']}/*"
-    readers = document["Statement"][0]
-    assert readers["Principal"]["AWS"] == [notebook_role]
-    assert set(readers["Action"]) == {"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"}
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert all(r.startswith(f"{domain.outputs['arn']}/") and r != f"{domain.outputs['arn']}/*" for r in resources)
+    readers = [s for s in document["Statement"] if s["Sid"].startswith("Readers")]
+    assert readers and all(r["Principal"]["AWS"] == [notebook_role] for r in readers)
+    # What each may do on which path: tests/test_permissions.py (least privilege on the catalog).
 
 
 def test_service_linked_role_only_when_configured() -> None:
@@ -236,9 +237,9 @@ def test_notebook_is_private_encrypted_and_configured_for_this_stack(stack: Grap
     assert "--constraint" in script and "--upgrade" not in script
     role = stack.named("client-notebook-role")
     policy = json.loads(stack.named("client-notebook-policy").inputs["policy"])
-    es = next(s for s in policy["Statement"] if str(s["Action"]).startswith("['es:"))
-    assert es["Resource"] == stack.of_type("aws:opensearch/domain:Domain")[0].outputs["arn"] + "/*"
-    assert set(es["Action"]) <= {"es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"}
+    es = [s for s in policy["Statement"] if "es:" in str(s["Action"])]
+    assert es and all(set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]]) <= {
+        "es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPost"} for s in es)
     assert "sagemaker.amazonaws.com" in role.inputs["assumeRolePolicy"]
     notebook_sg = group(stack, "client-notebook-sg")
     assert rules(stack, INGRESS, notebook_sg) == set()

@@ -151,6 +151,19 @@ BAD_INPUTS = [
     ("logRetentionDays", 31, "logRetentionDays", "nearest: 30"),
     ("tags", {"stack": "x"}, "tags.stack", "set by the platform"),
     ("tags", {"aws:owner": "x"}, "tags.aws:owner", "not an allowed tag key"),
+    # Config that cannot deploy is refused, never a traceback (issue 21)
+    ("client.region", "cn-north-1", "client.region", "a region of the aws-cn partition"),
+    ("workers.0.region", "us-gov-west-1", "workers[0].region", "a region of the aws-us-gov partition"),
+    ("client.region", "aws-global", "client.region", "not an AWS region botocore knows"),
+    ("syncSchedule", "at(2025-13-45T99:99:99)", "syncSchedule", "2025-13-45T99:99:99 is not a date and time"),
+    ("team", "t" * 300, "team", "is 300 characters; tag values take at most 256"),
+    ("team", "ops;drop", "team", "has characters tags do not allow"),
+    ("tags", {1: "x"}, "tags.1", "the tag key 1 is not text"),
+    ("tags", {"cost<centre>": "x"}, "tags.cost<centre>", "not an allowed tag key"),
+    ("tags", {"owner": "v" * 257}, "tags.owner", "tag values take at most 256"),
+    ("client.dashboardAllowedCidrs", ["0.0.0.0/1", "128.0.0.0/1"], "client.dashboardAllowedCidrs",
+     "more than a /8"),
+    ("client.dashboardAllowedCidrs", ["2001:db8::/32"], "client.dashboardAllowedCidrs[0]", "is IPv6"),
 ]
 
 
@@ -161,6 +174,55 @@ def test_bad_input_names_key_value_and_fix(path: str, value: Any, key: str, word
     assert matching, f"no problem for {key}: {problems}"
     assert any(words in p for p in matching), matching
     assert all(" Fix: " in p for p in problems)
+
+
+def test_a_legitimate_allow_list_is_accepted() -> None:
+    raw = _set(valid(), "client.dashboardAllowedCidrs", ["203.0.113.0/24", "198.51.100.0/22", "10.200.0.0/16"])
+    assert parse_stack_config(raw, stack="test").client.dashboard_allowed_cidrs == (
+        "203.0.113.0/24", "198.51.100.0/22", "10.200.0.0/16")
+
+
+def test_the_number_of_worker_regions_is_bounded() -> None:
+    from components.config import MAX_WORKER_REGIONS
+    from tests.conftest import WORKER_REGIONS, workers
+
+    regions = [*WORKER_REGIONS, "us-east-2", "ap-south-1", "eu-west-3"][:MAX_WORKER_REGIONS + 1]
+    raw = {**valid(), "workers": workers(regions)}
+    problems = problems_of(raw)
+    assert any(p.startswith(f"workers: lists {MAX_WORKER_REGIONS + 1} worker regions; the platform supports at "
+                            f"most {MAX_WORKER_REGIONS}") for p in problems), problems
+    assert parse_stack_config({**valid(), "workers": workers(regions[:MAX_WORKER_REGIONS])}, stack="test")
+
+
+def test_plan_handles_the_most_worker_regions_allowed() -> None:
+    """`plan` at MAX_WORKER_REGIONS (the README gives its measured time; no timed assertion here)."""
+    from components.config import MAX_WORKER_REGIONS
+    from components.plan import evaluate
+    from components.synth import synthesize
+    from tests.conftest import WORKER_REGIONS, workers
+
+    regions = [*WORKER_REGIONS, "us-east-2", "ap-south-1"][:MAX_WORKER_REGIONS]
+    plan = evaluate(synthesize("dev", {"workers": workers(regions)}))
+    assert plan.violations == [] and len(plan.matrix) > 0
+
+
+def test_a_yaml_alias_bomb_is_refused_with_a_short_message(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(8)]
+    bomb = "config:\n  cross-region-dask:team: *i\n" + "\n".join("x" + line for line in levels)
+    (tmp_path / "Pulumi.bomb.yaml").write_text("\n".join(levels) + "\n" + bomb.split("\n", 1)[0] + "\n"
+                                               + "  cross-region-dask:team: *i\n")
+    assert len((tmp_path / "Pulumi.bomb.yaml").read_bytes()) < 2048
+    with pytest.raises(ConfigError) as caught:
+        load_stack_file(tmp_path, "bomb")
+    assert "expands to more than 100,000 values" in str(caught.value) and len(str(caught.value)) < 1000
+
+
+def test_a_huge_bad_value_is_shown_short() -> None:
+    problems = problems_of(_set(valid(), "team", [["x" * 1000] * 1000] * 1000))
+    (team,) = [p for p in problems if p.startswith("team:")]
+    assert "must be a string" in team and len(team) < 400
 
 
 def test_every_problem_is_reported_at_once() -> None:

@@ -299,3 +299,47 @@ def test_decisions_report_an_explicit_deny() -> None:
     decision: Decision = decide(graph, Call("client-notebook-role", "es:ESHttpPost",
                                             f"{domain_arn(graph)}/catalog/_search"))
     assert not decision.allowed and "explicitly denied by NoSearch" in decision.message()
+
+
+# ------------------------------------------------------------------------------ least privilege on the catalog
+READS = ["GET catalog", "GET catalog/_doc/x", "POST catalog/_search", "POST catalog/_msearch", "POST catalog/_mget"]
+NOT_FOR_READERS = ["POST _aliases", "POST _bulk", "POST catalog/_delete_by_query", "PUT catalog-us-east-1-x",
+                   "DELETE catalog-us-west-2-x", "POST catalog-us-east-1-x/_bulk", "POST _msearch"]
+
+
+def es_call(graph: Graph, role: str, request: str) -> Call:
+    method, path = request.split(" ", 1)
+    return Call(role, f"es:ESHttp{method.capitalize()}", f"{domain_arn(graph)}/{path}")
+
+
+@pytest.mark.parametrize("shape", ["dev", "four-regions"])
+def test_catalog_readers_may_only_search(shape: str) -> None:
+    graph = cached_graph(shape)
+    assert denied(graph, [es_call(graph, "client-notebook-role", r) for r in READS]) == []
+    for request in NOT_FOR_READERS:
+        assert denied(graph, [es_call(graph, "client-notebook-role", request)]), request
+
+
+@pytest.mark.parametrize("shape", ["dev", "four-regions"])
+def test_each_regions_writer_touches_only_its_own_indices_and_aliases(shape: str) -> None:
+    graph = cached_graph(shape)
+    regions = sorted(graph.outputs["workerRegions"])
+    for region in regions:
+        role = f"worker-{region}-catalog-sync-function-role"
+        own = [f"PUT catalog-{region}-load", f"POST catalog-{region}-load/_bulk", f"PUT catalog-{region}-load/_alias/"
+               f"catalog-{region}", f"PUT catalog-{region}-load/_alias/catalog", f"DELETE catalog-{region}-old",
+               f"GET _alias/catalog-{region}", f"HEAD catalog-{region}-load", f"POST catalog-{region}-load/_count"]
+        assert denied(graph, [es_call(graph, role, r) for r in own]) == []
+        for other in (r for r in regions if r != region):
+            for request in (f"DELETE catalog-{other}-load", f"PUT catalog-{other}-load/_alias/catalog",
+                            f"POST catalog-{other}-load/_bulk"):
+                assert denied(graph, [es_call(graph, role, request)]), request
+        for request in ("POST _aliases", "POST _bulk", "POST catalog/_delete_by_query", "DELETE catalog"):
+            assert denied(graph, [es_call(graph, role, request)]), request
+
+
+def test_the_catalog_names_in_the_policies_are_the_ones_the_sync_writes() -> None:
+    from catalog_sync.sinks import READ_ALIAS
+    from components.resources import CATALOG_READ_ALIAS
+
+    assert CATALOG_READ_ALIAS == READ_ALIAS

@@ -113,6 +113,17 @@ FIXTURES: dict[str, tuple[Callable[[Graph], None], str]] = {
         "opens a Dask port to 203.0.113.0/24, outside the platform's VPCs"),
     "ours-backbone-peering-and-routes": (
         lambda g: g.resources.remove(g.named("backbone-accept-eu-west-2-us-east-1")), "cannot reach"),
+    "ours-ingress-from-the-internet-bounded": (lambda g: [
+        set_prop(rule, "cidrIpv4", cidr) for rule, cidr in zip(
+            [r for r in g.of_type(INGRESS) if r.inputs.get("securityGroupId") == g.of_type(INGRESS)[0].inputs.get(
+                "securityGroupId")][:2] * 2, ["0.0.0.0/1", "128.0.0.0/1"], strict=False)],
+        "together admit 4,294,967,296 public addresses, more than a /8"),
+    "ours-catalog-least-privilege": (
+        lambda g: set_prop(g.named("client-notebook-policy"), "policy", json.dumps({
+            "Version": "2012-10-17", "Statement": [{
+                "Effect": "Allow", "Action": "es:ESHttpPost",
+                "Resource": g.of_type("aws:opensearch/domain:Domain")[0].outputs["arn"] + "/*"}]})),
+        "grants es:ESHttpPost on arn:aws:es:"),
     "ours-iam-authorization-reference": (
         lambda g: set_prop(g.named("client-scheduler-task-policy"), "policy", json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "cloudwatch:PutMetricData",
@@ -129,6 +140,25 @@ def test_the_stacks_pass_every_mandatory_policy(shape: str) -> None:
         ("awssolutions-s1-server-access-logs", "client"), ("awssolutions-iam4-no-aws-managed-policies", "worker"),
         ("awssolutions-smg4-secret-rotation", "dask")}
     assert all(reason for _, _, reason in report.exemptions)
+
+
+def test_tls_exemptions_name_exactly_the_secrets() -> None:
+    from policy.rules import exemption
+
+    assert exemption("awssolutions-smg4-secret-rotation", "dask-tls-worker-us-east-1")
+    for name in ("dask-tls-ca-key", "dask-tls-worker-key", "dask-tls-client", "dask-tls-worker-us-east-1-copy"):
+        assert exemption("awssolutions-smg4-secret-rotation", name) is None, name
+
+
+def test_a_writer_widened_to_the_whole_domain_fails_the_catalog_policy() -> None:
+    graph = cached_graph("dev")
+    policy = graph.named("worker-us-east-1-catalog-sync-function-policy")
+    document = json.loads(policy.inputs["policy"])
+    domain = graph.of_type("aws:opensearch/domain:Domain")[0].outputs["arn"]
+    document["Statement"].append({"Effect": "Allow", "Action": "es:ESHttp*", "Resource": f"{domain}/*"})
+    set_prop(policy, "policy", json.dumps(document))
+    messages = [m for name, m in evaluate_policies(graph).violations if name == "ours-catalog-least-privilege"]
+    assert messages and "grants es:ESHttp* on" in messages[0]
 
 
 def test_every_policy_has_a_failing_fixture() -> None:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from catalog_sync import fsx_import
+from catalog_sync.published import FileCounts
 from catalog_sync.records import Association
 from catalog_sync.sinks import SinkError, open_sink
 from catalog_sync.sync import sync_region
@@ -21,7 +22,12 @@ console = Console(stderr=True)
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
 
-def _association(stack: str | None, region: str, dataset: str | None, lustre_path: str | None) -> Association:
+DEFAULT_MAX_DROP = 0.5
+
+
+def _association(stack: str | None, region: str, dataset: str | None, lustre_path: str | None
+                 ) -> tuple[Association, float]:
+    """The region's association, and the stack's drop limit (syncMaxDropPercent) or the default."""
     if dataset is None:
         if stack is None:
             raise typer.BadParameter("give --stack (to read the dataset from it) or --dataset", param_hint="--dataset")
@@ -37,12 +43,14 @@ def _association(stack: str | None, region: str, dataset: str | None, lustre_pat
             known = ", ".join(w.region for w in config.workers)
             raise typer.BadParameter(f"stack {stack!r} has no worker region {region!r} (it has {known})",
                                      param_hint="--region")
-        return Association(region, worker.dataset.bucket, worker.dataset.prefix, worker.fsx_path)
+        return (Association(region, worker.dataset.bucket, worker.dataset.prefix, worker.fsx_path),
+                config.sync_max_drop_percent / 100)
     if not dataset.startswith("s3://") or len(dataset) <= len("s3://"):
         raise typer.BadParameter(f"{dataset!r} is not an s3://bucket[/prefix] URI", param_hint="--dataset")
     bucket, _, prefix = dataset.removeprefix("s3://").partition("/")
     prefix = prefix.strip("/")
-    return Association(region, bucket, prefix, f"/{region}/{(lustre_path or prefix or bucket).strip('/')}")
+    return (Association(region, bucket, prefix, f"/{region}/{(lustre_path or prefix or bucket).strip('/')}"),
+            DEFAULT_MAX_DROP)
 
 
 @app.command()
@@ -55,11 +63,17 @@ def run(
     s3_endpoint: Annotated[str | None, typer.Option(help="S3 endpoint URL (e.g. a local emulation).")] = None,
     file_system_id: Annotated[str | None, typer.Option(help="Import FSx metadata first (omit to skip).")] = None,
     domain_region: Annotated[str | None, typer.Option(help="Sign catalog requests (SigV4) for this region.")] = None,
-    max_drop: Annotated[float, typer.Option(min=0.0, max=1.0, help="Refuse a swap losing more than this.")] = 0.5,
+    max_drop: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Refuse a swap losing more than this share (default: the stack's "
+                               "syncMaxDropPercent with --stack, else 0.5).")] = None,
     force: Annotated[bool, typer.Option(help="Swap even past --max-drop.")] = False,
     page_size: Annotated[int, typer.Option(min=1, max=1000, help="Keys per S3 listing page.")] = 1000,
+    published_counts: Annotated[Path | None, typer.Option(
+        help="A JSON file keeping each region's last published count, so that the shrink guard holds even when "
+             "the catalog lost its indices.")] = None,
 ) -> None:
-    association = _association(stack, region, dataset, lustre_path)
+    association, stack_max_drop = _association(stack, region, dataset, lustre_path)
+    max_drop = stack_max_drop if max_drop is None else max_drop
     source = f"s3://{association.bucket}/{association.key_prefix}"
     try:
         sink = open_sink(catalog, domain_region)
@@ -71,7 +85,8 @@ def run(
 
             report, checkpoint = sync_region(s3, association, sink, fsx=fsx, file_system_id=file_system_id,
                                              max_drop=max_drop, force=force, page_size=page_size,
-                                             on_record=progress)
+                                             on_record=progress,
+                                             counts=FileCounts(published_counts) if published_counts else None)
     except (SinkError, fsx_import.FsxImportError) as error:
         console.print(f"[red]catalog sync failed, the previous catalog is still serving:[/red] {escape(str(error))}")
         raise typer.Exit(1) from None

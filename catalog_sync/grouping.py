@@ -23,8 +23,11 @@ NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf")
 _ERA5_FILE = re.compile(r"(\d{4})/(\d{2})/data/([^/]+)\.nc")
 _ERA5_STORE = re.compile(r"(\d{4})/(\d{2})/data/([^/]+)\.zarr")
 _CMIP6_VERSION = re.compile(r"v\d{8}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
+# Bidirectional overrides, embeddings and isolates, and zero-width characters: they make a path read as another.
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 MAX_KEY_BYTES = 1024
+MAX_NAME_BYTES = 255  # Lustre (and most POSIX file systems): one path component
 MAX_SKIPPED_EXAMPLES = 20
 
 
@@ -198,8 +201,12 @@ class DatasetGrouper:
             return "longer than S3 allows"
         if _CONTROL.search(key):
             return "control characters"
+        if _INVISIBLE.search(key):
+            return "bidirectional or zero-width characters (a path that reads as another)"
         if any(part in ("", ".", "..") for part in key.split("/")):
             return "empty, '.' or '..' path segment (no safe Lustre path)"
+        if any(len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES for part in key.split("/")):
+            return f"a path component over {MAX_NAME_BYTES} bytes (Lustre's file name limit)"
         return None
 
     def _skip(self, key: str, reason: str) -> None:

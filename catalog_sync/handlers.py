@@ -15,9 +15,10 @@ from typing import Any
 import boto3
 
 from catalog_sync import fsx_import
+from catalog_sync.published import counts_from_environment
 from catalog_sync.records import Association
 from catalog_sync.sinks import open_sink
-from catalog_sync.sync import Checkpoint, index_step
+from catalog_sync.sync import Checkpoint, index_step, publish
 
 SAFETY_MARGIN_SECONDS = 60  # stop listing this long before Lambda's own timeout
 
@@ -65,7 +66,8 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     checkpoint = Checkpoint.from_json(event["checkpoint"])
     load = sink.resume(checkpoint.load_id, association.region)
     if action == "swap":
-        report = load.commit(max_drop=float(os.environ.get("MAX_DROP", "0.5")), force=bool(event.get("force")))
+        report = publish(load, max_drop=float(os.environ.get("MAX_DROP", "0.5")), force=bool(event.get("force")),
+                         counts=counts_from_environment(boto3.client))
         return {"region": report.region, "index": report.loaded, "documents": report.documents,
                 "previous": report.previous, "replaced": report.replaced, "skipped": checkpoint.skipped}
     load.abort()  # action == "abort"

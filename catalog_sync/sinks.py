@@ -45,10 +45,11 @@ class SwapReport:
 
 class Load(Protocol):
     load_id: str
+    region: str
 
     def add(self, records: Iterable[DatasetRecord]) -> int: ...
 
-    def commit(self, max_drop: float = 0.5, force: bool = False) -> SwapReport: ...
+    def commit(self, max_drop: float = 0.5, force: bool = False, published: int | None = None) -> SwapReport: ...
 
     def abort(self) -> None: ...
 
@@ -61,7 +62,11 @@ class CatalogSink(Protocol):
     def serving_count(self, region: str) -> int: ...
 
 
-def _guard(region: str, documents: int, previous: int, max_drop: float, force: bool) -> None:
+def _guard(region: str, documents: int, previous: int, max_drop: float, force: bool,
+           published: int | None = None) -> None:
+    """Refuse a load that drops more than `max_drop` against the larger of what serves now and what was last
+    published (which survives a catalog that lost its indices)."""
+    previous = max(previous, published or 0)
     if not force and previous and documents < previous * (1 - max_drop):
         raise SwapRefused(f"{region}: the new catalog has {documents} datasets, the serving one {previous} "
                           f"(a drop of more than {max_drop:.0%}); kept the serving one. Re-run with --force "
@@ -104,14 +109,24 @@ class OpenSearchLoad:
             raise SinkError(f"{self.region}: {len(errors)} documents were rejected (first: {first})")
         return added
 
-    def commit(self, max_drop: float = 0.5, force: bool = False) -> SwapReport:
+    def commit(self, max_drop: float = 0.5, force: bool = False, published: int | None = None) -> SwapReport:
+        from opensearchpy.exceptions import ConflictError, NotFoundError
+
+        try:
+            return self._swap(max_drop, force, published)
+        except (NotFoundError, ConflictError):  # another sync of the region swapped between our look and our swap
+            raise SinkError(f"{self.region}: another sync of this region swapped the catalog at the same time; "
+                            "this one stopped, the other's load is serving. Run it again if you need its load."
+                            ) from None
+
+    def _swap(self, max_drop: float, force: bool, published: int | None) -> SwapReport:
         indices, alias = self.client.indices, f"{READ_ALIAS}-{self.region}"
         indices.put_settings(index=self.load_id, body={"index": {"refresh_interval": "1s"}})
         indices.refresh(index=self.load_id)
         documents = int(self.client.count(index=self.load_id)["count"])
         serving = [name for name in _aliased(self.client, alias) if name != self.load_id]
         previous = sum(int(self.client.count(index=name)["count"]) for name in serving)
-        _guard(self.region, documents, previous, max_drop, force)
+        _guard(self.region, documents, previous, max_drop, force, published)
         # Every request names this region's own indices (the writer may touch nothing else; `POST /_aliases` would
         # let it repoint any alias): the aliases go on the new index, then the old index goes, taking its aliases
         # with it. Between the two, readers see both loads of this region, never a partial one; the catalog client
@@ -212,13 +227,13 @@ class SQLiteLoad:
             raise SinkError(f"{self.region}: loading {self.load_id} failed: {error}") from error
         return len(rows)
 
-    def commit(self, max_drop: float = 0.5, force: bool = False) -> SwapReport:
+    def commit(self, max_drop: float = 0.5, force: bool = False, published: int | None = None) -> SwapReport:
         with self.sink.connect() as db:
             db.execute("BEGIN IMMEDIATE")
             documents = db.execute(f"SELECT count(*) FROM {self.load_id}").fetchone()[0]
             previous = db.execute("SELECT count(*) FROM datasets WHERE region = ?", (self.region,)).fetchone()[0]
             try:
-                _guard(self.region, documents, previous, max_drop, force)
+                _guard(self.region, documents, previous, max_drop, force, published)
             except SwapRefused:
                 db.execute("ROLLBACK")
                 raise

@@ -12,6 +12,7 @@ from typing import Any
 from catalog_sync import fsx_import
 from catalog_sync.grouping import DatasetGrouper
 from catalog_sync.listing import list_objects
+from catalog_sync.published import PublishedCounts
 from catalog_sync.records import Association
 from catalog_sync.sinks import CatalogSink, Load, SwapReport
 
@@ -77,15 +78,16 @@ def _merge(before: dict[str, int], now: Any) -> dict[str, int]:
 
 
 def rebuild_catalog(s3: Any, association: Association, sink: CatalogSink, *, max_drop: float = 0.5,
-                    force: bool = False, page_size: int = 1000,
-                    on_record: Callable[[int], None] | None = None) -> tuple[SwapReport, Checkpoint]:
+                    force: bool = False, page_size: int = 1000, on_record: Callable[[int], None] | None = None,
+                    counts: PublishedCounts | None = None) -> tuple[SwapReport, Checkpoint]:
     """List, group, load and swap in one go. Any failure drops the new load and re-raises: the serving
     catalog is untouched."""
     load = sink.begin(association.region, association.bucket + "/" + association.prefix)
     try:
         progress = index_step(s3, association, load, Checkpoint(association.region, load.load_id, ""),
                               page_size=page_size, on_record=on_record)
-        return load.commit(max_drop=max_drop, force=force), progress.checkpoint
+        report = publish(load, max_drop=max_drop, force=force, counts=counts)
+        return report, progress.checkpoint
     except BaseException as error:
         try:
             load.abort()
@@ -94,14 +96,24 @@ def rebuild_catalog(s3: Any, association: Association, sink: CatalogSink, *, max
         raise
 
 
+def publish(load: Load, *, max_drop: float, force: bool, counts: PublishedCounts | None) -> SwapReport:
+    """Swap a finished load in, guarded against the last published count too; record the new count."""
+    report = load.commit(max_drop=max_drop, force=force,
+                         published=counts.get(load.region) if counts is not None else None)
+    if counts is not None:
+        counts.put(load.region, report.documents)
+    return report
+
+
 def sync_region(s3: Any, association: Association, sink: CatalogSink, *, fsx: Any = None,
                 file_system_id: str | None = None, sleep: Callable[[float], None] = time.sleep,
                 max_drop: float = 0.5, force: bool = False, page_size: int = 1000,
-                on_record: Callable[[int], None] | None = None) -> tuple[SwapReport, Checkpoint]:
+                on_record: Callable[[int], None] | None = None,
+                counts: PublishedCounts | None = None) -> tuple[SwapReport, Checkpoint]:
     """The whole nightly sync for one region: the metadata import first (when a file system is given), then
     the catalog rebuild. A failed import raises before the catalog is touched."""
     if file_system_id:
         status = fsx_import.start_or_adopt(fsx, file_system_id, datetime.now(UTC).date())
         fsx_import.wait(fsx, status, sleep)
     return rebuild_catalog(s3, association, sink, max_drop=max_drop, force=force, page_size=page_size,
-                           on_record=on_record)
+                           on_record=on_record, counts=counts)

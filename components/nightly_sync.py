@@ -93,6 +93,10 @@ class NightlySyncArgs:
     log_retention_days: int
 
 
+def published_count_parameter(naming: Naming, region: str) -> str:
+    return "/" + naming.resource(region, "catalog-published-count")
+
+
 class NightlySync(RegionalComponent):
     role_arn: pulumi.Output[str]
     state_machine_arn: pulumi.Output[str]
@@ -110,9 +114,15 @@ class NightlySync(RegionalComponent):
         sync_sg = security_group(name, "Catalog sync: AWS APIs and the catalog only", args.vpc.vpc_id, self._child)
         self._rule("out", sync_sg, "to-https", (HTTPS_PORT, HTTPS_PORT), cidr="0.0.0.0/0",
                    description="FSx and S3 APIs (NAT, gateway endpoint) and the catalog")
+        # The region's last published catalog size, outside the catalog: the shrink guard holds even when the
+        # domain lost its indices (catalog_sync/published.py). The sync writes it; `pulumi up` leaves it be.
+        counts = aws.ssm.Parameter(f"{name}-published-count", name=published_count_parameter(args.naming, region),
+                                   type="String", value="none", tier="Standard",
+                                   description="Datasets the catalog sync last published for this region",
+                                   opts=self._opts(ignore_changes=["value"]))
         role = self._role("function", "lambda.amazonaws.com", pulumi.Output.all(
-            function_logs.arn, args.file_system_arn, args.catalog_domain_arn, account).apply(
-                lambda v: self._function_statements(v[0], v[1], v[2], v[3])))
+            function_logs.arn, args.file_system_arn, args.catalog_domain_arn, account, counts.arn).apply(
+                lambda v: self._function_statements(v[0], v[1], v[2], v[3], v[4])))
         function = aws.lambda_.Function(
             f"{name}-function", name=function_name, package_type="Image", image_uri=args.image,
             image_config=aws.lambda_.FunctionImageConfigArgs(commands=["catalog_sync.handlers.handle"]),
@@ -123,7 +133,8 @@ class NightlySync(RegionalComponent):
             environment=aws.lambda_.FunctionEnvironmentArgs(variables={
                 "FILE_SYSTEM_ID": args.file_system_id, "DATASET": args.config.dataset.uri,
                 "FSX_PATH": args.config.fsx_path, "CATALOG_ENDPOINT": args.catalog_endpoint,
-                "CATALOG_REGION": args.catalog_region, "MAX_DROP": str(args.max_drop_percent / 100)}),
+                "CATALOG_REGION": args.catalog_region, "MAX_DROP": str(args.max_drop_percent / 100),
+                "PUBLISHED_COUNT_PARAMETER": counts.name}),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=function_logs.name),
             tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
             opts=self._child)
@@ -190,7 +201,7 @@ class NightlySync(RegionalComponent):
                                "alarmTopicArn": self.alarm_topic_arn})
 
     def _function_statements(self, log_group_arn: str, file_system_arn: str, domain_arn: str,
-                             account: str) -> list[dict[str, Any]]:
+                             account: str, counts_arn: str) -> list[dict[str, Any]]:
         dataset, region = self._args.config.dataset, self._args.config.region
         listing: dict[str, Any] = {"Effect": "Allow", "Action": "s3:ListBucket",
                                    "Resource": f"arn:aws:s3:::{dataset.bucket}"}
@@ -207,6 +218,7 @@ class NightlySync(RegionalComponent):
              "Action": "fsx:DescribeDataRepositoryTasks", "Resource": "*"},
             listing,
             *catalog_writer_statements(domain_arn, region),
+            {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"], "Resource": counts_arn},
             # Lambda manages its VPC network interfaces through these calls, which take no resource scoping.
             {"Sid": "VpcNetworkInterfacesHaveNoResourceScoping", "Effect": "Allow", "Action": [
                 "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",

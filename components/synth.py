@@ -205,6 +205,8 @@ class RealisticMocks(pulumi_mocks.Mocks):
             "aws:fsx/lustreFileSystem:LustreFileSystem": ("fsx", f"file-system/{resource_id}"),
             # Secrets Manager appends six random characters to the name in the ARN.
             "aws:secretsmanager/secret:Secret": ("secretsmanager", f"secret:{name}-{digest[:6]}"),
+            # An SSM parameter's ARN carries its name without the leading slash.
+            "aws:ssm/parameter:Parameter": ("ssm", f"parameter/{name.lstrip('/')}"),
         }
         if token in formats:
             service, resource = formats[token]

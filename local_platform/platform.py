@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from catalog_sync.published import FileCounts
 from catalog_sync.records import Association
 from catalog_sync.sinks import open_sink
 from catalog_sync.sync import sync_region
@@ -28,6 +29,7 @@ from local_platform.fsx_standin import LocalFsx
 from local_platform.tls import LocalTls, create_local_tls, load_local_tls
 
 STATE_FILE = "platform.json"
+PUBLISHED_COUNTS_FILE = "published-counts.json"  # each region's last published catalog size (the shrink guard)
 BIN = Path(sys.executable).parent
 WORKER_THREADS = 2
 START_TIMEOUT = 60.0
@@ -267,7 +269,9 @@ class LocalPlatform:
         association = Association(region, worker.dataset.bucket, worker.dataset.prefix, worker.fsx_path)
         s3 = self._s3(state, region)
         sync_region(s3, association, open_sink(state.catalog), fsx=LocalFsx(s3, association, self.fsx_root),
-                    file_system_id=f"fs-local-{region}", sleep=lambda _: None)
+                    file_system_id=f"fs-local-{region}", sleep=lambda _: None,
+                    max_drop=self.config.sync_max_drop_percent / 100,  # the stack's limit, as in AWS
+                    counts=FileCounts(self.state_dir / PUBLISHED_COUNTS_FILE))  # kept if the catalog restarts
 
     def _wait_for_scheduler(self, state: PlatformState) -> None:
         """Until the scheduler answers and the autoscaler has taken charge of the pools (it reports their sizes);

@@ -24,6 +24,10 @@ OPERATIONS: dict[tuple[str, str], Mapping] = {
     ("fsx", "CreateDataRepositoryTask"): lambda p, region: (
         "fsx:CreateDataRepositoryTask", f"arn:aws:fsx:{region}:{MOCK_ACCOUNT}:file-system/{p['FileSystemId']}", {}),
     ("fsx", "DescribeDataRepositoryTasks"): lambda p, _: ("fsx:DescribeDataRepositoryTasks", "*", {}),
+    ("ssm", "GetParameter"): lambda p, region: (
+        "ssm:GetParameter", f"arn:aws:ssm:{region}:{MOCK_ACCOUNT}:parameter/{p['Name'].lstrip('/')}", {}),
+    ("ssm", "PutParameter"): lambda p, region: (
+        "ssm:PutParameter", f"arn:aws:ssm:{region}:{MOCK_ACCOUNT}:parameter/{p['Name'].lstrip('/')}", {}),
     ("cloudwatch", "PutMetricData"): lambda p, _: ("cloudwatch:PutMetricData", "*",
                                                    {"cloudwatch:namespace": p["Namespace"]}),
 }

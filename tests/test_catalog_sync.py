@@ -14,6 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
+import yaml
 from botocore.stub import ANY, Stubber
 from opensearchpy import OpenSearch
 
@@ -22,7 +23,8 @@ from catalog_sync.fsx_import import IMPORT, FsxImportError
 from catalog_sync.records import Association
 from catalog_sync.sinks import OpenSearchSink, SinkError, SQLiteSink, SwapRefused
 from catalog_sync.sync import Checkpoint, index_step, rebuild_catalog, sync_region
-from tests.catalog_fixtures import CMIP6_PREFIX, cmip6_keys, era5_keys, s3_client
+from tests.catalog_fixtures import CMIP6_PREFIX, cmip6_keys, era5_keys, objects, s3_client
+from tests.test_catalog_grouping import group_all
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,3 +269,103 @@ def test_a_failing_index_step_drops_its_own_load(tmp_path: Path, monkeypatch: py
     with SQLiteSink(tmp_path / "c.db").connect() as db:
         assert db.execute("SELECT count(*) FROM loads").fetchone()[0] == 0
     assert handlers.handle({"action": "abort", "checkpoint": None}, None) == {"aborted": None}
+
+
+# ------------------------------------------------------------------------------- promises kept however it runs
+def test_the_cli_with_a_stack_applies_the_stacks_drop_limit(bucket: tuple[Any, str], moto_endpoint: str,
+                                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 30% drop passes the default 50% limit, but not the stack's syncMaxDropPercent of 10."""
+    from typer.testing import CliRunner
+
+    import catalog_sync.__main__ as cli
+
+    s3, name = bucket
+    keys = era5_keys(years=(2022,))
+    put(s3, name, keys)
+    (tmp_path / "Pulumi.yaml").write_text((ROOT / "Pulumi.yaml").read_text())
+    (tmp_path / "Pulumi.tight.yaml").write_text(yaml.safe_dump({"config": {
+        "cross-region-dask:client": {"region": "eu-west-2", "cidr": "10.0.0.0/16"},
+        "cross-region-dask:workers": [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": f"s3://{name}"}],
+        "cross-region-dask:syncMaxDropPercent": 10}}))
+    monkeypatch.setattr(cli, "PROJECT_DIR", tmp_path)
+    arguments = ["--region", "us-east-1", "--stack", "tight", "--catalog", f"sqlite:///{tmp_path}/c.db",
+                 "--s3-endpoint", moto_endpoint]
+    assert CliRunner().invoke(cli.app, arguments).exit_code == 0
+    for key in [k for k in keys if k.endswith("main.nc")][:4] + [k for k in keys if "precipitation" in k][:7]:
+        s3.delete_object(Bucket=name, Key=key)  # 11 of 37 datasets: a 30% drop
+    refused = CliRunner().invoke(cli.app, arguments)
+    assert refused.exit_code == 1 and "a drop of more than 10%" in " ".join(refused.output.split())
+    assert SQLiteSink(tmp_path / "c.db").serving_count("us-east-1") == 37
+
+
+def test_the_local_platform_syncs_with_the_stacks_drop_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import local_platform.platform as platform
+    from components.config import load_stack_file
+
+    config = dataclasses.replace(load_stack_file(ROOT, "dev"), sync_max_drop_percent=10)
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(platform, "sync_region", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(platform.LocalPlatform, "_s3", lambda self, state, region: None)
+    local = platform.LocalPlatform(config, tmp_path)
+    local._sync(platform.PlatformState("dev", str(tmp_path), f"sqlite:///{tmp_path}/c.db"), "us-east-1")
+    assert seen["max_drop"] == 0.1
+
+
+def test_a_sync_that_loses_the_race_to_swap_ends_with_one_clear_line(osmem_url: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two syncs of one region look at the serving index at the same time; the second to swap finds it gone."""
+    from opensearchpy import OpenSearch
+
+    import catalog_sync.sinks as sinks
+    from catalog_sync.sinks import OpenSearchSink
+
+    sink = OpenSearchSink(OpenSearch(hosts=[osmem_url]))
+    first = sink.begin("ap-south-1", "s3://b")
+    first.add(group_all(cmip6("b"), objects(cmip6_keys(chunks=1))))
+    first.commit()
+    winner, loser = sink.begin("ap-south-1", "s3://b"), sink.begin("ap-south-1", "s3://b")
+    for load in (winner, loser):
+        load.add(group_all(cmip6("b"), objects(cmip6_keys(chunks=1))))
+    stale = sinks._aliased(sink.client, "catalog-ap-south-1")  # what both saw before either swapped
+    winner.commit()
+    monkeypatch.setattr(sinks, "_aliased", lambda client, alias: stale)
+    with pytest.raises(SinkError) as caught:
+        loser.commit()
+    assert str(caught.value).startswith("ap-south-1: another sync of this region swapped the catalog at the same time")
+    assert "\n" not in str(caught.value)
+    monkeypatch.undo()
+    assert sorted(sinks._aliased(sink.client, "catalog-ap-south-1")) >= [winner.load_id]
+
+
+def test_the_shrink_guard_survives_a_catalog_that_lost_its_indices(bucket: tuple[Any, str], tmp_path: Path) -> None:
+    from catalog_sync.published import FileCounts
+
+    s3, name = bucket
+    keys = era5_keys(years=(2022,))
+    put(s3, name, keys)
+    association = Association("us-east-1", name, "", f"/us-east-1/{name}")
+    counts = FileCounts(tmp_path / "published.json")
+    report, _ = sync_region(s3, association, SQLiteSink(tmp_path / "a.db"), max_drop=0.1, counts=counts)
+    assert report.documents == 37 and counts.get("us-east-1") == 37
+    for key in [k for k in keys if "precipitation" in k][:11]:
+        s3.delete_object(Bucket=name, Key=key)
+    restarted = SQLiteSink(tmp_path / "b.db")  # the catalog came back empty: "previous" would be 0
+    with pytest.raises(SwapRefused, match="the serving one 37"):
+        sync_region(s3, association, restarted, max_drop=0.1, counts=counts)
+    assert restarted.serving_count("us-east-1") == 0 and counts.get("us-east-1") == 37
+    assert sync_region(s3, association, restarted, max_drop=0.5, counts=counts)[0].documents == 26
+    assert counts.get("us-east-1") == 26
+
+
+def test_the_published_count_lives_in_an_ssm_parameter_in_aws(moto_endpoint: str) -> None:
+    from catalog_sync.published import SsmCounts
+
+    ssm = boto3.client("ssm", region_name="eu-north-1", endpoint_url=moto_endpoint)
+    name = f"/test/{uuid.uuid4().hex}/published-count"
+    ssm.put_parameter(Name=name, Value="none", Type="String")  # as the program creates it
+    counts = SsmCounts(ssm, name)
+    assert counts.get("eu-north-1") is None
+    counts.put("eu-north-1", 1234)
+    assert counts.get("eu-north-1") == 1234

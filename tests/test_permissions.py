@@ -121,8 +121,11 @@ def sync_calls(moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPat
     s3.create_bucket(Bucket=bucket)
     for key in cmip6_keys(chunks=1):
         s3.put_object(Bucket=bucket, Key=key.replace("CMIP6/ScenarioMIP/MOHC", prefix), Body=b"x")
+    ssm = boto3.client("ssm", region_name="us-west-2", endpoint_url=moto_endpoint)
+    ssm.put_parameter(Name=environment["PUBLISHED_COUNT_PARAMETER"], Value="none", Type="String", Overwrite=True)
     calls = AwsCalls(domain_arn(graph))
-    clients = {"s3": calls.watch(s3), "fsx": calls.watch(stubbed_fsx("us-west-2", environment["FILE_SYSTEM_ID"]))}
+    clients = {"s3": calls.watch(s3), "fsx": calls.watch(stubbed_fsx("us-west-2", environment["FILE_SYSTEM_ID"])),
+               "ssm": calls.watch(ssm)}
     monkeypatch.setattr(handlers.boto3, "client", lambda service, **_: clients[service])
     (machine,) = [m for m in graph.of_type("aws:sfn/stateMachine:StateMachine") if m.region == "us-west-2"]
     with calls.acting_as("worker-us-west-2-catalog-sync-function-role"), recording_signed_requests(calls):
@@ -136,7 +139,7 @@ def test_every_call_of_the_nightly_sync_is_allowed_to_its_role(sync_calls: tuple
     graph, calls = sync_calls
     actions = {call.action for call in calls.calls}
     assert {"fsx:CreateDataRepositoryTask", "fsx:DescribeDataRepositoryTasks", "s3:ListBucket", "es:ESHttpPut",
-            "es:ESHttpPost"} <= actions, actions
+            "es:ESHttpPost", "ssm:GetParameter", "ssm:PutParameter"} <= actions, actions
     assert denied(graph, calls.calls) == []
 
 

@@ -25,6 +25,8 @@ StackOption = Annotated[str, typer.Option(help="Use Pulumi.<stack>.yaml.")]
 StateOption = Annotated[Path, typer.Option(help="Where the platform keeps its data, logs and pids.")]
 CatalogOption = Annotated[str, typer.Option(help="sqlite (embedded) or opensearch (osmem).")]
 SizeOption = Annotated[int, typer.Option(help="Sample data size factor (1: small enough for 2 cores).")]
+RunningStackOption = Annotated[str | None, typer.Option(
+    "--stack", help="The stack you expect to find running there (refused if another stack runs).")]
 IdleOption = Annotated[float | None, typer.Option(
     help="Seconds an idle pool keeps a warm worker before scaling to its minimum (default: the stack's "
          "idleTimeoutMinutes).")]
@@ -37,6 +39,16 @@ def _config(stack: str) -> StackConfig:
     except ConfigError as error:
         console.print(escape(str(error)), style="red")
         raise typer.Exit(2) from None
+
+
+def _running(state_dir: Path, stack: str | None) -> PlatformState | None:
+    """The state of the platform running from `state_dir`, checked against `--stack` when given."""
+    state = PlatformState.load(state_dir.resolve())
+    if state is not None and stack is not None and state.stack != stack:
+        console.print(f"the platform running from {state_dir} is stack {state.stack!r}, not {stack!r}: "
+                      f"give --stack {state.stack} (or another --state-dir)", style="red")
+        raise typer.Exit(1)
+    return state
 
 
 def _fail(error: Exception) -> typer.Exit:
@@ -88,7 +100,13 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
     try:
         with console.status("starting the platform") as status:
             platform.report = lambda message: status.update(message)
-            state = platform.up()
+            state = platform.up()  # refused: nothing changed; failed: up stopped what it had started
+    except PlatformError as error:
+        raise _fail(error) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping the platform", style="yellow")  # up stopped what it had started
+        raise typer.Exit(130) from None
+    try:  # from here on the platform is this demo's: it stops it, whatever happens
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             step = bar.add_task("the reference analysis", total=None)
@@ -125,9 +143,9 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
 
 
 @app.command()
-def down(state_dir: StateOption = Path("state")) -> None:
+def down(stack: RunningStackOption = None, state_dir: StateOption = Path("state")) -> None:
     """Stop every process the platform started, and nothing else."""
-    state = PlatformState.load(state_dir.resolve())
+    state = _running(state_dir, stack)
     if state is None:
         console.print(f"no platform is running from {state_dir}")
         return
@@ -137,9 +155,9 @@ def down(state_dir: StateOption = Path("state")) -> None:
 
 
 @app.command()
-def env(state_dir: StateOption = Path("state")) -> None:
+def env(stack: RunningStackOption = None, state_dir: StateOption = Path("state")) -> None:
     """Shell exports that let a Dask client or notebook reach the running platform (mutual TLS)."""
-    state = PlatformState.load(state_dir.resolve())
+    state = _running(state_dir, stack)
     if state is None:
         console.print(f"no platform is running from {state_dir}", style="red")
         raise typer.Exit(1)
@@ -148,8 +166,9 @@ def env(state_dir: StateOption = Path("state")) -> None:
 
 
 @app.command()
-def status(state_dir: StateOption = Path("state")) -> None:
+def status(stack: RunningStackOption = None, state_dir: StateOption = Path("state")) -> None:
     """What is running, and where."""
+    _running(state_dir, stack)
     state, alive = LocalPlatform.status(state_dir)
     if state is None:
         console.print(f"no platform is running from {state_dir}")

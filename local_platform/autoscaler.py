@@ -29,6 +29,10 @@ HISTORY_FILE = "pool-history.jsonl"  # one line per change: time and sizes
 RETIRE_GRACE_SECONDS = 30.0
 
 
+class Stopping(BaseException):
+    """SIGTERM or SIGINT: stop the pools and exit (a BaseException, so that no `except Exception` keeps it)."""
+
+
 @dataclass
 class PoolSpec:
     """One autoscaled pool: its bounds (worker processes) and the `dask worker` command without `--name`."""
@@ -149,30 +153,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = json.loads((args.state_dir / SPEC_FILE).read_text())
     pools = {p["name"]: PoolSpec(**p) for p in spec["pools"]}
-    stopping = False
 
     def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+        raise Stopping  # at once, also out of a call to a scheduler that is gone
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    with Client(state.scheduler_address, security=state.tls.security(),  # type: ignore[no-untyped-call]
-                timeout=60) as client:
-        scaler = LocalAutoscaler(client, pools, dict(os.environ), args.state_dir / "logs")
-        previous: dict[str, int] | None = None
-        sizes = dict.fromkeys(pools, 0)  # it starts no worker before its first look at the demand
-        try:
-            while not stopping:
-                if sizes != previous:
-                    (args.state_dir / SIZES_FILE).write_text(json.dumps(sizes))
-                    with (args.state_dir / HISTORY_FILE).open("a") as history:
-                        history.write(json.dumps({"time": time.time(), "sizes": sizes}) + "\n")
-                    previous = sizes
-                time.sleep(float(spec["interval"]))
-                sizes = scaler.step()
-        finally:
-            scaler.stop()
+    client = Client(state.scheduler_address, security=state.tls.security(), timeout=60)  # type: ignore[no-untyped-call]
+    scaler = LocalAutoscaler(client, pools, dict(os.environ), args.state_dir / "logs")
+    previous: dict[str, int] | None = None
+    sizes = dict.fromkeys(pools, 0)  # it starts no worker before its first look at the demand
+    try:
+        while True:
+            if sizes != previous:
+                (args.state_dir / SIZES_FILE).write_text(json.dumps(sizes))
+                with (args.state_dir / HISTORY_FILE).open("a") as history:
+                    history.write(json.dumps({"time": time.time(), "sizes": sizes}) + "\n")
+                previous = sizes
+            time.sleep(float(spec["interval"]))
+            sizes = scaler.step()
+    except Stopping:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already
+        scaler.stop()
+        client.close(timeout=2)  # type: ignore[no-untyped-call]
     return 0
 
 

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from local_platform.fsx_standin import LocalFsx
 from local_platform.tls import LocalTls, create_local_tls, load_local_tls
 
 STATE_FILE = "platform.json"
+LOCK_FILE = ".starting.lock"  # held while `up` starts a platform: a second `up` is refused, not interleaved
 PUBLISHED_COUNTS_FILE = "published-counts.json"  # each region's last published catalog size (the shrink guard)
 BIN = Path(sys.executable).parent
 WORKER_THREADS = 2
@@ -89,14 +90,43 @@ def _alive(entry: dict[str, Any]) -> bool:
 
 def group_alive(group: int) -> bool:
     """Whether any process of the group still runs (zombies, dead but not yet reaped, do not count)."""
+    return bool(members(group))
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, refusal: str) -> Iterator[None]:
+    """An exclusive, non-blocking lock on `path` for the duration (released by the OS if the holder dies)."""
+    import fcntl
+
+    with path.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PlatformError(refusal) from None
+        yield
+
+
+def members(group: int) -> list[int]:
+    """The live processes of a process group."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if int(fields[2]) == group and fields[0] != "Z":
-            return True
-    return False
+            found.append(int(stat.parent.name))
+    return found
+
+
+def runs_from(pid: int, fsx_root: Path) -> bool:
+    """Whether a process was started by the platform whose Lustre stand-in is `fsx_root` (its environment says
+    so): how `down` and the tests tell this platform's processes from everything else on the machine."""
+    try:
+        environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return f"DASK_REGIONS_FSX_ROOT={fsx_root}".encode() in environment
 
 
 def _reap(pid: int) -> None:
@@ -133,6 +163,14 @@ class LocalPlatform:
 
     # ------------------------------------------------------------------------------------------ up
     def up(self) -> PlatformState:
+        """Start the platform; refused (changing nothing) while another `up` starts one from the same state
+        directory, or while one runs there."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with _exclusive(self.state_dir / LOCK_FILE, f"another `up` or `demo` is starting a platform from "
+                                                    f"{self.state_dir} right now: wait for it, then see `status`"):
+            return self._up()
+
+    def _up(self) -> PlatformState:
         running = PlatformState.load(self.state_dir)
         if running and any(_alive(p) for p in running.processes.values()):
             raise PlatformError(f"a platform (stack {running.stack!r}) is already running from {self.state_dir}: "
@@ -216,7 +254,8 @@ class LocalPlatform:
         tls = load_local_tls(self.state_dir / "tls")
         return [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
                 "--nworkers", "1", "--nthreads", str(WORKER_THREADS), "--resources", f"{pool}={WORKER_THREADS}",
-                "--no-dashboard", "--local-directory", str(self.state_dir / "dask" / pool), *tls.flags("worker")]
+                "--no-dashboard", "--dashboard-address", "127.0.0.1:0",  # its HTTP server runs even without one
+                "--local-directory", str(self.state_dir / "dask" / pool), *tls.flags("worker")]
 
     def _idle_seconds(self, worker: WorkerConfig) -> float:
         return self.idle_timeout if self.idle_timeout is not None else worker.idle_timeout_minutes * 60.0
@@ -289,14 +328,18 @@ class LocalPlatform:
 
     # ----------------------------------------------------------------------------------- down, status
     def down(self) -> list[str]:
-        """Stop every process this platform started (and nothing else); returns their names."""
+        """Stop every process this platform started (and nothing else); returns their names. A group whose leader
+        has died is still stopped when any of its processes is this platform's."""
         state = PlatformState.load(self.state_dir)
         if state is None:
             return []
+        fsx_root = Path(state.state_dir) / "fsx"
         stopped = []
         for name, entry in state.processes.items():
-            if _alive(entry):
-                os.killpg(entry["pid"], signal.SIGTERM)
+            group = entry["pid"]
+            if _alive(entry) or any(runs_from(pid, fsx_root) for pid in members(group)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGTERM)
                 stopped.append(name)
         deadline = time.monotonic() + 20
         for name in stopped:  # wait for each whole process group (nannies and workers included)
@@ -305,7 +348,8 @@ class LocalPlatform:
                 _reap(group)
                 time.sleep(0.1)
             if group_alive(group):
-                os.killpg(group, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGKILL)
             _reap(group)
         (self.state_dir / STATE_FILE).unlink(missing_ok=True)
         return stopped

@@ -292,16 +292,21 @@ def test_busy_workers_protect_their_task_from_scale_in_and_idle_ones_let_it_expi
 
 
 # ------------------------------------------------------------------------------------- the local autoscaler
-def _live_workers_of(pool: str) -> list[int]:
+def _live_workers_of(pool: str, state_dir: Path) -> list[int]:
+    """Worker processes of `pool` started by the platform of `state_dir` (never another platform's, or anyone's
+    else on this machine)."""
+    from local_platform.platform import runs_from
+
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             arguments = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
+        pid = int(cmdline.parent.name)
         if b"worker" in arguments and any(a.startswith(pool.encode() + b"-") for a in arguments) \
-                and b"--name" in arguments:
-            found.append(int(cmdline.parent.name))
+                and b"--name" in arguments and runs_from(pid, state_dir.resolve() / "fsx"):
+            found.append(pid)
     return found
 
 
@@ -314,14 +319,17 @@ def test_the_local_autoscaler_starts_and_stops_real_worker_processes(tmp_path: P
     platform = LocalPlatform(config, tmp_path / "state", idle_timeout=2)
     state = platform.up()
     try:
-        assert _live_workers_of(EAST) == [] and _live_workers_of(WEST) == []  # minTasks 0: nothing idle runs
+        # minTasks 0: nothing idle runs
+        assert _live_workers_of(EAST, tmp_path / "state") == [] and _live_workers_of(WEST, tmp_path / "state") == []
         with Client(state.scheduler_address, security=state.tls.security(), timeout=30) as client:
             futures = [client.submit(time.sleep, 0.5, pure=False, resources={EAST: 1}) for _ in range(12)]
-            wait_until(lambda: len(_live_workers_of(EAST)) >= 1, 30, "a us-east-1 worker process")
+            wait_until(lambda: len(_live_workers_of(EAST, tmp_path / "state")) >= 1, 30,
+                       "a us-east-1 worker process")
             client.gather(futures)
-            assert _live_workers_of(WEST) == []  # no work there, no process there
+            assert _live_workers_of(WEST, tmp_path / "state") == []  # no work there, no process there
             del futures
-            wait_until(lambda: _live_workers_of(EAST) == [], 40, "the us-east-1 workers to stop")
+            wait_until(lambda: _live_workers_of(EAST, tmp_path / "state") == [], 40,
+                       "the us-east-1 workers to stop")
         from local_platform.autoscaler import pool_history
 
         story = pool_history(tmp_path / "state")
@@ -329,7 +337,7 @@ def test_the_local_autoscaler_starts_and_stops_real_worker_processes(tmp_path: P
         assert PlatformState.load(tmp_path / "state") is not None
     finally:
         platform.down()
-    assert _live_workers_of(EAST) == []
+    assert _live_workers_of(EAST, tmp_path / "state") == []
 
 
 # ---------------------------------------------------------------------------------------- AWS wiring

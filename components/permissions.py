@@ -364,3 +364,52 @@ def decide(graph: Graph, call: Call) -> Decision:
         decision.reasons.append(f"no statement allows it: add {json.dumps(missing)} to {role.name}'s policy"
                                 + (f" and to {key_policy.owner.name}" if key_policy is not None else ""))
     return decision
+
+
+# ------------------------------------------------------------------------------------- calls AWS makes for us
+def service_calls(graph: Graph) -> list[Call]:
+    """The calls AWS services make with the roles we give them, derived from the graph: EventBridge Scheduler
+    starting the state machine (and its dead-letter queue), Step Functions invoking the Lambda, ECS pulling each
+    image, writing its logs, reading its secrets and decrypting them."""
+    roles = {r.outputs["arn"]: r.name for r in graph.of_type("aws:iam/role:Role")}
+    calls = []
+    for schedule in graph.of_type("aws:scheduler/schedule:Schedule"):
+        target = schedule.inputs["target"]
+        calls.append(Call(roles[target["roleArn"]], "states:StartExecution", target["arn"], {}, "Scheduler"))
+        queue = target["deadLetterConfig"]["arn"]
+        calls.append(Call(roles[target["roleArn"]], "sqs:SendMessage", queue, {}, "Scheduler's dead letters"))
+    for machine in graph.of_type("aws:sfn/stateMachine:StateMachine"):
+        for state in json.loads(machine.inputs["definition"])["States"].values():
+            if state["Type"] == "Task":
+                calls.append(Call(roles[machine.inputs["roleArn"]], "lambda:InvokeFunction",
+                                  state["Parameters"]["FunctionName"], {}, "Step Functions"))
+    for definition in graph.of_type("aws:ecs/taskDefinition:TaskDefinition"):
+        role, region = roles[definition.inputs["executionRoleArn"]], definition.region
+        for container in json.loads(definition.inputs["containerDefinitions"]):
+            registry, _, repository = container["image"].split("@")[0].partition("/")
+            repository_arn = f"arn:aws:ecr:{registry.split('.')[3]}:{registry.split('.')[0]}:repository/{repository}"
+            calls += [Call(role, "ecr:GetAuthorizationToken", "*", {}, "ECS image pull"),
+                      Call(role, "ecr:BatchGetImage", repository_arn, {}, "ECS image pull")]
+            group = container["logConfiguration"]["options"]["awslogs-group"]
+            stream = f"arn:aws:logs:{region}:{MOCK_ACCOUNT}:log-group:{group}:log-stream:task"
+            calls += [Call(role, "logs:CreateLogStream", stream, {}, "ECS logs"),
+                      Call(role, "logs:PutLogEvents", stream, {}, "ECS logs")]
+            for secret in container.get("secrets", []):
+                arn = secret["valueFrom"].split(":", 7)
+                secret_arn = ":".join(arn[:7])
+                calls.append(Call(role, "secretsmanager:GetSecretValue", secret_arn, {},
+                                  f"ECS secret {secret['name']}"))
+                via = {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}
+                calls.append(Call(role, "kms:Decrypt", _secret_key(graph, secret_arn), via, "ECS secret decryption"))
+    return calls
+
+
+def _secret_key(graph: Graph, secret_arn: str) -> str:
+    secret = next(s for s in graph.of_type("aws:secretsmanager/secret:Secret") if s.outputs["arn"] == secret_arn)
+    return str(secret.inputs["kmsKeyId"])
+
+
+
+def service_findings(graph: Graph) -> list[str]:
+    """Every call AWS services make for us that the roles' policies would deny (run by `plan`)."""
+    return [d.message() for d in (decide(graph, call) for call in service_calls(graph)) if not d.allowed]

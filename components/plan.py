@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.config import ConfigError, load_stack_file
-from components.permissions import reference_findings
+from components.permissions import reference_findings, service_findings
 from components.reachability import INGRESS, analyse, service_reachability, vpc_label
 from components.synth import PROJECT_DIR, Graph, RecordedResource, SynthesisError, synthesize
 
@@ -197,6 +197,7 @@ def evaluate(graph: Graph) -> Plan:
         plan.matrix[service.name] = row
     plan.violations += world_open(graph)
     plan.violations += [f"IAM: {finding}" for finding in reference_findings(graph)]
+    plan.violations += [f"IAM: {finding}" for finding in service_findings(graph)]
     from policy.rules import evaluate_policies  # the pack's policies, as `pulumi preview --policy-pack` runs them
 
     policies = evaluate_policies(graph)

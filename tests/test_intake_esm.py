@@ -124,3 +124,17 @@ def test_a_mixed_export_says_how_to_choose(esm: dict[str, Any], tmp_path: Path) 
     with pytest.raises(KeyError, match="no dataset nope; the datastore has"):
         dask_regions.to_dataset_dict(esm["client"], intake.open_esm_datastore(
             str(esm["catalog"].to_intake_esm(tmp_path, collection="era5"))), keys=["nope"])
+
+
+def test_a_search_results_dataframe_or_keys_open_the_same(esm: dict[str, Any], tmp_path: Path) -> None:
+    import json
+
+    description = esm["catalog"].to_intake_esm(tmp_path, collection="cmip6")
+    datastore = intake.open_esm_datastore(str(description))
+    control = json.loads(description.read_text())["aggregation_control"]
+    by_frame = dask_regions.to_dataset_dict(esm["client"], datastore.df, aggregation_control=control)
+    by_keys = dask_regions.to_dataset_dict(esm["client"], datastore, keys=list(datastore.keys()))
+    assert list(by_frame) == list(by_keys) == [CMIP6_DATASET]
+    assert dict(by_frame[CMIP6_DATASET].sizes) == dict(by_keys[CMIP6_DATASET].sizes)
+    with pytest.raises(TypeError, match="give an intake-esm datastore"):
+        dask_regions.to_dataset_dict(esm["client"], datastore.df)

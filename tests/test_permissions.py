@@ -16,7 +16,7 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from components.permissions import Call, Decision, decide, reference_findings
+from components.permissions import Call, Decision, decide, reference_findings, service_calls
 from components.synth import MOCK_ACCOUNT, Graph
 from tests.aws_calls import AwsCalls, recording_signed_requests
 from tests.conftest import SHAPES, cached_graph
@@ -236,47 +236,7 @@ def test_a_busy_workers_task_protection_is_allowed(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ calls AWS services make for us
-def service_calls(graph: Graph) -> list[Call]:
-    """What Scheduler, Step Functions and ECS do with the roles we give them."""
-    roles = {r.outputs["arn"]: r.name for r in graph.of_type("aws:iam/role:Role")}
-    calls = []
-    for schedule in graph.of_type("aws:scheduler/schedule:Schedule"):
-        target = schedule.inputs["target"]
-        calls.append(Call(roles[target["roleArn"]], "states:StartExecution", target["arn"], {}, "Scheduler"))
-        queue = target["deadLetterConfig"]["arn"]
-        calls.append(Call(roles[target["roleArn"]], "sqs:SendMessage", queue, {}, "Scheduler's dead letters"))
-    for machine in graph.of_type("aws:sfn/stateMachine:StateMachine"):
-        for state in json.loads(machine.inputs["definition"])["States"].values():
-            if state["Type"] == "Task":
-                calls.append(Call(roles[machine.inputs["roleArn"]], "lambda:InvokeFunction",
-                                  state["Parameters"]["FunctionName"], {}, "Step Functions"))
-    for definition in graph.of_type("aws:ecs/taskDefinition:TaskDefinition"):
-        role, region = roles[definition.inputs["executionRoleArn"]], definition.region
-        for container in json.loads(definition.inputs["containerDefinitions"]):
-            registry, _, repository = container["image"].split("@")[0].partition("/")
-            repository_arn = f"arn:aws:ecr:{registry.split('.')[3]}:{registry.split('.')[0]}:repository/{repository}"
-            calls += [Call(role, "ecr:GetAuthorizationToken", "*", {}, "ECS image pull"),
-                      Call(role, "ecr:BatchGetImage", repository_arn, {}, "ECS image pull")]
-            group = container["logConfiguration"]["options"]["awslogs-group"]
-            stream = f"arn:aws:logs:{region}:{MOCK_ACCOUNT}:log-group:{group}:log-stream:task"
-            calls += [Call(role, "logs:CreateLogStream", stream, {}, "ECS logs"),
-                      Call(role, "logs:PutLogEvents", stream, {}, "ECS logs")]
-            for secret in container.get("secrets", []):
-                arn = secret["valueFrom"].split(":", 7)
-                secret_arn = ":".join(arn[:7])
-                calls.append(Call(role, "secretsmanager:GetSecretValue", secret_arn, {},
-                                  f"ECS secret {secret['name']}"))
-                via = {"kms:ViaService": f"secretsmanager.{region}.amazonaws.com"}
-                calls.append(Call(role, "kms:Decrypt", _secret_key(graph, secret_arn), via, "ECS secret decryption"))
-    return calls
-
-
-def _secret_key(graph: Graph, secret_arn: str) -> str:
-    secret = next(s for s in graph.of_type("aws:secretsmanager/secret:Secret") if s.outputs["arn"] == secret_arn)
-    return str(secret.inputs["kmsKeyId"])
-
-
-@pytest.mark.parametrize("shape", ["dev", "four-regions"])
+@pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_what_aws_services_do_for_us_is_allowed(shape: str) -> None:
     graph = cached_graph(shape)
     calls = service_calls(graph)
@@ -346,3 +306,16 @@ def test_the_catalog_names_in_the_policies_are_the_ones_the_sync_writes() -> Non
     from components.resources import CATALOG_READ_ALIAS
 
     assert CATALOG_READ_ALIAS == READ_ALIAS
+
+
+def test_plan_fails_when_an_aws_service_would_be_denied() -> None:
+    from components.plan import evaluate
+
+    graph = cached_graph("dev")
+    policy = graph.named("worker-us-east-1-catalog-sync-workflow-policy", "aws:iam/rolePolicy:RolePolicy")
+    document = json.loads(policy.inputs["policy"])
+    document["Statement"] = [s for s in document["Statement"] if s["Action"] != "lambda:InvokeFunction"]
+    policy.inputs["policy"] = json.dumps(document)
+    violations = evaluate(graph).violations
+    assert any(v.startswith("IAM: DENIED: lambda:InvokeFunction on arn:aws:lambda:us-east-1:") for v in violations)
+    assert not [v for v in evaluate(cached_graph("dev")).violations if v.startswith("IAM:")]

@@ -40,19 +40,27 @@ class ImportStatus:
         return self.lifecycle in TERMINAL
 
 
-def idempotency_token(file_system_id: str, day: date) -> str:
-    """One import per file system and day: a retried start returns the same task."""
-    return f"{file_system_id}-{day:%Y%m%d}-import"[:63]
+MAX_ATTEMPTS_A_DAY = 10
+
+
+def idempotency_token(file_system_id: str, day: date, attempt: int = 1) -> str:
+    """One import per file system, day and attempt: a retried start returns the same task, and a start after a
+    failed import today (the same token would return that failed task) takes the next attempt's token."""
+    suffix = "" if attempt == 1 else f"-{attempt}"
+    return f"{file_system_id}-{day:%Y%m%d}-import{suffix}"[:63]
 
 
 def start_or_adopt(fsx: Any, file_system_id: str, day: date, paths: list[str] | None = None) -> ImportStatus:
-    request: dict[str, Any] = {"Type": IMPORT, "FileSystemId": file_system_id, "Report": {"Enabled": False},
-                               "ClientRequestToken": idempotency_token(file_system_id, day)}
+    request: dict[str, Any] = {"Type": IMPORT, "FileSystemId": file_system_id, "Report": {"Enabled": False}}
     if paths:
         request["Paths"] = paths[:100]
     try:
-        task = fsx.create_data_repository_task(**request)["DataRepositoryTask"]
-        return _status(task)
+        for attempt in range(1, MAX_ATTEMPTS_A_DAY + 1):
+            task = fsx.create_data_repository_task(
+                **request, ClientRequestToken=idempotency_token(file_system_id, day, attempt))["DataRepositoryTask"]
+            if task.get("Lifecycle") not in ("FAILED", "CANCELED"):  # a new task, or today's still running
+                return _status(task)
+        raise FsxImportError(f"{file_system_id}: {MAX_ATTEMPTS_A_DAY} imports failed today; see the FSx console")
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") != "DataRepositoryTaskExecuting":
             raise FsxImportError(f"could not start the import on {file_system_id}: {error}") from error

@@ -702,6 +702,10 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
     if values["scaleOn"] is not None and values["scaleOn"] not in SCALE_ON:
         c.add(f"{path}.scaleOn", f"{values['scaleOn']!r} is not a scaling mode.",
               f"use one of {', '.join(repr(mode) for mode in SCALE_ON)}.")
+    if values["scaleOn"] == "cpu" and values["minTasks"] == 0:
+        c.add(f"{path}.minTasks", f"is 0 with {path}.scaleOn 'cpu': CPU tracking never grows a pool from zero "
+                                  "tasks (no task, no CPU figure), so the region could never start.",
+              f"set {path}.minTasks to 1 or more, or {path}.scaleOn to 'demand' or 'both'.")
     c.whole(values["idleTimeoutMinutes"], f"{path}.idleTimeoutMinutes", 1, 1440)
     c.whole(values["spotPercent"], f"{path}.spotPercent", 0, 100)
     c.whole(values["onDemandBaseTasks"], f"{path}.onDemandBaseTasks", 0)

@@ -369,3 +369,26 @@ def test_the_published_count_lives_in_an_ssm_parameter_in_aws(moto_endpoint: str
     assert counts.get("eu-north-1") is None
     counts.put("eu-north-1", 1234)
     assert counts.get("eu-north-1") == 1234
+
+
+def test_a_start_after_a_failed_import_today_starts_a_new_task() -> None:
+    """The same day's token would return the failed task (FSx's idempotency): the next attempt's token is used."""
+    from datetime import date
+
+    from catalog_sync.fsx_import import idempotency_token, start_or_adopt
+
+    client = boto3.client("fsx", region_name="us-west-2", aws_access_key_id="x", aws_secret_access_key="x")
+    stubber = Stubber(client)
+    day, system = date(2026, 11, 29), "fs-0123456789abcdef0"
+    base = {"Type": IMPORT, "FileSystemId": system, "CreationTime": "2026-11-29T00:00:00Z"}
+    expected = {"Type": IMPORT, "FileSystemId": system, "Report": {"Enabled": False}}
+    stubber.add_response("create_data_repository_task", {"DataRepositoryTask": {
+        **base, "TaskId": "task-00000000000000001", "Lifecycle": "FAILED"}},
+        {**expected, "ClientRequestToken": idempotency_token(system, day)})
+    stubber.add_response("create_data_repository_task", {"DataRepositoryTask": {
+        **base, "TaskId": "task-00000000000000002", "Lifecycle": "PENDING"}},
+        {**expected, "ClientRequestToken": idempotency_token(system, day, 2)})
+    with stubber:
+        status = start_or_adopt(client, system, day)
+    assert status.task_id == "task-00000000000000002" and status.lifecycle == "PENDING"
+    stubber.assert_no_pending_responses()

@@ -164,6 +164,8 @@ BAD_INPUTS = [
     ("client.dashboardAllowedCidrs", ["0.0.0.0/1", "128.0.0.0/1"], "client.dashboardAllowedCidrs",
      "more than a /8"),
     ("client.dashboardAllowedCidrs", ["2001:db8::/32"], "client.dashboardAllowedCidrs[0]", "is IPv6"),
+    # a pool that could never start (issue 17)
+    ("workers.0.scaleOn", "cpu", "workers[0].minTasks", "is 0 with workers[0].scaleOn 'cpu'"),
 ]
 
 

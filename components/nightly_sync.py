@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pulumi
@@ -91,6 +92,16 @@ class NightlySyncArgs:
     key_arn: pulumi.Input[str]
     naming: Naming
     log_retention_days: int
+    association_id: pulumi.Input[str] = ""  # the data repository association: a new one gets a first sync
+
+
+FIRST_SYNC_DELAY = timedelta(minutes=5)  # after the state machine exists (the association is ready by then)
+
+
+def first_sync_expression(_: object = None) -> str:
+    """A one-time `at()` a few minutes from now, in UTC (computed when the schedule's inputs resolve during
+    `pulumi up`, so that it lies in the future however long the deploy took)."""
+    return f"at({(datetime.now(UTC) + FIRST_SYNC_DELAY):%Y-%m-%dT%H:%M:%S})"
 
 
 def published_count_parameter(naming: Naming, region: str) -> str:
@@ -177,6 +188,21 @@ class NightlySync(RegionalComponent):
                     maximum_retry_attempts=SCHEDULE_RETRIES, maximum_event_age_in_seconds=SCHEDULE_MAX_AGE_SECONDS),
                 dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=dead_letters.arn)),
             opts=self._child)
+        # The first sync at deploy, so that the catalog is not empty until the first nightly run; again whenever
+        # the data repository association is replaced (its id is in the description). Later `pulumi up`s leave
+        # the time be. It runs the same workflow with the same role, retries and dead letters.
+        aws.scheduler.Schedule(
+            f"{name}-first-sync", schedule_expression=pulumi.Output.all(machine.arn, args.association_id).apply(
+                first_sync_expression),
+            schedule_expression_timezone="UTC", action_after_completion="NONE",
+            description=pulumi.Output.concat(f"First catalog sync of {region} for association ", args.association_id),
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(
+                arn=machine.arn, role_arn=scheduler_role.arn, input=json.dumps({"region": region}),
+                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                    maximum_retry_attempts=SCHEDULE_RETRIES, maximum_event_age_in_seconds=SCHEDULE_MAX_AGE_SECONDS),
+                dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=dead_letters.arn)),
+            opts=self._opts(ignore_changes=["scheduleExpression"], replace_on_changes=["description"]))
 
         topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=args.key_arn, opts=self._child)
         self._tls_only_topic(topic)

@@ -330,7 +330,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             property_dependencies={k: tuple(v.urns) for k, v in request.propertyDependencies.items()},
             ignore_changes=tuple(request.ignoreChanges),
             options={"protect": request.protect, "deleteBeforeReplace": request.deleteBeforeReplace,
-                     "retainOnDelete": request.retainOnDelete},
+                     "retainOnDelete": request.retainOnDelete,
+                     **({"replaceOnChanges": list(request.replaceOnChanges)} if request.replaceOnChanges else {})},
         ))
         return response
 

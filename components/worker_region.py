@@ -107,7 +107,8 @@ class WorkerRegion(RegionalComponent):
             image=args.catalog.sync_image, catalog_endpoint=args.catalog.endpoint,
             catalog_domain_arn=args.catalog.domain_arn, catalog_region=args.catalog.domain_region,
             schedule=args.catalog.schedule, max_drop_percent=args.catalog.max_drop_percent, key_arn=args.key_arn,
-            naming=args.naming, log_retention_days=args.log_retention_days), opts=self._child)
+            naming=args.naming, log_retention_days=args.log_retention_days, association_id=self.association_id),
+            opts=self._child)
         self.catalog_sync_role_arn = sync.role_arn
         self.sync_state_machine_arn = sync.state_machine_arn
         self.alarm_topic_arn = sync.alarm_topic_arn

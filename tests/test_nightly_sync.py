@@ -37,11 +37,16 @@ def policy_of(graph: Graph, role_name: str) -> list[dict[str, Any]]:
     return list(json.loads(policy.inputs["policy"])["Statement"])
 
 
+def nightly(stack: Graph) -> list[Any]:
+    return [s for s in stack.of_type("aws:scheduler/schedule:Schedule") if not s.name.endswith("-first-sync")]
+
+
 def test_one_schedule_per_worker_region_in_utc_with_retries_and_a_dead_letter_queue(stack: Graph) -> None:
     schedules = stack.of_type("aws:scheduler/schedule:Schedule")
-    assert sorted(str(s.region) for s in schedules) == sorted(stack.outputs["workerRegions"])
+    assert sorted(str(s.region) for s in nightly(stack)) == sorted(stack.outputs["workerRegions"])
     for schedule in schedules:
-        assert schedule.inputs["scheduleExpression"] == "cron(0 0 * * ? *)"
+        first = schedule.name.endswith("-first-sync")
+        assert first or schedule.inputs["scheduleExpression"] == "cron(0 0 * * ? *)"
         assert schedule.inputs["scheduleExpressionTimezone"] == "UTC"
         target = schedule.inputs["target"]
         assert target["arn"] == stack.outputs["workerRegions"][schedule.region]["syncStateMachineArn"]
@@ -57,8 +62,26 @@ def test_schedule_follows_config() -> None:
     from components.synth import synthesize
 
     graph = synthesize("dev", {"syncSchedule": "cron(30 2 ? * MON-FRI *)"})
-    assert {s.inputs["scheduleExpression"] for s in graph.of_type("aws:scheduler/schedule:Schedule")} == {
-        "cron(30 2 ? * MON-FRI *)"}
+    assert {s.inputs["scheduleExpression"] for s in nightly(graph)} == {"cron(30 2 ? * MON-FRI *)"}
+
+
+def test_a_first_sync_runs_at_deploy_and_again_for_a_new_association(stack: Graph) -> None:
+    """The catalog is filled minutes after `pulumi up`, not at the first midnight; a replaced association (its id
+    is in the description) replaces the one-time schedule; other updates leave its time alone."""
+    from datetime import UTC, datetime, timedelta
+
+    firsts = [s for s in stack.of_type("aws:scheduler/schedule:Schedule") if s.name.endswith("-first-sync")]
+    assert sorted(str(s.region) for s in firsts) == sorted(stack.outputs["workerRegions"])
+    for first in firsts:
+        when = datetime.strptime(first.inputs["scheduleExpression"], "at(%Y-%m-%dT%H:%M:%S)").replace(tzinfo=UTC)
+        assert timedelta(0) < when - datetime.now(UTC) <= timedelta(minutes=6)
+        twin = next(s for s in nightly(stack) if s.region == first.region)
+        assert first.inputs["target"] == twin.inputs["target"]  # the same workflow, role, retries, dead letters
+        association = next(a for a in in_region(stack, "aws:fsx/dataRepositoryAssociation:DataRepositoryAssociation",
+                                                str(first.region)))
+        assert first.inputs["description"].endswith(association.id)
+        assert "scheduleExpression" in first.ignore_changes
+        assert first.options.get("replaceOnChanges") == ["description"]
 
 
 def test_lambda_runs_the_sync_image_in_the_worker_vpc(stack: Graph) -> None:

@@ -178,30 +178,26 @@ class NightlySync(RegionalComponent):
                 {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": v[1]},
                 {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": v[2]}]),
             account=account)
+        # Both schedules run the same workflow with the same role, retries and dead letters.
+        target = aws.scheduler.ScheduleTargetArgs(
+            arn=machine.arn, role_arn=scheduler_role.arn, input=json.dumps({"region": region}),
+            retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
+                maximum_retry_attempts=SCHEDULE_RETRIES, maximum_event_age_in_seconds=SCHEDULE_MAX_AGE_SECONDS),
+            dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=dead_letters.arn))
+        on_time = aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF")
         aws.scheduler.Schedule(
             f"{name}-schedule", schedule_expression=args.schedule, schedule_expression_timezone="UTC",
-            description=f"Nightly catalog sync of {region}",
-            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
-            target=aws.scheduler.ScheduleTargetArgs(
-                arn=machine.arn, role_arn=scheduler_role.arn, input=json.dumps({"region": region}),
-                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
-                    maximum_retry_attempts=SCHEDULE_RETRIES, maximum_event_age_in_seconds=SCHEDULE_MAX_AGE_SECONDS),
-                dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=dead_letters.arn)),
+            description=f"Nightly catalog sync of {region}", flexible_time_window=on_time, target=target,
             opts=self._child)
         # The first sync at deploy, so that the catalog is not empty until the first nightly run; again whenever
         # the data repository association is replaced (its id is in the description). Later `pulumi up`s leave
-        # the time be. It runs the same workflow with the same role, retries and dead letters.
+        # the time be.
         aws.scheduler.Schedule(
             f"{name}-first-sync", schedule_expression=pulumi.Output.all(machine.arn, args.association_id).apply(
                 first_sync_expression),
             schedule_expression_timezone="UTC", action_after_completion="NONE",
             description=pulumi.Output.concat(f"First catalog sync of {region} for association ", args.association_id),
-            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
-            target=aws.scheduler.ScheduleTargetArgs(
-                arn=machine.arn, role_arn=scheduler_role.arn, input=json.dumps({"region": region}),
-                retry_policy=aws.scheduler.ScheduleTargetRetryPolicyArgs(
-                    maximum_retry_attempts=SCHEDULE_RETRIES, maximum_event_age_in_seconds=SCHEDULE_MAX_AGE_SECONDS),
-                dead_letter_config=aws.scheduler.ScheduleTargetDeadLetterConfigArgs(arn=dead_letters.arn)),
+            flexible_time_window=on_time, target=target,
             opts=self._opts(ignore_changes=["scheduleExpression"], replace_on_changes=["description"]))
 
         topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=args.key_arn, opts=self._child)

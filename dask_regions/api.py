@@ -170,10 +170,7 @@ def open_dataset(client: Any, record_or_path: Any, *, region: str | None = None,
                  engine: str | None = None, timeout: float = DEFAULT_POOL_TIMEOUT, **options: Any) -> Any:
     """An xarray Dataset bound to its region (from a catalog record, or a path and `region`)."""
     path, found = _target(record_or_path, region)
-    pool = pool_of_region(found)
-    wait_for_pools(client, [pool], timeout)
-    lazy = client.submit(_open_in_region, path, engine, options, resources={pool: 1}, pure=False).result().dataset
-    dataset = _chunk_in_region(lazy, chunks, found)
+    (dataset,) = open_many(client, [path], found, chunks=chunks, engine=engine, timeout=timeout, **options)
     dataset.attrs["dask_regions_region"] = found
     return dataset
 

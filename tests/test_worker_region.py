@@ -169,7 +169,7 @@ def test_scaling_on_cpu_keeps_the_reference_target() -> None:
     from components.synth import synthesize
 
     graph = synthesize("dev", {"workers": [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",
-                                            "scaleOn": "cpu"}]})
+                                            "scaleOn": "cpu", "minTasks": 1}]})  # CPU cannot start from 0
     for site in worker_sites(graph):
         policy = graph.named(f"{site}-workers-cpu", "aws:appautoscaling/policy:Policy")
         tracking = policy.inputs["targetTrackingScalingPolicyConfiguration"]
@@ -182,12 +182,12 @@ def test_scaling_bounds_and_sizes_follow_config() -> None:
     from components.synth import synthesize
 
     graph = synthesize("dev", {"workers": [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",
-                                            "minTasks": 0, "maxTasks": 4, "cpuTargetPercent": 60, "scaleOn": "cpu",
+                                            "minTasks": 1, "maxTasks": 4, "cpuTargetPercent": 60, "scaleOn": "cpu",
                                             "workersPerTask": 4, "threadsPerWorker": 2, "taskMemoryMiB": 8192,
                                             "workerPortStart": 12000, "lustreStorageGiB": 2400,
                                             "lustreThroughputPerTiB": 250, "maxInstances": 3}]})
     target = graph.of_type("aws:appautoscaling/target:Target")[0]
-    assert (target.inputs["minCapacity"], target.inputs["maxCapacity"]) == (0, 4)
+    assert (target.inputs["minCapacity"], target.inputs["maxCapacity"]) == (1, 4)
     assert graph.of_type("aws:appautoscaling/policy:Policy")[0].inputs[
         "targetTrackingScalingPolicyConfiguration"]["targetValue"] == 60
     command = container(graph, "worker-us-east-1")["command"]

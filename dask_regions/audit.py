@@ -109,7 +109,7 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
             ambiguous.append((task.key, tuple(sorted(set(task.reads) | set(task.regions))), task.pool))
         elif task.expected is not None:
             regional += 1
-            combining += len(task.regions) > 1 and len(task.reads) != 1
+            combining += task.combining
             if task.pool != task.expected:
                 misplaced.append((task.key, task.expected, task.pool))
     moved: dict[tuple[str, str], int] = defaultdict(int)

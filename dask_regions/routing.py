@@ -57,6 +57,7 @@ class Placement(NamedTuple):
     reads: tuple[str, ...]  # regions whose data its own spec holds (it reads their storage)
     expected: str | None  # the pool it had to run in (None: anywhere)
     ambiguous: bool  # it cannot be placed right, or names a region that is not configured
+    combining: bool  # it combines regions (placed by the combining rule)
     pool: str | None  # the pool of the worker that ran it
     worker: str | None
 
@@ -197,15 +198,17 @@ class RegionRouter(SchedulerPlugin):
         pools = pools_of(self.scheduler.workers.get(worker) if worker else None)
         regions, reads = self.regions.get(key, frozenset()), self.reads.get(key, frozenset())
         unknown = bool((regions | reads) - self.known_regions())
+        combining = key in self.combiners  # set by _route for a task that combines regions
         expected: str | None = None
         if len(reads) == 1:
             expected = pool_of_region(next(iter(reads)))
         elif len(regions) == 1:
             expected = pool_of_region(next(iter(regions)))
-        elif len(regions) > 1:
-            expected = self.combiners.get(key)
+        elif combining:
+            expected = self.combiners[key]
         self.placements.append(Placement(time.time(), str(key), tuple(sorted(regions)), tuple(sorted(reads)),
-                                         expected, unknown or len(reads) > 1, pools[0] if pools else None, worker))
+                                         expected, unknown or len(reads) > 1, combining,
+                                         pools[0] if pools else None, worker))
 
     def placements_since(self, since: float) -> list[Placement]:
         """Every task finished since `since`, with where it had to run and where it ran."""
@@ -250,7 +253,10 @@ class RegionRouter(SchedulerPlugin):
 
     def _why_unrunnable(self, ts: TaskState, offers: dict[str, float]) -> tuple[float, Exception] | None:
         """(how long it may wait, the error to fail it with), or None while it may run or wait."""
-        demand = self.scheduler.plugins.get(DEMAND_PLUGIN) if self.scheduler else None
+        scheduler = self.scheduler
+        demand = scheduler.plugins.get(DEMAND_PLUGIN) if scheduler is not None else None
+        alive = ", ".join(sorted(live_pools(scheduler))) if scheduler is not None else ""
+        alive = alive or "none"
         for resource, amount in (ts.resource_restrictions or {}).items():
             if offers.get(resource, 0) >= amount:
                 continue
@@ -272,14 +278,13 @@ class RegionRouter(SchedulerPlugin):
                 if amount <= demand.slots_per_worker(resource):
                     return max(self.missing_pool_timeout, demand.settings.scale_up_timeout), MissingPoolError(
                         f"no live worker in region {region} ({resource}) after waiting "
-                        f"{demand.settings.scale_up_timeout:.0f} s for it to scale up; live pools: "
-                        f"{', '.join(sorted(live_pools(self.scheduler))) or 'none'}")  # type: ignore[arg-type]
+                        f"{demand.settings.scale_up_timeout:.0f} s for it to scale up; live pools: {alive}")
                 return self.missing_pool_timeout, UnrunnableTaskError(
                     f"task {ts.key!r} asks for {asked}, but a worker of {resource} offers "
                     f"{demand.slots_per_worker(resource):g}; ask for at most that many")
             return self.missing_pool_timeout, MissingPoolError(
                 f"no live worker in region {region} ({resource}) for {self.missing_pool_timeout:.0f} s; "
-                f"live pools: {', '.join(sorted(live_pools(self.scheduler))) or 'none'}")  # type: ignore[arg-type]
+                f"live pools: {alive}")
         return None
 
 

@@ -83,6 +83,8 @@ worker_regions = [
 CatalogAccess(
     "catalog-access",
     CatalogAccessArgs(domain_name=client.catalog_domain_name, domain_arn=client.catalog_domain_arn,
+                      endpoint=client.catalog_endpoint, region=home,
+                      function_name=client.catalog_access_function_name, admin_role_arn=client.catalog_admin_role_arn,
                       reader_role_arns=[client.notebook_role_arn],
                       writer_role_arns={worker.region: region.catalog_sync_role_arn
                                         for worker, region in zip(config.workers, worker_regions, strict=True)}),

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from catalog_sync.access import READ_ALIAS
 from catalog_sync.records import FACETS, DatasetRecord, opensearch_mapping
 
-READ_ALIAS = "catalog"
 BULK_CHUNK_BYTES = 5 * 1024 * 1024  # well under the domain's 10 MiB request limit
 BULK_CHUNK_DOCS = 500
 BULK_RETRIES = 5  # 429 Too Many Requests: back off and retry
@@ -120,19 +120,18 @@ class OpenSearchLoad:
                             ) from None
 
     def _swap(self, max_drop: float, force: bool, published: int | None) -> SwapReport:
-        indices, alias = self.client.indices, f"{READ_ALIAS}-{self.region}"
+        indices = self.client.indices
         indices.put_settings(index=self.load_id, body={"index": {"refresh_interval": "1s"}})
         indices.refresh(index=self.load_id)
         documents = int(self.client.count(index=self.load_id)["count"])
-        serving = [name for name in _aliased(self.client, alias) if name != self.load_id]
+        serving = [name for name in _serving(self.client, self.region) if name != self.load_id]
         previous = sum(int(self.client.count(index=name)["count"]) for name in serving)
         _guard(self.region, documents, previous, max_drop, force, published)
-        # Every request names this region's own indices (the writer may touch nothing else; `POST /_aliases` would
-        # let it repoint any alias): the aliases go on the new index, then the old index goes, taking its aliases
-        # with it. Between the two, readers see both loads of this region, never a partial one; the catalog client
-        # keeps one document per dataset id, the newest load's.
-        for name in (alias, READ_ALIAS):
-            indices.put_alias(index=self.load_id, name=name)
+        # Every request names this region's own indices only (catalog_sync/access.py: the writer may touch
+        # nothing else): the read alias goes on the new index, then the old index goes, taking its alias with it.
+        # Between the two, readers see both loads of this region, never a partial one; the catalog client keeps
+        # one document per dataset id, the newest load's.
+        indices.put_alias(index=self.load_id, name=READ_ALIAS)
         for name in serving:
             indices.delete(index=name)
         return SwapReport(self.region, self.load_id, documents, previous, serving)
@@ -141,18 +140,20 @@ class OpenSearchLoad:
         self.client.indices.delete(index=self.load_id, ignore_unavailable=True)
 
 
-def _aliased(client: Any, alias: str) -> list[str]:
+def _serving(client: Any, region: str) -> list[str]:
+    """The region's load indices that carry the read alias: the region's serving catalog. Looked up within the
+    region's own indices, so a writer never needs to read (or trust) another region's."""
     from opensearchpy.exceptions import NotFoundError
 
     try:
-        return sorted(client.indices.get_alias(name=alias))
+        return sorted(client.indices.get_alias(index=f"{READ_ALIAS}-{_slug(region)}-*", name=READ_ALIAS))
     except NotFoundError:
         return []
 
 
 class OpenSearchSink:
-    """A dated index per region and dataset, loaded with refresh off; the region's alias `catalog-<region>`
-    and the shared read alias `catalog` move to it in one `_aliases` request that also removes the old."""
+    """A dated index per region and dataset (`catalog-<region>-<dataset>-<stamp>`), loaded with refresh off; the
+    read alias `catalog` goes on it, then the region's previous index is deleted."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -169,7 +170,7 @@ class OpenSearchSink:
         return OpenSearchLoad(self.client, region, load_id)
 
     def serving_count(self, region: str) -> int:
-        names = _aliased(self.client, f"{READ_ALIAS}-{region}")
+        names = _serving(self.client, region)
         return sum(int(self.client.count(index=name)["count"]) for name in names)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from catalog_sync.access import READ_ALIAS as CATALOG_READ_ALIAS
+
 
 def assume_role_policy(service: str, account: str | None = None) -> str:
     """Trust `service`; with `account`, only on behalf of that account (confused-deputy protection)."""
@@ -31,9 +33,7 @@ def pull_and_log_statements(repository_arn: str, log_group_arn: str) -> list[dic
         {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{log_group_arn}:*"}]
 
 
-# The catalog's names, as catalog_sync.sinks writes them (a test compares): the read alias every reader searches,
-# and each region's alias and load indices (`catalog-<region>`, `catalog-<region>-<dataset>-<stamp>`).
-CATALOG_READ_ALIAS = "catalog"
+# The read alias every reader searches, and each region's load indices `catalog-<region>-<dataset>-<stamp>`.
 CATALOG_SEARCHES = ("_search", "_msearch", "_mget")
 
 
@@ -48,11 +48,12 @@ def catalog_reader_statements(domain_arn: str) -> list[dict[str, Any]]:
 
 
 def catalog_writer_statements(domain_arn: str, region: str) -> list[dict[str, Any]]:
-    """A region's nightly sync may create, fill, alias and delete its own region's load indices only, and look up
-    its own alias. No domain-level path (`/_aliases`, `/_bulk`): each of those could touch other regions."""
+    """A region's nightly sync may create, fill, alias and delete its own region's load indices only. No
+    domain-level path (`/_aliases`, `/_bulk`): each of those could touch other regions. Paths cannot see request
+    bodies or multi-index paths, so the domain's fine-grained access control enforces the same rule per index
+    (catalog_sync/access.py); both must allow."""
     own = f"{domain_arn}/{CATALOG_READ_ALIAS}-{region}"
-    return [{"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead"],
-             "Resource": [own, f"{own}-*", f"{domain_arn}/_alias/{CATALOG_READ_ALIAS}-{region}"]},
+    return [{"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead"], "Resource": f"{own}-*"},
             {"Effect": "Allow", "Action": ["es:ESHttpPut", "es:ESHttpPost", "es:ESHttpDelete"],
              "Resource": f"{own}-*"}]
 

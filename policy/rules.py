@@ -26,6 +26,8 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
+from catalog_sync.access import SECURITY_API, widenings
+
 MANDATORY = EnforcementLevel.MANDATORY
 Report = Callable[[str, Any], None]
 
@@ -330,9 +332,36 @@ def _ingress_bounded(resources: list[PolicyResource]) -> Iterable[tuple[str, str
     return problems
 
 
-# Where a catalog principal may write (POST/PUT/DELETE): a region's own load indices, or the read alias's searches.
+# Where a catalog principal may write (POST/PUT/DELETE): a region's own load indices, or the read alias's searches;
+# the domain's master user alone, its security API.
 _CATALOG_WRITABLE = re.compile(r"catalog-[a-z]{2}(-[a-z]+)+-\d+-\*|catalog/_(search|msearch|mget)")
+_SECURITY_PATH = re.compile(re.escape(SECURITY_API) + r"/\*")
 _ES_CHANGES = ("es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete", "es:ESHttpPatch")
+_DOMAIN = "aws:opensearch/domain:Domain"
+
+
+def _master_user(domain: Any) -> str | None:
+    options = domain.inputs.get("advancedSecurityOptions") or {}
+    return (options.get("masterUserOptions") or {}).get("masterUserArn")
+
+
+def _security_admins(graph: Any) -> set[str]:
+    """The domains' master users, as ARNs and as the role names identity policies attach to."""
+    arns = {arn for arn in map(_master_user, graph.of_type(_DOMAIN)) if isinstance(arn, str)}
+    names = {arn.rsplit("/", 1)[-1] for arn in arns}
+    for role in graph.of_type("aws:iam/role:Role"):
+        if role.outputs.get("arn") in arns:
+            names |= {str(v) for v in (role.id, role.outputs.get("name"), role.outputs.get("id")) if v}
+    return arns | names
+
+
+def _grantees(policy: Any, statement: dict[str, Any]) -> set[str]:
+    from components.permissions import as_list
+
+    if policy.kind == "identity":
+        return {str(policy.owner.inputs.get("role"))}
+    principal = statement.get("Principal")
+    return {str(p) for p in as_list(principal.get("AWS") if isinstance(principal, dict) else principal)}
 
 
 def _catalog_least_privilege(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
@@ -342,7 +371,9 @@ def _catalog_least_privilege(resources: list[PolicyResource]) -> Iterable[tuple[
     from components.permissions import as_list, policies
 
     problems = []
-    for policy in policies(graph_of(resources)):
+    graph = graph_of(resources)
+    admins = _security_admins(graph)
+    for policy in policies(graph):
         for statement in policy.statements:
             actions = [a for a in as_list(statement.get("Action")) if isinstance(a, str)]
             changes = [a for a in actions if any(fnmatch.fnmatch(change.lower(), a.lower()) for change in _ES_CHANGES)]
@@ -350,9 +381,38 @@ def _catalog_least_privilege(resources: list[PolicyResource]) -> Iterable[tuple[
                 continue
             for resource in as_list(statement.get("Resource")):
                 path = str(resource).split(":domain/", 1)[-1].partition("/")[2] if ":domain/" in str(resource) else ""
+                if _SECURITY_PATH.fullmatch(path) and _grantees(policy, statement) <= admins:
+                    continue
                 if not _CATALOG_WRITABLE.fullmatch(path):
                     problems.append((policy.owner.name, f"grants {', '.join(changes)} on {resource}: only a region's "
                                      "own load indices (catalog-<region>-*) or the read alias's searches"))
+    return problems
+
+
+def _catalog_fine_grained_access(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
+    """Every catalog domain checks each index a request touches (fine-grained access control, no internal users,
+    no anonymous access, a master user), and the roles applied to it at deploy hold readers to reading and each
+    region's writer to its own region's indices (catalog_sync/access.py). IAM paths alone cannot: request bodies
+    and multi-index paths pass them."""
+    graph = graph_of(resources)
+    problems = []
+    for domain in graph.of_type(_DOMAIN):
+        options = domain.inputs.get("advancedSecurityOptions") or {}
+        if not options.get("enabled"):
+            problems.append((domain.name, "fine-grained access control is off: IAM paths cannot hold a writer to its "
+                                          "own region's indices"))
+            continue
+        if options.get("internalUserDatabaseEnabled") or options.get("anonymousAuthEnabled"):
+            problems.append((domain.name, "internal users or anonymous access are on: IAM roles only"))
+        if not _master_user(domain):
+            problems.append((domain.name, "no master user ARN: nobody could apply the catalog's roles"))
+    configs = [(i.name, json.loads(str(i.inputs.get("input") or "{}")).get("config"))
+               for i in graph.of_type("aws:lambda/invocation:Invocation")]
+    configs = [(name, config) for name, config in configs if isinstance(config, dict)]
+    if graph.of_type(_DOMAIN) and not configs:
+        problems.append(("catalog", "no deploy-time invocation applies the catalog's security roles"))
+    for name, config in configs:
+        problems += [(name, widening) for widening in widenings(config)]
     return problems
 
 
@@ -376,6 +436,9 @@ STACK_POLICIES = [
     _stack("ours-catalog-least-privilege",
            "Catalog writes are scoped to a region's own indices, reads to the read alias's searches.",
            _catalog_least_privilege),
+    _stack("ours-catalog-fine-grained-access",
+           "The catalog checks every index a request touches; readers only read, writers only their region's.",
+           _catalog_fine_grained_access),
     _stack("ours-ingress-from-the-internet-bounded",
            "No security group admits more than a /8 of public addresses, all its rules together.", _ingress_bounded),
     _stack("ours-iam-authorization-reference",

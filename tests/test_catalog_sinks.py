@@ -23,6 +23,7 @@ from catalog_sync.sinks import (
     SinkError,
     SQLiteSink,
     SwapRefused,
+    _serving,
     opensearch_client,
 )
 
@@ -58,11 +59,10 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
     client = OpenSearch(hosts=[request.getfixturevalue("osmem_url")])
 
     def opensearch_ids(region: str | None = None) -> set[str]:
-        alias = f"{READ_ALIAS}-{region}" if region else READ_ALIAS
-        if not client.indices.exists_alias(name=alias):
+        if not client.indices.exists_alias(name=READ_ALIAS):
             return set()
-        hits = client.search(index=alias, body={"query": {"match_all": {}}, "size": 10000})["hits"]["hits"]
-        return {hit["_id"] for hit in hits}
+        hits = client.search(index=READ_ALIAS, body={"query": {"match_all": {}}, "size": 10000})["hits"]["hits"]
+        return {hit["_id"] for hit in hits if not region or hit["_index"].startswith(f"{READ_ALIAS}-{region}-")}
     return Catalog(OpenSearchSink(client), opensearch_ids)
 
 
@@ -154,7 +154,8 @@ def test_opensearch_swap_names_only_its_regions_indices_and_removes_the_old_one(
     second = load(Catalog(sink, None), "us-east-1", [record("us-east-1", 2)])
     assert second.replaced == [first.loaded]
     assert not client.indices.exists(index=first.loaded)
-    assert sorted(client.indices.get_alias(name=f"{READ_ALIAS}-us-east-1")) == [second.loaded]
+    assert sorted(client.indices.get_alias(name=READ_ALIAS)) == [second.loaded]
+    assert _serving(client, "us-east-1") == [second.loaded]
     mapping = client.indices.get_mapping(index=second.loaded)[second.loaded]["mappings"]
     assert mapping["dynamic"] == "strict" and mapping["properties"]["facets"]["properties"]["variable_id"] == {
         "type": "keyword"}

@@ -21,7 +21,7 @@ from opensearchpy import OpenSearch
 from catalog_sync import handlers
 from catalog_sync.fsx_import import IMPORT, FsxImportError
 from catalog_sync.records import Association
-from catalog_sync.sinks import OpenSearchSink, SinkError, SQLiteSink, SwapRefused
+from catalog_sync.sinks import OpenSearchSink, SinkError, SQLiteSink, SwapRefused, _serving
 from catalog_sync.sync import Checkpoint, index_step, rebuild_catalog, sync_region
 from tests.catalog_fixtures import CMIP6_PREFIX, cmip6_keys, era5_keys, objects, s3_client
 from tests.test_catalog_grouping import group_all
@@ -152,7 +152,8 @@ def test_the_sink_becoming_unreachable_mid_load_keeps_the_previous_catalog(bucke
     put(s3, name, cmip6_keys(chunks=1))
     live = OpenSearch(hosts=[osmem_url])
     rebuild_catalog(s3, cmip6(name), OpenSearchSink(live))
-    before = live.count(index="catalog-us-west-2")["count"]
+    before = sum(live.count(index=name)["count"] for name in _serving(live, "us-west-2"))
+    assert before > 0
 
     class DropsMidLoad(OpenSearchSink):
         def begin(self, region: str, dataset: str) -> Any:
@@ -163,8 +164,8 @@ def test_the_sink_becoming_unreachable_mid_load_keeps_the_previous_catalog(bucke
     with pytest.raises(SinkError, match=r"documents were rejected .*Connection") as caught:
         rebuild_catalog(s3, cmip6(name), DropsMidLoad(live))
     assert "could not be dropped" in "".join(getattr(caught.value, "__notes__", []))
-    assert live.count(index="catalog-us-west-2")["count"] == before
-    assert len(live.indices.get_alias(name="catalog-us-west-2")) == 1
+    (serving,) = _serving(live, "us-west-2")
+    assert live.count(index=serving)["count"] == before
 
 
 # ------------------------------------------------------------------- the Lambda workflow, state by state
@@ -328,15 +329,15 @@ def test_a_sync_that_loses_the_race_to_swap_ends_with_one_clear_line(osmem_url: 
     winner, loser = sink.begin("ap-south-1", "s3://b"), sink.begin("ap-south-1", "s3://b")
     for load in (winner, loser):
         load.add(group_all(cmip6("b"), objects(cmip6_keys(chunks=1))))
-    stale = sinks._aliased(sink.client, "catalog-ap-south-1")  # what both saw before either swapped
+    stale = sinks._serving(sink.client, "ap-south-1")  # what both saw before either swapped
     winner.commit()
-    monkeypatch.setattr(sinks, "_aliased", lambda client, alias: stale)
+    monkeypatch.setattr(sinks, "_serving", lambda client, region: stale)
     with pytest.raises(SinkError) as caught:
         loser.commit()
     assert str(caught.value).startswith("ap-south-1: another sync of this region swapped the catalog at the same time")
     assert "\n" not in str(caught.value)
     monkeypatch.undo()
-    assert sorted(sinks._aliased(sink.client, "catalog-ap-south-1")) >= [winner.load_id]
+    assert sinks._serving(sink.client, "ap-south-1") == [winner.load_id]
 
 
 def test_the_shrink_guard_survives_a_catalog_that_lost_its_indices(bucket: tuple[Any, str], tmp_path: Path) -> None:

@@ -94,7 +94,9 @@ def test_the_first_sync_is_timed_minutes_after_the_deploy_reaches_it() -> None:
 
 
 def test_lambda_runs_the_sync_image_in_the_worker_vpc(stack: Graph) -> None:
-    for function in stack.of_type("aws:lambda/function:Function"):
+    syncs = [f for f in stack.of_type("aws:lambda/function:Function") if f.name.endswith("-catalog-sync-function")]
+    assert len(syncs) == len(stack.outputs["workerRegions"])
+    for function in syncs:
         region = str(function.region)
         inputs = function.inputs
         assert inputs["packageType"] == "Image" and "@sha256:" in inputs["imageUri"]
@@ -153,7 +155,8 @@ def test_the_catalog_access_policy_names_every_regions_sync_role_as_writer(stack
 def test_workflow_definition_and_role(stack: Graph) -> None:
     for machine in stack.of_type("aws:sfn/stateMachine:StateMachine"):
         definition = json.loads(machine.inputs["definition"])
-        function = in_region(stack, "aws:lambda/function:Function", str(machine.region))[0].outputs["arn"]
+        (function,) = [f.outputs["arn"] for f in in_region(stack, "aws:lambda/function:Function", str(machine.region))
+                       if f.name.endswith("-catalog-sync-function")]
         tasks = [s for s in definition["States"].values() if s["Type"] == "Task"]
         assert {t["Parameters"]["FunctionName"] for t in tasks} == {function}
         assert machine.inputs["type"] == "STANDARD" and machine.inputs["loggingConfiguration"]["level"] == "ERROR"

@@ -54,6 +54,17 @@ def dask_on_plain_tcp(graph: Graph) -> None:
     set_prop(task, "containerDefinitions", json.dumps(containers))
 
 
+def widen_a_writer(graph: Graph) -> None:
+    """The mistake least privilege guards against: one region's writer may change every region's indices."""
+    (invocation,) = graph.of_type("aws:lambda/invocation:Invocation")
+    event = json.loads(invocation.inputs["input"])
+    for role in event["config"]["roles"].values():
+        for permission in role["index_permissions"]:
+            if permission["index_patterns"] == ["catalog-us-west-2-*"]:
+                permission["index_patterns"] = ["catalog-*"]
+    set_prop(invocation, "input", json.dumps(event))
+
+
 FIXTURES: dict[str, tuple[Callable[[Graph], None], str]] = {
     "ours-dask-tls-only": (dask_on_plain_tcp, "container worker starts Dask without TLS"),
     "awssolutions-smg4-secret-rotation": (
@@ -124,6 +135,7 @@ FIXTURES: dict[str, tuple[Callable[[Graph], None], str]] = {
                 "Effect": "Allow", "Action": "es:ESHttpPost",
                 "Resource": g.of_type("aws:opensearch/domain:Domain")[0].outputs["arn"] + "/*"}]})),
         "grants es:ESHttpPost on arn:aws:es:"),
+    "ours-catalog-fine-grained-access": (widen_a_writer, "may indices:admin/delete on us-east-1's index"),
     "ours-iam-authorization-reference": (
         lambda g: set_prop(g.named("client-scheduler-task-policy"), "policy", json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "cloudwatch:PutMetricData",
@@ -159,6 +171,34 @@ def test_a_writer_widened_to_the_whole_domain_fails_the_catalog_policy() -> None
     set_prop(policy, "policy", json.dumps(document))
     messages = [m for name, m in evaluate_policies(graph).violations if name == "ours-catalog-least-privilege"]
     assert messages and "grants es:ESHttp* on" in messages[0]
+
+
+@pytest.mark.parametrize("mistake, expected", [
+    ({"enabled": False}, "fine-grained access control is off"),
+    ({"internalUserDatabaseEnabled": True}, "internal users or anonymous access are on"),
+    ({"anonymousAuthEnabled": True}, "internal users or anonymous access are on"),
+    ({"masterUserOptions": {}}, "no master user ARN"),
+])
+def test_the_catalog_domain_must_check_every_index_a_request_touches(mistake: dict[str, Any], expected: str) -> None:
+    graph = cached_graph("dev")
+    assert not [v for v in evaluate_policies(graph).violations if v[0] == "ours-catalog-fine-grained-access"]
+    domain = graph.of_type("aws:opensearch/domain:Domain")[0]
+    set_prop(domain, "advancedSecurityOptions", {**domain.inputs["advancedSecurityOptions"], **mistake})
+    messages = [m for name, m in evaluate_policies(graph).violations if name == "ours-catalog-fine-grained-access"]
+    assert messages and expected in messages[0], messages
+
+
+def test_only_the_domains_master_user_may_call_its_security_api() -> None:
+    graph = cached_graph("dev")
+    policy = graph.named("client-notebook-policy")
+    document = json.loads(policy.inputs["policy"])
+    domain = graph.of_type("aws:opensearch/domain:Domain")[0].outputs["arn"]
+    document["Statement"].append({"Effect": "Allow", "Action": "es:ESHttpPut",
+                                  "Resource": f"{domain}/_plugins/_security/api/*"})
+    set_prop(policy, "policy", json.dumps(document))
+    messages = [m for name, m in evaluate_policies(graph).violations if name == "ours-catalog-least-privilege"]
+    assert messages == [f"client-notebook-policy: grants es:ESHttpPut on {domain}/_plugins/_security/api/*: only a "
+                        "region's own load indices (catalog-<region>-*) or the read alias's searches"]
 
 
 def test_every_policy_has_a_failing_fixture() -> None:

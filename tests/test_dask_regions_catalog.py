@@ -85,6 +85,22 @@ def test_locate_is_one_round_trip_on_opensearch(osmem_url: str, monkeypatch: pyt
     assert calls == ["POST /catalog/_search"]
 
 
+def test_a_document_speaks_for_a_region_only_from_that_regions_indices(osmem_url: str) -> None:
+    """A writer that puts a document claiming another region into its own index (which is in the read alias)
+    publishes nothing in the other region's name; in its own region's name it is believed."""
+    client = OpenSearch(hosts=[osmem_url])
+    load(OpenSearchSink(client))
+    hits = client.search(index="catalog", body={"query": {"term": {"region": "us-east-1"}}, "size": 1})
+    document = hits["hits"]["hits"][0]["_source"]
+    (west,) = client.indices.get_alias(index="catalog-us-west-2-*", name="catalog")
+    client.index(index=west, id="forged", refresh=True,
+                 body={**document, "id": "forged", "path": "/fsx/us-east-1/elsewhere.nc"})
+    client.index(index=west, id="own", refresh=True,
+                 body={**document, "id": "own", "region": "us-west-2", "path": "/fsx/us-west-2/x.nc"})
+    found = Catalog.open(osmem_url).locate(["/fsx/us-east-1/elsewhere.nc", "/fsx/us-west-2/x.nc"])
+    assert list(found) == ["/fsx/us-west-2/x.nc"]
+
+
 def test_export_to_an_intake_esm_datastore(catalog: Catalog, tmp_path: Path) -> None:
     description = catalog.to_intake_esm(tmp_path / "esm", name="cmip6", variable_id="tas")
     spec = json.loads(description.read_text())

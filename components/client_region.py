@@ -18,6 +18,7 @@ from catalog_sync.access import SECURITY_API, security_config
 from components.buckets import secure_bucket
 from components.config import ClientConfig, WorkerConfig
 from components.dask_tls import container_secrets, read_secret_statements
+from components.distribution import wheel
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
@@ -35,8 +36,10 @@ OPENSEARCH_ENGINE = "OpenSearch_2.19"
 OPENSEARCH_TLS_POLICY = "Policy-Min-TLS-1-2-PFS-2023-10"
 ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 DASHBOARD_HEALTH_PATH = "/health"  # served by the scheduler's HTTP server
-NOTEBOOK_PACKAGES = ("dask distributed bokeh numpy pandas xarray zarr h5netcdf h5py s3fs boto3 scipy matplotlib "
-                     "ipywidgets ipykernel")
+# Installed in SageMaker's Jupyter server environment, which is not ours: pinned here, not in requirements.txt.
+JUPYTER_SERVER_PROXY = "jupyter-server-proxy==4.6.0"
+# Dask formats it with the scheduler's host and dashboard port: a path on the notebook's own origin.
+DASHBOARD_LINK = "/proxy/{host}:{port}/status"
 
 
 @dataclass
@@ -78,7 +81,7 @@ class ClientRegion(RegionalComponent):
         self._identity = aws.get_caller_identity_output(opts=self._invoke)
         site_cidrs = [args.vpc.site.cidr, *(w.site.cidr for w in args.worker_vpcs)]
 
-        scheduler_sg = self._security_group("scheduler", "Dask scheduler")
+        scheduler_sg = self._scheduler_sg = self._security_group("scheduler", "Dask scheduler")
         dashboard_sg = self._security_group("dashboard", "Dask dashboard load balancer")
         for cidr in site_cidrs:  # workers and clients of every region dial the scheduler
             self._ingress(scheduler_sg, f"scheduler-from-{cidr}", SCHEDULER_PORT, cidr=cidr)
@@ -340,6 +343,9 @@ class ClientRegion(RegionalComponent):
         aws.s3.BucketObjectv2(f"{self._name}-notebook-constraints", bucket=assets.id,
                               key="notebook-env/requirements.txt",
                               source=pulumi.FileAsset(str(PROJECT_DIR / "requirements.txt")), opts=self._child)
+        # The data plane's one wheel, as the images install it; the kernel takes its `notebook` extra.
+        aws.s3.BucketObjectv2(f"{self._name}-notebook-wheel", bucket=assets.id, key=f"notebook-env/{wheel().name}",
+                              source=pulumi.FileAsset(str(wheel())), opts=self._child)
         for path in sorted((PROJECT_DIR / "notebooks").glob("*.ipynb")):
             aws.s3.BucketObjectv2(f"{self._name}-notebook-{path.stem}", bucket=assets.id, key=f"notebooks/{path.name}",
                                   source=pulumi.FileAsset(str(path)), opts=self._child)
@@ -355,6 +361,8 @@ class ClientRegion(RegionalComponent):
                  "Resource": f"arn:aws:logs:{region}:{v[3]}:log-group:/aws/sagemaker/NotebookInstances:*"},
                 {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": v[4]}]))
         notebook_sg = self._security_group("notebook", "SageMaker notebook")
+        # The dashboard in the notebook: the notebook server's proxy reaches the scheduler's dashboard directly.
+        self._ingress(self._scheduler_sg, "dashboard-from-notebook", DASHBOARD_PORT, source=notebook_sg)
         self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.site.cidr,
                      to_port=DASHBOARD_PORT)
         self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
@@ -378,18 +386,31 @@ class ClientRegion(RegionalComponent):
 def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str, tls_secret_arn: str,
                            region: str) -> str:
     """Runs at every notebook start: the example notebooks, the client certificate (fetched from Secrets
-    Manager at each start into a 0700 directory, never stored in the bucket), and a kernel with exactly the
-    image's pinned client packages whose environment points at this stack's scheduler, catalog and
-    certificate. The install runs in the background because lifecycle scripts must finish within five minutes."""
+    Manager at each start into a 0700 directory, never stored in the bucket), and a kernel with the data plane's
+    wheel and its `notebook` extra, pinned as the images are, whose environment points at this stack's scheduler,
+    catalog and certificate. The install runs in the background because lifecycle scripts must finish within
+    five minutes."""
     tls = "$HOME/.dask-platform-tls"
     fields = " ".join(f"--env DASK_DISTRIBUTED__COMM__TLS__{name} {tls}/{file}.pem" for name, file in (
         ("CA_FILE", "ca"), ("CLIENT__CERT", "cert"), ("CLIENT__KEY", "key")))
+    host = scheduler_address.split("://", 1)[-1].rsplit(":", 1)[0]
+    proxy = json.dumps({"ServerProxy": {"host_allowlist": [host]}})
     return f"""#!/bin/bash
 set -euo pipefail
+# The dashboard in the notebook: jupyter-server-proxy in the Jupyter server's own environment (not the kernel's),
+# allowed to proxy the scheduler's host only; the kernel's distributed.dashboard.link points through it.
+source /home/ec2-user/anaconda3/bin/activate JupyterSystemEnv
+pip install --quiet {JUPYTER_SERVER_PROXY}
+source /home/ec2-user/anaconda3/bin/deactivate
+mkdir -p /home/ec2-user/.jupyter/jupyter_server_config.d
+echo '{proxy}' > /home/ec2-user/.jupyter/jupyter_server_config.d/dask-dashboard.json
+chown -R ec2-user:ec2-user /home/ec2-user/.jupyter
+systemctl --no-block restart jupyter-server.service
 sudo -u ec2-user -i <<'SCRIPT'
 set -euo pipefail
 aws s3 sync "s3://{bucket}/notebooks" "$HOME/SageMaker/dask-platform"
 aws s3 cp "s3://{bucket}/notebook-env/requirements.txt" "$HOME/.dask-platform-constraints.txt"
+aws s3 cp "s3://{bucket}/notebook-env/{wheel().name}" "$HOME/.dask-platform-dist/{wheel().name}"
 umask 077
 mkdir -p "{tls}"
 aws secretsmanager get-secret-value --region {region} --secret-id "{tls_secret_arn}" \\
@@ -400,11 +421,13 @@ for field in ca cert key; do
 done
 rm -f "{tls}/secret.json"
 nohup bash -c 'python3 -m venv "$HOME/.dask-platform" \\
-  && "$HOME/.dask-platform/bin/pip" install --constraint "$HOME/.dask-platform-constraints.txt" {NOTEBOOK_PACKAGES} \\
+  && "$HOME/.dask-platform/bin/pip" install --constraint "$HOME/.dask-platform-constraints.txt" \\
+       "$HOME/.dask-platform-dist/{wheel().name}[notebook]" \\
   && "$HOME/.dask-platform/bin/python" -m ipykernel install --user --name dask-platform \\
        --display-name "Dask platform" \\
        --env DASK_SCHEDULER_ADDRESS "{scheduler_address}" --env CATALOG_ENDPOINT "{catalog_endpoint}" \\
-       --env DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION True {fields}' \\
+       --env DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION True {fields} \\
+       --env DASK_DISTRIBUTED__DASHBOARD__LINK "{DASHBOARD_LINK}"' \\
   > "$HOME/dask-platform-setup.log" 2>&1 &
 SCRIPT
 """

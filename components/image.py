@@ -18,6 +18,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
 
+from components.distribution import DIST_DIR, wheel
+
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 KEEP_IMAGES = 20
 
@@ -31,10 +33,11 @@ class ImageSpec:
     packages: tuple[str, ...]
 
 
-DASK_IMAGE = ImageSpec("images/dask/Dockerfile",
-                       ("requirements.txt", "images/dask/healthcheck.py", "images/dask/entrypoint.py"),
-                       ("dask_regions",))
-CATALOG_SYNC_IMAGE = ImageSpec("images/catalog-sync/Dockerfile", ("requirements.txt",), ("catalog_sync",))
+# Both images install the data plane's one wheel (components/distribution.py): its sources are inputs of both.
+DASK_IMAGE = ImageSpec("images/dask/Dockerfile", ("requirements.txt", "pyproject.toml", "images/dask/healthcheck.py",
+                                                 "images/dask/entrypoint.py"), ("dask_regions", "catalog_sync"))
+CATALOG_SYNC_IMAGE = ImageSpec("images/catalog-sync/Dockerfile", ("requirements.txt", "pyproject.toml"),
+                               ("dask_regions", "catalog_sync"))
 
 
 def content_tag(spec: ImageSpec = DASK_IMAGE, root: Path = PROJECT_DIR) -> str:
@@ -92,7 +95,8 @@ class RegionalImage(pulumi.ComponentResource):
             f"{name}-build",
             image_name=pulumi.Output.concat(repositories[home].repository_url, ":", tag),
             build=docker.DockerBuildArgs(context=str(PROJECT_DIR), dockerfile=str(PROJECT_DIR / args.spec.dockerfile),
-                                         platform="linux/amd64"),
+                                         platform="linux/amd64",
+                                         args={"WHEEL": wheel().relative_to(DIST_DIR).as_posix()}),
             registry=docker.RegistryArgs(server=repositories[home].repository_url,
                                          username=credentials[home].user_name, password=credentials[home].password),
             opts=pulumi.ResourceOptions(parent=self),

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from components.config import ConfigError, load_stack_file
 from components.permissions import reference_findings, service_findings
+from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
 from components.reachability import INGRESS, analyse, service_reachability, vpc_label
 from components.synth import PROJECT_DIR, Graph, RecordedResource, SynthesisError, synthesize
 
@@ -56,6 +57,7 @@ class Plan:
     inventory: dict[str, dict[str, int]]
     total: int
     matrix: dict[str, dict[str, str]] = field(default_factory=dict)  # service -> site -> "yes via ..." | "no: ..."
+    journeys: dict[str, str] = field(default_factory=dict)  # journey -> "yes" | "no: ..."
     violations: list[str] = field(default_factory=list)
     policy_violations: list[str] = field(default_factory=list)
     policy_exemptions: list[str] = field(default_factory=list)
@@ -65,16 +67,55 @@ class Plan:
     diagram: str = ""
 
 
+@dataclass(frozen=True)
+class Journey:
+    """A connection the platform needs to work: from a security group in a site to a port of another group."""
+
+    name: str
+    site: str  # where it starts
+    source: str  # the security group it leaves through
+    target: str  # the security group it reaches
+    port: int
+
+
+def journeys(graph: Graph) -> list[Journey]:
+    """The named journeys: the notebook to the scheduler, the dashboard (through the notebook server's proxy)
+    and the catalog; every region's workers to the scheduler and back, every worker to every worker, each sync to
+    the catalog, and the deploy function that applies the catalog's roles."""
+    regions = sorted(graph.outputs.get("workerRegions", {}))
+    found = [Journey("notebook -> scheduler", "client", "client-notebook-sg", "client-scheduler-sg", SCHEDULER_PORT),
+             Journey("notebook -> dashboard", "client", "client-notebook-sg", "client-scheduler-sg", DASHBOARD_PORT),
+             Journey("notebook -> catalog", "client", "client-notebook-sg", "client-catalog-sg", HTTPS_PORT),
+             Journey("catalog roles -> catalog", "client", "client-catalog-access-sg", "client-catalog-sg",
+                     HTTPS_PORT)]
+    for region in regions:
+        site, port = f"worker-{region}", _first_worker_port(graph, region)
+        found += [Journey(f"workers {region} -> scheduler", site, f"{site}-workers-sg", "client-scheduler-sg",
+                          SCHEDULER_PORT),
+                  Journey(f"scheduler -> workers {region}", "client", "client-scheduler-sg", f"{site}-workers-sg",
+                          port),
+                  Journey(f"sync {region} -> catalog", site, f"{site}-catalog-sync-sg", "client-catalog-sg",
+                          HTTPS_PORT)]
+        found += [Journey(f"workers {other} -> workers {region}", f"worker-{other}", f"worker-{other}-workers-sg",
+                          f"{site}-workers-sg", port) for other in regions]
+    return found
+
+
+def _first_worker_port(graph: Graph, region: str) -> int:
+    group = graph.named(f"worker-{region}-workers-sg", "aws:ec2/securityGroup:SecurityGroup")
+    return int(min(r.inputs["fromPort"] for r in graph.of_type(INGRESS) if r.inputs["securityGroupId"] == group.id))
+
+
 def services(graph: Graph) -> list[Service]:
     sites = set(graph.outputs["vpcIds"])
     found = [Service("scheduler 8786", "client-scheduler-sg", 8786, sites),
              Service("catalog 443", "client-catalog-sg", 443, sites),
-             Service("dashboard 80 (load balancer)", "client-dashboard-sg", 80, {"client"})]
+             # Internal, it serves the client VPC; allow-listed, it serves the listed networks (operators) only.
+             Service("dashboard 80 (load balancer)", "client-dashboard-sg", 80,
+                     {"client"} if graph.named("client-dashboard", "aws:lb/loadBalancer:LoadBalancer").inputs.get(
+                         "internal") else set())]
     for region in graph.outputs.get("workerRegions", {}):
-        site = f"worker-{region}"
-        group = graph.named(f"{site}-workers-sg", "aws:ec2/securityGroup:SecurityGroup")
-        first = int(min(r.inputs["fromPort"] for r in graph.of_type(INGRESS)
-                        if r.inputs["securityGroupId"] == group.id))
+        site, first = f"worker-{region}", _first_worker_port(graph, region)
         found.append(Service(f"workers {region} {first}", f"{site}-workers-sg", first, sites))
         found.append(Service(f"lustre {region} 988", f"{site}-lustre-sg", 988, {site}))
     return found
@@ -195,6 +236,12 @@ def evaluate(graph: Graph) -> Plan:
                 if site in service.allowed_from:
                     plan.violations.append(f"{service.name} is not reachable from {site}: {reason}")
         plan.matrix[service.name] = row
+    for journey in journeys(graph):
+        reason = service_reachability(graph, journey.site, journey.target, journey.port, src_group=journey.source,
+                                      routes=routes)
+        plan.journeys[journey.name] = "yes" if reason is None else f"no: {reason}"
+        if reason is not None:
+            plan.violations.append(f"journey {journey.name} has no path: {reason}")
     plan.violations += world_open(graph)
     plan.violations += [f"IAM: {finding}" for finding in reference_findings(graph)]
     plan.violations += [f"IAM: {finding}" for finding in service_findings(graph)]
@@ -223,6 +270,8 @@ def render(plan: Plan) -> str:
     for service, row in plan.matrix.items():
         out.append(service)
         out += [f"  from {site:<20} {verdict}" for site, verdict in row.items()]
+    out += ["", "## Journeys", ""]
+    out += [f"  {name:<40} {verdict}" for name, verdict in plan.journeys.items()]
     out += ["", f"## Violations ({len(plan.violations)})", ""]
     out += [f"  - {violation}" for violation in plan.violations] or ["  none"]
     out += ["", f"## Policies ({len(plan.policy_violations)} violations)", ""]

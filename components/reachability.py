@@ -207,8 +207,10 @@ EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 SECURITY_GROUP = "aws:ec2/securityGroup:SecurityGroup"
 
 
-def _admits(graph: Graph, token: str, group: RecordedResource, port: int, cidr: str) -> bool:
-    """Whether a rule of `group` covers `port` for the whole of `cidr` (TCP)."""
+def _admits(graph: Graph, token: str, group: RecordedResource, port: int, cidr: str,
+            peer: RecordedResource | None = None) -> bool:
+    """Whether a rule of `group` covers `port` for the whole of `cidr` (TCP), or names the security group `peer`
+    (a group reference holds within one VPC)."""
     wanted = _net(cidr)
     for rule in graph.of_type(token):
         inputs = rule.inputs
@@ -216,6 +218,9 @@ def _admits(graph: Graph, token: str, group: RecordedResource, port: int, cidr: 
             continue
         if not inputs.get("fromPort", 0) <= port <= inputs.get("toPort", 65535):
             continue
+        if peer is not None and inputs.get("referencedSecurityGroupId") == peer.id \
+                and peer.inputs.get("vpcId") == group.inputs.get("vpcId"):
+            return True
         allowed = _net(inputs.get("cidrIpv4"))
         if allowed is not None and wanted is not None and wanted.subnet_of(allowed):  # type: ignore[arg-type]
             return True
@@ -241,10 +246,11 @@ def service_reachability(graph: Graph, src_site: str, dst_group: str, port: int,
         key = (vpc_label(graph, src_vpc), vpc_label(graph, dst_vpc))
         if key not in route.paths:
             return f"no route: {route.failures.get(key, 'unknown')}"
-    if not _admits(graph, INGRESS, target, port, src_cidr):
-        return f"{dst_group} does not admit {src_cidr} on port {port}"
-    if src_group is not None:
-        source = next((g for g in graph.of_type(SECURITY_GROUP) if g.name == src_group), None)
-        if source is None or not _admits(graph, EGRESS, source, port, dst_cidr):
-            return f"{src_group} may not send to {dst_cidr} on port {port}"
+    source = next((g for g in graph.of_type(SECURITY_GROUP) if g.name == src_group), None) if src_group else None
+    if src_group is not None and source is None:
+        return f"unknown security group {src_group!r}"
+    if not _admits(graph, INGRESS, target, port, src_cidr, peer=source):
+        return f"{dst_group} does not admit {src_group or src_cidr} on port {port}"
+    if source is not None and not _admits(graph, EGRESS, source, port, dst_cidr, peer=target):
+        return f"{src_group} may not send to {dst_cidr} on port {port}"
     return None

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from components.client_region import DASHBOARD_LINK
+from components.distribution import wheel_name
 from components.synth import Graph, RecordedResource, synthesize
 from tests.conftest import cached_graph
 
@@ -41,7 +43,9 @@ def site_cidrs(graph: Graph) -> list[str]:
 # ------------------------------------------------------------------------------ checks (used on mutations)
 def scheduler_rule_violations(graph: Graph) -> list[str]:
     scheduler, alb = group(graph, "client-scheduler-sg"), group(graph, "client-dashboard-sg")
-    expected = {(8786, 8786, cidr) for cidr in site_cidrs(graph)} | {(8787, 8787, "client-dashboard-sg")}
+    # The dashboard port: from the load balancer, and from the notebook (its server proxies the dashboard).
+    expected = {(8786, 8786, cidr) for cidr in site_cidrs(graph)} | {(8787, 8787, "client-dashboard-sg"),
+                                                                     (8787, 8787, "client-notebook-sg")}
     found = rules(graph, INGRESS, scheduler)
     problems = [f"scheduler ingress {r} is not specified" for r in found - expected]
     problems += [f"scheduler ingress {r} is missing" for r in expected - found]
@@ -235,6 +239,14 @@ def test_notebook_is_private_encrypted_and_configured_for_this_stack(stack: Grap
     script = base64.b64decode(lifecycle.inputs["onStart"]).decode()
     assert stack.outputs["schedulerAddress"] in script and stack.outputs["catalogEndpoint"] in script
     assert "--constraint" in script and "--upgrade" not in script
+    # The kernel installs the data plane's one wheel, as uploaded, with its notebook extra.
+    (uploaded,) = [o for o in stack.of_type("aws:s3/bucketObjectv2:BucketObjectv2") if o.name.endswith("-wheel")]
+    assert uploaded.inputs["key"] == f"notebook-env/{wheel_name()}"
+    assert f'"$HOME/.dask-platform-dist/{wheel_name()}[notebook]"' in script
+    # The dashboard through the notebook server's proxy, for the scheduler's host only.
+    host = stack.outputs["schedulerAddress"].split("://")[1].rsplit(":", 1)[0]
+    assert f'{{"ServerProxy": {{"host_allowlist": ["{host}"]}}}}' in script and "jupyter-server-proxy==" in script
+    assert f'--env DASK_DISTRIBUTED__DASHBOARD__LINK "{DASHBOARD_LINK}"' in script
     role = stack.named("client-notebook-role")
     policy = json.loads(stack.named("client-notebook-policy").inputs["policy"])
     es = [s for s in policy["Statement"] if "es:" in str(s["Action"])]
@@ -243,6 +255,20 @@ def test_notebook_is_private_encrypted_and_configured_for_this_stack(stack: Grap
     assert "sagemaker.amazonaws.com" in role.inputs["assumeRolePolicy"]
     notebook_sg = group(stack, "client-notebook-sg")
     assert rules(stack, INGRESS, notebook_sg) == set()
+
+
+def test_the_kernels_dashboard_link_is_the_scheduler_dashboard_through_the_proxy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask
+    from distributed.utils import format_dashboard_link
+
+    monkeypatch.setenv("DASK_DISTRIBUTED__DASHBOARD__LINK", DASHBOARD_LINK)
+    dask.config.refresh()
+    try:
+        assert format_dashboard_link("scheduler.dev.internal", 8787) == "/proxy/scheduler.dev.internal:8787/status"
+    finally:
+        monkeypatch.undo()
+        dask.config.refresh()
 
 
 def test_every_log_group_has_retention(stack: Graph) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import json
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
+import zipfile
 from pathlib import Path
 
-from components.client_region import NOTEBOOK_PACKAGES
+from components.distribution import extra, wheel, wheel_name
 from components.image import DASK_IMAGE, content_tag
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,10 +34,15 @@ def pinned() -> dict[str, str]:
     return pins
 
 
-def installed_by_dockerfile() -> list[str]:
-    text = DOCKERFILE.read_text().replace("\\\n", " ")
+def installed_extra(dockerfile: Path) -> str:
+    """The extra of the data plane's wheel a Dockerfile installs (and nothing else)."""
+    text = dockerfile.read_text().replace("\\\n", " ")
     (install,) = [line for line in text.splitlines() if "pip install" in line]
-    return [word for word in install.split("pip install", 1)[1].split() if not word.startswith(("-", "/"))]
+    (wanted,) = [w for w in install.split("pip install", 1)[1].split("&&")[0].split() if not w.startswith("-")
+                 and "constraints" not in w and "LAMBDA_TASK_ROOT" not in w]
+    match = re.fullmatch(r'"/tmp/dist/\$\{WHEEL\}\[(\w+)\]"', wanted)
+    assert match, wanted
+    return match.group(1)
 
 
 def test_hadolint_passes() -> None:
@@ -59,18 +69,70 @@ def test_image_runs_as_non_root_with_a_health_check_and_no_upgrades() -> None:
     assert "--constraint /opt/dask/constraints.txt" in text
 
 
-def test_every_package_in_the_image_and_notebook_is_pinned_in_requirements() -> None:
+def test_every_package_in_the_images_and_the_kernel_is_pinned_in_requirements() -> None:
     pins = pinned()
-    image = installed_by_dockerfile()
+    assert installed_extra(DOCKERFILE) == "dask"
+    assert installed_extra(ROOT / "images" / "catalog-sync" / "Dockerfile") == "sync"
+    image, kernel = extra("dask"), extra("notebook")
     assert {"dask", "distributed", "xarray", "zarr", "h5netcdf", "h5py", "s3fs"} <= set(image)
-    assert all(package.lower() in pins for package in image), [p for p in image if p.lower() not in pins]
-    notebook = NOTEBOOK_PACKAGES.split()
-    assert set(image) <= set(notebook)  # the notebook kernel has the image's client packages, same pins
-    assert all(package.lower() in pins for package in notebook)
+    for name in ("dask", "sync", "notebook"):
+        assert [p for p in extra(name) if p.lower() not in pins] == [], name
+    assert set(image) <= set(kernel)  # the notebook kernel has the image's client packages, same pins
+    assert "PYTHONPATH" not in DOCKERFILE.read_text()  # installed, not copied onto the path
+
+
+def _imports(source: str) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_the_kernel_declares_every_package_the_notebook_and_the_library_import() -> None:
+    """Every third-party module imported by the example notebooks' code cells, or anywhere in dask_regions (also
+    inside functions: the catalog client imports opensearch-py when it opens a domain), comes from a distribution
+    the kernel installs: the `notebook` extra."""
+    modules: set[str] = set()
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        modules |= _imports("\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"))
+    for path in sorted((ROOT / "dask_regions").rglob("*.py")):
+        modules |= _imports(path.read_text())
+    third_party = modules - set(sys.stdlib_module_names) - {"__future__", "dask_regions", "catalog_sync"}
+    assert {"matplotlib", "distributed", "xarray", "opensearchpy"} <= third_party
+    owners = importlib.metadata.packages_distributions()
+    kernel = {canonical(p) for p in extra("notebook")}
+    missing = {module: owners.get(module) for module in sorted(third_party)
+               if not {canonical(d) for d in owners.get(module, [])} & kernel}
+    assert missing == {}
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_wheel_holds_the_whole_data_plane_and_imports_without_the_source_tree(tmp_path: Path) -> None:
+    built = wheel()
+    assert built.name == wheel_name() and built.parent == ROOT / "dist"
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(built)], check=True, timeout=120)
+    code = ("import dask_regions, dask_regions.routing, dask_regions.climate, catalog_sync.access, "
+            "catalog_sync.handlers, catalog_sync.sinks; print(dask_regions.__file__)")
+    result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); "
+                             f"sys.path.append({sysconfig.get_paths()['purelib']!r}); {code}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().startswith(str(target))
+    names = {Path(n).name for n in zipfile.ZipFile(built).namelist()}
+    assert {p.name for p in (ROOT / "dask_regions").glob("*.py")} <= names
 
 
 def test_the_tag_changes_exactly_when_the_image_inputs_change(tmp_path: Path) -> None:
-    for relative in ("requirements.txt", "images/dask/Dockerfile", "images/dask/healthcheck.py",
+    for relative in ("requirements.txt", "pyproject.toml", "images/dask/Dockerfile", "images/dask/healthcheck.py",
                      "images/dask/entrypoint.py", "dask_regions/__init__.py"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / relative, tmp_path / relative)

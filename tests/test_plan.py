@@ -108,3 +108,44 @@ def test_without_graphviz_the_plan_says_so_and_still_succeeds(tmp_path: Path) ->
                             env=bare, check=False)
     assert result.returncode == 0, result.stderr
     assert "no PNG: Graphviz (`dot`) is not installed" in result.stdout and not (tmp_path / "plan.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------- journeys
+@pytest.mark.parametrize("shape", ["dev", "one-worker-in-client-region", "four-regions"])
+def test_every_named_journey_has_a_path(shape: str) -> None:
+    from components.plan import journeys
+
+    graph = cached_graph(shape)
+    plan = evaluate(graph)
+    regions = sorted(graph.outputs["workerRegions"])
+    assert len(plan.journeys) == len(journeys(graph)) == 4 + 3 * len(regions) + len(regions) ** 2
+    assert {"notebook -> scheduler", "notebook -> dashboard", "notebook -> catalog"} <= set(plan.journeys)
+    assert {name: verdict for name, verdict in plan.journeys.items() if verdict != "yes"} == {}
+    assert plan.violations == []
+
+
+@pytest.mark.parametrize(("rule", "journey", "why"), [
+    ("client-dashboard-from-notebook", "notebook -> dashboard",
+     "client-scheduler-sg does not admit client-notebook-sg on port 8787"),
+    ("worker-us-east-1-catalog-sync-to-https", "sync us-east-1 -> catalog",
+     "worker-us-east-1-catalog-sync-sg may not send to 10.0.0.0/16 on port 443"),
+    ("worker-us-west-2-workers-to-worker-10.1.0.0/16", "workers us-west-2 -> workers us-east-1",
+     "worker-us-west-2-workers-sg may not send to 10.1.0.0/16 on port 9000"),
+    ("client-scheduler-to-10.2.0.0/16", "scheduler -> workers us-west-2",
+     "client-scheduler-sg may not send to 10.2.0.0/16 on port 9000"),
+])
+def test_a_journey_without_a_path_fails_the_plan_naming_it(rule: str, journey: str, why: str) -> None:
+    graph = cached_graph("dev")
+    graph.resources.remove(next(r for r in graph.resources if r.name == rule))
+    assert f"journey {journey} has no path: {why}" in evaluate(graph).violations
+
+
+def test_a_legitimate_dashboard_allow_list_is_no_violation() -> None:
+    from components.synth import synthesize
+
+    graph = synthesize("dev", {"client": {"region": "eu-west-2", "cidr": "10.0.0.0/16",
+                               "dashboardAllowedCidrs": ["203.0.113.0/24"]}})
+    plan = evaluate(graph)
+    assert plan.violations == [] and plan.policy_violations == []
+    assert any(r.inputs.get("cidrIpv4") == "203.0.113.0/24"
+               for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"))

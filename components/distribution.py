@@ -1,0 +1,76 @@
+"""The data plane as one distribution (pyproject.toml's `[project]`): one wheel per `pulumi up`, installed by the
+Dask image, the catalog-sync image and the notebook kernel, so all three run the same code."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DIST_DIR = PROJECT_DIR / "dist"  # inside the image build context; not in git
+
+
+def project(root: Path = PROJECT_DIR) -> dict[str, Any]:
+    with (root / "pyproject.toml").open("rb") as handle:
+        return dict(tomllib.load(handle)["project"])
+
+
+def packages(root: Path = PROJECT_DIR) -> list[str]:
+    with (root / "pyproject.toml").open("rb") as handle:
+        return list(tomllib.load(handle)["tool"]["setuptools"]["packages"])
+
+
+def extra(name: str, root: Path = PROJECT_DIR) -> list[str]:
+    """The packages an extra (`dask`, `sync`, `notebook`) adds, as declared."""
+    return list(project(root)["optional-dependencies"][name])
+
+
+def wheel_name(root: Path = PROJECT_DIR) -> str:
+    meta = project(root)
+    return f"{meta['name'].replace('-', '_')}-{meta['version']}-py3-none-any.whl"
+
+
+def sources(root: Path = PROJECT_DIR) -> list[Path]:
+    return [root / "pyproject.toml", *sorted(p for package in packages(root) for p in (root / package).rglob("*.py"))]
+
+
+def source_digest(root: Path = PROJECT_DIR) -> str:
+    digest = hashlib.sha256()
+    for path in sources(root):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def wheel(root: Path = PROJECT_DIR) -> Path:
+    """Build the wheel into dist/ (once per source digest: a rebuild only when the code changed), from a copy of
+    the sources so that the build leaves nothing in the tree."""
+    out = root / "dist"
+    target, stamp = out / wheel_name(root), out / f"{wheel_name(root)}.source"
+    digest = source_digest(root)
+    if target.exists() and stamp.exists() and stamp.read_text() == digest:
+        return target
+    out.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp) / "src"
+        for path in sources(root):
+            (work / path.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, work / path.relative_to(root))
+        built = Path(tmp) / "wheel"
+        result = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+             "--disable-pip-version-check", "--wheel-dir", str(built), str(work)],
+            capture_output=True, text=True, check=False, env={"SOURCE_DATE_EPOCH": "315532800",
+                                                              "PATH": "/usr/bin:/bin"})
+        if result.returncode != 0:
+            raise RuntimeError(f"building the data plane's wheel failed: {result.stderr.strip()[-600:]}")
+        shutil.move(str(built / wheel_name(root)), target)
+    stamp.write_text(digest)
+    return target

@@ -19,18 +19,22 @@ from dask_regions.api import (
 )
 from dask_regions.audit import audit, mark
 from dask_regions.catalog import Catalog, CatalogQueryError, Dataset
+from dask_regions.connect import ConnectError, Platform, connect
 from dask_regions.errors import MissingPoolError, VersionMismatchError
 from dask_regions.esm import to_dataset_dict
 
 __all__ = [
     "Catalog",
     "CatalogQueryError",
+    "ConnectError",
     "Dataset",
     "MissingPoolError",
+    "Platform",
     "VersionMismatchError",
     "audit",
     "check_versions",
     "compute_near_data",
+    "connect",
     "from_array",
     "mark",
     "open_dataset",

@@ -1,0 +1,220 @@
+"""`dask_regions.connect()`: from a notebook to the platform in one call.
+
+It reads where the platform is from the kernel's environment (the "Dask platform" kernel sets the scheduler
+address, the catalog endpoint and the client certificate), or from a stack's outputs, checks the connection
+before Dask tries it (so a missing certificate, a wrong CA, `tcp://` to a TLS scheduler or a scheduler that is
+down each get one sentence, not a timeout), connects, runs Dask's own version check, and returns a small object
+in the style of Dask's cluster managers.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dask.config
+
+from dask_regions.errors import VersionMismatchError
+from dask_regions.keys import is_pool, pool_of_region, region_of_pool
+
+TLS_KEYS = {"ca": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.client.cert",
+            "key": "distributed.comm.tls.client.key"}
+
+
+class ConnectError(ConnectionError):
+    """The platform cannot be reached or refuses us; the message says why and what to do."""
+
+
+def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: float = 10.0) -> Platform:
+    """Connect to the platform. `outputs`: a stack's outputs (`pulumi stack output --json`, as a mapping or a
+    file), else the kernel's environment (DASK_SCHEDULER_ADDRESS, CATALOG_ENDPOINT, and the client certificate
+    in Dask's TLS settings)."""
+    from distributed import Client
+
+    address, catalog = _locations(outputs)
+    tls = _tls_files(address)
+    preflight(address, tls, timeout)
+    try:
+        client = Client(address, timeout=timeout, set_as_default=True)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as error:  # preflight passed: something between the handshake and Dask's hello
+        raise ConnectError(f"the scheduler at {address} accepted the connection but Dask's handshake failed: "
+                                f"{error}") from None
+    try:
+        client.get_versions(check=True)
+    except ValueError as error:  # Dask's own check: required packages differ
+        client.close()  # type: ignore[no-untyped-call]
+        raise VersionMismatchError(f"client, scheduler and workers must run the same versions (the platform's "
+                                   f"kernel and image install the same wheel):\n{error}") from None
+    return Platform(client, catalog)
+
+
+def _locations(outputs: Mapping[str, Any] | str | Path | None) -> tuple[str, str | None]:
+    if isinstance(outputs, str | Path):
+        try:
+            outputs = json.loads(Path(outputs).read_text())
+        except (OSError, ValueError) as error:
+            raise ConnectError(f"cannot read the stack outputs {outputs}: {error}. Fix: pass the file "
+                                    "`pulumi stack output --json > outputs.json` wrote") from None
+    if outputs is not None:
+        if not isinstance(outputs, Mapping) or "schedulerAddress" not in outputs:
+            raise ConnectError("the stack outputs have no schedulerAddress. Fix: pass the whole "
+                                    "`pulumi stack output --json` of a deployed stack")
+        return str(outputs["schedulerAddress"]), outputs.get("catalogEndpoint")
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
+    if not address:
+        raise ConnectError("no scheduler address: DASK_SCHEDULER_ADDRESS is not set. Fix: use the 'Dask "
+                                "platform' kernel, run `eval $(python -m local_platform env)` for the local "
+                                "platform, or pass connect(outputs=...)")
+    return str(address), os.environ.get("CATALOG_ENDPOINT")
+
+
+def _tls_files(address: str) -> dict[str, str]:
+    files = {name: dask.config.get(key, None) for name, key in TLS_KEYS.items()}
+    if not address.startswith("tls://"):
+        return {}
+    missing = [name for name, value in files.items() if not value]
+    if missing:
+        raise ConnectError(
+            f"the scheduler {address} needs a client certificate, and no {', '.join(missing)} is configured. Fix: "
+            "use the 'Dask platform' kernel (it fetches the certificate at start), or set "
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE, __CLIENT__CERT and __CLIENT__KEY")
+    for name, value in files.items():
+        if not Path(str(value)).is_file():
+            raise ConnectError(f"the client {name} file {value} does not exist. Fix: restart the notebook "
+                                    "(its start script fetches the certificate) or point the setting at the file")
+    return {name: str(value) for name, value in files.items()}
+
+
+def preflight(address: str, tls: Mapping[str, str], timeout: float) -> None:
+    """Open the connection Dask would open, and say plainly why it cannot be made."""
+    scheme, _, where = address.partition("://")
+    host, _, port_text = where.rpartition(":")
+    if scheme not in ("tls", "tcp") or not host or not port_text.isdigit():
+        raise ConnectError(f"{address!r} is not a scheduler address. Fix: tls://<host>:<port>")
+    try:
+        raw = socket.create_connection((host, int(port_text)), timeout=timeout)
+    except socket.gaierror:
+        raise ConnectError(f"the scheduler's name {host} does not resolve here. Fix: run in a VPC of the "
+                                "platform (the name is private to it)") from None
+    except ConnectionRefusedError:
+        raise ConnectError(f"nothing listens at {host}:{port_text}: the scheduler is down. Fix: check its "
+                                "service (ECS) or start the local platform") from None
+    except (TimeoutError, OSError) as error:
+        raise ConnectError(f"no answer from {host}:{port_text} within {timeout:g} s ({error}). Fix: check "
+                                "the routes and security groups (`python -m components.plan`)") from None
+    with raw:
+        if scheme == "tcp":
+            if _speaks_tls(raw, host, timeout):
+                raise ConnectError(f"the scheduler at {host}:{port_text} speaks TLS. Fix: use "
+                                        f"tls://{host}:{port_text} with the platform's client certificate")
+            return
+        context = ssl.create_default_context(cafile=tls["ca"])
+        context.check_hostname = False  # Dask itself checks the certificate chain, not the name
+        context.load_cert_chain(tls["cert"], tls["key"])
+        try:
+            with context.wrap_socket(raw, server_hostname=host) as connection:
+                connection.settimeout(timeout)
+                connection.recv(1)
+        except ssl.SSLCertVerificationError:
+            raise ConnectError(f"the scheduler's certificate is not signed by your CA ({tls['ca']}): a wrong "
+                                    "CA, or another platform's scheduler. Fix: use this stack's certificate") from None
+        except (ssl.SSLError, ConnectionResetError):
+            raise ConnectError(f"the scheduler at {host}:{port_text} refused your client certificate "
+                                    f"({tls['cert']}): it is not from this platform's CA. Fix: use this stack's "
+                                    "certificate") from None
+        except TimeoutError:
+            return  # the handshake held; Dask's own first message comes after ours
+
+
+def _speaks_tls(raw: socket.socket, host: str, timeout: float) -> bool:
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        with context.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False) as probe:
+            probe.settimeout(timeout)
+            probe.do_handshake()
+    except ssl.SSLError as error:
+        # A TLS server answers a ClientHello with TLS (here: asking for a certificate we do not send).
+        return "WRONG_VERSION_NUMBER" not in str(error) and "record layer" not in str(error)
+    except OSError:
+        return False
+    return True
+
+
+class Platform:
+    """The connected platform, in the style of Dask's cluster managers: the client, the catalog, the dashboard
+    link, the pools with their workers (also as an HTML table in a notebook), the servers' logs and `close()`."""
+
+    def __init__(self, client: Any, catalog_endpoint: str | None) -> None:
+        self.client = client
+        self.catalog_endpoint = catalog_endpoint
+        self._catalog: Any = None
+
+    @property
+    def dashboard_link(self) -> str:
+        return str(self.client.dashboard_link)
+
+    @property
+    def catalog(self) -> Any:
+        """The dataset catalog (dask_regions.Catalog), opened on first use."""
+        if self._catalog is None:
+            if not self.catalog_endpoint:
+                raise ConnectError("no catalog endpoint: CATALOG_ENDPOINT is not set and the outputs have no "
+                                        "catalogEndpoint")
+            from dask_regions.catalog import Catalog
+
+            self._catalog = Catalog.open(self.catalog_endpoint)
+        return self._catalog
+
+    def pools(self) -> dict[str, list[dict[str, Any]]]:
+        """Region -> its live workers (name, address, threads, memory limit), from the scheduler."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for address, worker in sorted(self.client.scheduler_info(n_workers=-1)["workers"].items()):
+            for resource in worker.get("resources", {}):
+                if is_pool(resource):
+                    found.setdefault(region_of_pool(resource), []).append({
+                        "name": worker.get("name"), "address": address, "threads": worker.get("nthreads"),
+                        "memory": worker.get("memory_limit")})
+        return dict(sorted(found.items()))
+
+    def get_logs(self) -> dict[str, str]:
+        """The recent log lines the scheduler and each worker keep (Dask's own log buffers)."""
+        logs = {"scheduler": _lines(self.client.get_scheduler_logs())}
+        logs |= {str(worker): _lines(lines) for worker, lines in self.client.get_worker_logs().items()}
+        return logs
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Platform:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(region)}</td><td>{html.escape(pool_of_region(region))}</td><td>{len(workers)}</td>"
+            f"<td>{sum(int(w['threads'] or 0) for w in workers)}</td>"
+            f"<td>{html.escape(', '.join(str(w['name']) for w in workers))}</td></tr>"
+            for region, workers in self.pools().items()) or "<tr><td colspan=5>no live workers</td></tr>"
+        link = html.escape(self.dashboard_link)
+        return (f"<div><strong>Dask platform</strong> at <code>{html.escape(self.client.scheduler.address)}</code>"
+                f" &middot; <a href='{link}' target='_blank'>dashboard</a>"
+                f" &middot; catalog <code>{html.escape(str(self.catalog_endpoint))}</code>"
+                "<table><tr><th>region</th><th>pool</th><th>workers</th><th>threads</th><th>names</th></tr>"
+                f"{rows}</table></div>")
+
+    def __repr__(self) -> str:
+        pools = ", ".join(f"{region}: {len(workers)}" for region, workers in self.pools().items())
+        return f"<Platform {self.client.scheduler.address} workers per region {{{pools}}}>"
+
+
+def _lines(entries: Any) -> str:
+    return "\n".join(str(message) for _, message in entries)

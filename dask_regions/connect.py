@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import socket
 import ssl
 from collections.abc import Mapping
@@ -169,7 +170,7 @@ class Platform:
                                         "catalogEndpoint")
             from dask_regions.catalog import Catalog
 
-            self._catalog = Catalog.open(self.catalog_endpoint)
+            self._catalog = Catalog.open(self.catalog_endpoint, domain_region(self.catalog_endpoint))
         return self._catalog
 
     def pools(self) -> dict[str, list[dict[str, Any]]]:
@@ -214,6 +215,15 @@ class Platform:
     def __repr__(self) -> str:
         pools = ", ".join(f"{region}: {len(workers)}" for region, workers in self.pools().items())
         return f"<Platform {self.client.scheduler.address} workers per region {{{pools}}}>"
+
+
+def domain_region(endpoint: str) -> str | None:
+    """The region that signs catalog requests: CATALOG_REGION, else the one an AWS domain endpoint names
+    (`vpc-<domain>-<id>.<region>.es.amazonaws.com`); None for a local catalog (nothing to sign)."""
+    if os.environ.get("CATALOG_REGION"):
+        return os.environ["CATALOG_REGION"]
+    match = re.search(r"\.([a-z]{2}(?:-[a-z]+)+-\d+)\.es\.amazonaws\.com(?::\d+)?/?$", endpoint)
+    return match.group(1) if match else None
 
 
 def _lines(entries: Any) -> str:

@@ -142,5 +142,19 @@ def test_each_failure_says_what_is_wrong(kernel: dict[str, Any], case: str, tmp_
     assert tls.ca.exists()
 
 
+@pytest.mark.parametrize(("endpoint", "region"), [
+    ("https://vpc-dev-catalog-6c6b928c-abc123.eu-west-2.es.amazonaws.com", "eu-west-2"),
+    ("https://vpc-x-y.ap-southeast-2.es.amazonaws.com/", "ap-southeast-2"),
+    ("http://127.0.0.1:9200", None), ("sqlite:///state/catalog.db", None)])
+def test_the_catalog_is_signed_for_the_domains_region(endpoint: str, region: str | None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from dask_regions.connect import domain_region
+
+    monkeypatch.delenv("CATALOG_REGION", raising=False)
+    assert domain_region(endpoint) == region
+    monkeypatch.setenv("CATALOG_REGION", "us-east-1")
+    assert domain_region(endpoint) == "us-east-1"
+
+
 def test_connect_is_the_librarys_public_entry() -> None:
     assert dask_regions.connect is connect and "connect" in dask_regions.__all__

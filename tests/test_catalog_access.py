@@ -9,9 +9,7 @@ no OpenSearch runs on this machine). The README says so."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
 import pytest
@@ -20,6 +18,7 @@ from catalog_sync import access
 from catalog_sync.access import READ_ALIAS, allows, security_config, widenings
 from components.synth import Graph
 from tests.conftest import cached_graph
+from tests.json_stub import JsonHandler, serving
 from tests.test_permissions import denied, domain_arn, es_call
 
 
@@ -111,20 +110,12 @@ def test_the_model_catches_a_widened_writer() -> None:
 
 
 # ------------------------------------------------------------------------- the deploy function, on the wire
-class SecurityApi(BaseHTTPRequestHandler):
+class SecurityApi(JsonHandler):
     """Answers like the security plugin's REST API for what the function sends, and records every request."""
 
     requests: ClassVar[list[tuple[str, str, Any, str]]] = []
     roles: ClassVar[dict[str, Any]] = {}
     refuse: ClassVar[str | None] = None
-
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length", 0))
@@ -141,22 +132,13 @@ class SecurityApi(BaseHTTPRequestHandler):
 
     do_PUT = do_GET = do_DELETE = _handle  # noqa: N815
 
-    def log_message(self, *_: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def security_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
-                       "AWS_SESSION_TOKEN": "token"}.items():
-        monkeypatch.setenv(key, value)
     SecurityApi.requests, SecurityApi.refuse = [], None
     SecurityApi.roles = {"all_access": {}, "catalog_writer_sa_east_1": {}, "catalog_reader": {}}
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SecurityApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(SecurityApi, monkeypatch) as url:
+        yield url
 
 
 def test_the_deploy_function_applies_the_recorded_roles_as_its_role_may(security_api: str) -> None:

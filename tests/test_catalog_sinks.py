@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +24,7 @@ from catalog_sync.sinks import (
     _serving,
     opensearch_client,
 )
+from tests.json_stub import JsonHandler, serving
 
 
 def record(region: str, n: int, **changes: Any) -> DatasetRecord:
@@ -162,19 +161,11 @@ def test_opensearch_swap_names_only_its_regions_indices_and_removes_the_old_one(
 
 
 # ------------------------------------------------------------------------------- on the wire (capture)
-class Capture(BaseHTTPRequestHandler):
+class Capture(JsonHandler):
     """Answers like an OpenSearch domain would for what the sink sends, and records every request."""
 
     requests: ClassVar[list[dict[str, Any]]] = []
     throttle_bulks: ClassVar[int] = 0
-
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _handle(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -191,22 +182,12 @@ class Capture(BaseHTTPRequestHandler):
 
     do_PUT = do_POST = do_GET = do_DELETE = do_HEAD = _handle  # noqa: N815
 
-    def log_message(self, *_: Any) -> None:
-        pass
-
 
 @pytest.fixture
 def capture(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    for key, value in {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
-                       "AWS_SESSION_TOKEN": "token"}.items():
-        monkeypatch.setenv(key, value)
     Capture.requests, Capture.throttle_bulks = [], 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Capture)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Capture, monkeypatch) as url:
+        yield url
 
 
 def test_requests_are_signed_for_es_in_the_domains_region_over_the_bytes_sent(capture: str) -> None:

@@ -103,6 +103,7 @@ pulumi.export("catalogEndpoint", client.catalog_endpoint)
 pulumi.export("notebookName", client.notebook_name)
 pulumi.export("notebookUrl", client.notebook_url)
 pulumi.export("dnsZoneId", client.dns_zone_id)
+pulumi.export("logGroups", client.log_groups)
 pulumi.export("imageDigest", image.digest)
 pulumi.export("imageReferences", image.references)
 pulumi.export("workerRegions", {

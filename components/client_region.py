@@ -29,6 +29,7 @@ from components.resources import (
     pull_and_log_statements,
 )
 from components.scaling import METRIC_NAMESPACE, scheduler_environment
+from dask_regions.connect import LOG_GROUPS_VARIABLE
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CATALOG_ACCESS_RUNTIME = "python3.12"
@@ -70,6 +71,7 @@ class ClientRegion(RegionalComponent):
     notebook_name: pulumi.Output[str]
     notebook_url: pulumi.Output[str]
     notebook_role_arn: pulumi.Output[str]
+    log_groups: dict[str, dict[str, str]]  # process -> {region, group}: where `dr.connect().get_logs()` reads
     dns_zone_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: ClientRegionArgs, opts: pulumi.ResourceOptions) -> None:
@@ -350,6 +352,12 @@ class ClientRegion(RegionalComponent):
             aws.s3.BucketObjectv2(f"{self._name}-notebook-{path.stem}", bucket=assets.id, key=f"notebooks/{path.name}",
                                   source=pulumi.FileAsset(str(path)), opts=self._child)
         region = self._region
+        # The servers' logs, which `dr.connect().get_logs()` reads: the scheduler's here, each pool's in its region.
+        self.log_groups = {"scheduler": {"region": region, "group": args.naming.log_group(region, "client",
+                                                                                            "scheduler")}}
+        self.log_groups |= {f"workers-{w.region}": {"region": w.region,
+                                                    "group": args.naming.log_group(w.region, "workers")}
+                            for w in args.workers}
         role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
             self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id,
             args.client_tls_secret_arn).apply(lambda v: [
@@ -359,7 +367,10 @@ class ClientRegion(RegionalComponent):
                 {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": v[2]},
                 {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": f"arn:aws:logs:{region}:{v[3]}:log-group:/aws/sagemaker/NotebookInstances:*"},
-                {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": v[4]}]))
+                {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": v[4]},
+                {"Effect": "Allow", "Action": "logs:FilterLogEvents", "Resource": [
+                    f"arn:aws:logs:{where['region']}:{v[3]}:log-group:{where['group']}"
+                    for where in self.log_groups.values()]}]))
         notebook_sg = self._security_group("notebook", "SageMaker notebook")
         # The dashboard in the notebook: the notebook server's proxy reaches the scheduler's dashboard directly.
         self._ingress(self._scheduler_sg, "dashboard-from-notebook", DASHBOARD_PORT, source=notebook_sg)
@@ -368,7 +379,7 @@ class ClientRegion(RegionalComponent):
         self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
         on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, args.client_tls_secret_arn).apply(
             lambda v: base64.b64encode(_notebook_start_script(v[0], self.scheduler_address, v[1], v[2],
-                                                              region).encode()).decode())
+                                                              region, self.log_groups).encode()).decode())
         lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
             f"{self._name}-notebook", name=args.naming.resource("notebook", max_length=63), on_start=on_start,
             opts=self._child)
@@ -384,7 +395,7 @@ class ClientRegion(RegionalComponent):
 
 
 def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str, tls_secret_arn: str,
-                           region: str) -> str:
+                           region: str, log_groups: Mapping[str, Any] | None = None) -> str:
     """Runs at every notebook start: the example notebooks, the client certificate (fetched from Secrets
     Manager at each start into a 0700 directory, never stored in the bucket), and a kernel with the data plane's
     wheel and its `notebook` extra, pinned as the images are, whose environment points at this stack's scheduler,
@@ -394,6 +405,8 @@ def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint
     fields = " ".join(f"--env DASK_DISTRIBUTED__COMM__TLS__{name} {tls}/{file}.pem" for name, file in (
         ("CA_FILE", "ca"), ("CLIENT__CERT", "cert"), ("CLIENT__KEY", "key")))
     host = scheduler_address.split("://", 1)[-1].rsplit(":", 1)[0]
+    # One word for the inner shell (no spaces, quotes escaped), inside the outer single-quoted command.
+    groups = json.dumps(log_groups or {}, separators=(",", ":"), sort_keys=True).replace('"', '\\"')
     proxy = json.dumps({"ServerProxy": {"host_allowlist": [host]}})
     return f"""#!/bin/bash
 set -euo pipefail
@@ -427,7 +440,7 @@ nohup bash -c 'python3 -m venv "$HOME/.dask-platform" \\
        --display-name "Dask platform" \\
        --env DASK_SCHEDULER_ADDRESS "{scheduler_address}" --env CATALOG_ENDPOINT "{catalog_endpoint}" \\
        --env DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION True {fields} \\
-       --env DASK_DISTRIBUTED__DASHBOARD__LINK "{DASHBOARD_LINK}"' \\
+       --env DASK_DISTRIBUTED__DASHBOARD__LINK "{DASHBOARD_LINK}" --env {LOG_GROUPS_VARIABLE} "{groups}"' \\
   > "$HOME/dask-platform-setup.log" 2>&1 &
 SCRIPT
 """

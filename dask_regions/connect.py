@@ -24,6 +24,11 @@ import dask.config
 from dask_regions.errors import VersionMismatchError
 from dask_regions.keys import is_pool, pool_of_region, region_of_pool
 
+# Where the servers' logs are, as the kernel's environment says: CloudWatch log groups in AWS (JSON: name ->
+# {"region", "group"}), a directory of log files on the local platform.
+LOG_GROUPS_VARIABLE = "DASK_PLATFORM_LOG_GROUPS"
+LOG_DIR_VARIABLE = "DASK_PLATFORM_LOG_DIR"
+LOG_LINES = 200
 TLS_KEYS = {"ca": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.client.cert",
             "key": "distributed.comm.tls.client.key"}
 
@@ -38,7 +43,7 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
     in Dask's TLS settings)."""
     from distributed import Client
 
-    address, catalog = _locations(outputs)
+    address, catalog, log_groups = _locations(outputs)
     tls = _tls_files(address)
     preflight(address, tls, timeout)
     try:
@@ -52,10 +57,10 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
         client.close()  # type: ignore[no-untyped-call]
         raise VersionMismatchError(f"client, scheduler and workers must run the same versions (the platform's "
                                    f"kernel and image install the same wheel):\n{error}") from None
-    return Platform(client, catalog)
+    return Platform(client, catalog, log_groups=log_groups, log_dir=os.environ.get(LOG_DIR_VARIABLE))
 
 
-def _locations(outputs: Mapping[str, Any] | str | Path | None) -> tuple[str, str | None]:
+def _locations(outputs: Mapping[str, Any] | str | Path | None) -> tuple[str, str | None, dict[str, Any]]:
     if isinstance(outputs, str | Path):
         try:
             outputs = json.loads(Path(outputs).read_text())
@@ -66,13 +71,18 @@ def _locations(outputs: Mapping[str, Any] | str | Path | None) -> tuple[str, str
         if not isinstance(outputs, Mapping) or "schedulerAddress" not in outputs:
             raise ConnectError("the stack outputs have no schedulerAddress. Fix: pass the whole "
                                     "`pulumi stack output --json` of a deployed stack")
-        return str(outputs["schedulerAddress"]), outputs.get("catalogEndpoint")
+        return str(outputs["schedulerAddress"]), outputs.get("catalogEndpoint"), dict(outputs.get("logGroups") or {})
     address = os.environ.get("DASK_SCHEDULER_ADDRESS") or dask.config.get("scheduler-address", None)
     if not address:
         raise ConnectError("no scheduler address: DASK_SCHEDULER_ADDRESS is not set. Fix: use the 'Dask "
                                 "platform' kernel, run `eval $(python -m local_platform env)` for the local "
                                 "platform, or pass connect(outputs=...)")
-    return str(address), os.environ.get("CATALOG_ENDPOINT")
+    try:
+        groups = json.loads(os.environ.get(LOG_GROUPS_VARIABLE) or "{}")
+    except ValueError:
+        raise ConnectError(f"{LOG_GROUPS_VARIABLE} is not JSON. Fix: restart the notebook (its start script sets "
+                           "it) or unset it") from None
+    return str(address), os.environ.get("CATALOG_ENDPOINT"), groups
 
 
 def _tls_files(address: str) -> dict[str, str]:
@@ -152,9 +162,12 @@ class Platform:
     """The connected platform, in the style of Dask's cluster managers: the client, the catalog, the dashboard
     link, the pools with their workers (also as an HTML table in a notebook), the servers' logs and `close()`."""
 
-    def __init__(self, client: Any, catalog_endpoint: str | None) -> None:
+    def __init__(self, client: Any, catalog_endpoint: str | None, *, log_groups: Mapping[str, Any] | None = None,
+                 log_dir: str | None = None) -> None:
         self.client = client
         self.catalog_endpoint = catalog_endpoint
+        self.log_groups = dict(log_groups or {})
+        self.log_dir = log_dir
         self._catalog: Any = None
 
     @property
@@ -175,7 +188,10 @@ class Platform:
 
     def pools(self) -> dict[str, list[dict[str, Any]]]:
         """Region -> its live workers (name, address, threads, memory limit), from the scheduler."""
-        found: dict[str, list[dict[str, Any]]] = {}
+        from dask_regions.demand import pool_demand
+
+        # Configured pools are listed even when empty (a pool at rest has no workers).
+        found: dict[str, list[dict[str, Any]]] = {region_of_pool(pool): [] for pool in pool_demand(self.client)}
         for address, worker in sorted(self.client.scheduler_info(n_workers=-1)["workers"].items()):
             for resource in worker.get("resources", {}):
                 if is_pool(resource):
@@ -184,10 +200,42 @@ class Platform:
                         "memory": worker.get("memory_limit")})
         return dict(sorted(found.items()))
 
-    def get_logs(self) -> dict[str, str]:
-        """The recent log lines the scheduler and each worker keep (Dask's own log buffers)."""
-        logs = {"scheduler": _lines(self.client.get_scheduler_logs())}
-        logs |= {str(worker): _lines(lines) for worker, lines in self.client.get_worker_logs().items()}
+    def scale(self, n: int, *, region: str) -> dict[str, Any]:
+        """Keep `n` workers in `region`'s pool, whatever its work (within the stack's bounds)."""
+        return self._bounds(region, n, n)
+
+    def adapt(self, minimum: int | None = None, maximum: int | None = None, *, region: str) -> dict[str, Any]:
+        """Let `region`'s pool follow its work between `minimum` and `maximum` workers; without either, the
+        stack's own bounds again."""
+        return self._bounds(region, minimum, maximum)
+
+    def _bounds(self, region: str, minimum: int | None, maximum: int | None) -> dict[str, Any]:
+        """The demand plugin's per-pool bounds (dask_regions.demand): the figure that drives each region's scaling
+        (CloudWatch and Auto Scaling in AWS, the autoscaler locally) stays within them."""
+        from dask_regions.demand import BOUNDS_HANDLER
+
+        try:
+            answer = self.client.sync(getattr(self.client.scheduler, BOUNDS_HANDLER), pool=pool_of_region(region),
+                                      minimum=minimum, maximum=maximum)
+        except (KeyError, ValueError, AttributeError) as error:
+            raise ConnectError(f"the scheduler does not size pools ({error}): it runs without "
+                               "`--preload dask_regions.demand`") from None
+        if not isinstance(answer, dict):
+            raise ConnectError("the scheduler does not size pools: it runs without `--preload dask_regions.demand`")
+        if "error" in answer:
+            raise ValueError(answer["error"])
+        return answer
+
+    def get_logs(self, lines: int = LOG_LINES) -> dict[str, str]:
+        """The servers' recent log lines, by process: from CloudWatch in AWS, from the log files locally, else
+        the lines the scheduler and each worker keep in memory."""
+        if self.log_groups:
+            return _cloudwatch_logs(self.log_groups, lines)
+        if self.log_dir:
+            return {path.stem: "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+                    for path in sorted(Path(self.log_dir).glob("*.log"))}
+        logs = {"scheduler": _lines(self.client.get_scheduler_logs(n=lines))}
+        logs |= {str(worker): _lines(entries) for worker, entries in self.client.get_worker_logs(n=lines).items()}
         return logs
 
     def close(self) -> None:
@@ -200,17 +248,24 @@ class Platform:
         self.close()
 
     def _repr_html_(self) -> str:
-        rows = "".join(
-            f"<tr><td>{html.escape(region)}</td><td>{html.escape(pool_of_region(region))}</td><td>{len(workers)}</td>"
-            f"<td>{sum(int(w['threads'] or 0) for w in workers)}</td>"
-            f"<td>{html.escape(', '.join(str(w['name']) for w in workers))}</td></tr>"
-            for region, workers in self.pools().items()) or "<tr><td colspan=5>no live workers</td></tr>"
+        from dask_regions.demand import pool_demand
+
+        figures = pool_demand(self.client)
+        rows = []
+        for region, workers in self.pools().items():
+            figure = figures.get(pool_of_region(region), {})
+            bounds = f"{figure['min_tasks']}..{figure['max_tasks']}" if figure else "not sized"
+            rows.append(f"<tr><td>{html.escape(region)}</td><td>{html.escape(pool_of_region(region))}</td>"
+                        f"<td>{len(workers)}</td><td>{sum(int(w['threads'] or 0) for w in workers)}</td>"
+                        f"<td>{html.escape(str(figure.get('desired_tasks', '')))}</td><td>{bounds}</td>"
+                        f"<td>{html.escape(', '.join(str(w['name']) for w in workers))}</td></tr>")
         link = html.escape(self.dashboard_link)
         return (f"<div><strong>Dask platform</strong> at <code>{html.escape(self.client.scheduler.address)}</code>"
                 f" &middot; <a href='{link}' target='_blank'>dashboard</a>"
                 f" &middot; catalog <code>{html.escape(str(self.catalog_endpoint))}</code>"
-                "<table><tr><th>region</th><th>pool</th><th>workers</th><th>threads</th><th>names</th></tr>"
-                f"{rows}</table></div>")
+                "<table><tr><th>region</th><th>pool</th><th>workers</th><th>threads</th><th>desired tasks</th>"
+                "<th>bounds (tasks)</th><th>names</th></tr>"
+                f"{''.join(rows) or '<tr><td colspan=7>no pools</td></tr>'}</table></div>")
 
     def __repr__(self) -> str:
         pools = ", ".join(f"{region}: {len(workers)}" for region, workers in self.pools().items())
@@ -224,6 +279,24 @@ def domain_region(endpoint: str) -> str | None:
         return os.environ["CATALOG_REGION"]
     match = re.search(r"\.([a-z]{2}(?:-[a-z]+)+-\d+)\.es\.amazonaws\.com(?::\d+)?/?$", endpoint)
     return match.group(1) if match else None
+
+
+def _cloudwatch_logs(groups: Mapping[str, Any], lines: int) -> dict[str, str]:
+    """The last `lines` events of the last hour of each log group, each read in its own region."""
+    import time
+
+    import boto3
+
+    since = int((time.time() - 3600) * 1000)
+    logs = {}
+    for name, where in sorted(groups.items()):
+        client = boto3.client("logs", region_name=where["region"])
+        events: list[str] = []
+        for page in client.get_paginator("filter_log_events").paginate(logGroupName=where["group"],
+                                                                       startTime=since):
+            events = (events + [event["message"] for event in page["events"]])[-lines:]
+        logs[name] = "\n".join(events)
+    return logs
 
 
 def _lines(entries: Any) -> str:

@@ -42,6 +42,7 @@ from dask_regions.keys import is_pool, region_of_pool
 logger = logging.getLogger("dask_regions.demand")
 PLUGIN_NAME = "dask-regions-demand"
 HANDLER = "dask_regions_demand"
+BOUNDS_HANDLER = "dask_regions_bounds"
 METRIC_NAMESPACE = "CrossRegionDask"
 METRIC_NAME = "DesiredTasks"
 
@@ -94,6 +95,8 @@ class PoolFigure:
     raw_workers: int  # need now, before smoothing
     workers_needed: int  # after smoothing and the idle timeout
     desired_tasks: int  # in ECS tasks, within the pool's bounds
+    min_tasks: int  # the bounds in force: the deployed ones, or narrower ones a client asked for (scale, adapt)
+    max_tasks: int
     idle_seconds: float
     holds_results: bool
     scalable: bool  # configured: grows from zero on demand
@@ -152,6 +155,7 @@ class PoolDemand(SchedulerPlugin):
         self.publish_errors = 0
         self._history: dict[str, deque[tuple[float, int]]] = {}
         self._last_busy: dict[str, float] = {}
+        self.requested: dict[str, tuple[int, int]] = {}  # pool -> (min, max) tasks a client asked for
         self._callback: Any = None
         self._publishing: asyncio.Task[None] | None = None
 
@@ -160,6 +164,7 @@ class PoolDemand(SchedulerPlugin):
 
         self.scheduler = scheduler
         scheduler.handlers[HANDLER] = self.snapshot
+        scheduler.handlers[BOUNDS_HANDLER] = self.set_bounds
         self._callback = PeriodicCallback(self.tick, self.settings.interval * 1000)
         self._callback.start()
 
@@ -243,12 +248,36 @@ class PoolDemand(SchedulerPlugin):
         recently_busy = pool in self._last_busy and idle < idle_timeout
         if needed == 0 and (holds or (recently_busy and workers)):
             needed = 1  # one warm worker until the idle timeout, or as long as it holds wanted results
-        desired = math.ceil(needed / sizing.workers_per_task)
-        desired = min(max(desired, sizing.min_tasks), sizing.max_tasks)
+        low, high = self.requested.get(pool, (sizing.min_tasks, sizing.max_tasks))
+        desired = min(max(math.ceil(needed / sizing.workers_per_task), low), high)
         return PoolFigure(pool=pool, region=region_of_pool(pool), tasks=len(pending), expected_seconds=seconds,
                           workers=len(workers), threads=sum(ws.nthreads for ws in workers), raw_workers=raw,
-                          workers_needed=needed, desired_tasks=desired, idle_seconds=min(idle, 10.0 ** 9),
+                          workers_needed=needed, desired_tasks=desired, min_tasks=low, max_tasks=high,
+                          idle_seconds=min(idle, 10.0 ** 9),
                           holds_results=holds, scalable=self.scalable(pool))
+
+    def set_bounds(self, comm: Any = None, pool: str = "", minimum: int | None = None,
+                   maximum: int | None = None) -> dict[str, Any]:
+        """Narrow a configured pool's size to `minimum`..`maximum` workers (the scheduler handler
+        `dask_regions_bounds`, behind `Platform.scale` and `Platform.adapt`); both None: the deployed bounds
+        again. Within the deployed bounds only: in AWS those are the Auto Scaling group's, which only the stack
+        changes. Answers {"error": ...} for a request it refuses, so that the client can say why."""
+        sizing = self.settings.pools.get(pool)
+        if sizing is None:
+            return {"error": f"{pool!r} is no configured pool (configured: {', '.join(sorted(self.settings.pools))})"}
+        if minimum is None and maximum is None:
+            self.requested.pop(pool, None)
+        else:
+            per_task = sizing.workers_per_task
+            low = sizing.min_tasks if minimum is None else math.ceil(minimum / per_task)
+            high = sizing.max_tasks if maximum is None else math.ceil(maximum / per_task)
+            if not sizing.min_tasks <= low <= high <= sizing.max_tasks:
+                return {"error": f"{pool}: {minimum}..{maximum} workers is {low}..{high} tasks of "
+                                 f"{per_task} worker(s), outside the stack's {sizing.min_tasks}..{sizing.max_tasks} "
+                                 "(workers[].minTasks and maxTasks in the stack config)"}
+            self.requested[pool] = (low, high)
+        self._compute()
+        return asdict(self.figures[pool])
 
     def snapshot(self, comm: Any = None) -> dict[str, dict[str, Any]]:
         """The latest figures (the scheduler handler `dask_regions_demand`)."""

@@ -22,6 +22,7 @@ from catalog_sync.records import Association
 from catalog_sync.sinks import open_sink
 from catalog_sync.sync import sync_region
 from components.config import StackConfig, WorkerConfig
+from dask_regions.connect import LOG_DIR_VARIABLE
 from dask_regions.demand import settings_environment
 from local_platform.autoscaler import SIZES_FILE, PoolSpec, write_spec
 from local_platform.data import publish, sample_kind, write_cmip6_like, write_era5_like
@@ -62,7 +63,7 @@ class PlatformState:
     def client_environment(self) -> dict[str, str]:
         """What a shell or kernel needs to reach this platform (`python -m local_platform env`)."""
         return {"DASK_SCHEDULER_ADDRESS": self.scheduler_address, "CATALOG_ENDPOINT": self.catalog,
-                **self.tls.client_environment()}
+                LOG_DIR_VARIABLE: str(Path(self.state_dir).resolve() / "logs"), **self.tls.client_environment()}
 
     def save(self) -> None:
         (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))

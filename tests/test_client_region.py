@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import pytest
@@ -269,6 +270,24 @@ def test_the_kernels_dashboard_link_is_the_scheduler_dashboard_through_the_proxy
     finally:
         monkeypatch.undo()
         dask.config.refresh()
+
+
+def test_the_kernel_reads_the_servers_real_log_groups_and_may(stack: Graph) -> None:
+    from components.permissions import Call, decide
+
+    exported = stack.outputs["logGroups"]
+    recorded = {(g.region, g.inputs["name"]) for g in stack.of_type("aws:cloudwatch/logGroup:LogGroup")}
+    assert set(exported) == {"scheduler", *(f"workers-{r}" for r in stack.outputs["workerRegions"])}
+    assert {(w["region"], w["group"]) for w in exported.values()} <= recorded
+    (lifecycle,) = stack.of_type(
+        "aws:sagemaker/notebookInstanceLifecycleConfiguration:NotebookInstanceLifecycleConfiguration")
+    script = base64.b64decode(lifecycle.inputs["onStart"]).decode()
+    # One double-quoted word for the kernel's shell, its quotes escaped.
+    (word,) = re.findall(r'--env DASK_PLATFORM_LOG_GROUPS "((?:[^"\\]|\\.)*)"', script)
+    assert json.loads(word.replace('\\"', '"')) == exported
+    for where in exported.values():
+        arn = f"arn:aws:logs:{where['region']}:123456789012:log-group:{where['group']}"
+        assert decide(stack, Call("client-notebook-role", "logs:FilterLogEvents", arn)).allowed, arn
 
 
 def test_every_log_group_has_retention(stack: Graph) -> None:

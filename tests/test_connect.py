@@ -18,9 +18,12 @@ import pytest
 
 import dask_regions
 from catalog_sync.sinks import SQLiteSink
-from dask_regions import ConnectError, connect
+from dask_regions import ConnectError, Platform, connect
+from dask_regions.demand import pool_demand, settings_environment
 from local_platform.tls import LocalTls, create_local_tls
 from tests.test_dask_tls import ENTRYPOINT, _role_environment, _stop
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +32,15 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     tls = create_local_tls(root / "ca")
     SQLiteSink(root / "catalog.db").begin("us-east-1", "dataset").commit()  # an empty, published catalog
     scheduler_file = root / "scheduler.json"
+    # The demand plugin sizes one configured pool, 0..4 tasks of 2 workers (as the stack would configure it).
+    demand = settings_environment({"pools": {"pool-us-east-1": {"workers_per_task": 2, "min_tasks": 0,
+                                                                 "max_tasks": 4}}})
     processes = [subprocess.Popen(
         [sys.executable, str(ENTRYPOINT), "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file)],
-        env=_role_environment(tls, "scheduler", root / "run-scheduler"), start_new_session=True,
+         "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file),
+         "--preload", "dask_regions.demand"],
+        env={**_role_environment(tls, "scheduler", root / "run-scheduler"), **demand, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         deadline = time.monotonic() + 60
@@ -79,6 +87,42 @@ def test_one_call_from_the_kernels_environment(kernel: dict[str, Any]) -> None:
         assert "scheduler" in logs and any(key.startswith("tls://") for key in logs)
         client = platform.client
     assert client.status == "closed"
+
+
+def test_scale_and_adapt_set_the_pools_bounds_within_the_stacks(kernel: dict[str, Any]) -> None:
+    with connect(timeout=30) as platform:
+        figure = platform.scale(3, region="us-east-1")  # 3 workers: 2 tasks of 2 workers
+        assert (figure["min_tasks"], figure["max_tasks"], figure["desired_tasks"]) == (2, 2, 2)
+        assert pool_demand(platform.client)["pool-us-east-1"]["desired_tasks"] == 2  # what drives the scaling
+        assert "<td>2..2</td>" in platform._repr_html_()
+        figure = platform.adapt(maximum=4, region="us-east-1")
+        assert (figure["min_tasks"], figure["max_tasks"]) == (0, 2)
+        assert platform.adapt(region="us-east-1")["max_tasks"] == 4  # the stack's bounds again
+        with pytest.raises(ValueError, match=r"pool-us-east-1: 10..10 workers is 5..5 tasks of 2 worker\(s\), "
+                                             r"outside the stack's 0..4 \(workers\[\].minTasks and maxTasks"):
+            platform.scale(10, region="us-east-1")
+        with pytest.raises(ValueError, match=r"'pool-eu-north-1' is no configured pool \(configured: pool-us-east-1"):
+            platform.scale(1, region="eu-north-1")
+        assert platform.pools()["us-east-1"]  # the worker is still there
+
+
+def test_logs_come_from_cloudwatch_in_aws_and_from_files_locally(moto_endpoint: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    logs = boto3.client("logs", region_name="us-east-1")
+    logs.create_log_group(logGroupName="/dev/us-east-1/workers")
+    logs.create_log_stream(logGroupName="/dev/us-east-1/workers", logStreamName="worker/1")
+    now = int(time.time() * 1000)
+    logs.put_log_events(logGroupName="/dev/us-east-1/workers", logStreamName="worker/1",
+                        logEvents=[{"timestamp": now + i, "message": f"line {i}"} for i in range(5)])
+    aws = Platform(None, None, log_groups={"workers-us-east-1": {"region": "us-east-1",
+                                                                 "group": "/dev/us-east-1/workers"}})
+    assert aws.get_logs(lines=3) == {"workers-us-east-1": "line 2\nline 3\nline 4"}
+    (tmp_path / "scheduler.log").write_text("started\nlistening\n")
+    local = Platform(None, None, log_dir=str(tmp_path))
+    assert local.get_logs() == {"scheduler": "started\nlistening"}
 
 
 def test_one_call_from_a_stacks_outputs(platform: dict[str, Any], tmp_path: Path) -> None:

@@ -182,3 +182,32 @@ def test_every_readme_python_example_runs_against_the_local_platform(running: di
                                                            "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, f"README example {index + 1} failed:\n{example}\n{result.stderr[-3000:]}"
     assert "Traceback" not in result.stderr
+
+
+def test_connect_scales_a_pool_and_reads_the_logs_of_the_local_platform(running: dict[str, Any],
+                                                                         tmp_path: Path) -> None:
+    """`dr.connect()` in a kernel with the platform's environment: `scale` makes the autoscaler start real workers
+    in that region's pool, `adapt` hands the pool back to its work, and `get_logs` reads the platform's log
+    files."""
+    script = """
+import time, dask_regions as dr
+with dr.connect() as platform:
+    deployed = platform.adapt(region="us-east-1")
+    scaled = platform.scale(2, region="us-east-1")
+    deadline = time.monotonic() + 120
+    while len(platform.pools().get("us-east-1", [])) < 2:
+        assert time.monotonic() < deadline, platform.pools()
+        time.sleep(0.5)
+    print("workers", len(platform.pools()["us-east-1"]), "in", sorted(platform.pools()))
+    again = platform.adapt(region="us-east-1")
+    print("bounds", (scaled["min_tasks"], scaled["max_tasks"]) == (2, 2),
+          (again["min_tasks"], again["max_tasks"]) == (deployed["min_tasks"], deployed["max_tasks"]))
+    logs = platform.get_logs()
+    print("logs", "scheduler" in logs, any(name.startswith("pool-us-east-1") for name in logs))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300, check=False, env={**os.environ, **running["environment"],
+                                                           "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["workers 2 in ['us-east-1', 'us-west-2']", "bounds True True",
+                                          "logs True True"], result.stdout

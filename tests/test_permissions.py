@@ -190,7 +190,7 @@ def test_the_schedulers_demand_metric_is_allowed(moto_endpoint: str) -> None:
                                     namespace=environment["DASK_DASK_REGIONS__DEMAND__NAMESPACE"],
                                     client_factory=lambda region: calls.watch(boto3.client(
                                         "cloudwatch", region_name=region, endpoint_url=moto_endpoint)))
-    figure = PoolFigure("pool-us-east-1", "us-east-1", 1, 1.0, 1, 2, 1, 1, 1, 0.0, False, True)
+    figure = PoolFigure("pool-us-east-1", "us-east-1", 1, 1.0, 1, 2, 1, 1, 1, 0, 4, 0.0, False, True)
     with calls.acting_as("client-scheduler-task-role"):
         publisher.publish([figure])
     assert publisher.failures == 0 and [c.action for c in calls.calls] == ["cloudwatch:PutMetricData"]

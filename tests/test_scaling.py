@@ -136,8 +136,8 @@ def test_a_task_no_worker_of_the_pool_can_run_holds_no_capacity_up(tmp_path: Pat
 # -------------------------------------------------------------------------------------------- publishing
 def _figure(pool: str = EAST, desired: int = 3) -> PoolFigure:
     return PoolFigure(pool=pool, region=pool.removeprefix("pool-"), tasks=9, expected_seconds=9.0, workers=1,
-                      threads=2, raw_workers=desired, workers_needed=desired, desired_tasks=desired, idle_seconds=0.0,
-                      holds_results=False, scalable=True)
+                      threads=2, raw_workers=desired, workers_needed=desired, desired_tasks=desired, min_tasks=0,
+                      max_tasks=10, idle_seconds=0.0, holds_results=False, scalable=True)
 
 
 def test_the_publisher_puts_the_figure_into_cloudwatch_in_the_pools_region(moto_endpoint: str) -> None:

@@ -63,6 +63,7 @@ class ClientRegionArgs:
 class ClientRegion(RegionalComponent):
     scheduler_address: str
     dashboard_url: pulumi.Output[str]
+    scheduler_service: dict[str, pulumi.Output[str]]  # its ECS cluster and service (operators: ECS Exec)
     catalog_endpoint: pulumi.Output[str]
     catalog_domain_arn: pulumi.Output[str]
     catalog_domain_name: pulumi.Output[str]
@@ -199,9 +200,14 @@ class ClientRegion(RegionalComponent):
             self._args.key_arn).apply(lambda v: [*pull_and_log_statements(v[0], v[1]),
                                                  *read_secret_statements(v[2], v[3])]))
         # The demand plugin publishes each pool's figure to CloudWatch in the pool's region.
-        task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", [{
+        task_statements: list[dict[str, Any]] = [{
             "Sid": "PutMetricDataHasNoResourceScoping", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
-            "Resource": "*", "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}}}])
+            "Resource": "*", "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}}}]
+        if config.scheduler_exec:  # ECS Exec: the SSM agent's channels (for operators' port forwarding)
+            task_statements.append({"Sid": "SsmMessagesHaveNoResourceScoping", "Effect": "Allow", "Action": [
+                "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
+                "ssmmessages:OpenDataChannel"], "Resource": "*"})
+        task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", task_statements)
         environment = scheduler_environment(self._args.naming.project, self._args.naming.stack, self._args.workers)
         cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
@@ -230,18 +236,20 @@ class ClientRegion(RegionalComponent):
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(operating_system_family="LINUX",
                                                                       cpu_architecture="X86_64"),
             container_definitions=containers, opts=self._child)
-        aws.ecs.Service(
+        service = aws.ecs.Service(
             f"{self._name}-scheduler", cluster=cluster.arn, task_definition=task.arn, desired_count=1,
             launch_type="FARGATE", platform_version="LATEST",
             # One scheduler at a time: two behind one name would split the workers between them.
             deployment_minimum_healthy_percent=0, deployment_maximum_percent=100,
             health_check_grace_period_seconds=120, propagate_tags="SERVICE", enable_ecs_managed_tags=True,
+            enable_execute_command=config.scheduler_exec,
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=self._args.vpc.private_subnet_ids, security_groups=[scheduler_sg.id], assign_public_ip=False),
             service_registries=aws.ecs.ServiceServiceRegistriesArgs(registry_arn=discovery.arn),
             load_balancers=[aws.ecs.ServiceLoadBalancerArgs(target_group_arn=target_group.arn,
                                                             container_name="scheduler", container_port=DASHBOARD_PORT)],
             opts=self._opts(depends_on=[listener]))
+        self.scheduler_service = {"cluster": cluster.name, "service": service.name}
 
     # ---------------------------------------------------------------------------------------- catalog
     def _catalog(self, site_cidrs: list[str]) -> None:

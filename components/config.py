@@ -79,6 +79,9 @@ CLIENT_KEYS: tuple[Key, ...] = (
         []),
     Key("dashboardCertificateArn", "string",
         "ACM certificate (in the client region) for HTTPS on the dashboard; unset serves HTTP.", None),
+    Key("schedulerExec", "boolean",
+        "ECS Exec on the scheduler task, for operators' port forwarding to its dashboard (`aws ssm start-session`).",
+        False),
     Key("schedulerCpu", "integer", "Fargate CPU units of the scheduler task (1024 = 1 vCPU).", 16384),
     Key("schedulerMemoryMiB", "integer", "Fargate memory of the scheduler task, MiB.", 32768),
     Key("catalogInstanceType", "string", "OpenSearch data node instance type.", "r6g.large.search"),
@@ -142,6 +145,7 @@ class ClientConfig:
     cidr: str
     dashboard_allowed_cidrs: tuple[str, ...] = ()
     dashboard_certificate_arn: str | None = None
+    scheduler_exec: bool = False
     scheduler_cpu: int = 16384
     scheduler_memory_mib: int = 32768
     catalog_instance_type: str = "r6g.large.search"
@@ -652,7 +656,8 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
         return None
     return ClientConfig(
         region=values["region"], cidr=values["cidr"], dashboard_allowed_cidrs=allowed,
-        dashboard_certificate_arn=certificate, scheduler_cpu=cpu, scheduler_memory_mib=memory,
+        dashboard_certificate_arn=certificate, scheduler_exec=values["schedulerExec"], scheduler_cpu=cpu,
+        scheduler_memory_mib=memory,
         catalog_instance_type=values["catalogInstanceType"], catalog_instance_count=count,
         catalog_master_instance_type=values["catalogMasterInstanceType"],
         catalog_volume_gib=values["catalogVolumeGiB"], notebook_instance_type=values["notebookInstanceType"],

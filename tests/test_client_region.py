@@ -141,6 +141,22 @@ def test_dashboard_is_internal_by_default(stack: Graph) -> None:
     assert (target.inputs["port"], target.inputs["healthCheck"]["path"]) == (8787, "/health")
 
 
+def test_ecs_exec_on_the_scheduler_only_when_asked_for(stack: Graph) -> None:
+    def exec_of(graph: Graph) -> tuple[bool, bool]:
+        (service,) = [s for s in graph.of_type("aws:ecs/service:Service") if s.name == "client-scheduler"]
+        statements = json.loads(graph.named("client-scheduler-task-policy").inputs["policy"])["Statement"]
+        channels = any("ssmmessages:OpenDataChannel" in str(s["Action"]) for s in statements)
+        return bool(service.inputs.get("enableExecuteCommand")), channels
+
+    assert exec_of(stack) == (False, False)
+    enabled = synthesize("dev", {"client": {"region": "eu-west-2", "cidr": "10.0.0.0/16", "schedulerExec": True}})
+    assert exec_of(enabled) == (True, True)
+    from components.permissions import reference_findings
+
+    assert reference_findings(enabled) == []  # the SSM channel actions as AWS's reference knows them
+    assert set(enabled.outputs["schedulerService"]) == {"cluster", "service"}
+
+
 def test_dashboard_is_internet_facing_only_for_the_allow_list_and_https_with_a_certificate() -> None:
     certificate = "arn:aws:acm:eu-west-2:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
     graph = synthesize("dev", {"client": {"region": "eu-west-2", "cidr": "10.0.0.0/16",

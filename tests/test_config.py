@@ -147,6 +147,7 @@ BAD_INPUTS = [
      "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", "client.dashboardCertificateArn", "only use one from its own region"),
     ("client.dashboardCertificateArn", "my-cert", "client.dashboardCertificateArn", "not an ACM certificate ARN"),
     ("createOpenSearchServiceLinkedRole", "yes", "createOpenSearchServiceLinkedRole", "must be a boolean"),
+    ("client.schedulerExec", "yes", "client.schedulerExec", "must be a boolean"),
     ("availabilityZones", 4, "availabilityZones", "between 2 and 3"),
     ("logRetentionDays", 31, "logRetentionDays", "nearest: 30"),
     ("tags", {"stack": "x"}, "tags.stack", "set by the platform"),

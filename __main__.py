@@ -105,6 +105,9 @@ pulumi.export("notebookName", client.notebook_name)
 pulumi.export("notebookUrl", client.notebook_url)
 pulumi.export("dnsZoneId", client.dns_zone_id)
 pulumi.export("logGroups", client.log_groups)
+# The notebook's client certificate (a Secrets Manager secret): `dr.connect(outputs)` fetches it when no
+# certificate is configured; reading it needs secretsmanager:GetSecretValue on it.
+pulumi.export("clientTlsSecret", {"arn": dask_tls.secret_arns["client"][home], "region": home})
 pulumi.export("imageDigest", image.digest)
 pulumi.export("imageReferences", image.references)
 pulumi.export("workerRegions", {

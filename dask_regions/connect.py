@@ -43,7 +43,11 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
     in Dask's TLS settings)."""
     from distributed import Client
 
+    outputs = _read_outputs(outputs) if isinstance(outputs, str | Path) else outputs
     address, catalog, log_groups = _locations(outputs)
+    secret = outputs.get("clientTlsSecret") if isinstance(outputs, Mapping) else None
+    if secret and address.startswith("tls://") and not all(dask.config.get(k, None) for k in TLS_KEYS.values()):
+        _use_certificate_from(secret)
     tls = _tls_files(address)
     preflight(address, tls, timeout)
     try:
@@ -60,13 +64,42 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
     return Platform(client, catalog, log_groups=log_groups, log_dir=os.environ.get(LOG_DIR_VARIABLE))
 
 
-def _locations(outputs: Mapping[str, Any] | str | Path | None) -> tuple[str, str | None, dict[str, Any]]:
-    if isinstance(outputs, str | Path):
-        try:
-            outputs = json.loads(Path(outputs).read_text())
-        except (OSError, ValueError) as error:
-            raise ConnectError(f"cannot read the stack outputs {outputs}: {error}. Fix: pass the file "
-                                    "`pulumi stack output --json > outputs.json` wrote") from None
+def _read_outputs(path: str | Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ConnectError(f"cannot read the stack outputs {path}: {error}. Fix: pass the file "
+                           "`pulumi stack output --json > outputs.json` wrote") from None
+
+
+def _use_certificate_from(secret: Mapping[str, Any]) -> None:
+    """Fetch the platform's client certificate (the secret the notebook's start script also reads: JSON with
+    `ca`, `cert`, `key`) into a private directory and use it in this process."""
+    import tempfile
+
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        value = boto3.client("secretsmanager", region_name=secret["region"]).get_secret_value(
+            SecretId=secret["arn"])["SecretString"]
+        pems = json.loads(value)
+        missing = {"ca", "cert", "key"} - set(pems)
+        if missing:
+            raise ValueError(f"the secret has no {', '.join(sorted(missing))}")
+    except (BotoCoreError, ClientError, KeyError, ValueError) as error:
+        raise ConnectError(f"cannot read the platform's client certificate {secret.get('arn')}: {error}. Fix: use "
+                           "credentials that may secretsmanager:GetSecretValue on it, or configure a "
+                           "certificate (DASK_DISTRIBUTED__COMM__TLS__*)") from None
+    directory = Path(tempfile.mkdtemp(prefix="dask-platform-tls-"))  # 0700
+    for name in ("ca", "cert", "key"):
+        path = directory / f"{name}.pem"
+        path.touch(mode=0o600)
+        path.write_text(pems[name])
+    dask.config.set({key: str(directory / f"{name}.pem") for name, key in TLS_KEYS.items()})
+
+
+def _locations(outputs: Mapping[str, Any] | None) -> tuple[str, str | None, dict[str, Any]]:
     if outputs is not None:
         if not isinstance(outputs, Mapping) or "schedulerAddress" not in outputs:
             raise ConnectError("the stack outputs have no schedulerAddress. Fix: pass the whole "

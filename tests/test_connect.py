@@ -137,6 +137,38 @@ def test_one_call_from_a_stacks_outputs(platform: dict[str, Any], tmp_path: Path
         assert connected.client.scheduler.address == platform["address"]
 
 
+def test_from_a_stacks_outputs_the_certificate_comes_from_its_secret(platform: dict[str, Any], moto_endpoint: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outside the notebook (an operator's machine): with no certificate configured, connect() fetches the
+    platform's client certificate from the secret the stack outputs name, as the notebook's start script does."""
+    import copy
+
+    import boto3
+
+    tls: LocalTls = platform["tls"]
+    files = tls.roles["client"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    secrets = boto3.client("secretsmanager", region_name="eu-west-2")
+    arn = secrets.create_secret(Name="dask-tls-client-eu-west-2-1", SecretString=json.dumps({
+        "ca": tls.ca.read_text(), "cert": files.cert.read_text(), "key": files.key.read_text()}))["ARN"]
+    outputs = {"schedulerAddress": platform["address"], "clientTlsSecret": {"arn": arn, "region": "eu-west-2"}}
+    saved = copy.deepcopy(dask.config.config)
+    try:
+        dask.config.set({f"distributed.comm.tls.{k}": None for k in ("ca-file", "client.cert", "client.key")})
+        with connect(outputs, timeout=30) as connected:
+            assert connected.client.submit(sum, [1, 2]).result() == 3
+            fetched = Path(dask.config.get("distributed.comm.tls.client.key"))
+            assert fetched.read_text() == files.key.read_text() and fetched.stat().st_mode & 0o077 == 0
+            assert fetched.parent.stat().st_mode & 0o077 == 0
+        dask.config.set({f"distributed.comm.tls.{k}": None for k in ("ca-file", "client.cert", "client.key")})
+        with pytest.raises(ConnectError, match=r"cannot read the platform's client certificate .*Fix: use "
+                                               r"credentials that may secretsmanager:GetSecretValue"):
+            connect({**outputs, "clientTlsSecret": {"arn": arn + "-gone", "region": "eu-west-2"}}, timeout=5)
+    finally:
+        dask.config.config.clear()
+        dask.config.config.update(saved)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

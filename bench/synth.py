@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from components.synth import synthesize  # noqa: E402
+from stackgraph.synth import synthesize  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "synth.json"
 WORKER_REGIONS = ["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "ca-central-1", "sa-east-1",

@@ -151,7 +151,7 @@ def preflight(address: str, tls: Mapping[str, str], timeout: float) -> None:
                                 "service (ECS) or start the local platform") from None
     except (TimeoutError, OSError) as error:
         raise ConnectError(f"no answer from {host}:{port_text} within {timeout:g} s ({error}). Fix: check "
-                                "the routes and security groups (`python -m components.plan`)") from None
+                                "the routes and security groups (`python -m plan`)") from None
     with raw:
         if scheme == "tcp":
             if _speaks_tls(raw, host, timeout):

@@ -27,6 +27,9 @@ from pulumi_policy import (
 )
 
 from catalog_sync.access import SECURITY_API, widenings
+from stackgraph.permissions import as_list, policies, reference_findings_by_owner
+from stackgraph.reachability import analyse
+from stackgraph.synth import Graph, RecordedResource
 
 MANDATORY = EnforcementLevel.MANDATORY
 Report = Callable[[str, Any], None]
@@ -356,8 +359,6 @@ def _security_admins(graph: Any) -> set[str]:
 
 
 def _grantees(policy: Any, statement: dict[str, Any]) -> set[str]:
-    from components.permissions import as_list
-
     if policy.kind == "identity":
         return {str(policy.owner.inputs.get("role"))}
     principal = statement.get("Principal")
@@ -368,8 +369,6 @@ def _catalog_least_privilege(resources: list[PolicyResource]) -> Iterable[tuple[
     """No policy lets anyone POST, PUT or DELETE on the catalog domain beyond a region's own load indices or the
     read alias's searches: a domain-wide grant allows `/_aliases`, `/_bulk` and `/_delete_by_query`, which could
     repoint or empty the catalog (OpenSearch without fine-grained access control authorises by path only)."""
-    from components.permissions import as_list, policies
-
     problems = []
     graph = graph_of(resources)
     admins = _security_admins(graph)
@@ -418,17 +417,13 @@ def _catalog_fine_grained_access(resources: list[PolicyResource]) -> Iterable[tu
 
 def _backbone(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
     """Every peering accepted in its peer region, and every VPC routes to every other (both ways)."""
-    from components.reachability import analyse
-
     failures = analyse(graph_of(resources)).failures
     return [(src, f"cannot reach {dst}: {why}") for (src, dst), why in failures.items()]
 
 
 def _authorization_reference(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
     """Every action, resource ARN and condition key of every policy document, against AWS's authorization
-    reference (components/permissions.py)."""
-    from components.permissions import reference_findings_by_owner
-
+    reference (stackgraph/permissions.py)."""
     return reference_findings_by_owner(graph_of(resources))
 
 
@@ -489,8 +484,6 @@ def _policy_resources(graph: Any) -> list[PolicyResource]:
 
 def graph_of(resources: list[PolicyResource]) -> Any:
     """A recorded-graph view of policy resources, for the checks that walk the whole network."""
-    from components.synth import Graph, RecordedResource
-
     graph = Graph(project="", stack="")
     for r in resources:
         region = r.provider.props.get("region") if r.provider else None

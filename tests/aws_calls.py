@@ -1,4 +1,4 @@
-"""Recording the AWS calls the data plane makes, as IAM sees them, for components.permissions.decide.
+"""Recording the AWS calls the data plane makes, as IAM sees them, for stackgraph.permissions.decide.
 
 botocore's event hooks on the clients the tests create (moto, Stubber) see every API call with its parameters
 (`before-parameter-build`); signed OpenSearch requests are recorded where they are signed, as
@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from components.permissions import Call
-from components.synth import MOCK_ACCOUNT
+from stackgraph.permissions import Call
+from stackgraph.synth import MOCK_ACCOUNT
 
 # (service, operation) -> (IAM action, resource ARN, condition context) from the call's parameters and region.
 Mapping = Callable[[dict[str, Any], str], tuple[str, str, dict[str, Any]]]

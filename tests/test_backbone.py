@@ -8,8 +8,8 @@ from itertools import combinations
 
 import pytest
 
-from components.graph_checks import ordering_violations
-from components.reachability import (
+from stackgraph.graph_checks import ordering_violations
+from stackgraph.reachability import (
     ACCEPTER,
     PEERING,
     TGW,
@@ -19,7 +19,7 @@ from components.reachability import (
     VPC_ROUTE,
     analyse,
 )
-from components.synth import Graph, RecordedResource
+from stackgraph.synth import Graph, RecordedResource
 from tests.conftest import site_regions
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from catalog_sync import access
 from catalog_sync.access import READ_ALIAS, allows, security_config, widenings
-from components.synth import Graph
+from stackgraph.synth import Graph
 from tests.conftest import cached_graph
 from tests.json_stub import JsonHandler, serving
 from tests.test_permissions import denied, domain_arn, es_call

@@ -12,7 +12,7 @@ import pytest
 
 from components.client_region import DASHBOARD_LINK
 from components.distribution import wheel_name
-from components.synth import Graph, RecordedResource, synthesize
+from stackgraph.synth import Graph, RecordedResource, synthesize
 from tests.conftest import cached_graph
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
@@ -151,7 +151,7 @@ def test_ecs_exec_on_the_scheduler_only_when_asked_for(stack: Graph) -> None:
     assert exec_of(stack) == (False, False)
     enabled = synthesize("dev", {"client": {"region": "eu-west-2", "cidr": "10.0.0.0/16", "schedulerExec": True}})
     assert exec_of(enabled) == (True, True)
-    from components.permissions import reference_findings
+    from stackgraph.permissions import reference_findings
 
     assert reference_findings(enabled) == []  # the SSM channel actions as AWS's reference knows them
     assert set(enabled.outputs["schedulerService"]) == {"cluster", "service"}
@@ -289,7 +289,7 @@ def test_the_kernels_dashboard_link_is_the_scheduler_dashboard_through_the_proxy
 
 
 def test_the_kernel_reads_the_servers_real_log_groups_and_may(stack: Graph) -> None:
-    from components.permissions import Call, decide
+    from stackgraph.permissions import Call, decide
 
     exported = stack.outputs["logGroups"]
     recorded = {(g.region, g.inputs["name"]) for g in stack.of_type("aws:cloudwatch/logGroup:LogGroup")}

@@ -200,8 +200,8 @@ def test_the_number_of_worker_regions_is_bounded() -> None:
 def test_plan_handles_the_most_worker_regions_allowed() -> None:
     """`plan` at MAX_WORKER_REGIONS (the README gives its measured time; no timed assertion here)."""
     from components.config import MAX_WORKER_REGIONS
-    from components.plan import evaluate
-    from components.synth import synthesize
+    from plan import evaluate
+    from stackgraph.synth import synthesize
     from tests.conftest import WORKER_REGIONS, workers
 
     regions = [*WORKER_REGIONS, "us-east-2", "ap-south-1"][:MAX_WORKER_REGIONS]

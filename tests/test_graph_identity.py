@@ -4,7 +4,8 @@ touches.
 
 Each resource is recorded as a digest of what the engine receives: its type, parent, provider, inputs, dependencies
 and options. What is derived from file contents and the clock is masked: image tags (a hash of the image's
-inputs), and the time of the one-time first sync. Assets are recorded by their paths.
+inputs) and the image digests that follow from them, the time of the one-time first sync, and where the
+checkout is. Assets are recorded by their paths.
 
 After an intended change: `python -m tests.test_graph_identity` rewrites the record; review the diff.
 """
@@ -21,11 +22,12 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.synth import PROJECT_DIR, Graph
+from stackgraph.synth import PROJECT_DIR, Graph
 from tests.conftest import SHAPES, cached_graph
 
 RECORD = Path(__file__).resolve().parent / "graphs"
-_CONTENT_TAG = re.compile(r"(?<=:)[0-9a-f]{16}\b")  # components/image.py content_tag
+# components/image.py content_tag, and the image digests the mocks derive from it
+_CONTENT_TAG = re.compile(r"(?<=:)[0-9a-f]{16}\b|sha256:[0-9a-f]{64}")
 _AT = re.compile(r"at\(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\)")
 
 
@@ -47,7 +49,7 @@ def digests(graph: Graph) -> dict[str, str]:
                 "property_dependencies": {k: sorted(v) for k, v in sorted(r.property_dependencies.items())},
                 "options": r.options}
         text = _CONTENT_TAG.sub("<content tag>", _AT.sub("at(<deploy time>)", json.dumps(
-            body, sort_keys=True, default=_plain)))
+            body, sort_keys=True, default=_plain))).replace(str(PROJECT_DIR), "<project>")
         recorded[r.urn] = hashlib.sha256(text.encode()).hexdigest()[:16]
     return dict(sorted(recorded.items()))
 

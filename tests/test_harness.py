@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.synth import PROJECT_DIR, SynthesisError, synthesize
+from stackgraph.synth import PROJECT_DIR, SynthesisError, synthesize
 from tests.conftest import workers
 
 
@@ -78,7 +78,7 @@ def test_unmocked_invokes_fail_loudly(tmp_path: Path) -> None:
 
 
 def test_a_resource_on_the_default_provider_is_reported_unpinned(tmp_path: Path) -> None:
-    from components.graph_checks import unpinned_resources
+    from stackgraph.graph_checks import unpinned_resources
 
     project = tiny_project(tmp_path, """
         import pulumi_aws as aws

@@ -6,8 +6,8 @@ from __future__ import annotations
 import ipaddress
 
 from components.config import load_stack_file
-from components.graph_checks import unpinned_resources
-from components.synth import PROJECT_DIR, Graph, synthesize
+from stackgraph.graph_checks import unpinned_resources
+from stackgraph.synth import PROJECT_DIR, Graph, synthesize
 
 VPC = "aws:ec2/vpc:Vpc"
 SUBNET = "aws:ec2/subnet:Subnet"

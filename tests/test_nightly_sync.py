@@ -14,7 +14,7 @@ import pytest
 from catalog_sync import handlers
 from catalog_sync.sinks import SQLiteSink
 from components.nightly_sync import IMPORT_MAX_POLLS, workflow_definition
-from components.synth import Graph
+from stackgraph.synth import Graph
 from tests.catalog_fixtures import CMIP6_PREFIX, cmip6_keys, s3_client
 from tests.conftest import cached_graph
 from tests.test_catalog_sync import LambdaContext, stubbed_fsx
@@ -59,7 +59,7 @@ def test_one_schedule_per_worker_region_in_utc_with_retries_and_a_dead_letter_qu
 
 
 def test_schedule_follows_config() -> None:
-    from components.synth import synthesize
+    from stackgraph.synth import synthesize
 
     graph = synthesize("dev", {"syncSchedule": "cron(30 2 ? * MON-FRI *)"})
     assert {s.inputs["scheduleExpression"] for s in nightly(graph)} == {"cron(30 2 ? * MON-FRI *)"}
@@ -84,7 +84,7 @@ def test_a_first_sync_runs_at_deploy_and_again_for_a_new_association(stack: Grap
 def test_the_first_sync_is_timed_minutes_after_the_deploy_reaches_it() -> None:
     from datetime import UTC, datetime, timedelta
 
-    from components.synth import synthesize
+    from stackgraph.synth import synthesize
 
     started = datetime.now(UTC)
     graph = synthesize("dev")  # a fresh run: the shared graphs were recorded earlier in the session

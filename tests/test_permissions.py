@@ -1,4 +1,4 @@
-"""Permissions proven before deploy (components/permissions.py): every policy of every stack shape against AWS's
+"""Permissions proven before deploy (stackgraph/permissions.py): every policy of every stack shape against AWS's
 authorization reference, and every AWS call the data plane makes, recorded in real runs against moto, Stubber
 and osmem, evaluated against the policies of the role that makes it in AWS. Each check is shown to fail on a
 seeded mistake."""
@@ -16,8 +16,8 @@ import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from components.permissions import Call, Decision, decide, reference_findings, service_calls
-from components.synth import MOCK_ACCOUNT, Graph
+from stackgraph.permissions import Call, Decision, decide, reference_findings, service_calls
+from stackgraph.synth import MOCK_ACCOUNT, Graph
 from tests.aws_calls import AwsCalls, recording_signed_requests
 from tests.conftest import SHAPES, cached_graph
 
@@ -58,7 +58,7 @@ def test_the_reference_check_fails_on_a_seeded_mistake(statement: dict[str, Any]
 
 
 def test_findings_fail_plan_and_the_policy_pack() -> None:
-    from components.plan import evaluate
+    from plan import evaluate
     from policy.rules import evaluate_policies
 
     graph = _seed(cached_graph("dev"), "worker-us-east-1-catalog-sync-function-policy",
@@ -311,7 +311,7 @@ def test_the_catalog_names_in_the_policies_are_the_ones_the_sync_writes_and_the_
 
 
 def test_plan_fails_when_an_aws_service_would_be_denied() -> None:
-    from components.plan import evaluate
+    from plan import evaluate
 
     graph = cached_graph("dev")
     policy = graph.named("worker-us-east-1-catalog-sync-workflow-policy", "aws:iam/rolePolicy:RolePolicy")

@@ -1,4 +1,4 @@
-"""`python -m components.plan`: inventory, reachability matrix, violations, deploy estimate, diagram."""
+"""`python -m plan`: inventory, reachability matrix, violations, deploy estimate, diagram."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from components.plan import diagram_dot, evaluate
+from plan import diagram_dot, evaluate
 from tests.conftest import cached_graph
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "components.plan", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "plan", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, check=False)
 
 
@@ -103,7 +103,7 @@ def test_plan_draws_a_png_with_graphviz(tmp_path: Path) -> None:
 
 def test_without_graphviz_the_plan_says_so_and_still_succeeds(tmp_path: Path) -> None:
     bare = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # the venv only: no `dot`
-    result = subprocess.run([sys.executable, "-m", "components.plan", "--stack", "dev", "--png",
+    result = subprocess.run([sys.executable, "-m", "plan", "--stack", "dev", "--png",
                              str(tmp_path / "plan.png")], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env=bare, check=False)
     assert result.returncode == 0, result.stderr
@@ -113,7 +113,7 @@ def test_without_graphviz_the_plan_says_so_and_still_succeeds(tmp_path: Path) ->
 # ---------------------------------------------------------------------------------------------- journeys
 @pytest.mark.parametrize("shape", ["dev", "one-worker-in-client-region", "four-regions"])
 def test_every_named_journey_has_a_path(shape: str) -> None:
-    from components.plan import journeys
+    from plan import journeys
 
     graph = cached_graph(shape)
     plan = evaluate(graph)
@@ -141,7 +141,7 @@ def test_a_journey_without_a_path_fails_the_plan_naming_it(rule: str, journey: s
 
 
 def test_a_legitimate_dashboard_allow_list_is_no_violation() -> None:
-    from components.synth import synthesize
+    from stackgraph.synth import synthesize
 
     graph = synthesize("dev", {"client": {"region": "eu-west-2", "cidr": "10.0.0.0/16",
                                "dashboardAllowedCidrs": ["203.0.113.0/24"]}})

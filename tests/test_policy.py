@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from components.synth import Graph, RecordedResource
 from policy.rules import POLICIES, evaluate_policies
+from stackgraph.synth import Graph, RecordedResource
 from tests.conftest import cached_graph
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from components.config import ConfigError, load_stack_file
 from components.scaling import MAX_STEPS, exact_capacity_steps
-from components.synth import PROJECT_DIR, Graph, synthesize
 from dask_regions.demand import CloudWatchPublisher, PoolFigure, pool_demand
+from stackgraph.synth import PROJECT_DIR, Graph, synthesize
 from tests.regional_cluster import RegionalCluster
 
 EAST, WEST = "pool-us-east-1", "pool-us-west-2"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from components.graph_checks import physical_name_collisions, physical_names
 from components.naming import LOG_GROUP_NAME_MAX, Naming
-from components.synth import synthesize
+from stackgraph.graph_checks import physical_name_collisions, physical_names
+from stackgraph.synth import synthesize
 from tests.conftest import workers
 
 TEAM_A = {"team": "a", "workers": workers(["us-east-1", "eu-west-2"])}

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from components.config import S3Location, StackConfig, WorkerConfig, load_stack_file
-from components.reachability import service_reachability
-from components.synth import PROJECT_DIR, Graph
 from components.worker_region import worker_command
+from stackgraph.reachability import service_reachability
+from stackgraph.synth import PROJECT_DIR, Graph
 from tests.conftest import cached_graph, shape_config
 
 SHAPES = ["dev", "four-regions", "three-workers"]  # three-workers has one in the client region
@@ -166,7 +166,7 @@ def test_service_ignores_desired_count_and_scales_within_bounds(stack: Graph) ->
 
 
 def test_scaling_on_cpu_keeps_the_reference_target() -> None:
-    from components.synth import synthesize
+    from stackgraph.synth import synthesize
 
     graph = synthesize("dev", {"workers": [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",
                                             "scaleOn": "cpu", "minTasks": 1}]})  # CPU cannot start from 0
@@ -179,7 +179,7 @@ def test_scaling_on_cpu_keeps_the_reference_target() -> None:
 
 
 def test_scaling_bounds_and_sizes_follow_config() -> None:
-    from components.synth import synthesize
+    from stackgraph.synth import synthesize
 
     graph = synthesize("dev", {"workers": [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",
                                             "minTasks": 1, "maxTasks": 4, "cpuTargetPercent": 60, "scaleOn": "cpu",

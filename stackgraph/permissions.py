@@ -31,7 +31,7 @@ from typing import Any
 
 from policy_sentry.querying.actions import get_action_data, get_actions_for_service
 
-from components.synth import MOCK_ACCOUNT, Graph, RecordedResource
+from stackgraph.synth import MOCK_ACCOUNT, Graph, RecordedResource
 
 # (recorded resource name pattern, action) -> why a finding there is accepted. Empty: nothing is exempt.
 EXEMPTIONS: dict[tuple[str, str], str] = {}

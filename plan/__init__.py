@@ -1,4 +1,4 @@
-"""`python -m components.plan --stack dev`: what a stack would deploy, without an AWS account.
+"""`python -m plan --stack dev`: what a stack would deploy, without an AWS account.
 
 Runs the program under the same mocks as the tests, then prints the inventory per region and type, a
 reachability matrix (for every VPC and service port: reachable or not, and through which hops), any
@@ -20,10 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from components.config import ConfigError, load_stack_file
-from components.permissions import reference_findings, service_findings
 from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
-from components.reachability import INGRESS, analyse, service_reachability, vpc_label
-from components.synth import PROJECT_DIR, Graph, RecordedResource, SynthesisError, synthesize
+from policy.rules import evaluate_policies
+from stackgraph.permissions import reference_findings, service_findings
+from stackgraph.reachability import INGRESS, analyse, service_reachability, vpc_label
+from stackgraph.synth import PROJECT_DIR, Graph, RecordedResource, SynthesisError, synthesize
 
 # Rough creation times, minutes: typical values reported for these services (OpenSearch domains and FSx
 # file systems take tens of minutes, networking a few, IAM and S3 seconds). Not measured here.
@@ -245,8 +246,6 @@ def evaluate(graph: Graph) -> Plan:
     plan.violations += world_open(graph)
     plan.violations += [f"IAM: {finding}" for finding in reference_findings(graph)]
     plan.violations += [f"IAM: {finding}" for finding in service_findings(graph)]
-    from policy.rules import evaluate_policies  # the pack's policies, as `pulumi preview --policy-pack` runs them
-
     policies = evaluate_policies(graph)
     plan.policy_violations = [f"[{name}] {message}" for name, message in policies.violations]
     plan.policy_exemptions = sorted(f"[{name}] {resource}: {reason}" for name, resource, reason in policies.exemptions)
@@ -287,7 +286,7 @@ def render(plan: Plan) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m components.plan", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m plan", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="dev", help="use Pulumi.<stack>.yaml")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -309,6 +308,3 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(asdict(plan), indent=2) if args.json else render(plan))
     return 1 if plan.violations or plan.policy_violations else 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

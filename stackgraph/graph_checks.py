@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from components.reachability import ACCEPTER, PEERING, ROUTE_TABLE, TGW_ROUTE, VPC_ATTACHMENT, VPC_ROUTE
-from components.synth import Graph
+from stackgraph.reachability import ACCEPTER, PEERING, ROUTE_TABLE, TGW_ROUTE, VPC_ATTACHMENT, VPC_ROUTE
+from stackgraph.synth import Graph
 
 # Inputs that are a resource's own physical name, which AWS keeps unique per region (or account for IAM).
 NAME_INPUTS = ("name", "namePrefix", "domainName", "policyName", "family")

@@ -184,7 +184,7 @@ class RealisticMocks(pulumi_mocks.Mocks):
             "tls:index/certRequest:CertRequest": ("certRequestPem", "CERTIFICATE REQUEST"),
         }
         if args.typ not in pem:
-            raise UnmockedInvokeError(f"{args.typ} is not mocked; add its computed outputs in components/synth.py")
+            raise UnmockedInvokeError(f"{args.typ} is not mocked; add its computed outputs in stackgraph/synth.py")
         field, label = pem[args.typ]
         state = {field: f"-----BEGIN {label}-----\nMOCK{digest}\n-----END {label}-----\n"}
         if args.typ == "tls:index/privateKey:PrivateKey":
@@ -290,7 +290,7 @@ class RealisticMocks(pulumi_mocks.Mocks):
             return {"authorizationToken": "QVdTOm1vY2s=", "proxyEndpoint": f"https://{registry}",
                     "userName": "AWS", "password": "mock", "expiresAt": "2099-01-01T00:00:00Z",
                     "id": region, "registryId": args.args.get("registryId", MOCK_ACCOUNT)}, []
-        raise UnmockedInvokeError(f"invoke {args.token} is not mocked; add a realistic answer in components/synth.py")
+        raise UnmockedInvokeError(f"invoke {args.token} is not mocked; add a realistic answer in stackgraph/synth.py")
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

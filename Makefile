@@ -6,9 +6,12 @@ STAMP := $(VENV)/.installed-requirements
 
 .PHONY: test demo bench-wan lint typecheck unit clean-venv
 
-$(STAMP): requirements.txt
+# The data plane is installed (editable) as the distribution the images and the kernel install, so that every
+# process here sees the same package metadata and version.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	cp requirements.txt $(STAMP)
 
 lint: $(STAMP)

@@ -17,7 +17,6 @@ from botocore.exceptions import ClientError
 
 IMPORT = "IMPORT_METADATA_FROM_REPOSITORY"
 TERMINAL = ("SUCCEEDED", "FAILED", "CANCELED")
-RUNNING = ("PENDING", "EXECUTING", "CANCELING")
 
 
 class FsxImportError(Exception):

@@ -10,7 +10,6 @@ CMIP6_FACETS = ("activity_id", "institution_id", "source_id", "experiment_id", "
                 "variable_id", "grid_label", "version")
 ERA5_FACETS = ("year", "month", "variable")
 FACETS = (*CMIP6_FACETS, *ERA5_FACETS)
-KINDS = ("cmip6-zarr", "era5-netcdf", "era5-zarr", "zarr", "netcdf", "file")
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,6 @@ class BackboneNetworkArgs:
     asn_base: int = PRIVATE_ASN_BASE
 
 
-def _slug(cidr: str) -> str:
-    return cidr.replace("/", "-")
-
-
 class BackboneNetwork(pulumi.ComponentResource):
     """Connects every VPC to every other VPC, in the same region or across regions."""
 

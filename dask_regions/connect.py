@@ -23,6 +23,7 @@ import dask.config
 
 from dask_regions.errors import VersionMismatchError
 from dask_regions.keys import is_pool, pool_of_region, region_of_pool
+from dask_regions.versions import check_versions
 
 # Where the servers' logs are, as the kernel's environment says: CloudWatch log groups in AWS (JSON: name ->
 # {"region", "group"}), a directory of log files on the local platform.
@@ -56,11 +57,10 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
         raise ConnectError(f"the scheduler at {address} accepted the connection but Dask's handshake failed: "
                                 f"{error}") from None
     try:
-        client.get_versions(check=True)
-    except ValueError as error:  # Dask's own check: required packages differ
+        check_versions(client)  # Dask's own comparison, over Dask's packages and the platform's
+    except VersionMismatchError:
         client.close()  # type: ignore[no-untyped-call]
-        raise VersionMismatchError(f"client, scheduler and workers must run the same versions (the platform's "
-                                   f"kernel and image install the same wheel):\n{error}") from None
+        raise
     return Platform(client, catalog, log_groups=log_groups, log_dir=os.environ.get(LOG_DIR_VARIABLE))
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from dask_regions.api import DEFAULT_POOL_TIMEOUT, open_many
+from dask_regions.opening import open_many
+from dask_regions.pools import DEFAULT_POOL_TIMEOUT
 
 KEY_SEPARATOR = "."  # intake-esm's default
 ENGINES = {"zarr": "zarr", "netcdf": "h5netcdf"}

@@ -49,7 +49,7 @@ def reference_analysis(platform: dict[str, Any], pinned: bool = True) -> tuple[A
         era5 = dask_regions.open_mfdataset(client, months, concat_dim="time0", chunks={"time0": 6})
         cmip6 = dask_regions.open_dataset(client, store, chunks={"time": 24})
     else:  # plain Dask: the same lazy datasets, chunked without the region in their names
-        from dask_regions.api import _open_lazily
+        from dask_regions.opening import _open_lazily
 
         era5 = xr.concat([client.submit(_open_lazily, m.path, None, {}, pure=False).result().chunk({"time0": 6})
                           for m in months], dim="time0")
@@ -177,24 +177,33 @@ def test_data_of_a_region_that_is_not_configured_fails_naming_it(platform: dict[
 
 
 def test_versions_are_checked_at_connect(platform: dict[str, Any]) -> None:
+    """Dask's own comparison over Dask's packages and the platform's: a worker whose data plane is another version
+    (simulated where Dask reads versions) is named with both versions."""
     client = platform["client"]
     versions = dask_regions.check_versions(client)
-    assert versions["client"]["dask_regions"] == dask_regions.__version__
+    assert versions["client"]["packages"]["cross-region-dask"] == dask_regions.__version__ != "0+unknown"
     worker = next(iter(client.scheduler_info()["workers"]))
 
-    def skew() -> None:
-        import dask_regions as on_worker
+    def skew(stale: bool) -> None:
+        import distributed.versions as dask_versions
 
-        on_worker.__version__ = "0.0.0-stale"
+        if stale:
+            dask_versions._real_version_cached = dask_versions._version_cached  # type: ignore[attr-defined]
+            dask_versions._version_cached = (  # type: ignore[assignment]
+                lambda pkg: "0.0.0-stale" if pkg == "cross-region-dask"
+                else dask_versions._real_version_cached(pkg))  # type: ignore[attr-defined]
+        else:
+            dask_versions._version_cached = dask_versions._real_version_cached  # type: ignore[attr-defined]
 
-    client.run(skew, workers=[worker])
+    client.run(skew, True, workers=[worker])
     try:
-        with pytest.raises(VersionMismatchError, match=rf"dask_regions: client {dask_regions.__version__}, "
-                                                       rf"{worker} 0\.0\.0-stale"):
+        with pytest.raises(VersionMismatchError) as caught:
             dask_regions.check_versions(client)
+        message = str(caught.value)
+        assert "cross-region-dask" in message and "0.0.0-stale" in message and dask_regions.__version__ in message
     finally:
-        client.run(lambda: setattr(__import__("dask_regions"), "__version__", dask_regions.__version__),
-                   workers=[worker])
+        client.run(skew, False, workers=[worker])
+    dask_regions.check_versions(client)
 
 
 def test_a_pool_killed_mid_computation_ends_in_a_clear_error(platform: dict[str, Any]) -> None:
@@ -340,7 +349,8 @@ def test_routing_setting_must_be_a_boolean() -> None:
 def test_auto_chunks_are_whole_multiples_of_the_stored_chunks(tmp_path: Path) -> None:
     import dask
 
-    from dask_regions.api import _open_lazily, stored_chunks
+    from dask_regions.chunking import stored_chunks
+    from dask_regions.opening import _open_lazily
     from local_platform.data import CMIP6_STORE, write_cmip6_like
 
     write_cmip6_like(tmp_path, years=range(2090, 2101), lat=30, lon=60, time_chunk=12)  # 86 KB stored chunks

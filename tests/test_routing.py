@@ -49,7 +49,7 @@ def routed(*collections: Any, regions: tuple[str, ...] = (REGION, OTHER)) -> tup
 
 def netcdf_region(tmp_path: Path, region: str, months: int = 3) -> xr.Dataset:
     """One-chunk-per-file netCDF, chunked through dask_regions' tagging chunk manager, as open_mfdataset does."""
-    from dask_regions.api import _chunk_in_region, _open_lazily
+    from dask_regions.opening import _chunk_in_region, _open_lazily
 
     keys = write_era5_like(tmp_path / region, months=months, steps=4, lat=6, lon=8, time_chunk=4)
     parts = [_chunk_in_region(_open_lazily(str(tmp_path / region / key), None, {}), "auto", region) for key in keys]

@@ -4,7 +4,6 @@ import pulumi
 
 from components.backbone import BackboneNetwork, BackboneNetworkArgs
 from components.client_region import CatalogAccess, CatalogAccessArgs, ClientRegion, ClientRegionArgs
-from components.config import ConfigError, load_from_pulumi
 from components.dask_tls import DaskTls, DaskTlsArgs
 from components.image import CATALOG_SYNC_IMAGE, DASK_IMAGE, RegionalImage, RegionalImageArgs
 from components.kms import RegionalKeys, RegionalKeysArgs
@@ -12,6 +11,7 @@ from components.naming import Naming, scheduler_host
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.providers import regional_providers
 from components.worker_region import CatalogTarget, WorkerRegion, WorkerRegionArgs
+from stackconfig import ConfigError, load_from_pulumi
 
 try:
     config = load_from_pulumi()

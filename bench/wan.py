@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.wan_agent import MODES  # noqa: E402
 from bench.wan_network import RegionLink, counters, leftovers, wan  # noqa: E402
-from components.config import ConfigError, StackConfig, load_stack_file  # noqa: E402
 from local_platform.data import sample_kind, write_cmip6_like, write_era5_like  # noqa: E402
 from local_platform.processes import stop_groups  # noqa: E402
+from stackconfig import ConfigError, StackConfig, load_stack_file  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "wan.json"
 # Ports inside every namespace (each has its own port space): the service listens on loopback, the region's

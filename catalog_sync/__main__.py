@@ -16,6 +16,7 @@ from catalog_sync.published import FileCounts
 from catalog_sync.records import Association
 from catalog_sync.sinks import SinkError, open_sink
 from catalog_sync.sync import sync_region
+from stackconfig import ConfigError, load_stack_file
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
@@ -31,8 +32,6 @@ def _association(stack: str | None, region: str, dataset: str | None, lustre_pat
     if dataset is None:
         if stack is None:
             raise typer.BadParameter("give --stack (to read the dataset from it) or --dataset", param_hint="--dataset")
-        from components.config import ConfigError, load_stack_file
-
         try:
             config = load_stack_file(PROJECT_DIR, stack)
         except ConfigError as error:

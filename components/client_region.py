@@ -16,7 +16,6 @@ import pulumi_aws as aws
 
 from catalog_sync.access import SECURITY_API, security_config
 from components.buckets import secure_bucket
-from components.config import ClientConfig, WorkerConfig
 from components.dask_tls import container_secrets, read_secret_statements
 from components.distribution import wheel
 from components.naming import Naming, private_dns_namespace, scheduler_host
@@ -30,6 +29,7 @@ from components.resources import (
 )
 from components.scaling import METRIC_NAMESPACE, scheduler_environment
 from dask_regions.connect import LOG_GROUPS_VARIABLE
+from stackconfig import ClientConfig, WorkerConfig
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 CATALOG_ACCESS_RUNTIME = "python3.12"

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from components.addressing import plan_subnets
-from components.config import Site
 from components.naming import Naming
+from stackconfig import Site
+from stackconfig.addressing import plan_subnets
 
 
 @dataclass

@@ -12,11 +12,11 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from components.config import WorkerConfig
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.ports import HTTPS_PORT
 from components.resources import RegionalComponent, catalog_writer_statements, security_group
+from stackconfig import WorkerConfig
 
 LAMBDA_TIMEOUT_SECONDS = 900
 IMPORT_POLL_SECONDS = 60

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pulumi_aws as aws
 
-from components.config import StackConfig
+from stackconfig import StackConfig
 
 
 def regional_providers(config: StackConfig) -> dict[str, aws.Provider]:

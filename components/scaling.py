@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Sequence
 
-from components.config import WorkerConfig
+from stackconfig import WorkerConfig
 
 METRIC_NAMESPACE = "CrossRegionDask"  # the same names as dask_regions.demand (no Pulumi there, no import here)
 METRIC_NAME = "DesiredTasks"

@@ -14,7 +14,6 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_aws.appautoscaling as tracking
 
-from components.config import WorkerConfig
 from components.dask_tls import container_secrets, read_secret_statements
 from components.naming import Naming
 from components.network import RegionalVpc
@@ -22,6 +21,7 @@ from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 from components.resources import RegionalComponent, pull_and_log_statements
 from components.scaling import METRIC_NAME, METRIC_NAMESPACE, exact_capacity_steps, metric_stack
+from stackconfig import WorkerConfig
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 LUSTRE_VERSION = "2.15"

@@ -14,8 +14,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from components.config import ConfigError, StackConfig, load_stack_file
-from local_platform.platform import LocalPlatform, PlatformError, PlatformState
+from local_platform.platform import LocalPlatform, PlatformError
+from local_platform.state import PlatformState
+from stackconfig import ConfigError, StackConfig, load_stack_file
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 console = Console()

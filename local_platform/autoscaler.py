@@ -22,10 +22,8 @@ from typing import Any
 
 from dask_regions.demand import pool_demand
 from dask_regions.drain import workers_named
+from local_platform.state import HISTORY_FILE, SIZES_FILE, SPEC_FILE, PlatformState
 
-SPEC_FILE = "autoscale.json"
-SIZES_FILE = "pool-sizes.json"  # the live worker processes per pool now
-HISTORY_FILE = "pool-history.jsonl"  # one line per change: time and sizes
 RETIRE_GRACE_SECONDS = 30.0
 
 
@@ -141,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from distributed import Client
-
-    from local_platform.platform import PlatformState
 
     parser = argparse.ArgumentParser(prog="python -m local_platform.autoscaler", description=__doc__)
     parser.add_argument("--state-dir", type=Path, required=True)

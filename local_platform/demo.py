@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import dask_regions as dr
-from components.config import StackConfig
 from dask_regions.audit import Audit
 from dask_regions.climate import global_mean, is_synthetic, monthly_climatology, plot_maps, regrid
-from local_platform.autoscaler import SPEC_FILE, current_sizes, pool_history
-from local_platform.platform import DEMAND_SETTINGS, PlatformState
+from local_platform.autoscaler import current_sizes, pool_history
+from local_platform.platform import DEMAND_SETTINGS
+from local_platform.state import SPEC_FILE, PlatformState
+from stackconfig import StackConfig
 
 
 @dataclass

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,22 @@ from catalog_sync.published import FileCounts
 from catalog_sync.records import Association
 from catalog_sync.sinks import open_sink
 from catalog_sync.sync import sync_region
-from components.config import StackConfig, WorkerConfig
-from dask_regions.connect import LOG_DIR_VARIABLE
 from dask_regions.demand import settings_environment
-from local_platform.autoscaler import SIZES_FILE, PoolSpec, write_spec
+from local_platform.autoscaler import PoolSpec, write_spec
 from local_platform.data import publish, sample_kind, write_cmip6_like, write_era5_like
 from local_platform.fsx_standin import LocalFsx
-from local_platform.tls import LocalTls, create_local_tls, load_local_tls
+from local_platform.state import (
+    CATALOG_FILE,
+    HISTORY_FILE,
+    LOCK_FILE,
+    PUBLISHED_COUNTS_FILE,
+    SIZES_FILE,
+    STATE_FILE,
+    PlatformState,
+)
+from local_platform.tls import create_local_tls, load_local_tls
+from stackconfig import StackConfig, WorkerConfig
 
-STATE_FILE = "platform.json"
-LOCK_FILE = ".starting.lock"  # held while `up` starts a platform: a second `up` is refused, not interleaved
-PUBLISHED_COUNTS_FILE = "published-counts.json"  # each region's last published catalog size (the shrink guard)
 BIN = Path(sys.executable).parent
 WORKER_THREADS = 2
 START_TIMEOUT = 60.0
@@ -42,36 +46,6 @@ DEMAND_SETTINGS = {"interval": 1.0, "scale_in_window": 5.0, "target_duration": 2
 
 class PlatformError(RuntimeError):
     """The platform could not do what was asked; the message says why and what to do."""
-
-
-@dataclass
-class PlatformState:
-    stack: str
-    state_dir: str
-    catalog: str
-    scheduler_address: str = ""
-    dashboard_url: str = ""
-    s3_endpoints: dict[str, str] = field(default_factory=dict)
-    pools: list[str] = field(default_factory=list)
-    processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {pid, command}
-    tls_dir: str = ""  # this run's CA and certificates: every Dask connection is mutual TLS
-
-    @property
-    def tls(self) -> LocalTls:
-        return load_local_tls(Path(self.tls_dir))
-
-    def client_environment(self) -> dict[str, str]:
-        """What a shell or kernel needs to reach this platform (`python -m local_platform env`)."""
-        return {"DASK_SCHEDULER_ADDRESS": self.scheduler_address, "CATALOG_ENDPOINT": self.catalog,
-                LOG_DIR_VARIABLE: str(Path(self.state_dir).resolve() / "logs"), **self.tls.client_environment()}
-
-    def save(self) -> None:
-        (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, state_dir: Path) -> PlatformState | None:
-        path = state_dir / STATE_FILE
-        return cls(**json.loads(path.read_text())) if path.exists() else None
 
 
 def free_port() -> int:
@@ -178,7 +152,7 @@ class LocalPlatform:
                                 f"see `python -m local_platform status --state-dir {self.state_dir}`, or stop it "
                                 "with `down`")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("fsx", "staging", "catalog.db", "logs", "tls", "pool-sizes.json", "pool-history.jsonl"):
+        for stale in ("fsx", "staging", CATALOG_FILE, "logs", "tls", SIZES_FILE, HISTORY_FILE):
             path = self.state_dir / stale
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         (self.state_dir / "logs").mkdir()
@@ -209,7 +183,7 @@ class LocalPlatform:
             _wait_for_port(port, "the catalog (osmem)", process, self._log("catalog"))
             state.catalog = f"http://127.0.0.1:{port}"
         else:
-            state.catalog = f"sqlite:///{self.state_dir / 'catalog.db'}"
+            state.catalog = f"sqlite:///{self.state_dir / CATALOG_FILE}"
         state.save()
 
         self.report("generating sample data and uploading it to the S3 emulations")

@@ -19,9 +19,9 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from components.config import ConfigError, load_stack_file
 from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
 from policy.rules import evaluate_policies
+from stackconfig import ConfigError, load_stack_file
 from stackgraph.permissions import reference_findings, service_findings
 from stackgraph.reachability import INGRESS, analyse, service_reachability, vpc_label
 from stackgraph.synth import PROJECT_DIR, Graph, RecordedResource, SynthesisError, synthesize

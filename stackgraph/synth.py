@@ -25,7 +25,7 @@ from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 
-from components.config import raw_stack_config
+from stackconfig import raw_stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MOCK_ACCOUNT = "123456789012"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from components.config import StackConfig, parse_stack_config, raw_stack_config
+from stackconfig import StackConfig, parse_stack_config, raw_stack_config
 from stackgraph.synth import PROJECT_DIR, Graph, synthesize
 
 CLIENT = {"region": "eu-west-2", "cidr": "10.0.0.0/16"}

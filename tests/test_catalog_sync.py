@@ -303,7 +303,7 @@ def test_the_local_platform_syncs_with_the_stacks_drop_limit(tmp_path: Path, mon
     import dataclasses
 
     import local_platform.platform as platform
-    from components.config import load_stack_file
+    from stackconfig import load_stack_file
 
     config = dataclasses.replace(load_stack_file(ROOT, "dev"), sync_max_drop_percent=10)
     seen: dict[str, Any] = {}

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.addressing import plan_subnets
-from components.config import (
+from stackconfig import (
     CLIENT_KEYS,
     TOP_LEVEL_KEYS,
     WORKER_KEYS,
@@ -23,6 +22,7 @@ from components.config import (
     raw_stack_config,
     schedule_problem,
 )
+from stackconfig.addressing import plan_subnets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -186,7 +186,7 @@ def test_a_legitimate_allow_list_is_accepted() -> None:
 
 
 def test_the_number_of_worker_regions_is_bounded() -> None:
-    from components.config import MAX_WORKER_REGIONS
+    from stackconfig import MAX_WORKER_REGIONS
     from tests.conftest import WORKER_REGIONS, workers
 
     regions = [*WORKER_REGIONS, "us-east-2", "ap-south-1", "eu-west-3"][:MAX_WORKER_REGIONS + 1]
@@ -199,8 +199,8 @@ def test_the_number_of_worker_regions_is_bounded() -> None:
 
 def test_plan_handles_the_most_worker_regions_allowed() -> None:
     """`plan` at MAX_WORKER_REGIONS (the README gives its measured time; no timed assertion here)."""
-    from components.config import MAX_WORKER_REGIONS
     from plan import evaluate
+    from stackconfig import MAX_WORKER_REGIONS
     from stackgraph.synth import synthesize
     from tests.conftest import WORKER_REGIONS, workers
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, load_stack_file
 from local_platform.processes import stop_groups
 from local_platform.tls import LocalTls, create_local_tls
+from stackconfig import ConfigError, load_stack_file
 from stackgraph.synth import PROJECT_DIR, Graph, RecordedResource
 from tests.conftest import SHAPES, cached_graph
 

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from local_platform.platform import LOCK_FILE, members, runs_from
+from local_platform.platform import members, runs_from
+from local_platform.state import LOCK_FILE
 from tests.test_local_platform import cli, group_gone, recorded_pids
 
 
@@ -104,7 +105,7 @@ def test_down_ends_a_recorded_group_whose_leader_died(tmp_path: Path) -> None:
 def test_listeners_bind_loopback_and_the_autoscaler_stops_at_once_without_a_scheduler(tmp_path: Path) -> None:
     from distributed import Client
 
-    from local_platform.platform import PlatformState
+    from local_platform.state import PlatformState
 
     state_dir = tmp_path / "state"
     assert cli("up", "--stack", "dev", "--state-dir", str(state_dir)).returncode == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from components.config import load_stack_file
+from stackconfig import load_stack_file
 from stackgraph.graph_checks import unpinned_resources
 from stackgraph.synth import PROJECT_DIR, Graph, synthesize
 

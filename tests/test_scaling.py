@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, load_stack_file
 from components.scaling import MAX_STEPS, exact_capacity_steps
 from dask_regions.demand import CloudWatchPublisher, PoolFigure, pool_demand
+from stackconfig import ConfigError, load_stack_file
 from stackgraph.synth import PROJECT_DIR, Graph, synthesize
 from tests.regional_cluster import RegionalCluster
 
@@ -313,7 +313,8 @@ def _live_workers_of(pool: str, state_dir: Path) -> list[int]:
 def test_the_local_autoscaler_starts_and_stops_real_worker_processes(tmp_path: Path) -> None:
     from distributed import Client
 
-    from local_platform.platform import LocalPlatform, PlatformState
+    from local_platform.platform import LocalPlatform
+    from local_platform.state import PlatformState
 
     config = load_stack_file(PROJECT_DIR, "dev")
     platform = LocalPlatform(config, tmp_path / "state", idle_timeout=2)

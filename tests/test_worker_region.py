@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from components.config import S3Location, StackConfig, WorkerConfig, load_stack_file
 from components.worker_region import worker_command
+from stackconfig import S3Location, StackConfig, WorkerConfig, load_stack_file
 from stackgraph.reachability import service_reachability
 from stackgraph.synth import PROJECT_DIR, Graph
 from tests.conftest import cached_graph, shape_config
@@ -351,7 +351,7 @@ def _worker_states_once_both_arrive(client: Any, keys: set[str]) -> dict[str, st
 
 
 def test_bad_worker_ports_and_memory_are_config_errors() -> None:
-    from components.config import ConfigError, parse_stack_config
+    from stackconfig import ConfigError, parse_stack_config
 
     raw = {"client": {"region": "eu-west-2", "cidr": "10.0.0.0/16"},
            "workers": [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",

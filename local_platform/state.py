@@ -1,0 +1,50 @@
+"""What a running local platform leaves in its state directory: the names of its files, said once, and the
+record of what it started (`PlatformState`), read by the CLI, the autoscaler and the demo."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dask_regions.connect import LOG_DIR_VARIABLE
+from local_platform.tls import LocalTls, load_local_tls
+
+STATE_FILE = "platform.json"
+LOCK_FILE = ".starting.lock"  # held while `up` starts a platform: a second `up` is refused, not interleaved
+PUBLISHED_COUNTS_FILE = "published-counts.json"  # each region's last published catalog size (the shrink guard)
+CATALOG_FILE = "catalog.db"  # the SQLite catalog, when the platform runs without an OpenSearch stand-in
+SPEC_FILE = "autoscale.json"  # the autoscaler's pools, bounds and timings
+SIZES_FILE = "pool-sizes.json"  # the live worker processes per pool now
+HISTORY_FILE = "pool-history.jsonl"  # one line per change: time and sizes
+
+
+@dataclass
+class PlatformState:
+    stack: str
+    state_dir: str
+    catalog: str
+    scheduler_address: str = ""
+    dashboard_url: str = ""
+    s3_endpoints: dict[str, str] = field(default_factory=dict)
+    pools: list[str] = field(default_factory=list)
+    processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {pid, command}
+    tls_dir: str = ""  # this run's CA and certificates: every Dask connection is mutual TLS
+
+    @property
+    def tls(self) -> LocalTls:
+        return load_local_tls(Path(self.tls_dir))
+
+    def client_environment(self) -> dict[str, str]:
+        """What a shell or kernel needs to reach this platform (`python -m local_platform env`)."""
+        return {"DASK_SCHEDULER_ADDRESS": self.scheduler_address, "CATALOG_ENDPOINT": self.catalog,
+                LOG_DIR_VARIABLE: str(Path(self.state_dir).resolve() / "logs"), **self.tls.client_environment()}
+
+    def save(self) -> None:
+        (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> PlatformState | None:
+        path = state_dir / STATE_FILE
+        return cls(**json.loads(path.read_text())) if path.exists() else None

@@ -38,7 +38,10 @@ def wheel_name(root: Path = PROJECT_DIR) -> str:
 
 
 def sources(root: Path = PROJECT_DIR) -> list[Path]:
-    return [root / "pyproject.toml", *sorted(p for package in packages(root) for p in (root / package).rglob("*.py"))]
+    """pyproject.toml and every file of the packages (code and package data), without caches."""
+    return [root / "pyproject.toml", *sorted(
+        p for package in packages(root) for p in (root / package).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")]
 
 
 def source_digest(root: Path = PROJECT_DIR) -> str:

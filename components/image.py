@@ -44,7 +44,8 @@ def content_tag(spec: ImageSpec = DASK_IMAGE, root: Path = PROJECT_DIR) -> str:
     """An immutable tag from the bytes that go into the image: a new tag exactly when the image changes."""
     digest = hashlib.sha256()
     files = [root / f for f in (spec.dockerfile, *spec.files)]
-    files += sorted(p for package in spec.packages for p in (root / package).rglob("*.py"))
+    files += sorted(p for package in spec.packages for p in (root / package).rglob("*")
+                    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
     for path in files:
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]

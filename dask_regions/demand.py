@@ -32,10 +32,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-import dask
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import Scheduler, TaskState, WorkerState
 
+from dask_regions import settings
 from dask_regions.internals import prefix_duration
 from dask_regions.keys import is_pool, region_of_pool
 
@@ -60,26 +60,23 @@ class PoolSizing:
 
 @dataclass(frozen=True)
 class DemandSettings:
-    interval: float = 5.0
-    target_duration: float = 30.0  # seconds the queued work of a pool may take with the workers asked for
-    scale_in_window: float = 120.0
-    idle_timeout: float = 1800.0
-    scale_up_timeout: float = 900.0  # how long the router lets tasks wait for an empty configured pool
+    """The plugin's timings (seconds) and the configured pools; by default, `dask-regions.demand` in Dask's config
+    (its defaults: dask_regions/dask_regions.yaml)."""
+
+    interval: float = field(default_factory=lambda: settings.seconds("demand.interval"))
+    # seconds the queued work of a pool may take with the workers asked for
+    target_duration: float = field(default_factory=lambda: settings.seconds("demand.target-duration"))
+    scale_in_window: float = field(default_factory=lambda: settings.seconds("demand.scale-in-window"))
+    idle_timeout: float = field(default_factory=lambda: settings.seconds("demand.idle-timeout"))
+    # how long the router lets tasks wait for an empty configured pool
+    scale_up_timeout: float = field(default_factory=lambda: settings.seconds("demand.scale-up-timeout"))
     pools: Mapping[str, PoolSizing] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls) -> DemandSettings:
-        raw = dask.config.get("dask_regions.demand", {}) or {}
-
-        def number(key: str, default: float) -> float:
-            value = raw.get(key, raw.get(key.replace("_", "-"), default))
-            return float(value)
-
         pools = {name: PoolSizing(**{k.replace("-", "_"): v for k, v in sizing.items()})
-                 for name, sizing in (raw.get("pools") or {}).items()}
-        return cls(interval=number("interval", 5.0), target_duration=number("target_duration", 30.0),
-                   scale_in_window=number("scale_in_window", 120.0), idle_timeout=number("idle_timeout", 1800.0),
-                   scale_up_timeout=number("scale_up_timeout", 900.0), pools=pools)
+                 for name, sizing in (settings.get("demand.pools") or {}).items()}
+        return cls(pools=pools)
 
 
 @dataclass
@@ -302,10 +299,9 @@ def pool_demand(client: Any) -> dict[str, dict[str, Any]]:
 
 def dask_setup(scheduler: Scheduler) -> None:
     """Entry point for `dask scheduler --preload dask_regions.demand`."""
-    settings = DemandSettings.from_config()
+    configured = DemandSettings.from_config()
     publisher: Publisher | None = None
-    if dask.config.get("dask_regions.demand.publisher", "none") == "cloudwatch":
-        publisher = CloudWatchPublisher(stack=str(dask.config.get("dask_regions.demand.stack")),
-                                        namespace=str(dask.config.get("dask_regions.demand.namespace",
-                                                                      METRIC_NAMESPACE)))
-    scheduler.add_plugin(PoolDemand(settings, publisher))
+    if settings.get("demand.publisher") == "cloudwatch":
+        publisher = CloudWatchPublisher(stack=str(settings.get("demand.stack")),
+                                        namespace=str(settings.get("demand.namespace") or METRIC_NAMESPACE))
+    scheduler.add_plugin(PoolDemand(configured, publisher))

@@ -16,7 +16,7 @@ import os
 import urllib.request
 from typing import Any
 
-import dask
+from dask_regions import settings
 
 logger = logging.getLogger("dask_regions.protection")
 PROTECTION_PATH = "/task-protection/v1/state"
@@ -48,8 +48,8 @@ def dask_setup(worker: Any) -> None:
         return
     from tornado.ioloop import PeriodicCallback
 
-    interval = float(dask.config.get("dask_regions.protection.interval", 30))
-    minutes = max(1, int(dask.config.get("dask_regions.protection.minutes", 3)))
+    interval = settings.seconds("protection.interval")
+    minutes = max(1, int(settings.get("protection.minutes")))
 
     async def renew() -> None:
         if busy(worker):

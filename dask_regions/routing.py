@@ -16,12 +16,11 @@ Tasks no live or scalable worker can run (a pool with no live worker, more slots
 mistyped or unknown pool) would wait forever: the router fails them after a timeout with an error naming the
 resource and what the pools offer.
 
-Load it in the scheduler: `dask scheduler --preload dask_regions.routing`. Configuration (dask config or
-environment): `dask_regions.regions` (the configured regions, DASK_DASK_REGIONS__REGIONS='["us-east-1", ...]';
-unset: the regions of every pool the scheduler has seen), `dask_regions.combine_pool`, `dask_regions.
-missing_pool_timeout` (seconds, default 30), `dask_regions.route` (default true; false only observes: tasks go
-wherever plain Dask puts them and the audit reports where that was, which is how the WAN benchmark measures
-plain Dask).
+Load it in the scheduler: `dask scheduler --preload dask_regions.routing`. Its settings (Dask config or
+environment; defaults in dask_regions.yaml): `dask-regions.regions` (the configured regions,
+DASK_DASK_REGIONS__REGIONS='["us-east-1", ...]'), `dask-regions.combine-pool`, `dask-regions.missing-pool-timeout`
+and `dask-regions.route` (false only observes: tasks go wherever plain Dask puts them and the audit reports where
+that was, which is how the WAN benchmark measures plain Dask).
 """
 
 from __future__ import annotations
@@ -32,10 +31,10 @@ from collections import defaultdict, deque
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-import dask
 from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import Scheduler, TaskState, WorkerState
 
+from dask_regions import settings
 from dask_regions.demand import PLUGIN_NAME as DEMAND_PLUGIN
 from dask_regions.demand import PoolDemand
 from dask_regions.errors import MissingPoolError, UnrunnableTaskError
@@ -80,11 +79,12 @@ class RegionRouter(SchedulerPlugin):
     name = PLUGIN_NAME
 
     def __init__(self, regions: Iterable[str] = (), combine_pool: str | None = None,
-                 missing_pool_timeout: float = 30.0, route: bool = True) -> None:
+                 missing_pool_timeout: float | None = None, route: bool = True) -> None:
         self.configured = frozenset(regions)
         self.combine_pool = combine_pool
         self.route = route
-        self.missing_pool_timeout = missing_pool_timeout
+        self.missing_pool_timeout = (settings.seconds("missing-pool-timeout") if missing_pool_timeout is None
+                                     else missing_pool_timeout)
         self.regions: dict[Any, frozenset[str]] = {}  # task key -> regions whose data it depends on
         self.reads: dict[Any, frozenset[str]] = {}  # task key -> regions whose data its own spec holds
         self.combiners: dict[Any, str | None] = {}  # combining task -> the pool chosen for it (None: not yet)
@@ -302,18 +302,6 @@ def keep_retired_data_in_its_pool() -> None:
     narrow_retirement(peers)
 
 
-def _flag(value: object, name: str) -> bool:
-    """A boolean setting, also when it comes from the environment as text."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{name}={value!r}: use true or false")
-
-
 def _regions_setting(value: object) -> list[str]:
     """`dask_regions.regions`: a list, or text (one region, or several separated by commas)."""
     if isinstance(value, str):
@@ -326,8 +314,7 @@ def _regions_setting(value: object) -> list[str]:
 def dask_setup(scheduler: Scheduler) -> None:
     """Entry point for `dask scheduler --preload dask_regions.routing`."""
     keep_retired_data_in_its_pool()
-    router = RegionRouter(regions=_regions_setting(dask.config.get("dask_regions.regions", []) or []),
-                          combine_pool=dask.config.get("dask_regions.combine_pool", None),
-                          missing_pool_timeout=float(dask.config.get("dask_regions.missing_pool_timeout", 30)),
-                          route=_flag(dask.config.get("dask_regions.route", True), "dask_regions.route"))
+    router = RegionRouter(regions=_regions_setting(settings.get("regions") or []),
+                          combine_pool=settings.get("combine-pool"),
+                          missing_pool_timeout=settings.seconds("missing-pool-timeout"), route=settings.flag("route"))
     scheduler.add_plugin(router)

@@ -338,12 +338,25 @@ def test_the_router_only_observes_when_routing_is_off(route: bool, restricted: d
     assert router.regions[mean.key] == {"us-east-1"}  # known either way: the audit reports misplacement
 
 
-def test_routing_setting_must_be_a_boolean() -> None:
-    from dask_regions.routing import _flag
+def test_settings_come_from_the_defaults_file_and_dasks_own_parsing(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dask
 
-    assert _flag("False", "dask_regions.route") is False and _flag(True, "dask_regions.route") is True
-    with pytest.raises(ValueError, match=r"dask_regions.route='sometimes': use true or false"):
-        _flag("sometimes", "dask_regions.route")
+    from dask_regions import settings
+    from dask_regions.demand import DemandSettings
+
+    assert (settings.seconds("missing-pool-timeout"), settings.flag("route")) == (30.0, True)  # dask_regions.yaml
+    assert DemandSettings().idle_timeout == 1800.0  # "30 minutes"
+    monkeypatch.setenv("DASK_DASK_REGIONS__ROUTE", "False")  # as a task definition sets it
+    monkeypatch.setenv("DASK_DASK_REGIONS__DEMAND__IDLE_TIMEOUT", "90s")
+    dask.config.refresh()
+    try:
+        assert settings.flag("route") is False and DemandSettings().idle_timeout == 90.0
+        with dask.config.set({"dask-regions.route": "sometimes"}), pytest.raises(
+                ValueError, match=r"dask-regions.route='sometimes': use true or false"):
+            settings.flag("route")
+    finally:
+        monkeypatch.undo()
+        dask.config.refresh()
 
 
 def test_auto_chunks_are_whole_multiples_of_the_stored_chunks(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_the_wheel_holds_the_whole_data_plane_and_imports_without_the_source_tre
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().startswith(str(target))
     names = {Path(n).name for n in zipfile.ZipFile(built).namelist()}
-    assert {p.name for p in (ROOT / "dask_regions").glob("*.py")} <= names
+    assert {p.name for p in (ROOT / "dask_regions").glob("*.py")} | {"dask_regions.yaml"} <= names
 
 
 def test_the_tag_changes_exactly_when_the_image_inputs_change(tmp_path: Path) -> None:

@@ -111,11 +111,11 @@ pulumi.export("clientTlsSecret", {"arn": dask_tls.secret_arns["client"][home], "
 pulumi.export("imageDigest", image.digest)
 pulumi.export("imageReferences", image.references)
 pulumi.export("workerRegions", {
-    region.pool_name.removeprefix("pool-"): {
+    worker.region: {
         "fileSystemId": region.file_system_id, "fileSystemDnsName": region.file_system_dns_name,
         "mountName": region.mount_name, "associationId": region.association_id,
         "clusterName": region.cluster_name, "serviceName": region.service_name, "poolName": region.pool_name,
         "syncStateMachineArn": region.sync_state_machine_arn, "alarmTopicArn": region.alarm_topic_arn,
     }
-    for region in worker_regions
+    for worker, region in zip(config.workers, worker_regions, strict=True)
 })

@@ -41,6 +41,7 @@ from bench.wan_agent import MODES  # noqa: E402
 from bench.wan_network import RegionLink, counters, leftovers, wan  # noqa: E402
 from local_platform.data import sample_kind, write_cmip6_like, write_era5_like  # noqa: E402
 from local_platform.processes import stop_groups  # noqa: E402
+from platform_facts import pool_of_region  # noqa: E402
 from stackconfig import ConfigError, StackConfig, load_stack_file  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "wan.json"
@@ -237,7 +238,7 @@ def run_mode(mode: str, config: StackConfig, router: str, links: dict[str, Regio
     """One run of one mode on a fresh cluster: scheduler (router enforcing or only observing) in the client
     region, one worker per pool in each region (the client region's pool combines results)."""
     client = links[config.client.region]
-    combine_pool = f"pool-{config.client.region}"
+    combine_pool = pool_of_region(config.client.region)
     env = {**environment(), "DASK_DASK_REGIONS__COMBINE_POOL": combine_pool,
            "DASK_DASK_REGIONS__ROUTE": "True" if mode == "pinned" else "False"}
     scheduler = f"tcp://{client.address}:{SCHEDULER_PORT}"
@@ -249,7 +250,7 @@ def run_mode(mode: str, config: StackConfig, router: str, links: dict[str, Regio
     try:
         agent(client.namespace, "wait-port", "--port", str(SCHEDULER_PORT))
         for region, link in links.items():
-            pool = f"pool-{region}"
+            pool = pool_of_region(region)
             names.append(f"{mode}{index}-{pool}")
             processes.start(names[-1], link.namespace, [
                 str(BIN / "dask"), "worker", scheduler, "--name", pool, "--nthreads", str(WORKER_THREADS),

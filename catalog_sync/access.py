@@ -7,8 +7,8 @@ catalog-eu-west-1-y`) pass any path-scoped policy, so one region's writer could 
 catalog. The security plugin checks every index a request touches against the roles mapped to the caller's IAM
 role, so the per-region rule holds whatever the request looks like. IAM still scopes paths (both must allow).
 
-Standalone on purpose (standard library and botocore, both in the Lambda runtime): the deploy zips this file
-alone into the function that applies the roles at `pulumi up`.
+Standalone on purpose (standard library, botocore and the shared facts, all in the Lambda runtime or the zip): the
+deploy zips this file with platform_facts into the function that applies the roles at `pulumi up`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-READ_ALIAS = "catalog"  # the alias every reader searches; each region's load indices are `catalog-<region>-*`
+from platform_facts import CATALOG_READ_ALIAS
+
+READ_ALIAS = CATALOG_READ_ALIAS  # the alias every reader searches; each region's load indices `catalog-<region>-*`
 READER_ROLE = "catalog_reader"
 WRITER_ROLE_PREFIX = "catalog_writer_"
 SECURITY_API = "_plugins/_security/api"

@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from catalog_sync.records import CMIP6_FACETS, Association, DatasetRecord, record_id
+from catalog_sync.records import Association, DatasetRecord, record_id
+from platform_facts import CMIP6_FACETS
 
 V2_MARKERS = frozenset({".zgroup", ".zattrs", ".zmetadata", ".zarray"})
 V3_MARKER = "zarr.json"

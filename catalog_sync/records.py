@@ -6,10 +6,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-CMIP6_FACETS = ("activity_id", "institution_id", "source_id", "experiment_id", "member_id", "table_id",
-                "variable_id", "grid_label", "version")
-ERA5_FACETS = ("year", "month", "variable")
-FACETS = (*CMIP6_FACETS, *ERA5_FACETS)
+from platform_facts import FACETS, pool_of_region
 
 
 @dataclass(frozen=True)
@@ -24,7 +21,7 @@ class Association:
 
     @property
     def pool(self) -> str:
-        return f"pool-{self.region}"
+        return pool_of_region(self.region)
 
     @property
     def key_prefix(self) -> str:

@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+import platform_facts as facts
 from catalog_sync.access import READ_ALIAS
-from catalog_sync.records import FACETS, DatasetRecord, opensearch_mapping
+from catalog_sync.records import DatasetRecord, opensearch_mapping
+from platform_facts import DOCUMENT_FIELDS, FACETS
 
 BULK_CHUNK_BYTES = 5 * 1024 * 1024  # well under the domain's 10 MiB request limit
 BULK_CHUNK_DOCS = 500
@@ -175,24 +177,15 @@ class OpenSearchSink:
 
 
 def opensearch_client(endpoint: str, region: str | None = None) -> Any:
-    """A client for a domain endpoint. With `region` (the DOMAIN's region), requests are signed with SigV4
-    for service `es`, using the environment's AWS credentials."""
-    import boto3
-    from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
-
-    options: dict[str, Any] = {"hosts": [endpoint], "timeout": 60, "max_retries": 3, "retry_on_timeout": True}
-    if region:
-        credentials = boto3.Session().get_credentials()
-        if credentials is None:
-            raise SinkError("no AWS credentials to sign catalog requests with")
-        options |= {"http_auth": AWSV4SignerAuth(credentials, region, "es"), "connection_class": RequestsHttpConnection,
-                    "use_ssl": endpoint.startswith("https"), "verify_certs": True}
-    return OpenSearch(**options)
+    """The platform's catalog client (platform_facts.opensearch_client: signed for `es` in the DOMAIN's region)."""
+    try:
+        return facts.opensearch_client(endpoint, region)
+    except PermissionError as error:
+        raise SinkError(str(error)) from None
 
 
 # ---------------------------------------------------------------------------------------------- SQLite
-COLUMNS = ("id", "region", "kind", "s3_uri", "path", "pool", "size", "object_count", "last_modified", "facets",
-           "fileName", "bucket", "dask_pool", "project")
+COLUMNS = DOCUMENT_FIELDS
 _TABLE = """CREATE TABLE IF NOT EXISTS {name} (
     id TEXT NOT NULL, region TEXT NOT NULL, kind TEXT NOT NULL, s3_uri TEXT NOT NULL, path TEXT NOT NULL,
     pool TEXT NOT NULL, size INTEGER NOT NULL, object_count INTEGER NOT NULL, last_modified TEXT NOT NULL,

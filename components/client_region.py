@@ -27,8 +27,9 @@ from components.resources import (
     catalog_writer_statements,
     pull_and_log_statements,
 )
-from components.scaling import METRIC_NAMESPACE, scheduler_environment
+from components.scaling import scheduler_environment
 from dask_regions.connect import LOG_GROUPS_VARIABLE
+from platform_facts import METRIC_NAMESPACE
 from stackconfig import ClientConfig, WorkerConfig
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -329,13 +330,14 @@ class ClientRegion(RegionalComponent):
                  "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"}]))
         access_sg = self._security_group("catalog-access", "Applies the catalog's access roles")
         self._egress(access_sg, "catalog-access-to-catalog", HTTPS_PORT, cidr=args.vpc.site.cidr)
-        # Standalone (standard library and botocore, which the runtime has): the module alone is the package.
+        # Standalone (standard library, botocore, which the runtime has, and the shared facts).
         function = aws.lambda_.Function(
             f"{self._name}-catalog-access", name=function_name, runtime=CATALOG_ACCESS_RUNTIME,
             handler="catalog_sync.access.handler", role=role.arn, timeout=120, memory_size=256,
             reserved_concurrent_executions=1,
             code=pulumi.AssetArchive({path: pulumi.FileAsset(str(PROJECT_DIR / path))
-                                      for path in ("catalog_sync/__init__.py", "catalog_sync/access.py")}),
+                                      for path in ("catalog_sync/__init__.py", "catalog_sync/access.py",
+                                                   "platform_facts/__init__.py")}),
             vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=args.vpc.private_subnet_ids,
                                                          security_group_ids=[access_sg.id]),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=logs.name),

@@ -34,10 +34,10 @@ class ImageSpec:
 
 
 # Both images install the data plane's one wheel (components/distribution.py): its sources are inputs of both.
+WHEEL_PACKAGES = ("dask_regions", "catalog_sync", "platform_facts")
 DASK_IMAGE = ImageSpec("images/dask/Dockerfile", ("requirements.txt", "pyproject.toml", "images/dask/healthcheck.py",
-                                                 "images/dask/entrypoint.py"), ("dask_regions", "catalog_sync"))
-CATALOG_SYNC_IMAGE = ImageSpec("images/catalog-sync/Dockerfile", ("requirements.txt", "pyproject.toml"),
-                               ("dask_regions", "catalog_sync"))
+                                                 "images/dask/entrypoint.py"), WHEEL_PACKAGES)
+CATALOG_SYNC_IMAGE = ImageSpec("images/catalog-sync/Dockerfile", ("requirements.txt", "pyproject.toml"), WHEEL_PACKAGES)
 
 
 def content_tag(spec: ImageSpec = DASK_IMAGE, root: Path = PROJECT_DIR) -> str:

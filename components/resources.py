@@ -10,7 +10,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from catalog_sync.access import READ_ALIAS as CATALOG_READ_ALIAS
+from platform_facts import CATALOG_READ_ALIAS
 
 
 def assume_role_policy(service: str, account: str | None = None) -> str:

@@ -9,10 +9,9 @@ import json
 import math
 from collections.abc import Sequence
 
+from platform_facts import METRIC_NAMESPACE
 from stackconfig import WorkerConfig
 
-METRIC_NAMESPACE = "CrossRegionDask"  # the same names as dask_regions.demand (no Pulumi there, no import here)
-METRIC_NAME = "DesiredTasks"
 MAX_STEPS = 20  # step adjustments per scaling policy (Application Auto Scaling limit)
 SCALE_UP_TIMEOUT_SECONDS = 900  # an empty pool: EC2 instance start, ECS placement, image pull
 

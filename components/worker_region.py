@@ -20,7 +20,8 @@ from components.network import RegionalVpc
 from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 from components.resources import RegionalComponent, pull_and_log_statements
-from components.scaling import METRIC_NAME, METRIC_NAMESPACE, exact_capacity_steps, metric_stack
+from components.scaling import exact_capacity_steps, metric_stack
+from platform_facts import METRIC_NAME, METRIC_NAMESPACE
 from stackconfig import WorkerConfig
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"

@@ -15,8 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from dask_regions.keys import is_pool, region_of_pool
 from dask_regions.routing import PLUGIN_NAME, Placement
+from platform_facts import is_pool, region_of_pool
 
 # Inter-region data transfer, USD per GB: approximate list prices of the Amazon EC2 on-demand pricing page
 # ("Data Transfer OUT From Amazon EC2 To ... another AWS Region"), 0.02 for most pairs in the US and Europe and

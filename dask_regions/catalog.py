@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-FACETS = ("activity_id", "institution_id", "source_id", "experiment_id", "member_id", "table_id", "variable_id",
-          "grid_label", "version", "year", "month", "variable")
+from platform_facts import CATALOG_READ_ALIAS, FACETS, catalog_index_prefix, opensearch_client
+
 FIELDS = ("kind", "region", "pool", "bucket")  # top-level fields find() also filters on
 SEARCH_LIMIT = 10_000
 
@@ -227,19 +227,10 @@ class _SQLite(_Backend):
 
 
 class _OpenSearch(_Backend):
-    ALIAS = "catalog"
+    ALIAS = CATALOG_READ_ALIAS
 
     def __init__(self, endpoint: str, domain_region: str | None) -> None:
-        from opensearchpy import OpenSearch
-
-        options: dict[str, Any] = {"hosts": [endpoint], "timeout": 30}
-        if domain_region:
-            import boto3
-            from opensearchpy import AWSV4SignerAuth, RequestsHttpConnection
-
-            options |= {"http_auth": AWSV4SignerAuth(boto3.Session().get_credentials(), domain_region, "es"),
-                        "connection_class": RequestsHttpConnection, "use_ssl": endpoint.startswith("https")}
-        self.client = OpenSearch(**options)
+        self.client = opensearch_client(endpoint, domain_region, timeout=30)
 
     @staticmethod
     def _field(name: str) -> str:
@@ -250,7 +241,7 @@ class _OpenSearch(_Backend):
         # A document speaks for a region only from that region's own load indices, which only that region's sync
         # may write (catalog_sync/access.py): no region can publish datasets in another's name.
         hits = [hit for hit in hits
-                if str(hit.get("_index", "")).startswith(f"{self.ALIAS}-{hit['_source'].get('region')}-")]
+                if str(hit.get("_index", "")).startswith(catalog_index_prefix(str(hit["_source"].get("region"))))]
         # While a region swaps its load, both loads are in the alias for a moment: one document per dataset id,
         # from the newest load (index names end in the load's time stamp).
         newest: dict[str, dict[str, Any]] = {}

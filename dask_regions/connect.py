@@ -22,8 +22,8 @@ from typing import Any
 import dask.config
 
 from dask_regions.errors import VersionMismatchError
-from dask_regions.keys import is_pool, pool_of_region, region_of_pool
 from dask_regions.versions import check_versions
+from platform_facts import is_pool, pool_of_region, region_of_pool
 
 # Where the servers' logs are, as the kernel's environment says: CloudWatch log groups in AWS (JSON: name ->
 # {"region", "group"}), a directory of log files on the local platform.

@@ -37,14 +37,12 @@ from distributed.scheduler import Scheduler, TaskState, WorkerState
 
 from dask_regions import settings
 from dask_regions.internals import prefix_duration
-from dask_regions.keys import is_pool, region_of_pool
+from platform_facts import METRIC_NAME, METRIC_NAMESPACE, is_pool, region_of_pool
 
 logger = logging.getLogger("dask_regions.demand")
 PLUGIN_NAME = "dask-regions-demand"
 HANDLER = "dask_regions_demand"
 BOUNDS_HANDLER = "dask_regions_bounds"
-METRIC_NAMESPACE = "CrossRegionDask"
-METRIC_NAME = "DesiredTasks"
 
 
 @dataclass(frozen=True)

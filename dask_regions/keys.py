@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 
-POOL_PREFIX = "pool-"
 # AWS region names: two letters, one or more words, a number (us-east-1, ap-southeast-2, il-central-1).
 REGION_NAME = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 MAX_WRAPPING = 8  # xarray wraps a backend array in a few layers (adapters, copy-on-write, lazy indexing)
@@ -54,13 +53,3 @@ def region_of_value(value: object) -> str | None:
     return None
 
 
-def pool_of_region(region: str) -> str:
-    return f"{POOL_PREFIX}{region}"
-
-
-def region_of_pool(pool: str) -> str:
-    return pool.removeprefix(POOL_PREFIX)
-
-
-def is_pool(resource: str) -> bool:
-    return resource.startswith(POOL_PREFIX)

@@ -12,9 +12,10 @@ from typing import Any
 
 from dask_regions.chunking import stored_chunks
 from dask_regions.internals import TaggingDaskManager
-from dask_regions.keys import RegionalArray, check_region, name_prefix, pool_of_region
+from dask_regions.keys import RegionalArray, check_region, name_prefix
 from dask_regions.paths import NETCDF_SUFFIXES, is_remote, local_path
 from dask_regions.pools import DEFAULT_POOL_TIMEOUT, wait_for_pools
+from platform_facts import pool_of_region
 
 # Metadata of a remote netCDF file is read in blocks of this size: small, because every block of a file opened
 # from another region crosses it (the REFERENCE measured 50 MB with fsspec's defaults and 1.7 MB with 256 KiB).

@@ -8,7 +8,7 @@ from typing import Any
 
 from dask_regions.demand import pool_demand
 from dask_regions.errors import MissingPoolError
-from dask_regions.keys import is_pool, pool_of_region, region_of_pool
+from platform_facts import is_pool, pool_of_region, region_of_pool
 
 DEFAULT_POOL_TIMEOUT = 30.0
 

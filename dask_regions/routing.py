@@ -39,7 +39,8 @@ from dask_regions.demand import PLUGIN_NAME as DEMAND_PLUGIN
 from dask_regions.demand import PoolDemand
 from dask_regions.errors import MissingPoolError, UnrunnableTaskError
 from dask_regions.internals import fail_task, narrow_retirement, spec_values
-from dask_regions.keys import is_pool, pool_of_region, region_of_pool, region_of_value
+from dask_regions.keys import region_of_value
+from platform_facts import is_pool, pool_of_region, region_of_pool
 
 logger = logging.getLogger("dask_regions.routing")
 PLUGIN_NAME = "dask-regions-router"

@@ -109,8 +109,8 @@ def _first_worker_port(graph: Graph, region: str) -> int:
 
 def services(graph: Graph) -> list[Service]:
     sites = set(graph.outputs["vpcIds"])
-    found = [Service("scheduler 8786", "client-scheduler-sg", 8786, sites),
-             Service("catalog 443", "client-catalog-sg", 443, sites),
+    found = [Service(f"scheduler {SCHEDULER_PORT}", "client-scheduler-sg", SCHEDULER_PORT, sites),
+             Service(f"catalog {HTTPS_PORT}", "client-catalog-sg", HTTPS_PORT, sites),
              # Internal, it serves the client VPC; allow-listed, it serves the listed networks (operators) only.
              Service("dashboard 80 (load balancer)", "client-dashboard-sg", 80,
                      {"client"} if graph.named("client-dashboard", "aws:lb/loadBalancer:LoadBalancer").inputs.get(

@@ -27,6 +27,7 @@ from pulumi_policy import (
 )
 
 from catalog_sync.access import SECURITY_API, widenings
+from platform_facts import DASHBOARD_PORT, SCHEDULER_PORT
 from stackgraph.permissions import as_list, policies, reference_findings_by_owner
 from stackgraph.reachability import analyse
 from stackgraph.synth import Graph, RecordedResource
@@ -298,7 +299,7 @@ def _autoscaled_ignore_desired(resources: list[PolicyResource]) -> Iterable[tupl
 def _dask_ports_ours(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
     """Scheduler, dashboard, worker and nanny ports admit only our VPCs (or another security group)."""
     ours = [ipaddress.ip_network(v.props["cidrBlock"]) for v in _of(resources, "aws:ec2/vpc:Vpc")]
-    ports: set[int] = {8786, 8787}
+    ports: set[int] = {SCHEDULER_PORT, DASHBOARD_PORT}
     for task in _of(resources, "aws:ecs/taskDefinition:TaskDefinition"):
         for container in json.loads(task.props.get("containerDefinitions") or "[]"):
             ports |= {int(m["containerPort"]) for m in container.get("portMappings", [])}

@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from platform_facts import pool_of_region
+
 PROJECT_NAME = "cross-region-dask"
 DEFAULT_SYNC_SCHEDULE = "cron(0 0 * * ? *)"
 
@@ -167,7 +169,7 @@ class WorkerConfig:
     @property
     def pool_name(self) -> str:
         """The Dask resource every worker of this region carries (`--resources pool-<region>=...`)."""
-        return f"pool-{self.region}"
+        return pool_of_region(self.region)
 
     @property
     def pool_slots(self) -> int:

@@ -92,16 +92,17 @@ def _imports(source: str) -> set[str]:
 
 
 def test_the_kernel_declares_every_package_the_notebook_and_the_library_import() -> None:
-    """Every third-party module imported by the example notebooks' code cells, or anywhere in dask_regions (also
-    inside functions: the catalog client imports opensearch-py when it opens a domain), comes from a distribution
-    the kernel installs: the `notebook` extra."""
+    """Every third-party module imported by the example notebooks' code cells, or anywhere in dask_regions and the
+    shared facts it uses (also inside functions: the catalog client imports opensearch-py when it opens a domain),
+    comes from a distribution the kernel installs: the `notebook` extra."""
     modules: set[str] = set()
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(notebook.read_text())["cells"]
         modules |= _imports("\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"))
-    for path in sorted((ROOT / "dask_regions").rglob("*.py")):
+    for path in sorted(p for package in ("dask_regions", "platform_facts") for p in (ROOT / package).rglob("*.py")):
         modules |= _imports(path.read_text())
-    third_party = modules - set(sys.stdlib_module_names) - {"__future__", "dask_regions", "catalog_sync"}
+    third_party = modules - set(sys.stdlib_module_names) - {"__future__", "dask_regions", "catalog_sync",
+                                                             "platform_facts"}
     assert {"matplotlib", "distributed", "xarray", "opensearchpy"} <= third_party
     owners = importlib.metadata.packages_distributions()
     kernel = {canonical(p) for p in extra("notebook")}

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("plan", "policy", "local_platform", "stackgraph", "components", "catalog_sync", "dask_regions",
-            "stackconfig")
+            "stackconfig", "platform_facts")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:

@@ -6,8 +6,10 @@ import socket
 import sys
 import urllib.request
 
+from platform_facts import DASHBOARD_PORT  # installed with the data plane's wheel
+
 TCP = os.environ.get("DASK_HEALTH_TCP")
-URL = os.environ.get("DASK_HEALTH_URL", "http://127.0.0.1:8787/health")
+URL = os.environ.get("DASK_HEALTH_URL", f"http://127.0.0.1:{DASHBOARD_PORT}/health")
 
 try:
     if TCP:

@@ -1,0 +1,67 @@
+"""Facts the whole platform shares, said once: the Pulumi program, the scheduler's plugins, the workers, the nightly
+sync, the notebook and the local platform all import them from here. Dependency-free (the standard library only,
+and opensearch-py and boto3 imported inside the one function that needs them), in the data plane's wheel, so in
+both images and the notebook kernel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# ---------------------------------------------------------------------------------------------- pools
+# Each region's workers carry the Dask resource `pool-<region>`; a task restricted to it runs in that region.
+POOL_PREFIX = "pool-"
+
+
+def pool_of_region(region: str) -> str:
+    return f"{POOL_PREFIX}{region}"
+
+
+def region_of_pool(pool: str) -> str:
+    return pool.removeprefix(POOL_PREFIX)
+
+
+def is_pool(resource: str) -> bool:
+    return resource.startswith(POOL_PREFIX)
+
+
+# --------------------------------------------------------------------------------------------- demand
+# The scheduler publishes each pool's figure as this CloudWatch metric (dimensions Stack and Pool), in the pool's
+# region; each region's scaling policy follows it.
+METRIC_NAMESPACE = "CrossRegionDask"
+METRIC_NAME = "DesiredTasks"
+
+# ---------------------------------------------------------------------------------------------- ports
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+
+# -------------------------------------------------------------------------------------------- catalog
+# Readers search the read alias; each region's sync loads `catalog-<region>-<dataset>-<stamp>` indices.
+CATALOG_READ_ALIAS = "catalog"
+CMIP6_FACETS = ("activity_id", "institution_id", "source_id", "experiment_id", "member_id", "table_id",
+                "variable_id", "grid_label", "version")
+ERA5_FACETS = ("year", "month", "variable")
+FACETS = (*CMIP6_FACETS, *ERA5_FACETS)
+# A catalog document's top-level fields, in the order the SQLite catalog stores them.
+DOCUMENT_FIELDS = ("id", "region", "kind", "s3_uri", "path", "pool", "size", "object_count", "last_modified",
+                   "facets", "fileName", "bucket", "dask_pool", "project")
+
+
+def catalog_index_prefix(region: str) -> str:
+    """Every load index of `region` starts with this; only that region's sync may write them."""
+    return f"{CATALOG_READ_ALIAS}-{region}-"
+
+
+def opensearch_client(endpoint: str, region: str | None = None, *, timeout: int = 60) -> Any:
+    """A client for a catalog domain. With `region` (the DOMAIN's region), every request is signed with SigV4 for
+    the service `es`, with the environment's AWS credentials; without, it is a plain client (local stand-ins)."""
+    import boto3
+    from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
+
+    options: dict[str, Any] = {"hosts": [endpoint], "timeout": timeout, "max_retries": 3, "retry_on_timeout": True}
+    if region:
+        credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            raise PermissionError("no AWS credentials to sign catalog requests with")
+        options |= {"http_auth": AWSV4SignerAuth(credentials, region, "es"), "connection_class": RequestsHttpConnection,
+                    "use_ssl": endpoint.startswith("https"), "verify_certs": True}
+    return OpenSearch(**options)

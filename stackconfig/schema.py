@@ -33,79 +33,122 @@ class Key:
 
 
 TOP_LEVEL_KEYS: tuple[Key, ...] = (
-    Key("client", "object", "The client region: where the scheduler, dashboard, catalog and notebook run.",
-        required=True),
-    Key("workers", "array", "Worker regions, one per public dataset; a worker may share the client's region.",
-        required=True),
-    Key("team", "string", "Team that owns the stack; tagged on every resource.", "platform"),
-    Key("tags", "object", "Extra tags for every resource (besides project, stack and team).", {}),
-    Key("syncSchedule", "string", "EventBridge Scheduler expression (UTC) for the nightly catalog sync.",
-        DEFAULT_SYNC_SCHEDULE),
-    Key("availabilityZones", "integer", "Availability zones per VPC (2 or 3).", 2),
-    Key("logRetentionDays", "integer", "Retention of every CloudWatch log group we create.", 30),
+    Key("client", "object",
+        "The client region: where the scheduler, dashboard, catalog and notebook run.", required=True),
+    Key("workers", "array",
+        "Worker regions, one per public dataset; at least one; a worker may share the client's region; one "
+        "worker per region.", required=True),
+    Key("team", "string",
+        "Team that owns the stack; tagged (`team`) on every resource.", "platform"),
+    Key("tags", "object",
+        "Extra tags for every resource. Keys 1-128 characters, not `aws:`, not `project`/`stack`/`team` (set "
+        "by the platform); values strings of at most 256.", {}),
+    Key("syncSchedule", "string",
+        "EventBridge Scheduler expression (UTC) for the nightly catalog sync: `cron()` with 6 fields (exactly"
+        " one of day-of-month and day-of-week `?`), `rate()` or `at()`.", DEFAULT_SYNC_SCHEDULE),
+    Key("availabilityZones", "integer",
+        "Availability zones per VPC: 2 or 3.", 2),
+    Key("logRetentionDays", "integer",
+        "Retention of every CloudWatch log group the stack creates; one of the values CloudWatch Logs accepts"
+        " (1, 3, 5, 7, 14, 30, 60, 90, ...).", 30),
     Key("syncMaxDropPercent", "integer",
-        "The nightly sync refuses to replace a region's catalog with one this much smaller (percent).", 50),
+        "The nightly sync refuses to replace a region's catalog with one more than this percent smaller (a "
+        "broken listing must not empty the catalog); 0-100. `python -m catalog_sync --force` overrides once.", 50),
     Key("daskTlsValidityDays", "integer",
-        "Validity of the Dask TLS certificates (the CA: 3x); `pulumi up` renews them in their last 30 days.", 365),
+        "Validity of the Dask TLS certificates (scheduler, workers, notebook client; the private CA lives 3x "
+        "as long); 31-825. `pulumi up` replaces a certificate in its last 30 days and the tasks pick it up at"
+        " their next start.", 365),
     Key("createOpenSearchServiceLinkedRole", "boolean",
-        "Create the account-wide OpenSearch service-linked role (only the first stack in an account needs it).",
-        False),
+        "Create the account-wide OpenSearch service-linked role. It exists once per account: only the first "
+        "stack in an account sets this (creating it twice fails).", False),
 )
 
 CLIENT_KEYS: tuple[Key, ...] = (
-    Key("region", "string", "AWS region of the client VPC.", required=True),
-    Key("cidr", "string", "Private IPv4 CIDR of the client VPC (/16 to /22).", required=True),
+    Key("region", "string",
+        "AWS region of the client VPC; any region in botocore's partition data.", required=True),
+    Key("cidr", "string",
+        "Private (RFC 1918) IPv4 CIDR of the client VPC, /16 to /22, network address, overlapping no other "
+        "VPC.", required=True),
     Key("dashboardAllowedCidrs", "array",
-        "CIDRs allowed to reach the dashboard from outside the VPC; empty keeps the load balancer internal.",
-        []),
+        "CIDRs allowed to reach the dashboard from outside the VPC; empty keeps the load balancer internal; "
+        "never `0.0.0.0/0` or `::/0`. Non-empty makes the load balancer internet-facing, reachable from these"
+        " CIDRs only.", []),
     Key("dashboardCertificateArn", "string",
-        "ACM certificate (in the client region) for HTTPS on the dashboard; unset serves HTTP.", None),
+        "ACM certificate ARN for HTTPS on the dashboard (HTTP then redirects); must be in `client.region`. "
+        "Unset serves HTTP.", None),
     Key("schedulerExec", "boolean",
-        "ECS Exec on the scheduler task, for operators' port forwarding to its dashboard (`aws ssm start-session`).",
-        False),
-    Key("schedulerCpu", "integer", "Fargate CPU units of the scheduler task (1024 = 1 vCPU).", 16384),
-    Key("schedulerMemoryMiB", "integer", "Fargate memory of the scheduler task, MiB.", 32768),
-    Key("catalogInstanceType", "string", "OpenSearch data node instance type.", "r6g.large.search"),
-    Key("catalogInstanceCount", "integer", "OpenSearch data nodes (even: spread over 2 AZs).", 2),
-    Key("catalogMasterInstanceType", "string", "OpenSearch dedicated master instance type (3 masters).",
-        "m6g.large.search"),
-    Key("catalogVolumeGiB", "integer", "EBS volume per OpenSearch data node, GiB.", 20),
-    Key("notebookInstanceType", "string", "SageMaker notebook instance type.", "ml.t3.2xlarge"),
-    Key("notebookVolumeGiB", "integer", "SageMaker notebook volume, GiB.", 50),
+        "ECS Exec on the scheduler task, so that operators can forward its dashboard port to their machine "
+        "with `aws ssm start-session` (see \"The dashboard for operators\"). Off by default: whoever may "
+        "`ecs:ExecuteCommand` could also open a shell in the scheduler.", False),
+    Key("schedulerCpu", "integer",
+        "Fargate CPU units of the scheduler task (1024 = 1 vCPU): 256, 512, 1024, 2048, 4096, 8192 or 16384.", 16384),
+    Key("schedulerMemoryMiB", "integer",
+        "Fargate memory of the scheduler task, MiB; a value Fargate pairs with `schedulerCpu` (e.g. 16384 "
+        "takes 32768-122880 in steps of 8192).", 32768),
+    Key("catalogInstanceType", "string",
+        "OpenSearch data node instance type (`<family>.<size>.search`).", "r6g.large.search"),
+    Key("catalogInstanceCount", "integer",
+        "OpenSearch data nodes; even, at least 2 (spread over 2 AZs).", 2),
+    Key("catalogMasterInstanceType", "string",
+        "OpenSearch dedicated master instance type (3 masters).", "m6g.large.search"),
+    Key("catalogVolumeGiB", "integer",
+        "gp3 volume per OpenSearch data node, GiB; 10-16384.", 20),
+    Key("notebookInstanceType", "string",
+        "SageMaker notebook instance type (`ml.<family>.<size>`).", "ml.t3.2xlarge"),
+    Key("notebookVolumeGiB", "integer",
+        "SageMaker notebook volume, GiB; 5-16384.", 50),
 )
 
 WORKER_KEYS: tuple[Key, ...] = (
-    Key("region", "string", "AWS region of this worker VPC (where the dataset lives).", required=True),
-    Key("cidr", "string", "Private IPv4 CIDR of this worker VPC (/16 to /22).", required=True),
-    Key("dataset", "string", "S3 URI of the public dataset, `s3://bucket[/prefix]`.", required=True),
+    Key("region", "string",
+        "AWS region of this worker VPC (where the dataset lives).", required=True),
+    Key("cidr", "string",
+        "As `client.cidr`.", required=True),
+    Key("dataset", "string",
+        "S3 URI of the public dataset, `s3://bucket[/prefix]` (valid bucket name; no empty, `.` or `..` "
+        "segments).", required=True),
     Key("lustreFileSystemPath", "string",
-        "Relative path under `/fsx/<region>/` where the dataset appears (default: the S3 prefix, or the bucket).",
-        None),
-    Key("instanceType", "string", "EC2 instance type of the worker hosts.", "m5d.4xlarge"),
-    Key("minInstances", "integer", "Minimum EC2 instances in the worker auto scaling group.", 0),
-    Key("maxInstances", "integer", "Maximum EC2 instances in the worker auto scaling group.", 12),
-    Key("minTasks", "integer", "Minimum Dask worker tasks (ECS); 0 lets an idle region scale to nothing.", 0),
-    Key("maxTasks", "integer", "Maximum Dask worker tasks (ECS).", 16),
-    Key("workersPerTask", "integer", "Dask worker processes per task (`--nworkers`).", 10),
-    Key("threadsPerWorker", "integer", "Threads per Dask worker process (`--nthreads`).", 3),
-    Key("taskMemoryMiB", "integer", "Memory reserved per worker task, MiB.", 25000),
+        "Relative path under `/fsx/<region>/` where the dataset appears: not absolute, no `..`; default the "
+        "S3 prefix, or the bucket.", None),
+    Key("instanceType", "string",
+        "EC2 instance type of the worker hosts.", "m5d.4xlarge"),
+    Key("minInstances", "integer",
+        "Minimum EC2 instances in the worker auto scaling group; <= `maxInstances`.", 0),
+    Key("maxInstances", "integer",
+        "Maximum EC2 instances in the worker auto scaling group; >= 1.", 12),
+    Key("minTasks", "integer",
+        "Minimum Dask worker tasks (ECS); <= `maxTasks`. 0 lets an idle region scale to no tasks and no "
+        "instances.", 0),
+    Key("maxTasks", "integer",
+        "Maximum Dask worker tasks (ECS); >= 1.", 16),
+    Key("workersPerTask", "integer",
+        "Dask worker processes per task (`--nworkers`); >= 1.", 10),
+    Key("threadsPerWorker", "integer",
+        "Threads per Dask worker process (`--nthreads`); >= 1.", 3),
+    Key("taskMemoryMiB", "integer",
+        "Memory reserved per worker task, MiB; at least 1024 per worker process.", 25000),
     Key("workerPortStart", "integer",
-        "First port of the task's Dask ports: workers take workersPerTask ports from here, nannies the next ones.",
-        9000),
+        "First Dask port of a task: worker processes take `workersPerTask` ports from here, nannies the next "
+        "`workersPerTask`; all within 1024-65535.", 9000),
     Key("scaleOn", "string",
-        "What the worker service scales on: `demand` (the scheduler's per-pool figure), `cpu`, or `both`.", "demand"),
+        "What the worker service scales on: `demand` (the scheduler's figure for this pool), `cpu` (average "
+        "CPU, as the reference did), or `both`.", "demand"),
     Key("idleTimeoutMinutes", "integer",
-        "Minutes a pool without work keeps one warm worker before its demand, and then its tasks, go to 0.", 30),
-    Key("cpuTargetPercent", "integer", "Average CPU the worker service's autoscaling aims for.", 40),
-    Key("spotPercent", "integer", "Share of worker tasks above the on-demand base placed on Spot capacity (0-100).",
-        0),
-    Key("onDemandBaseTasks", "integer", "Worker tasks always placed on on-demand capacity before any Spot.", 0),
+        "Minutes a pool without work keeps one warm worker before its demand goes to `minTasks`; 1-1440.", 30),
+    Key("cpuTargetPercent", "integer",
+        "Average CPU the worker service's autoscaling aims for (with `scaleOn` `cpu` or `both`); 1-100.", 40),
+    Key("spotPercent", "integer",
+        "Share (percent) of the worker tasks above `onDemandBaseTasks` placed on Spot capacity; 0-100. Above "
+        "0 adds a Spot-only host group.", 0),
+    Key("onDemandBaseTasks", "integer",
+        "Worker tasks always placed on on-demand capacity before any Spot; <= `maxTasks`.", 0),
     Key("spotInstanceTypes", "array",
-        "Instance types the Spot group may use, all of instanceType's size (more types: fewer interruptions); "
-        "empty: instanceType only.", []),
-    Key("lustreStorageGiB", "integer", "FSx for Lustre capacity: 1200 or a multiple of 2400 GiB.", 1200),
-    Key("lustreThroughputPerTiB", "integer", "FSx for Lustre throughput per TiB: 125, 250, 500 or 1000 MB/s.",
-        1000),
+        "Instance types the Spot group may use, all of `instanceType`'s size (more types: fewer "
+        "interruptions), e.g. `m5d.4xlarge`, `m5ad.4xlarge`, `m6id.4xlarge`; empty: `instanceType` only.", []),
+    Key("lustreStorageGiB", "integer",
+        "FSx for Lustre PERSISTENT_2 capacity: 1200 or a multiple of 2400 GiB.", 1200),
+    Key("lustreThroughputPerTiB", "integer",
+        "FSx for Lustre PERSISTENT_2 throughput per TiB: 125, 250, 500 or 1000 MB/s.", 1000),
 )
 
 

@@ -318,3 +318,39 @@ def test_subnet_plan_fits_inside_the_vpc_without_overlap(prefix: int, zones: int
     assert all(s.subnet_of(vpc) for s in subnets)  # type: ignore[arg-type]
     assert all(not a.overlaps(b) for i, a in enumerate(subnets) for b in subnets[i + 1:])
     assert all(s.prefixlen <= 28 for s in subnets)  # AWS's smallest subnet
+
+
+# ------------------------------------------------------------------------- generated from the declarations
+def test_pulumi_yaml_the_json_schema_and_the_readme_table_are_generated_from_the_keys() -> None:
+    from stackconfig.generate import generated
+
+    for path, text in generated().items():
+        assert path.read_text() == text, f"{path.name} drifted: run `python -m stackconfig.generate`"
+
+
+def test_a_changed_declaration_shows_as_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from stackconfig import generate, schema
+
+    changed = tuple(dataclasses.replace(k, default=3) if k.name == "availabilityZones" else k
+                    for k in schema.TOP_LEVEL_KEYS)
+    monkeypatch.setattr(generate, "TOP_LEVEL_KEYS", changed)
+    monkeypatch.setattr(schema, "TOP_LEVEL_KEYS", changed)
+    drifted = [path.name for path, text in generate.generated().items() if path.read_text() != text]
+    assert drifted == ["Pulumi.yaml", "stack.schema.json", "README.md"]
+
+
+def test_the_json_schema_accepts_the_shipped_stacks_and_names_a_mistake() -> None:
+    import jsonschema
+    import yaml
+
+    from stackconfig.generate import json_schema
+
+    validator = jsonschema.Draft202012Validator(json_schema())
+    for stack in ROOT.glob("Pulumi.*.yaml"):
+        assert list(validator.iter_errors(yaml.safe_load(stack.read_text()))) == [], stack.name
+    bad = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    bad["config"]["cross-region-dask:workers"][0]["treads"] = 4
+    (error,) = validator.iter_errors(bad)
+    assert "'treads' was unexpected" in error.message

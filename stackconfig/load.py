@@ -53,27 +53,26 @@ def load_stack_file(project_dir: Path, stack: str, overrides: Mapping[str, Any] 
 
 
 def load_from_pulumi() -> StackConfig:
-    """Load and validate the running Pulumi stack's config (every key of the project namespace)."""
+    """Load and validate the running Pulumi stack's config through Pulumi's public `Config`, key by declared key.
+    A project key the declarations lack never gets here: the Pulumi CLI refuses a stack that sets a project key
+    Pulumi.yaml does not declare (that block is generated from the same declarations)."""
     import pulumi
-    from pulumi.runtime import config as runtime_config
 
     project, stack = pulumi.get_project(), pulumi.get_stack()
-    prefix = f"{project}:"
-    all_keys = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    kinds = {key.name: key.kind for key in TOP_LEVEL_KEYS}
+    config = pulumi.Config()  # the project's namespace
     raw: dict[str, Any] = {}
     problems: list[Problem] = []
-    for full_key, text in all_keys.items():
-        if full_key.startswith(prefix):
-            name = full_key[len(prefix):]
-            raw[name] = _decode(name, text, kinds.get(name), problems)
+    for key in TOP_LEVEL_KEYS:
+        text = config.get(key.name)  # structured values arrive as JSON text
+        if text is not None:
+            raw[key.name] = _decode(key.name, text, key.kind, problems)
     try:
-        config = parse_stack_config(raw, stack=stack, project=project)
+        parsed = parse_stack_config(raw, stack=stack, project=project)
     except ConfigError as error:
         problems.extend(error.problems)
     if problems:
         raise ConfigError(problems, f"stack {stack!r}")
-    return config
+    return parsed
 
 
 def _decode(name: str, text: Any, kind: str | None, problems: list[Problem]) -> Any:

@@ -25,7 +25,7 @@ from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 
-from stackconfig import raw_stack_config
+from stackconfig import TOP_LEVEL_KEYS, raw_stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 MOCK_ACCOUNT = "123456789012"
@@ -361,6 +361,11 @@ def synthesize(stack: str = "dev", overrides: Mapping[str, Any] | None = None, *
     """
     project, raw = raw_stack_config(project_dir, stack_file or stack, overrides)
     graph = Graph(project=project, stack=stack)
+    # As the Pulumi CLI does before it starts the program: a project key Pulumi.yaml does not declare is refused.
+    undeclared = sorted(set(raw) - {key.name for key in TOP_LEVEL_KEYS})
+    if undeclared:
+        raise SynthesisError(f"validating stack config: Stack {stack!r} uses configuration value "
+                             f"'{project}:{undeclared[0]}' which is not defined by the project configuration", graph)
     mocks = RealisticMocks(stack)
     monitor = RecordingMonitor(mocks, graph)
 

@@ -354,3 +354,29 @@ def test_the_json_schema_accepts_the_shipped_stacks_and_names_a_mistake() -> Non
     bad["config"]["cross-region-dask:workers"][0]["treads"] = 4
     (error,) = validator.iter_errors(bad)
     assert "'treads' was unexpected" in error.message
+
+
+def test_the_models_defaults_are_the_declared_ones() -> None:
+    """Pulumi.yaml is generated from the declarations; the typed model's own defaults are held to them here."""
+    import dataclasses
+    import re as regex
+
+    from stackconfig import ClientConfig, StackConfig, WorkerConfig
+
+    def snake(name: str) -> str:
+        return regex.sub(r"(?<!^)(?=[A-Z])", "_", regex.sub(r"([MGT])iB", r"\1ib", name)).lower()
+
+    def same(a: Any, b: Any) -> bool:
+        return (tuple(a) == tuple(b)) if isinstance(a, list | tuple) and isinstance(b, list | tuple) else a == b
+
+    compared = 0
+    for model, keys in ((StackConfig, TOP_LEVEL_KEYS), (ClientConfig, CLIENT_KEYS), (WorkerConfig, WORKER_KEYS)):
+        fields = {f.name: f for f in dataclasses.fields(model)}
+        for key in keys:
+            field = fields.get(snake(key.name))
+            if key.required or field is None or key.default is None:
+                continue
+            default = field.default_factory() if field.default is dataclasses.MISSING else field.default  # type: ignore[misc]
+            assert same(default, key.default), (model.__name__, key.name, default, key.default)
+            compared += 1
+    assert compared >= 30

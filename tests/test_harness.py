@@ -20,12 +20,23 @@ def tiny_project(tmp_path: Path, program: str) -> Path:
 
 def test_bad_config_fails_before_any_resource_with_every_problem() -> None:
     with pytest.raises(SynthesisError) as caught:
-        synthesize("dev", {"workers": workers(["us-east-1", "us-east-1"]), "colour": "blue"})
+        synthesize("dev", {"workers": workers(["us-east-1", "us-east-1"]), "availabilityZones": 4})
     message = str(caught.value)
     assert "stack 'dev' has 2 problems; nothing was deployed:" in message
-    assert "colour: is not a known key." in message
+    assert "availabilityZones: is 4, must be between 2 and 3." in message
     assert "workers[1].region: 'us-east-1' is already workers[0].region." in message
     assert "Traceback" not in message
+    assert caught.value.graph.resources == []
+
+
+def test_an_undeclared_project_key_is_refused_before_the_program_runs_as_the_cli_does() -> None:
+    """The program reads its config through pulumi.Config, key by declared key; like the Pulumi CLI, the mock
+    engine refuses a stack that sets a project key Pulumi.yaml does not declare (`plan` and the local platform,
+    which read stack files, name it with a suggestion: tests/test_config.py)."""
+    with pytest.raises(SynthesisError) as caught:
+        synthesize("dev", {"colour": "blue"})
+    assert str(caught.value) == ("validating stack config: Stack 'dev' uses configuration value "
+                                 "'cross-region-dask:colour' which is not defined by the project configuration")
     assert caught.value.graph.resources == []
 
 

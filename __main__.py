@@ -11,7 +11,7 @@ from components.naming import Naming, scheduler_host
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.providers import regional_providers
 from components.worker_region import CatalogTarget, WorkerRegion, WorkerRegionArgs
-from stackconfig import ConfigError, load_from_pulumi
+from stackconfig import CLIENT_SITE, ConfigError, load_from_pulumi
 
 try:
     config = load_from_pulumi()
@@ -23,17 +23,16 @@ naming = Naming(config.project, config.stack)
 providers = regional_providers(config)
 home = config.client.region
 
-vpcs = [
-    RegionalVpc(
+vpcs = {
+    site.name: RegionalVpc(
         site.name,
-        RegionalVpcArgs(site=site, availability_zones=config.availability_zones,
+        RegionalVpcArgs(region=site.region, cidr=site.cidr, availability_zones=config.availability_zones,
                         log_retention_days=config.log_retention_days, naming=naming),
         opts=pulumi.ResourceOptions(provider=providers[site.region]),
     )
     for site in config.sites
-]
-client_vpc, worker_vpcs = vpcs[0], vpcs[1:]
-backbone = BackboneNetwork("backbone", BackboneNetworkArgs(vpcs=vpcs, providers=providers))
+}
+backbone = BackboneNetwork("backbone", BackboneNetworkArgs(vpcs=list(vpcs.values()), providers=providers))
 keys = RegionalKeys("keys", RegionalKeysArgs(providers=providers, naming=naming))
 image = RegionalImage("dask-image", RegionalImageArgs(spec=DASK_IMAGE, home_region=home, providers=providers,
                                                       key_arns=keys.key_arns))
@@ -47,8 +46,8 @@ dask_tls = DaskTls("dask-tls", DaskTlsArgs(
 client = ClientRegion(
     "client",
     ClientRegionArgs(
-        config=config.client, vpc=client_vpc, worker_vpcs=worker_vpcs,
-        worker_providers=[providers[vpc.site.region] for vpc in worker_vpcs],
+        config=config.client, vpc=vpcs[CLIENT_SITE], worker_vpcs=[vpcs[w.site_name] for w in config.workers],
+        providers=providers, peers=config.peers(CLIENT_SITE),
         image=image.references[home], repository_arn=image.repository_arns[home], key_arn=keys.key_arns[home],
         scheduler_tls_secret_arn=dask_tls.secret_arns["scheduler"][home],
         client_tls_secret_arn=dask_tls.secret_arns["client"][home],
@@ -61,12 +60,11 @@ worker_region_providers = {worker.region: providers[worker.region] for worker in
 sync_image = RegionalImage("catalog-sync-image", RegionalImageArgs(
     spec=CATALOG_SYNC_IMAGE, home_region=config.workers[0].region, providers=worker_region_providers,
     key_arns=keys.key_arns))
-worker_regions = [
-    WorkerRegion(
-        vpc.site.name,
+worker_regions = {
+    worker.region: WorkerRegion(
+        worker.site_name,
         WorkerRegionArgs(
-            config=worker, vpc=vpc, client_cidr=config.client.cidr,
-            other_worker_cidrs=[other.cidr for other in config.workers if other is not worker],
+            config=worker, vpc=vpcs[worker.site_name], peers=config.peers(worker.site_name),
             scheduler_address=client.scheduler_address, image=image.references[worker.region],
             repository_arn=image.repository_arns[worker.region], key_arn=keys.key_arns[worker.region],
             tls_secret_arn=dask_tls.secret_arns["worker"][worker.region],
@@ -78,21 +76,20 @@ worker_regions = [
         ),
         opts=pulumi.ResourceOptions(provider=providers[worker.region]),
     )
-    for worker, vpc in zip(config.workers, worker_vpcs, strict=True)
-]
+    for worker in config.workers
+}
 CatalogAccess(
     "catalog-access",
     CatalogAccessArgs(domain_name=client.catalog_domain_name, domain_arn=client.catalog_domain_arn,
                       endpoint=client.catalog_endpoint, region=home,
                       function_name=client.catalog_access_function_name, admin_role_arn=client.catalog_admin_role_arn,
                       reader_role_arns=[client.notebook_role_arn],
-                      writer_role_arns={worker.region: region.catalog_sync_role_arn
-                                        for worker, region in zip(config.workers, worker_regions, strict=True)}),
+                      writer_role_arns={name: region.catalog_sync_role_arn for name, region in worker_regions.items()}),
     opts=pulumi.ResourceOptions(provider=providers[home]),
 )
 
 pulumi.export("regions", list(config.regions))
-pulumi.export("vpcIds", {vpc.site.name: vpc.vpc_id for vpc in vpcs})
+pulumi.export("vpcIds", {name: vpc.vpc_id for name, vpc in vpcs.items()})
 pulumi.export("vpcCidrs", {site.name: site.cidr for site in config.sites})
 pulumi.export("transitGatewayIds", backbone.transit_gateway_ids)
 pulumi.export("peeringAttachmentIds", backbone.peering_attachment_ids)
@@ -111,11 +108,11 @@ pulumi.export("clientTlsSecret", {"arn": dask_tls.secret_arns["client"][home], "
 pulumi.export("imageDigest", image.digest)
 pulumi.export("imageReferences", image.references)
 pulumi.export("workerRegions", {
-    worker.region: {
+    name: {
         "fileSystemId": region.file_system_id, "fileSystemDnsName": region.file_system_dns_name,
         "mountName": region.mount_name, "associationId": region.association_id,
         "clusterName": region.cluster_name, "serviceName": region.service_name, "poolName": region.pool_name,
         "syncStateMachineArn": region.sync_state_machine_arn, "alarmTopicArn": region.alarm_topic_arn,
     }
-    for worker, region in zip(config.workers, worker_regions, strict=True)
+    for name, region in worker_regions.items()
 })

@@ -34,7 +34,7 @@ class BackboneNetwork(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: BackboneNetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("crossregiondask:index:BackboneNetwork", name, None, opts)
-        regions = list(dict.fromkeys(vpc.site.region for vpc in args.vpcs))
+        regions = list(dict.fromkeys(vpc.region for vpc in args.vpcs))
         missing = [r for r in regions if r not in args.providers]
         if missing:
             raise ValueError(f"BackboneNetwork {name}: no provider for region(s) {', '.join(missing)}")
@@ -59,16 +59,16 @@ class BackboneNetwork(pulumi.ComponentResource):
 
         # Each VPC attaches to its region's TGW and, by default propagation, publishes its CIDR there.
         attachments = {
-            vpc.site.name: aws.ec2transitgateway.VpcAttachment(
-                f"{name}-attach-{vpc.site.name}",
-                transit_gateway_id=gateways[vpc.site.region].id,
+            vpc.site_name: aws.ec2transitgateway.VpcAttachment(
+                f"{name}-attach-{vpc.site_name}",
+                transit_gateway_id=gateways[vpc.region].id,
                 vpc_id=vpc.vpc_id,
                 subnet_ids=vpc.attachment_subnet_ids,
                 dns_support="enable",
                 transit_gateway_default_route_table_association=True,
                 transit_gateway_default_route_table_propagation=True,
-                tags={"Name": f"{name}-attach-{vpc.site.name}"},
-                opts=child(vpc.site.region),
+                tags={"Name": f"{name}-attach-{vpc.site_name}"},
+                opts=child(vpc.region),
             )
             for vpc in args.vpcs
         }
@@ -79,11 +79,11 @@ class BackboneNetwork(pulumi.ComponentResource):
                 if remote is vpc:
                     continue
                 aws.ec2.Route(
-                    f"{name}-route-{vpc.site.name}-to-{remote.site.name}",
+                    f"{name}-route-{vpc.site_name}-to-{remote.site_name}",
                     route_table_id=vpc.private_route_table_id,
-                    destination_cidr_block=remote.site.cidr,
-                    transit_gateway_id=gateways[vpc.site.region].id,
-                    opts=child(vpc.site.region, [attachments[vpc.site.name]]),
+                    destination_cidr_block=remote.cidr,
+                    transit_gateway_id=gateways[vpc.region].id,
+                    opts=child(vpc.region, [attachments[vpc.site_name]]),
                 )
 
         # Full mesh: one peering per pair of regions, accepted in the peer region. Peering attachments never
@@ -106,11 +106,11 @@ class BackboneNetwork(pulumi.ComponentResource):
                 opts=child(peer),
             )
             for local, remote_region, attachment_id in ((requester, peer, peering.id), (peer, requester, accepter.id)):
-                for remote in (v for v in args.vpcs if v.site.region == remote_region):
+                for remote in (v for v in args.vpcs if v.region == remote_region):
                     aws.ec2transitgateway.Route(
-                        f"{name}-tgw-route-{local}-to-{remote.site.name}",
+                        f"{name}-tgw-route-{local}-to-{remote.site_name}",
                         transit_gateway_route_table_id=gateways[local].association_default_route_table_id,
-                        destination_cidr_block=remote.site.cidr,
+                        destination_cidr_block=remote.cidr,
                         transit_gateway_attachment_id=attachment_id,
                         opts=child(local, [accepter]),
                     )

@@ -49,7 +49,8 @@ class ClientRegionArgs:
     config: ClientConfig
     vpc: RegionalVpc
     worker_vpcs: Sequence[RegionalVpc]  # each resolves the scheduler's name and may reach it
-    worker_providers: Sequence[aws.Provider]  # the provider of each worker VPC's region, same order
+    providers: Mapping[str, aws.Provider]  # region -> its provider (each worker VPC's zone association)
+    peers: Mapping[str, str]  # every worker site -> its CIDR (StackConfig.peers)
     image: pulumi.Input[str]  # the Dask image by digest, in this region
     repository_arn: pulumi.Input[str]  # the ECR repository it is pulled from
     key_arn: pulumi.Input[str]  # this region's KMS key
@@ -78,20 +79,24 @@ class ClientRegion(RegionalComponent):
 
     def __init__(self, name: str, args: ClientRegionArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("crossregiondask:index:ClientRegion", name, args.vpc.vpc_id, opts)
-        if len(args.worker_vpcs) != len(args.worker_providers):
-            raise ValueError(f"ClientRegion {name}: one provider per worker VPC")
+        missing = sorted({vpc.region for vpc in args.worker_vpcs} - set(args.providers))
+        if missing:
+            raise ValueError(f"ClientRegion {name}: no provider for region(s) {', '.join(missing)}")
         self._args = args
         self._region = args.config.region
         self._identity = aws.get_caller_identity_output(opts=self._invoke)
-        site_cidrs = [args.vpc.site.cidr, *(w.site.cidr for w in args.worker_vpcs)]
+        # Every site's clients and workers dial the scheduler and the catalog; the scheduler talks back to them.
+        sites = {args.vpc.site_name: args.vpc.cidr, **args.peers}
 
         scheduler_sg = self._scheduler_sg = self._security_group("scheduler", "Dask scheduler")
         dashboard_sg = self._security_group("dashboard", "Dask dashboard load balancer")
-        for cidr in site_cidrs:  # workers and clients of every region dial the scheduler
-            self._ingress(scheduler_sg, f"scheduler-from-{cidr}", SCHEDULER_PORT, cidr=cidr)
+        for site, cidr in sites.items():
+            self._ingress(scheduler_sg, f"scheduler-from-{site}", SCHEDULER_PORT, cidr=cidr,
+                          formerly=f"scheduler-from-{cidr}")
         self._ingress(scheduler_sg, "dashboard-from-alb", DASHBOARD_PORT, source=dashboard_sg)
-        for cidr in site_cidrs:  # the scheduler talks back to workers and clients on their ports
-            self._egress(scheduler_sg, f"scheduler-to-{cidr}", 0, cidr=cidr, to_port=65535)
+        for site, cidr in sites.items():
+            self._egress(scheduler_sg, f"scheduler-to-{site}", 0, cidr=cidr, to_port=65535,
+                         formerly=f"scheduler-to-{cidr}")
         self._egress(scheduler_sg, "scheduler-to-aws-apis", HTTPS_PORT, cidr="0.0.0.0/0")  # ECR, logs via NAT
         self._egress(dashboard_sg, "alb-to-scheduler", DASHBOARD_PORT, source=scheduler_sg)
 
@@ -99,7 +104,7 @@ class ClientRegion(RegionalComponent):
         log_bucket = self._access_log_bucket()
         target_group, listener = self._dashboard(dashboard_sg, log_bucket)
         self._scheduler(scheduler_sg, discovery, target_group, listener)
-        self._catalog(site_cidrs)
+        self._catalog(sites)
         self._notebook(log_bucket)
 
         self.register_outputs({
@@ -124,11 +129,11 @@ class ClientRegion(RegionalComponent):
         namespace = aws.servicediscovery.PrivateDnsNamespace(
             f"{self._name}-dns", name=private_dns_namespace(args.naming), vpc=args.vpc.vpc_id,
             description="Private names of the Dask platform", opts=self._child)
-        for worker_vpc, provider in zip(args.worker_vpcs, args.worker_providers, strict=True):
+        for worker_vpc in args.worker_vpcs:
             aws.route53.ZoneAssociation(
-                f"{self._name}-dns-{worker_vpc.site.name}", zone_id=namespace.hosted_zone, vpc_id=worker_vpc.vpc_id,
-                vpc_region=worker_vpc.site.region,
-                opts=pulumi.ResourceOptions(parent=self, provider=provider))
+                f"{self._name}-dns-{worker_vpc.site_name}", zone_id=namespace.hosted_zone, vpc_id=worker_vpc.vpc_id,
+                vpc_region=worker_vpc.region,
+                opts=pulumi.ResourceOptions(parent=self, provider=args.providers[worker_vpc.region]))
         service = aws.servicediscovery.Service(
             f"{self._name}-scheduler-dns", name=scheduler_host(args.naming).split(".")[0],
             dns_config=aws.servicediscovery.ServiceDnsConfigArgs(
@@ -157,11 +162,15 @@ class ClientRegion(RegionalComponent):
                    log_bucket: aws.s3.Bucket) -> tuple[aws.lb.TargetGroup, aws.lb.Listener]:
         config, vpc = self._args.config, self._args.vpc
         https = config.dashboard_certificate_arn is not None
-        sources = list(config.dashboard_allowed_cidrs) if config.dashboard_public else [vpc.site.cidr]
-        for cidr in sources:
-            self._ingress(dashboard_sg, f"dashboard-http-from-{cidr}", HTTP_PORT, cidr=cidr)
+        # Internal, the client VPC (a site, named so); allow-listed, the listed networks (named by their CIDRs).
+        sources = ([(cidr, cidr) for cidr in config.dashboard_allowed_cidrs] if config.dashboard_public
+                   else [(vpc.site_name, vpc.cidr)])
+        for label, cidr in sources:
+            self._ingress(dashboard_sg, f"dashboard-http-from-{label}", HTTP_PORT, cidr=cidr,
+                          formerly=f"dashboard-http-from-{cidr}" if label != cidr else None)
             if https:
-                self._ingress(dashboard_sg, f"dashboard-https-from-{cidr}", HTTPS_PORT, cidr=cidr)
+                self._ingress(dashboard_sg, f"dashboard-https-from-{label}", HTTPS_PORT, cidr=cidr,
+                              formerly=f"dashboard-https-from-{cidr}" if label != cidr else None)
         balancer = aws.lb.LoadBalancer(
             f"{self._name}-dashboard", load_balancer_type="application", internal=not config.dashboard_public,
             security_groups=[dashboard_sg.id],
@@ -253,11 +262,11 @@ class ClientRegion(RegionalComponent):
         self.scheduler_service = {"cluster": cluster.name, "service": service.name}
 
     # ---------------------------------------------------------------------------------------- catalog
-    def _catalog(self, site_cidrs: list[str]) -> None:
+    def _catalog(self, sites: Mapping[str, str]) -> None:
         config, args = self._args.config, self._args
         catalog_sg = self._security_group("catalog", "OpenSearch catalog")
-        for cidr in site_cidrs:
-            self._ingress(catalog_sg, f"catalog-from-{cidr}", HTTPS_PORT, cidr=cidr)
+        for site, cidr in sites.items():
+            self._ingress(catalog_sg, f"catalog-from-{site}", HTTPS_PORT, cidr=cidr, formerly=f"catalog-from-{cidr}")
         logs = {kind: self._log_group(f"catalog-{purpose}") for kind, purpose in (
             ("INDEX_SLOW_LOGS", "index-slow"), ("SEARCH_SLOW_LOGS", "search-slow"), ("ES_APPLICATION_LOGS", "errors"))}
         log_policy = aws.cloudwatch.LogResourcePolicy(
@@ -329,7 +338,7 @@ class ClientRegion(RegionalComponent):
                 {"Sid": "XRayHasNoResourceScoping", "Effect": "Allow",
                  "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"}]))
         access_sg = self._security_group("catalog-access", "Applies the catalog's access roles")
-        self._egress(access_sg, "catalog-access-to-catalog", HTTPS_PORT, cidr=args.vpc.site.cidr)
+        self._egress(access_sg, "catalog-access-to-catalog", HTTPS_PORT, cidr=args.vpc.cidr)
         # Standalone (standard library, botocore, which the runtime has, and the shared facts).
         function = aws.lambda_.Function(
             f"{self._name}-catalog-access", name=function_name, runtime=CATALOG_ACCESS_RUNTIME,
@@ -384,7 +393,7 @@ class ClientRegion(RegionalComponent):
         notebook_sg = self._security_group("notebook", "SageMaker notebook")
         # The dashboard in the notebook: the notebook server's proxy reaches the scheduler's dashboard directly.
         self._ingress(self._scheduler_sg, "dashboard-from-notebook", DASHBOARD_PORT, source=notebook_sg)
-        self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.site.cidr,
+        self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.cidr,
                      to_port=DASHBOARD_PORT)
         self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
         on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, args.client_tls_secret_arn).apply(

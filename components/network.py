@@ -9,13 +9,13 @@ import pulumi
 import pulumi_aws as aws
 
 from components.naming import Naming
-from stackconfig import Site
 from stackconfig.addressing import plan_subnets
 
 
 @dataclass
 class RegionalVpcArgs:
-    site: Site
+    region: str
+    cidr: str
     availability_zones: int
     log_retention_days: int
     naming: Naming
@@ -37,12 +37,12 @@ class RegionalVpc(pulumi.ComponentResource):
         super().__init__("crossregiondask:index:RegionalVpc", name, None, opts)
         if not isinstance(opts.provider, aws.Provider):
             raise ValueError(f"RegionalVpc {name}: pass the region's aws.Provider in opts.provider")
-        self.site = args.site
+        self.site_name, self.region, self.cidr = name, args.region, args.cidr
         provider = opts.provider
         child = pulumi.ResourceOptions(parent=self, provider=provider)
-        plan = plan_subnets(args.site.cidr, args.availability_zones)
+        plan = plan_subnets(args.cidr, args.availability_zones)
 
-        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.site.cidr, enable_dns_support=True,
+        vpc = aws.ec2.Vpc(f"{name}-vpc", cidr_block=args.cidr, enable_dns_support=True,
                           enable_dns_hostnames=True, tags={"Name": f"{name}-vpc"}, opts=child)
         zones = aws.get_availability_zones_output(
             state="available", opts=pulumi.InvokeOutputOptions(parent=self, provider=provider))
@@ -51,7 +51,7 @@ class RegionalVpc(pulumi.ComponentResource):
         def zone(index: int) -> pulumi.Output[str]:
             def pick(names: list[str]) -> str:
                 if len(names) < wanted:
-                    raise ValueError(f"{args.site.region} has {len(names)} available AZs; "
+                    raise ValueError(f"{args.region} has {len(names)} available AZs; "
                                      f"availabilityZones asks for {wanted}")
                 return names[index]
             return zones.names.apply(pick)
@@ -91,7 +91,7 @@ class RegionalVpc(pulumi.ComponentResource):
 
         # Same-region S3 traffic (datasets, FSx data repository) stays off the NAT gateway.
         aws.ec2.VpcEndpoint(f"{name}-s3", vpc_id=vpc.id, vpc_endpoint_type="Gateway",
-                            service_name=f"com.amazonaws.{args.site.region}.s3",
+                            service_name=f"com.amazonaws.{args.region}.s3",
                             route_table_ids=[private_table.id], tags={"Name": f"{name}-s3"}, opts=child)
         self._flow_logs(name, args, vpc, child)
 
@@ -110,7 +110,7 @@ class RegionalVpc(pulumi.ComponentResource):
 
     def _flow_logs(self, name: str, args: RegionalVpcArgs, vpc: aws.ec2.Vpc, child: pulumi.ResourceOptions) -> None:
         log_group = aws.cloudwatch.LogGroup(
-            f"{name}-flow-logs", name=args.naming.log_group(args.site.region, args.site.name, "vpc-flow-logs"),
+            f"{name}-flow-logs", name=args.naming.log_group(args.region, name, "vpc-flow-logs"),
             retention_in_days=args.log_retention_days, opts=child)
         role = aws.iam.Role(f"{name}-flow-logs-role", assume_role_policy=json.dumps({
             "Version": "2012-10-17",

@@ -82,9 +82,12 @@ def security_group(name: str, description: str, vpc_id: pulumi.Input[str],
 
 def tcp_rule(name: str, direction: str, group: aws.ec2.SecurityGroup, ports: tuple[int, int],
              opts: pulumi.ResourceOptions, *, cidr: str | None = None, source: aws.ec2.SecurityGroup | None = None,
-             description: str | None = None) -> None:
-    """One ingress ("in") or egress ("out") TCP rule for a port range, from/to a CIDR or another group."""
+             description: str | None = None, formerly: str | None = None) -> None:
+    """One ingress ("in") or egress ("out") TCP rule for a port range, from/to a CIDR or another group.
+    `formerly`: the rule's earlier name, so that a stack deployed before the rename keeps the rule (an alias)."""
     kind = aws.vpc.SecurityGroupIngressRule if direction == "in" else aws.vpc.SecurityGroupEgressRule
+    if formerly is not None:
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(name=formerly)]))
     kind(name, security_group_id=group.id, ip_protocol="tcp", from_port=ports[0], to_port=ports[1], cidr_ipv4=cidr,
          referenced_security_group_id=source.id if source else None,
          description=description or name.split("-", 1)[-1], opts=opts)
@@ -110,17 +113,19 @@ class RegionalComponent(pulumi.ComponentResource):
 
     def _rule(self, direction: str, group: aws.ec2.SecurityGroup, rule: str, ports: tuple[int, int], *,
               cidr: str | None = None, source: aws.ec2.SecurityGroup | None = None,
-              description: str | None = None) -> None:
+              description: str | None = None, formerly: str | None = None) -> None:
         tcp_rule(f"{self._name}-{rule}", direction, group, ports, self._child, cidr=cidr, source=source,
-                 description=description or rule)
+                 description=description or rule, formerly=f"{self._name}-{formerly}" if formerly else None)
 
     def _ingress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
-                 source: aws.ec2.SecurityGroup | None = None) -> None:
-        self._rule("in", group, rule, (port, port), cidr=cidr, source=source)
+                 source: aws.ec2.SecurityGroup | None = None, formerly: str | None = None) -> None:
+        self._rule("in", group, rule, (port, port), cidr=cidr, source=source, formerly=formerly)
 
     def _egress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
-                source: aws.ec2.SecurityGroup | None = None, to_port: int | None = None) -> None:
-        self._rule("out", group, rule, (port, to_port if to_port is not None else port), cidr=cidr, source=source)
+                source: aws.ec2.SecurityGroup | None = None, to_port: int | None = None,
+                formerly: str | None = None) -> None:
+        self._rule("out", group, rule, (port, to_port if to_port is not None else port), cidr=cidr, source=source,
+                   formerly=formerly)
 
     def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]] | None = None, *,
               managed: Sequence[str] = (), account: pulumi.Input[str] | None = None) -> aws.iam.Role:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -22,7 +22,7 @@ from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 from components.resources import RegionalComponent, pull_and_log_statements
 from components.scaling import exact_capacity_steps, metric_stack
 from platform_facts import METRIC_NAME, METRIC_NAMESPACE
-from stackconfig import WorkerConfig
+from stackconfig import CLIENT_SITE, WorkerConfig
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 LUSTRE_VERSION = "2.15"
@@ -70,8 +70,7 @@ class CatalogTarget:
 class WorkerRegionArgs:
     config: WorkerConfig
     vpc: RegionalVpc
-    client_cidr: str  # the scheduler and clients live there
-    other_worker_cidrs: Sequence[str]  # workers exchange data directly when results combine
+    peers: Mapping[str, str]  # every other site -> its CIDR (StackConfig.peers): the client and the other workers
     scheduler_address: str
     image: pulumi.Input[str]  # the Dask image by digest, in this region
     repository_arn: pulumi.Input[str]
@@ -131,8 +130,8 @@ class WorkerRegion(RegionalComponent):
         args, vpc = self._args, self._args.vpc
         lustre_sg = self._security_group("lustre", "FSx for Lustre: Lustre ports from the worker VPC only")
         for first, last in LUSTRE_PORTS:
-            self._rule("in", lustre_sg, f"lustre-{first}-{last}-from-vpc", (first, last), cidr=vpc.site.cidr)
-            self._rule("out", lustre_sg, f"lustre-{first}-{last}-to-vpc", (first, last), cidr=vpc.site.cidr)
+            self._rule("in", lustre_sg, f"lustre-{first}-{last}-from-vpc", (first, last), cidr=vpc.cidr)
+            self._rule("out", lustre_sg, f"lustre-{first}-{last}-to-vpc", (first, last), cidr=vpc.cidr)
         log_group = aws.cloudwatch.LogGroup(
             f"{self._name}-lustre-log",  # FSx only writes to groups under /aws/fsx
             name="/aws/fsx" + args.naming.log_group(self._region, "lustre"),
@@ -165,8 +164,8 @@ class WorkerRegion(RegionalComponent):
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
         host_sg = self._security_group("host", "Worker hosts: Lustre client and AWS APIs")
         for first, last in LUSTRE_PORTS:  # Lustre servers also call back to their clients
-            self._rule("in", host_sg, f"host-lustre-{first}-{last}-from-vpc", (first, last), cidr=vpc.site.cidr)
-            self._rule("out", host_sg, f"host-lustre-{first}-{last}-to-vpc", (first, last), cidr=vpc.site.cidr)
+            self._rule("in", host_sg, f"host-lustre-{first}-{last}-from-vpc", (first, last), cidr=vpc.cidr)
+            self._rule("out", host_sg, f"host-lustre-{first}-{last}-to-vpc", (first, last), cidr=vpc.cidr)
         self._rule("out", host_sg, "host-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), cidr="0.0.0.0/0")
         role = self._role("host", "ec2.amazonaws.com", managed=[ECS_INSTANCE_POLICY])
         profile = aws.iam.InstanceProfile(f"{self._name}-host", role=role.name, opts=self._child)
@@ -254,13 +253,17 @@ class WorkerRegion(RegionalComponent):
         args, config, vpc = self._args, self._args.config, self._args.vpc
         ports = (config.worker_ports[0], config.nanny_ports[1])
         worker_sg = self._security_group("workers", "Dask workers and nannies")
-        sources = [("client", args.client_cidr), ("own-vpc", vpc.site.cidr),
-                   *((f"worker-{cidr}", cidr) for cidr in args.other_worker_cidrs)]
-        for label, cidr in sources:
-            self._rule("in", worker_sg, f"workers-from-{label}", ports, cidr=cidr)
-        self._rule("out", worker_sg, "workers-to-scheduler", (SCHEDULER_PORT, SCHEDULER_PORT), cidr=args.client_cidr)
-        for label, cidr in sources[1:]:
-            self._rule("out", worker_sg, f"workers-to-{label}", ports, cidr=cidr)
+        # Clients and the scheduler dial the workers; workers exchange data directly when results combine.
+        client_cidr = args.peers[CLIENT_SITE]
+        sources = [(CLIENT_SITE, client_cidr, None), ("own-vpc", vpc.cidr, None),
+                   *((site, cidr, f"worker-{cidr}") for site, cidr in args.peers.items() if site != CLIENT_SITE)]
+        for label, cidr, formerly in sources:
+            self._rule("in", worker_sg, f"workers-from-{label}", ports, cidr=cidr,
+                       formerly=f"workers-from-{formerly}" if formerly else None)
+        self._rule("out", worker_sg, "workers-to-scheduler", (SCHEDULER_PORT, SCHEDULER_PORT), cidr=client_cidr)
+        for label, cidr, formerly in sources[1:]:
+            self._rule("out", worker_sg, f"workers-to-{label}", ports, cidr=cidr,
+                       formerly=f"workers-to-{formerly}" if formerly else None)
         self._rule("out", worker_sg, "workers-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), cidr="0.0.0.0/0")
 
         log_group = aws.cloudwatch.LogGroup(

@@ -21,6 +21,8 @@ from typing import Any
 
 import dask.config
 
+from dask_regions.catalog import Catalog
+from dask_regions.demand import BOUNDS_HANDLER, pool_demand
 from dask_regions.errors import VersionMismatchError
 from dask_regions.versions import check_versions
 from platform_facts import is_pool, pool_of_region, region_of_pool
@@ -214,15 +216,11 @@ class Platform:
             if not self.catalog_endpoint:
                 raise ConnectError("no catalog endpoint: CATALOG_ENDPOINT is not set and the outputs have no "
                                         "catalogEndpoint")
-            from dask_regions.catalog import Catalog
-
             self._catalog = Catalog.open(self.catalog_endpoint, domain_region(self.catalog_endpoint))
         return self._catalog
 
     def pools(self) -> dict[str, list[dict[str, Any]]]:
         """Region -> its live workers (name, address, threads, memory limit), from the scheduler."""
-        from dask_regions.demand import pool_demand
-
         # Configured pools are listed even when empty (a pool at rest has no workers).
         found: dict[str, list[dict[str, Any]]] = {region_of_pool(pool): [] for pool in pool_demand(self.client)}
         for address, worker in sorted(self.client.scheduler_info(n_workers=-1)["workers"].items()):
@@ -245,8 +243,6 @@ class Platform:
     def _bounds(self, region: str, minimum: int | None, maximum: int | None) -> dict[str, Any]:
         """The demand plugin's per-pool bounds (dask_regions.demand): the figure that drives each region's scaling
         (CloudWatch and Auto Scaling in AWS, the autoscaler locally) stays within them."""
-        from dask_regions.demand import BOUNDS_HANDLER
-
         try:
             answer = self.client.sync(getattr(self.client.scheduler, BOUNDS_HANDLER), pool=pool_of_region(region),
                                       minimum=minimum, maximum=maximum)
@@ -281,8 +277,6 @@ class Platform:
         self.close()
 
     def _repr_html_(self) -> str:
-        from dask_regions.demand import pool_demand
-
         figures = pool_demand(self.client)
         rows = []
         for region, workers in self.pools().items():

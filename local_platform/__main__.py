@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from local_platform.demo import run_demo, wait_for_idle_pools
 from local_platform.platform import LocalPlatform, PlatformError
 from local_platform.state import PlatformState
 from stackconfig import ConfigError, StackConfig, load_stack_file
@@ -90,8 +91,6 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
          size: SizeOption = 1, idle_timeout: IdleOption = DEMO_IDLE_SECONDS) -> None:
     """`up`, the reference analysis with its audit and a plot, the pools shrinking to their minimum after it,
     then `down`."""
-    from local_platform.demo import run_demo, wait_for_idle_pools
-
     config = _config(stack)
     try:
         platform = LocalPlatform(config, state_dir, catalog=catalog, size=size, idle_timeout=idle_timeout)

@@ -7,6 +7,7 @@ from stackconfig.aws import fargate_problem, known_regions, schedule_problem, ta
 from stackconfig.load import load_from_pulumi, load_stack_file, raw_stack_config
 from stackconfig.schema import (
     CLIENT_KEYS,
+    CLIENT_SITE,
     MAX_WORKER_REGIONS,
     PROJECT_NAME,
     TOP_LEVEL_KEYS,
@@ -24,7 +25,7 @@ from stackconfig.schema import (
 from stackconfig.validate import parse_stack_config
 
 __all__ = [
-    "CLIENT_KEYS", "LARGEST_VPC_PREFIX", "MAX_AZS", "MAX_WORKER_REGIONS", "MIN_AZS", "PROJECT_NAME",
+    "CLIENT_KEYS", "CLIENT_SITE", "LARGEST_VPC_PREFIX", "MAX_AZS", "MAX_WORKER_REGIONS", "MIN_AZS", "PROJECT_NAME",
     "SMALLEST_VPC_PREFIX", "TOP_LEVEL_KEYS", "WORKER_KEYS", "ClientConfig", "ConfigError", "Key", "Problem",
     "S3Location", "Site", "StackConfig", "WorkerConfig", "describe_keys", "fargate_problem", "known_regions",
     "load_from_pulumi", "load_stack_file", "parse_stack_config", "plan_subnets", "raw_stack_config",

@@ -46,6 +46,10 @@ def _property(key: Key) -> dict[str, Any]:
     prop: dict[str, Any] = {"type": key.kind, "description": key.description}
     if not key.required and key.default is not None:
         prop["default"] = key.default
+    if key.minimum is not None:
+        prop["minimum"] = key.minimum
+    if key.maximum is not None:
+        prop["maximum"] = key.maximum
     return prop
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from platform_facts import pool_of_region
+from stackconfig.addressing import MAX_AZS, MIN_AZS
 
 PROJECT_NAME = "cross-region-dask"
 DEFAULT_SYNC_SCHEDULE = "cron(0 0 * * ? *)"
@@ -30,6 +31,8 @@ class Key:
     description: str
     default: Any = None
     required: bool = False
+    minimum: int | None = None  # integers: the bounds the checks hold them to (and the JSON Schema states)
+    maximum: int | None = None
 
 
 TOP_LEVEL_KEYS: tuple[Key, ...] = (
@@ -47,17 +50,18 @@ TOP_LEVEL_KEYS: tuple[Key, ...] = (
         "EventBridge Scheduler expression (UTC) for the nightly catalog sync: `cron()` with 6 fields (exactly"
         " one of day-of-month and day-of-week `?`), `rate()` or `at()`.", DEFAULT_SYNC_SCHEDULE),
     Key("availabilityZones", "integer",
-        "Availability zones per VPC: 2 or 3.", 2),
+        "Availability zones per VPC: 2 or 3.", 2, minimum=MIN_AZS, maximum=MAX_AZS),
     Key("logRetentionDays", "integer",
         "Retention of every CloudWatch log group the stack creates; one of the values CloudWatch Logs accepts"
         " (1, 3, 5, 7, 14, 30, 60, 90, ...).", 30),
     Key("syncMaxDropPercent", "integer",
         "The nightly sync refuses to replace a region's catalog with one more than this percent smaller (a "
-        "broken listing must not empty the catalog); 0-100. `python -m catalog_sync --force` overrides once.", 50),
+        "broken listing must not empty the catalog); 0-100. `python -m catalog_sync --force` overrides once.",
+        50, minimum=0, maximum=100),
     Key("daskTlsValidityDays", "integer",
         "Validity of the Dask TLS certificates (scheduler, workers, notebook client; the private CA lives 3x "
         "as long); 31-825. `pulumi up` replaces a certificate in its last 30 days and the tasks pick it up at"
-        " their next start.", 365),
+        " their next start.", 365, minimum=31, maximum=825),
     Key("createOpenSearchServiceLinkedRole", "boolean",
         "Create the account-wide OpenSearch service-linked role. It exists once per account: only the first "
         "stack in an account sets this (creating it twice fails).", False),
@@ -92,11 +96,11 @@ CLIENT_KEYS: tuple[Key, ...] = (
     Key("catalogMasterInstanceType", "string",
         "OpenSearch dedicated master instance type (3 masters).", "m6g.large.search"),
     Key("catalogVolumeGiB", "integer",
-        "gp3 volume per OpenSearch data node, GiB; 10-16384.", 20),
+        "gp3 volume per OpenSearch data node, GiB; 10-16384.", 20, minimum=10, maximum=16384),
     Key("notebookInstanceType", "string",
         "SageMaker notebook instance type (`ml.<family>.<size>`).", "ml.t3.2xlarge"),
     Key("notebookVolumeGiB", "integer",
-        "SageMaker notebook volume, GiB; 5-16384.", 50),
+        "SageMaker notebook volume, GiB; 5-16384.", 50, minimum=5, maximum=16384),
 )
 
 WORKER_KEYS: tuple[Key, ...] = (
@@ -113,18 +117,18 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("instanceType", "string",
         "EC2 instance type of the worker hosts.", "m5d.4xlarge"),
     Key("minInstances", "integer",
-        "Minimum EC2 instances in the worker auto scaling group; <= `maxInstances`.", 0),
+        "Minimum EC2 instances in the worker auto scaling group; <= `maxInstances`.", 0, minimum=0),
     Key("maxInstances", "integer",
-        "Maximum EC2 instances in the worker auto scaling group; >= 1.", 12),
+        "Maximum EC2 instances in the worker auto scaling group; >= 1.", 12, minimum=1),
     Key("minTasks", "integer",
         "Minimum Dask worker tasks (ECS); <= `maxTasks`. 0 lets an idle region scale to no tasks and no "
-        "instances.", 0),
+        "instances.", 0, minimum=0),
     Key("maxTasks", "integer",
-        "Maximum Dask worker tasks (ECS); >= 1.", 16),
+        "Maximum Dask worker tasks (ECS); >= 1.", 16, minimum=1),
     Key("workersPerTask", "integer",
-        "Dask worker processes per task (`--nworkers`); >= 1.", 10),
+        "Dask worker processes per task (`--nworkers`); >= 1.", 10, minimum=1),
     Key("threadsPerWorker", "integer",
-        "Threads per Dask worker process (`--nthreads`); >= 1.", 3),
+        "Threads per Dask worker process (`--nthreads`); >= 1.", 3, minimum=1),
     Key("taskMemoryMiB", "integer",
         "Memory reserved per worker task, MiB; at least 1024 per worker process.", 25000),
     Key("workerPortStart", "integer",
@@ -134,14 +138,16 @@ WORKER_KEYS: tuple[Key, ...] = (
         "What the worker service scales on: `demand` (the scheduler's figure for this pool), `cpu` (average "
         "CPU, as the reference did), or `both`.", "demand"),
     Key("idleTimeoutMinutes", "integer",
-        "Minutes a pool without work keeps one warm worker before its demand goes to `minTasks`; 1-1440.", 30),
+        "Minutes a pool without work keeps one warm worker before its demand goes to `minTasks`; 1-1440.",
+        30, minimum=1, maximum=1440),
     Key("cpuTargetPercent", "integer",
-        "Average CPU the worker service's autoscaling aims for (with `scaleOn` `cpu` or `both`); 1-100.", 40),
+        "Average CPU the worker service's autoscaling aims for (with `scaleOn` `cpu` or `both`); 1-100.",
+        40, minimum=1, maximum=100),
     Key("spotPercent", "integer",
         "Share (percent) of the worker tasks above `onDemandBaseTasks` placed on Spot capacity; 0-100. Above "
-        "0 adds a Spot-only host group.", 0),
+        "0 adds a Spot-only host group.", 0, minimum=0, maximum=100),
     Key("onDemandBaseTasks", "integer",
-        "Worker tasks always placed on on-demand capacity before any Spot; <= `maxTasks`.", 0),
+        "Worker tasks always placed on on-demand capacity before any Spot; <= `maxTasks`.", 0, minimum=0),
     Key("spotInstanceTypes", "array",
         "Instance types the Spot group may use, all of `instanceType`'s size (more types: fewer "
         "interruptions), e.g. `m5d.4xlarge`, `m5ad.4xlarge`, `m6id.4xlarge`; empty: `instanceType` only.", []),
@@ -210,6 +216,11 @@ class WorkerConfig:
     lustre_throughput_per_tib: int = 1000
 
     @property
+    def site_name(self) -> str:
+        """Its VPC's name among the platform's sites (`worker-<region>`), in logical and physical names."""
+        return worker_site(self.region)
+
+    @property
     def pool_name(self) -> str:
         """The Dask resource every worker of this region carries (`--resources pool-<region>=...`)."""
         return pool_of_region(self.region)
@@ -241,6 +252,13 @@ class WorkerConfig:
         return f"/{self.region}/{self.lustre_file_system_path}"
 
 
+CLIENT_SITE = "client"
+
+
+def worker_site(region: str) -> str:
+    return f"worker-{region}"
+
+
 @dataclass(frozen=True)
 class Site:
     """One VPC of the platform: the client's or a worker region's."""
@@ -267,8 +285,12 @@ class StackConfig:
 
     @property
     def sites(self) -> tuple[Site, ...]:
-        client = Site("client", self.client.region, self.client.cidr)
-        return (client, *(Site(f"worker-{w.region}", w.region, w.cidr) for w in self.workers))
+        client = Site(CLIENT_SITE, self.client.region, self.client.cidr)
+        return (client, *(Site(w.site_name, w.region, w.cidr) for w in self.workers))
+
+    def peers(self, site: str) -> dict[str, str]:
+        """Every other site's name and CIDR, in site order: what `site`'s security rules admit."""
+        return {other.name: other.cidr for other in self.sites if other.name != site}
 
     @property
     def regions(self) -> tuple[str, ...]:

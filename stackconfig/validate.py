@@ -8,7 +8,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stackconfig.addressing import LARGEST_VPC_PREFIX, MAX_AZS, MIN_AZS, SMALLEST_VPC_PREFIX
+from stackconfig.addressing import LARGEST_VPC_PREFIX, MAX_AZS, SMALLEST_VPC_PREFIX
 from stackconfig.aws import (
     _ACM_ARN,
     _BUCKET,
@@ -246,6 +246,13 @@ def _check_tags(c: _Checker, tags: Mapping[Any, Any] | None, path: str) -> dict[
 
 
 
+def _check_bounds(c: _Checker, keys: Sequence[Key], values: Mapping[str, Any], prefix: str) -> None:
+    """Every integer key's declared bounds (schema.py), with the checker's own message."""
+    for key in keys:
+        if key.minimum is not None:
+            c.whole(values[key.name], f"{prefix}{key.name}", key.minimum, key.maximum)
+
+
 def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None:
     before = len(c.problems)
     _check_region(c, values["region"], "client.region")
@@ -273,11 +280,10 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
     if count is not None and (count < 2 or count % 2):
         c.add("client.catalogInstanceCount", f"{count} data nodes cannot be spread evenly over 2 AZs.",
               "use an even number, at least 2.")
-    c.whole(values["catalogVolumeGiB"], "client.catalogVolumeGiB", 10, 16384)
+    _check_bounds(c, CLIENT_KEYS, values, "client.")
     if values["notebookInstanceType"] is not None and not _SAGEMAKER_TYPE.fullmatch(values["notebookInstanceType"]):
         c.add("client.notebookInstanceType", f"{values['notebookInstanceType']!r} is not a SageMaker instance type.",
               "use a type starting with 'ml.', such as 'ml.t3.2xlarge'.")
-    c.whole(values["notebookVolumeGiB"], "client.notebookVolumeGiB", 5, 16384)
     if len(c.problems) > before:
         return None
     return ClientConfig(
@@ -324,11 +330,7 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
     if instance_type is not None and not _INSTANCE_TYPE.fullmatch(instance_type):
         c.add(f"{path}.instanceType", f"{instance_type!r} is not an EC2 instance type name.",
               "use a name such as 'm5d.4xlarge'.")
-    for key in ("minInstances", "minTasks"):
-        c.whole(values[key], f"{path}.{key}", 0)
-    for key in ("maxInstances", "maxTasks", "workersPerTask", "threadsPerWorker"):
-        c.whole(values[key], f"{path}.{key}", 1)
-    c.whole(values["cpuTargetPercent"], f"{path}.cpuTargetPercent", 1, 100)
+    _check_bounds(c, WORKER_KEYS, values, f"{path}.")
     if values["scaleOn"] is not None and values["scaleOn"] not in SCALE_ON:
         c.add(f"{path}.scaleOn", f"{values['scaleOn']!r} is not a scaling mode.",
               f"use one of {', '.join(repr(mode) for mode in SCALE_ON)}.")
@@ -336,9 +338,6 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
         c.add(f"{path}.minTasks", f"is 0 with {path}.scaleOn 'cpu': CPU tracking never grows a pool from zero "
                                   "tasks (no task, no CPU figure), so the region could never start.",
               f"set {path}.minTasks to 1 or more, or {path}.scaleOn to 'demand' or 'both'.")
-    c.whole(values["idleTimeoutMinutes"], f"{path}.idleTimeoutMinutes", 1, 1440)
-    c.whole(values["spotPercent"], f"{path}.spotPercent", 0, 100)
-    c.whole(values["onDemandBaseTasks"], f"{path}.onDemandBaseTasks", 0)
     base, most = values["onDemandBaseTasks"], values["maxTasks"]
     if base is not None and most is not None and base > most:
         c.add(f"{path}.onDemandBaseTasks", f"{base} is greater than {path}.maxTasks ({most}).",
@@ -417,9 +416,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
     if top["syncSchedule"] is not None and (reason := schedule_problem(top["syncSchedule"])):
         c.add("syncSchedule", f"{top['syncSchedule']!r} is not a valid EventBridge Scheduler expression: {reason}.",
               f"use e.g. {DEFAULT_SYNC_SCHEDULE!r} (every day at 00:00 UTC).")
-    c.whole(top["availabilityZones"], "availabilityZones", MIN_AZS, MAX_AZS)
-    c.whole(top["syncMaxDropPercent"], "syncMaxDropPercent", 0, 100)
-    c.whole(top["daskTlsValidityDays"], "daskTlsValidityDays", 31, 825)  # more than the 30-day renewal window
+    _check_bounds(c, TOP_LEVEL_KEYS, top, "")  # daskTlsValidityDays: more than the 30-day renewal window
     if top["logRetentionDays"] is not None and top["logRetentionDays"] not in LOG_RETENTION_DAYS:
         close = min(LOG_RETENTION_DAYS, key=lambda d: abs(d - top["logRetentionDays"]))
         c.add("logRetentionDays", f"{top['logRetentionDays']} is not a retention CloudWatch Logs accepts.",

@@ -331,9 +331,19 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             ignore_changes=tuple(request.ignoreChanges),
             options={"protect": request.protect, "deleteBeforeReplace": request.deleteBeforeReplace,
                      "retainOnDelete": request.retainOnDelete,
-                     **({"replaceOnChanges": list(request.replaceOnChanges)} if request.replaceOnChanges else {})},
+                     **({"replaceOnChanges": list(request.replaceOnChanges)} if request.replaceOnChanges else {}),
+                     **({"aliases": _aliases(request)} if _aliases(request) else {})},
         ))
         return response
+
+
+def _aliases(request: Any) -> list[str]:
+    """The earlier names (or URNs) a resource answers to, however the SDK sent them."""
+    found = [str(urn) for urn in getattr(request, "aliasURNs", ())]
+    for alias in getattr(request, "aliases", ()):
+        spec = alias.spec if alias.HasField("spec") else None
+        found.append(spec.name if spec is not None and spec.name else str(alias.urn))
+    return found
 
 
 def _json_or_text(value: Any) -> Any:

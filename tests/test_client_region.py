@@ -331,14 +331,14 @@ def test_ecr_repositories_scan_on_push_with_immutable_tags_and_kms(stack: Graph)
 # ------------------------------------------------------------------ the checks fire on a mutated graph
 def test_widening_a_scheduler_rule_is_caught() -> None:
     graph = cached_graph("dev")
-    rule = next(r for r in graph.of_type(INGRESS) if r.name.startswith("client-scheduler-from-10.1."))
+    rule = next(r for r in graph.of_type(INGRESS) if r.name == "client-scheduler-from-worker-us-east-1")
     rule.inputs["cidrIpv4"] = "0.0.0.0/0"
     assert scheduler_rule_violations(graph) and world_open_violations(graph)
 
 
 def test_an_extra_port_on_the_scheduler_is_caught() -> None:
     graph = cached_graph("dev")
-    rule = next(r for r in graph.of_type(INGRESS) if r.name.startswith("client-scheduler-from-10.1."))
+    rule = next(r for r in graph.of_type(INGRESS) if r.name == "client-scheduler-from-worker-us-east-1")
     rule.inputs["toPort"] = 8800
     assert any("not specified" in p for p in scheduler_rule_violations(graph))
 

@@ -354,6 +354,12 @@ def test_the_json_schema_accepts_the_shipped_stacks_and_names_a_mistake() -> Non
     bad["config"]["cross-region-dask:workers"][0]["treads"] = 4
     (error,) = validator.iter_errors(bad)
     assert "'treads' was unexpected" in error.message
+    del bad["config"]["cross-region-dask:workers"][0]["treads"]
+    bad["config"]["cross-region-dask:availabilityZones"] = 4  # the declared bound, as the checks hold it
+    (error,) = validator.iter_errors(bad)
+    assert error.message == "4 is greater than the maximum of 3"
+    checked = " ".join(problems_of(_set(valid(), "availabilityZones", 4)))
+    assert "availabilityZones: is 4, must be between 2 and 3." in checked
 
 
 def test_the_models_defaults_are_the_declared_ones() -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ipaddress
 
+import pytest
+
 from stackconfig import load_stack_file
 from stackgraph.graph_checks import unpinned_resources
 from stackgraph.synth import PROJECT_DIR, Graph, synthesize
@@ -100,3 +102,26 @@ def test_flow_logs_capture_all_traffic_into_a_log_group_with_retention(graph: Gr
 def test_log_retention_follows_config() -> None:
     graph = synthesize("dev", {"logRetentionDays": 365})
     assert {g.inputs["retentionInDays"] for g in graph.of_type("aws:cloudwatch/logGroup:LogGroup")} == {365}
+
+
+@pytest.mark.parametrize("shape", ["dev", "one-worker-in-client-region", "five-workers"])
+def test_rules_are_named_after_sites_and_answer_to_their_former_cidr_names(shape: str) -> None:
+    """Rule names say which site a rule admits, not its CIDR (the CIDR is in the rule); a stack deployed while
+    they were named after CIDRs keeps its rules: each renamed rule has its former name as an alias."""
+    from tests.conftest import cached_graph
+
+    graph = cached_graph(shape)
+    cidrs = set(graph.outputs["vpcCidrs"].values())
+    rules = [r for r in graph.resources if r.type.startswith("aws:vpc/securityGroup")]
+    assert [r.name for r in rules if any(cidr in r.name for cidr in cidrs)] == []
+    site_cidrs = graph.outputs["vpcCidrs"]
+    checked = 0
+    for rule in rules:
+        site = next((name for name in site_cidrs if rule.name.endswith((f"-from-{name}", f"-to-{name}"))), None)
+        if site is None or rule.name.endswith("-workers-from-client"):  # named after its site all along
+            continue
+        # Workers' rules were named worker-<cidr>, the client region's rules <cidr>.
+        former = rule.name.removesuffix(site) + ("worker-" if "-workers-" in rule.name else "") + site_cidrs[site]
+        assert rule.options.get("aliases") == [former], (rule.name, rule.options)
+        checked += 1
+    assert checked >= 2 * len(site_cidrs)

@@ -129,9 +129,9 @@ def test_every_named_journey_has_a_path(shape: str) -> None:
      "client-scheduler-sg does not admit client-notebook-sg on port 8787"),
     ("worker-us-east-1-catalog-sync-to-https", "sync us-east-1 -> catalog",
      "worker-us-east-1-catalog-sync-sg may not send to 10.0.0.0/16 on port 443"),
-    ("worker-us-west-2-workers-to-worker-10.1.0.0/16", "workers us-west-2 -> workers us-east-1",
+    ("worker-us-west-2-workers-to-worker-us-east-1", "workers us-west-2 -> workers us-east-1",
      "worker-us-west-2-workers-sg may not send to 10.1.0.0/16 on port 9000"),
-    ("client-scheduler-to-10.2.0.0/16", "scheduler -> workers us-west-2",
+    ("client-scheduler-to-worker-us-west-2", "scheduler -> workers us-west-2",
      "client-scheduler-sg may not send to 10.2.0.0/16 on port 9000"),
 ])
 def test_a_journey_without_a_path_fails_the_plan_naming_it(rule: str, journey: str, why: str) -> None:

@@ -215,7 +215,7 @@ def test_worker_ports_reachable_from_the_client_vpc_and_not_beyond(stack: Graph)
 
 def test_port_reachability_fails_without_the_route_or_the_rule() -> None:
     graph = cached_graph("dev")
-    rule = next(r for r in graph.of_type(INGRESS) if r.name == "client-scheduler-from-10.1.0.0/16")
+    rule = next(r for r in graph.of_type(INGRESS) if r.name == "client-scheduler-from-worker-us-east-1")
     graph.resources.remove(rule)
     assert "does not admit" in str(service_reachability(graph, "worker-us-east-1", "client-scheduler-sg", 8786))
     graph = cached_graph("dev")

@@ -17,7 +17,8 @@ import pulumi_aws as aws
 from catalog_sync.access import SECURITY_API, security_config
 from components.buckets import secure_bucket
 from components.dask_tls import container_secrets, read_secret_statements
-from components.distribution import wheel
+from components.distribution import constraints, wheel
+from components.kernel import KERNEL
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
@@ -28,7 +29,6 @@ from components.resources import (
     pull_and_log_statements,
 )
 from components.scaling import scheduler_environment
-from dask_regions.connect import LOG_GROUPS_VARIABLE
 from platform_facts import METRIC_NAMESPACE
 from stackconfig import ClientConfig, WorkerConfig
 
@@ -363,7 +363,7 @@ class ClientRegion(RegionalComponent):
                                access_log_bucket=log_bucket)
         aws.s3.BucketObjectv2(f"{self._name}-notebook-constraints", bucket=assets.id,
                               key="notebook-env/requirements.txt",
-                              source=pulumi.FileAsset(str(PROJECT_DIR / "requirements.txt")), opts=self._child)
+                              source=pulumi.FileAsset(str(constraints())), opts=self._child)
         # The data plane's one wheel, as the images install it; the kernel takes its `notebook` extra.
         aws.s3.BucketObjectv2(f"{self._name}-notebook-wheel", bucket=assets.id, key=f"notebook-env/{wheel().name}",
                               source=pulumi.FileAsset(str(wheel())), opts=self._child)
@@ -421,11 +421,9 @@ def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint
     catalog and certificate. The install runs in the background because lifecycle scripts must finish within
     five minutes."""
     tls = "$HOME/.dask-platform-tls"
-    fields = " ".join(f"--env DASK_DISTRIBUTED__COMM__TLS__{name} {tls}/{file}.pem" for name, file in (
-        ("CA_FILE", "ca"), ("CLIENT__CERT", "cert"), ("CLIENT__KEY", "key")))
+    environment = KERNEL.shell_environment(KERNEL.environment(
+        scheduler_address, catalog_endpoint, tls, dashboard_link=DASHBOARD_LINK, log_groups=log_groups))
     host = scheduler_address.split("://", 1)[-1].rsplit(":", 1)[0]
-    # One word for the inner shell (no spaces, quotes escaped), inside the outer single-quoted command.
-    groups = json.dumps(log_groups or {}, separators=(",", ":"), sort_keys=True).replace('"', '\\"')
     proxy = json.dumps({"ServerProxy": {"host_allowlist": [host]}})
     return f"""#!/bin/bash
 set -euo pipefail
@@ -454,12 +452,9 @@ done
 rm -f "{tls}/secret.json"
 nohup bash -c 'python3 -m venv "$HOME/.dask-platform" \\
   && "$HOME/.dask-platform/bin/pip" install --constraint "$HOME/.dask-platform-constraints.txt" \\
-       "$HOME/.dask-platform-dist/{wheel().name}[notebook]" \\
-  && "$HOME/.dask-platform/bin/python" -m ipykernel install --user --name dask-platform \\
-       --display-name "Dask platform" \\
-       --env DASK_SCHEDULER_ADDRESS "{scheduler_address}" --env CATALOG_ENDPOINT "{catalog_endpoint}" \\
-       --env DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION True {fields} \\
-       --env DASK_DISTRIBUTED__DASHBOARD__LINK "{DASHBOARD_LINK}" --env {LOG_GROUPS_VARIABLE} "{groups}"' \\
+       "$HOME/.dask-platform-dist/{wheel().name}[{KERNEL.extra}]" \\
+  && "$HOME/.dask-platform/bin/python" -m ipykernel install --user --name {KERNEL.name} \\
+       --display-name "{KERNEL.display_name}" {environment}' \\
   > "$HOME/dask-platform-setup.log" 2>&1 &
 SCRIPT
 """

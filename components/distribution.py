@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +50,20 @@ def source_digest(root: Path = PROJECT_DIR) -> str:
     for path in sources(root):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def constraints(root: Path = PROJECT_DIR) -> Path:
+    """requirements.txt as pip constraints (dist/constraints.txt): the same pins, without extras, which a
+    constraints file may not carry (pip refuses `moto[server]==...` there). The images and the kernel install with
+    it."""
+    lines = [re.sub(r"\[[^\]]*\]", "", line) for line in (root / "requirements.txt").read_text().splitlines()]
+    target = root / "dist" / "constraints.txt"
+    target.parent.mkdir(exist_ok=True)
+    text = "# Generated from requirements.txt by components/distribution.py: its pins, without extras.\n" + \
+        "\n".join(lines) + "\n"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+    return target
 
 
 @functools.cache

@@ -18,7 +18,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
 
-from components.distribution import DIST_DIR, wheel
+from components.distribution import DIST_DIR, constraints, wheel
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 KEEP_IMAGES = 20
@@ -69,6 +69,7 @@ class RegionalImage(pulumi.ComponentResource):
     def __init__(self, name: str, args: RegionalImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("crossregiondask:index:RegionalImage", name, None, opts)
         tag = content_tag(args.spec)
+        constraints()  # dist/constraints.txt, which the Dockerfiles copy
         repositories: dict[str, aws.ecr.Repository] = {}
         credentials: dict[str, pulumi.Output[aws.ecr.GetAuthorizationTokenResult]] = {}
         for region, provider in args.providers.items():

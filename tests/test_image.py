@@ -65,7 +65,7 @@ def test_image_runs_as_non_root_with_a_health_check_and_no_upgrades() -> None:
     # Dask starts through the entrypoint that installs the TLS credentials (tests/test_dask_tls.py).
     assert re.search(r'^ENTRYPOINT \["python", "/opt/dask/entrypoint\.py"\]', text, flags=re.MULTILINE)
     assert "--upgrade" not in text and " -U " not in text
-    assert "COPY requirements.txt /opt/dask/constraints.txt" in text
+    assert "COPY dist/constraints.txt /opt/dask/constraints.txt" in text
     assert "--constraint /opt/dask/constraints.txt" in text
 
 
@@ -143,3 +143,41 @@ def test_the_tag_changes_exactly_when_the_image_inputs_change(tmp_path: Path) ->
     assert content_tag(DASK_IMAGE, tmp_path) == before
     (tmp_path / "dask_regions" / "__init__.py").write_text("__version__ = '9'\n")
     assert content_tag(DASK_IMAGE, tmp_path) != before
+
+
+def test_the_constraints_file_carries_every_pin_without_extras() -> None:
+    """pip refuses extras in a constraints file (`moto[server]==...`): the images and the kernel install with
+    requirements.txt's pins written without them."""
+    from components.distribution import constraints
+
+    text = constraints().read_text()
+    assert "[" not in text.replace("# ", "")
+    written = {line.split("==")[0].lower(): line.split("==")[1] for line in text.splitlines() if "==" in line}
+    declared = {re.sub(r"\[.*\]", "", name).lower(): version for name, version in re.findall(
+        r"(?m)^([A-Za-z0-9_.\[\]-]+)==(\S+)$", (ROOT / "requirements.txt").read_text())}
+    assert written == declared and "moto" in written
+
+
+def test_the_start_script_hands_the_kernel_its_declared_environment(tmp_path: Path) -> None:
+    """The kernel install line of the SageMaker start script, run by bash as the instance would (with a stand-in
+    python that records its arguments): every declared setting arrives intact, $HOME expanded, JSON unharmed."""
+    from components.client_region import DASHBOARD_LINK, _notebook_start_script
+    from components.kernel import KERNEL
+
+    groups = {"scheduler": {"region": "eu-west-2", "group": "/cross-region-dask/dev/eu-west-2/client/scheduler"}}
+    script = _notebook_start_script("bucket", "tls://scheduler.dev.internal:8786", "https://catalog.example",
+                                    "arn:aws:secretsmanager:eu-west-2:123456789012:secret:x", "eu-west-2", groups)
+    command = script.split('&& "$HOME/.dask-platform/bin/python" -m ipykernel install', 1)[1]
+    command = '"$HOME/.dask-platform/bin/python" -m ipykernel install' + command.split("' \\\n  > ", 1)[0]
+    stub = tmp_path / ".dask-platform" / "bin" / "python"
+    stub.parent.mkdir(parents=True)
+    stub.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    stub.chmod(0o755)
+    result = subprocess.run(["bash", "-c", command.replace("\\\n", " ")], capture_output=True, text=True,
+                            check=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    words = json.loads(result.stdout)
+    received = {words[i + 1]: words[i + 2] for i, word in enumerate(words) if word == "--env"}
+    assert received == KERNEL.environment("tls://scheduler.dev.internal:8786", "https://catalog.example",
+                                          f"{tmp_path}/.dask-platform-tls", dashboard_link=DASHBOARD_LINK,
+                                          log_groups=groups)
+    assert words[words.index("--name") + 1] == KERNEL.name

@@ -211,3 +211,30 @@ with dr.connect() as platform:
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines() == ["workers 2 in ['us-east-1', 'us-west-2']", "bounds True True",
                                           "logs True True"], result.stdout
+
+
+def test_the_example_notebook_runs_in_the_declared_kernel(running: dict[str, Any], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel as AWS builds it (components/kernel.py): a venv with the data plane's wheel and its notebook
+    extra, pinned as the images are, and a kernelspec with the declared environment pointing at this platform. The
+    example notebook runs in it with no parameters: everything comes from the kernel's environment."""
+    import papermill
+
+    from components.kernel import KERNEL
+    from local_platform.kernel import install_kernelspec, kernel_certificate, kernel_venv
+    from local_platform.tls import load_local_tls
+
+    state = running["state"]
+    certificate = kernel_certificate(load_local_tls(Path(state["tls_dir"])), tmp_path / "kernel-tls")
+    environment = KERNEL.environment(state["scheduler_address"], state["catalog"], str(certificate),
+                                     log_dir=running["environment"]["DASK_PLATFORM_LOG_DIR"])
+    spec = install_kernelspec(kernel_venv(), tmp_path / "jupyter", environment)
+    assert json.loads((spec / "kernel.json").read_text())["env"] == environment
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter" / "share" / "jupyter"))
+    output = tmp_path / "executed.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "reference_analysis.ipynb"), str(output),
+                               kernel_name=KERNEL.name, cwd=str(tmp_path), progress_bar=False)
+    cells = json.loads(output.read_text())["cells"]
+    outputs = [o for cell in cells if cell["cell_type"] == "code" for o in cell.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outputs)
+    assert not [o for o in outputs if o.get("output_type") == "error"]

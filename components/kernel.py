@@ -1,0 +1,58 @@
+"""The notebook kernel, declared once as data: its name, the data plane's extra it installs, and its environment.
+The SageMaker start script (client_region.py) and the local platform (`python -m local_platform kernel`) both build
+it from this declaration."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from dask_regions.connect import LOG_DIR_VARIABLE, LOG_GROUPS_VARIABLE
+
+TLS_SETTINGS = {"ca": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "cert": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
+                "key": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    name: str = "dask-platform"
+    display_name: str = "Dask platform"
+    extra: str = "notebook"  # the data plane's extra (pyproject.toml) the kernel installs with the wheel
+
+    def environment(self, scheduler_address: str, catalog_endpoint: str, tls_dir: str, *,
+                    dashboard_link: str | None = None, log_groups: Mapping[str, object] | None = None,
+                    log_dir: str | None = None) -> dict[str, str]:
+        """What the kernel's processes see: where the scheduler and catalog are, the client certificate (files in
+        `tls_dir`), where the dashboard is linked and where the servers' logs are."""
+        environment = {"DASK_SCHEDULER_ADDRESS": scheduler_address, "CATALOG_ENDPOINT": catalog_endpoint,
+                       "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+                       **{variable: f"{tls_dir}/{name}.pem" for name, variable in TLS_SETTINGS.items()}}
+        if dashboard_link:
+            environment["DASK_DISTRIBUTED__DASHBOARD__LINK"] = dashboard_link
+        if log_groups:
+            environment[LOG_GROUPS_VARIABLE] = json.dumps(dict(log_groups), separators=(",", ":"), sort_keys=True)
+        if log_dir:
+            environment[LOG_DIR_VARIABLE] = log_dir
+        return environment
+
+    def install_arguments(self, environment: Mapping[str, str]) -> list[str]:
+        """`python -m ipykernel install` arguments for this kernel with `environment`."""
+        arguments = ["--name", self.name, "--display-name", self.display_name]
+        for variable, value in environment.items():
+            arguments += ["--env", variable, value]
+        return arguments
+
+    def shell_environment(self, environment: Mapping[str, str]) -> str:
+        """`--env NAME "value"` words for a shell (values may name $HOME; no single quotes: the start script runs
+        them inside a single-quoted command)."""
+        words = []
+        for variable, value in environment.items():
+            if "'" in value:
+                raise ValueError(f"{variable}: a kernel setting cannot hold a single quote")
+            escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+            words.append(f'--env {variable} "{escaped}"')
+        return " ".join(words)
+
+
+KERNEL = Kernel()

@@ -26,6 +26,7 @@ from components.resources import (
     RegionalComponent,
     catalog_reader_statements,
     catalog_writer_statements,
+    lambda_in_vpc_statements,
     pull_and_log_statements,
 )
 from components.scaling import scheduler_environment
@@ -331,12 +332,7 @@ class ClientRegion(RegionalComponent):
                 {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{v[1]}:*"},
                 {"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpPut", "es:ESHttpDelete"],
                  "Resource": f"{v[0]}/{SECURITY_API}/*"},
-                # Lambda manages its VPC network interfaces through these calls, which take no resource scoping.
-                {"Sid": "VpcNetworkInterfacesHaveNoResourceScoping", "Effect": "Allow", "Action": [
-                    "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
-                    "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], "Resource": "*"},
-                {"Sid": "XRayHasNoResourceScoping", "Effect": "Allow",
-                 "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"}]))
+                *lambda_in_vpc_statements()]))
         access_sg = self._security_group("catalog-access", "Applies the catalog's access roles")
         self._egress(access_sg, "catalog-access-to-catalog", HTTPS_PORT, cidr=args.vpc.cidr)
         # Standalone (standard library, botocore, which the runtime has, and the shared facts).

@@ -8,10 +8,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from dask_regions.connect import LOG_DIR_VARIABLE, LOG_GROUPS_VARIABLE
-
-TLS_SETTINGS = {"ca": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "cert": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
-                "key": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"}
+from platform_facts import LOG_DIR_VARIABLE, LOG_GROUPS_VARIABLE, TLS_ENVIRONMENT
 
 
 @dataclass(frozen=True)
@@ -27,7 +24,7 @@ class Kernel:
         `tls_dir`), where the dashboard is linked and where the servers' logs are."""
         environment = {"DASK_SCHEDULER_ADDRESS": scheduler_address, "CATALOG_ENDPOINT": catalog_endpoint,
                        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-                       **{variable: f"{tls_dir}/{name}.pem" for name, variable in TLS_SETTINGS.items()}}
+                       **{variable: f"{tls_dir}/{name}.pem" for name, variable in TLS_ENVIRONMENT.items()}}
         if dashboard_link:
             environment["DASK_DISTRIBUTED__DASHBOARD__LINK"] = dashboard_link
         if log_groups:

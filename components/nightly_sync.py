@@ -15,7 +15,12 @@ import pulumi_aws as aws
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.ports import HTTPS_PORT
-from components.resources import RegionalComponent, catalog_writer_statements, security_group
+from components.resources import (
+    RegionalComponent,
+    catalog_writer_statements,
+    lambda_in_vpc_statements,
+    security_group,
+)
 from stackconfig import WorkerConfig
 
 LAMBDA_TIMEOUT_SECONDS = 900
@@ -241,12 +246,7 @@ class NightlySync(RegionalComponent):
             listing,
             *catalog_writer_statements(domain_arn, region),
             {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"], "Resource": counts_arn},
-            # Lambda manages its VPC network interfaces through these calls, which take no resource scoping.
-            {"Sid": "VpcNetworkInterfacesHaveNoResourceScoping", "Effect": "Allow", "Action": [
-                "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
-                "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], "Resource": "*"},
-            {"Sid": "XRayHasNoResourceScoping", "Effect": "Allow",
-             "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
+            *lambda_in_vpc_statements(),
         ]
 
     def _log_group(self, purpose: str, name: str) -> aws.cloudwatch.LogGroup:

@@ -58,6 +58,17 @@ def catalog_writer_statements(domain_arn: str, region: str) -> list[dict[str, An
              "Resource": f"{own}-*"}]
 
 
+def lambda_in_vpc_statements() -> list[dict[str, Any]]:
+    """What any of our VPC-attached, traced Lambda functions needs beyond its own work."""
+    return [
+        # Lambda manages its VPC network interfaces through these calls, which take no resource scoping.
+        {"Sid": "VpcNetworkInterfacesHaveNoResourceScoping", "Effect": "Allow", "Action": [
+            "ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface",
+            "ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses"], "Resource": "*"},
+        {"Sid": "XRayHasNoResourceScoping", "Effect": "Allow",
+         "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"}]
+
+
 def service_role(name: str, service: str, opts: pulumi.ResourceOptions, *,
                  statements: pulumi.Input[list[dict[str, Any]]] | None = None, managed: Sequence[str] = (),
                  account: pulumi.Input[str] | None = None) -> aws.iam.Role:

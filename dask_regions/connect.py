@@ -25,12 +25,8 @@ from dask_regions.catalog import Catalog
 from dask_regions.demand import BOUNDS_HANDLER, pool_demand
 from dask_regions.errors import VersionMismatchError
 from dask_regions.versions import check_versions
-from platform_facts import is_pool, pool_of_region, region_of_pool
+from platform_facts import LOG_DIR_VARIABLE, LOG_GROUPS_VARIABLE, is_pool, pool_of_region, region_of_pool
 
-# Where the servers' logs are, as the kernel's environment says: CloudWatch log groups in AWS (JSON: name ->
-# {"region", "group"}), a directory of log files on the local platform.
-LOG_GROUPS_VARIABLE = "DASK_PLATFORM_LOG_GROUPS"
-LOG_DIR_VARIABLE = "DASK_PLATFORM_LOG_DIR"
 LOG_LINES = 200
 TLS_KEYS = {"ca": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.client.cert",
             "key": "distributed.comm.tls.client.key"}
@@ -219,10 +215,11 @@ class Platform:
             self._catalog = Catalog.open(self.catalog_endpoint, domain_region(self.catalog_endpoint))
         return self._catalog
 
-    def pools(self) -> dict[str, list[dict[str, Any]]]:
+    def pools(self, figures: dict[str, dict[str, Any]] | None = None) -> dict[str, list[dict[str, Any]]]:
         """Region -> its live workers (name, address, threads, memory limit), from the scheduler."""
         # Configured pools are listed even when empty (a pool at rest has no workers).
-        found: dict[str, list[dict[str, Any]]] = {region_of_pool(pool): [] for pool in pool_demand(self.client)}
+        figures = pool_demand(self.client) if figures is None else figures
+        found: dict[str, list[dict[str, Any]]] = {region_of_pool(pool): [] for pool in figures}
         for address, worker in sorted(self.client.scheduler_info(n_workers=-1)["workers"].items()):
             for resource in worker.get("resources", {}):
                 if is_pool(resource):
@@ -279,7 +276,7 @@ class Platform:
     def _repr_html_(self) -> str:
         figures = pool_demand(self.client)
         rows = []
-        for region, workers in self.pools().items():
+        for region, workers in self.pools(figures).items():
             figure = figures.get(pool_of_region(region), {})
             bounds = f"{figure['min_tasks']}..{figure['max_tasks']}" if figure else "not sized"
             rows.append(f"<tr><td>{html.escape(region)}</td><td>{html.escape(pool_of_region(region))}</td>"

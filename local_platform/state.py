@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dask_regions.connect import LOG_DIR_VARIABLE
 from local_platform.tls import LocalTls, load_local_tls
+from platform_facts import LOG_DIR_VARIABLE
 
 STATE_FILE = "platform.json"
 LOCK_FILE = ".starting.lock"  # held while `up` starts a platform: a second `up` is refused, not interleaved

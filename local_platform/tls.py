@@ -15,6 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from platform_facts import TLS_ENVIRONMENT
+
 if TYPE_CHECKING:
     from distributed.security import Security
 
@@ -41,9 +43,8 @@ class LocalTls:
     def client_environment(self) -> dict[str, str]:
         """Dask config (as environment) that makes `Client(address)` present the client certificate."""
         files = self.roles["client"]
-        return {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(self.ca),
-                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(files.cert),
-                "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(files.key),
+        return {TLS_ENVIRONMENT["ca"]: str(self.ca), TLS_ENVIRONMENT["cert"]: str(files.cert),
+                TLS_ENVIRONMENT["key"]: str(files.key),
                 "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True"}
 
     def security(self) -> Security:

@@ -34,6 +34,15 @@ METRIC_NAME = "DesiredTasks"
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
 
+# --------------------------------------------------------------------------------------- the kernel's environment
+# What a notebook kernel or shell needs to reach the platform (components/kernel.py writes it, dask_regions.connect
+# and the local platform read or write it): the client certificate as Dask's TLS settings, and where the servers'
+# logs are (CloudWatch log groups as JSON name -> {region, group} in AWS, a directory of log files locally).
+TLS_ENVIRONMENT = {"ca": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "cert": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
+                   "key": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"}
+LOG_GROUPS_VARIABLE = "DASK_PLATFORM_LOG_GROUPS"
+LOG_DIR_VARIABLE = "DASK_PLATFORM_LOG_DIR"
+
 # -------------------------------------------------------------------------------------------- catalog
 # Readers search the read alias; each region's sync loads `catalog-<region>-<dataset>-<stamp>` indices.
 CATALOG_READ_ALIAS = "catalog"

@@ -332,7 +332,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             options={"protect": request.protect, "deleteBeforeReplace": request.deleteBeforeReplace,
                      "retainOnDelete": request.retainOnDelete,
                      **({"replaceOnChanges": list(request.replaceOnChanges)} if request.replaceOnChanges else {}),
-                     **({"aliases": _aliases(request)} if _aliases(request) else {})},
+                     **({"aliases": aliases} if (aliases := _aliases(request)) else {})},
         ))
         return response
 

@@ -39,18 +39,24 @@ sys.path.insert(0, str(ROOT))
 
 from bench.wan_agent import MODES  # noqa: E402
 from bench.wan_network import RegionLink, counters, leftovers, wan  # noqa: E402
+from local_platform.agent import ENTRYPOINT  # noqa: E402
 from local_platform.data import sample_kind, write_cmip6_like, write_era5_like  # noqa: E402
+from local_platform.declared import Container, Deployment, read_deployment  # noqa: E402
+from local_platform.platform import local_arguments, role_secrets, task_environment  # noqa: E402
 from local_platform.processes import stop_groups  # noqa: E402
+from local_platform.tls import LocalTls, create_local_tls  # noqa: E402
 from platform_facts import pool_of_region  # noqa: E402
 from stackconfig import ConfigError, StackConfig, load_stack_file  # noqa: E402
+from stackgraph.synth import SynthesisError, synthesize  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "wan.json"
 # Ports inside every namespace (each has its own port space): the service listens on loopback, the region's
 # latency proxy on the region's address.
 SCHEDULER_PORT, WORKER_PORT, S3_PORT, CATALOG_PORT, ECHO_PORT = 8786, 8790, 9000, 9200, 9999
+DASHBOARD_PORT = 8787  # inside the client region only
+TARGET_WITHIN_FLOOR = 1.3  # pinned within this factor of the same analysis with no WAN at all
 SERVICES = {SCHEDULER_PORT: "dask scheduler", WORKER_PORT: "dask workers", S3_PORT: "storage (S3)",
             CATALOG_PORT: "catalog"}
-WORKER_THREADS = 2
 MIB = 1 << 20
 TARGET_FASTER_THAN_NAIVE = 20.0
 BIN = Path(sys.executable).parent
@@ -111,18 +117,18 @@ class Processes:
             raise BenchError(f"{name} exited with {code}; see {self.logs / (name + '.log')}")
 
 
-def environment() -> dict[str, str]:
+def environment(tls: LocalTls | None = None) -> dict[str, str]:
+    """The benchmark's own processes (its agent commands, the emulations): the client's TLS settings when given."""
     return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
-            "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
             # moto takes the first label of a host name for a bucket (virtual-host style) unless told not to
-            "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"}
+            "S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true", **(tls.client_environment() if tls else {})}
 
 
-def agent(namespace: str, *arguments: str, timeout: float = 1800) -> dict[str, Any]:
+def agent(namespace: str, *arguments: str, timeout: float = 1800, tls: LocalTls | None = None) -> dict[str, Any]:
     """Run one bench/wan_agent.py command inside a namespace; returns its JSON answer."""
     result = subprocess.run(["ip", "netns", "exec", namespace, sys.executable, str(ROOT / "bench" / "wan_agent.py"),
-                             *arguments], capture_output=True, text=True, env=environment(), timeout=timeout,
+                             *arguments], capture_output=True, text=True, env=environment(tls), timeout=timeout,
                             check=False)
     if result.returncode != 0:
         raise BenchError(f"wan_agent {arguments[0]} in {namespace} failed:\n{result.stderr[-3000:]}")
@@ -182,8 +188,10 @@ def crossed(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]])
 @contextmanager
 def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], arguments: argparse.Namespace,
                            processes: Processes, stored: dict[str, int]) -> Iterator[tuple[str, dict[str, RegionLink]]]:
-    """The WAN with the long-lived services in place: proxies everywhere, S3 emulations with their data in the
-    worker regions, the catalog in the client region, filled by each region's nightly sync."""
+    """The WAN with the long-lived services in place: proxies everywhere; in each worker region its AWS emulation
+    (moto) holding its data; in the client region the catalog and an AWS emulation for the scheduler's metrics.
+    Each worker region's nightly sync fills the catalog across the WAN. For the floor (the `local` mode) the
+    client region also holds every region's objects, under the same keys, in its own emulation."""
     from osmem_server import resolve_binary
 
     regions = [config.client.region] + [w.region for w in config.workers]
@@ -196,25 +204,28 @@ def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], argume
                 "--own-network", network, "--delay-ms", str(arguments.delay_ms), "--echo-port", str(ECHO_PORT),
                 "--account", str(processes.logs / f"proxy-{region}.connections.jsonl"),
                 "--ports", ",".join(map(str, (SCHEDULER_PORT, WORKER_PORT, S3_PORT, CATALOG_PORT)))], env)
-        client_ns = links[config.client.region].namespace
+        client, client_ns = config.client.region, links[config.client.region].namespace
         processes.start("catalog", client_ns, [resolve_binary(), "-addr", f"127.0.0.1:{CATALOG_PORT}",
                                                "-no-stdin-watch", "-no-ja"], env)
-        for worker in config.workers:
-            processes.start(f"s3-{worker.region}", links[worker.region].namespace,
+        for region in regions:
+            processes.start(f"s3-{region}", links[region].namespace,
                             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(S3_PORT)], env)
-        agent(client_ns, "wait-port", "--port", str(CATALOG_PORT))
+        for port in (CATALOG_PORT, S3_PORT):
+            agent(client_ns, "wait-port", "--port", str(port))
         for worker in config.workers:
             namespace = links[worker.region].namespace
             agent(namespace, "wait-port", "--port", str(S3_PORT))
-            common = ["--bucket", worker.dataset.bucket, "--prefix", worker.dataset.prefix, "--region", worker.region,
-                      "--s3-port", str(S3_PORT)]
-            done = agent(namespace, "upload", "--staging", str(staging[worker.region]), *common)
+            common = ["--bucket", worker.dataset.bucket, "--prefix", worker.dataset.prefix, "--s3-port", str(S3_PORT)]
+            done = agent(namespace, "upload", "--staging", str(staging[worker.region]), "--region", worker.region,
+                         *common)
             stored[worker.region] = done["bytes"]
             print(f"  {worker.region}: {done['bytes'] / 1e9:.2f} GB into its S3 emulation in {done['seconds']:.0f} s",
                   flush=True)
             # The nightly job publishes to the catalog in the client region: across the WAN, as in AWS.
-            agent(namespace, "sync", *common, "--fsx-path", worker.fsx_path, "--catalog",
-                  f"http://{config.client.region}.wan:{CATALOG_PORT}")
+            agent(namespace, "sync", *common, "--region", worker.region, "--fsx-path", worker.fsx_path,
+                  "--catalog", f"http://{client}.wan:{CATALOG_PORT}")
+            if "local" in arguments.modes:  # the floor: the same objects, in the client region's storage
+                agent(client_ns, "upload", "--staging", str(staging[worker.region]), "--region", client, *common)
         try:
             yield router, links
         finally:
@@ -233,42 +244,74 @@ def measure_rtt(links: dict[str, RegionLink], client_region: str, worker_region:
     return results
 
 
-def run_mode(mode: str, config: StackConfig, router: str, links: dict[str, RegionLink],
+@dataclass(frozen=True)
+class Cluster:
+    """What the graph declares for the Dask processes, and this run's TLS material (one CA for every mode)."""
+
+    deployment: Deployment
+    tls: LocalTls
+    work: Path
+
+    def task(self, processes: Processes, name: str, namespace: str, container: Container, arguments: list[str],
+             overrides: dict[str, str] | None = None) -> None:
+        """One declared task, through the image's entrypoint, with its declared environment and secrets."""
+        environment = task_environment(container, role_secrets(self.tls), processes.logs / "tasks" / name,
+                                       self.work, f"http://127.0.0.1:{S3_PORT}", None)
+        processes.start(name, namespace, [sys.executable, str(ENTRYPOINT), *arguments],
+                        {**environment, **(overrides or {})})
+
+
+def _pool_in(arguments: list[str], region: str) -> list[str]:
+    """The floor's workers: the declared command with the client region's pool and a name of their own."""
+    pool, changed = pool_of_region(region), list(arguments)
+    changed[changed.index("--resources") + 1] = f"{pool}={changed[changed.index('--resources') + 1].split('=')[1]}"
+    changed[changed.index("--name") + 1] = f"{region}-floor-{changed[changed.index('--name') + 1]}"
+    return changed
+
+
+def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, links: dict[str, RegionLink],
              processes: Processes, index: int, analysis_timeout: float) -> dict[str, Any]:
-    """One run of one mode on a fresh cluster: scheduler (router enforcing or only observing) in the client
-    region, one worker per pool in each region (the client region's pool combines results)."""
+    """One run of one mode on a fresh cluster, as the graph declares it: the scheduler's task in the client region
+    and one task of each worker region's pool in its region (AWS runs no pool in the client region). `local` (the
+    floor) runs the same tasks and reads the same objects all in the client region, with no WAN in between."""
     client = links[config.client.region]
-    combine_pool = pool_of_region(config.client.region)
-    env = {**environment(), "DASK_DASK_REGIONS__COMBINE_POOL": combine_pool,
-           "DASK_DASK_REGIONS__ROUTE": "True" if mode == "pinned" else "False"}
-    scheduler = f"tcp://{client.address}:{SCHEDULER_PORT}"
+    deployment = cluster.deployment
+    scheduler = f"tls://{client.address}:{SCHEDULER_PORT}"
     names = [f"{mode}{index}-scheduler"]
-    started = time.time()
-    processes.start(names[0], client.namespace, [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port",
-                                                 str(SCHEDULER_PORT), "--no-dashboard", "--preload",
-                                                 "dask_regions.routing"], env)
+    overrides = {"DASK_DASK_REGIONS__ROUTE": "False"} if mode == "unpinned" else {}  # the router only observes
+    if mode == "local":  # every region's data is in the client region: its pool is the one configured
+        overrides["DASK_DASK_REGIONS__REGIONS"] = json.dumps([config.client.region])
+    started, load_before = time.time(), os.getloadavg()
+    cluster.task(processes, names[0], client.namespace, deployment.scheduler(),
+                 local_arguments(deployment.scheduler(), deployment, SCHEDULER_PORT, DASHBOARD_PORT), overrides)
     try:
         agent(client.namespace, "wait-port", "--port", str(SCHEDULER_PORT))
-        for region, link in links.items():
-            pool = pool_of_region(region)
-            names.append(f"{mode}{index}-{pool}")
-            processes.start(names[-1], link.namespace, [
-                str(BIN / "dask"), "worker", scheduler, "--name", pool, "--nthreads", str(WORKER_THREADS),
-                "--resources", f"{pool}={WORKER_THREADS}", "--no-nanny", "--no-dashboard",
-                "--listen-address", f"tcp://127.0.0.1:{WORKER_PORT}",
-                "--contact-address", f"tcp://{link.address}:{WORKER_PORT}",
-                "--local-directory", str(processes.logs / "dask" / names[-1])], env)
-        agent(client.namespace, "wait-cluster", "--scheduler", scheduler, "--workers", str(len(links)))
+        for container in deployment.pools():
+            names.append(f"{mode}{index}-{container.service}")
+            if mode == "local":
+                arguments = local_arguments(container, deployment, SCHEDULER_PORT, 0)
+                cluster.task(processes, names[-1], client.namespace, container,
+                             _pool_in(arguments, config.client.region))
+                continue
+            link = links[container.region]
+            cluster.task(processes, names[-1], link.namespace, container, local_arguments(
+                container, deployment, SCHEDULER_PORT, 0, scheduler_host=client.address,
+                worker_contact=f"{link.address}:{WORKER_PORT}"))
+        agent(client.namespace, "wait-cluster", "--scheduler", scheduler, "--workers",
+              str(len(deployment.pools())), tls=cluster.tls)
         before = link_bytes(router, links)
+        floor = ["--floor-region", config.client.region] if mode == "local" else []
         result = agent(client.namespace, "analyse", "--mode", mode, "--scheduler", scheduler, "--catalog",
-                       f"http://127.0.0.1:{CATALOG_PORT}", "--combine-pool", combine_pool, "--s3-port", str(S3_PORT),
-                       timeout=analysis_timeout)
+                       f"http://127.0.0.1:{CATALOG_PORT}", "--s3-port", str(S3_PORT), *floor,
+                       timeout=analysis_timeout, tls=cluster.tls)
         result["link_bytes"] = crossed(before, link_bytes(router, links))
     finally:
         processes.stop(names)
+    result["load"] = {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}
+    result["repeat"] = index
     # The run's connections closed with its cluster; the proxies write each one's account as it ends.
     _settle(processes.logs.glob("proxy-*.connections.jsonl"))
-    result["proxied_bytes"] = proxied(processes.logs, started)
+    result["proxied_bytes"], result["proxied_connections"] = proxied(processes.logs, started)
     return result
 
 
@@ -285,16 +328,22 @@ def _settle(paths: Iterator[Path], quiet: float = 0.3, limit: float = 10.0) -> N
         sizes = now
 
 
-def proxied(logs: Path, since: float) -> dict[str, int]:
-    """Payload bytes of connections between regions since `since`, per service, from the proxies' accounts
+def proxied(logs: Path, since: float) -> tuple[dict[str, int], dict[str, int]]:
+    """Payload bytes and connections between regions since `since`, per service, from the proxies' accounts
     (what the link counters see, without headers and acknowledgements, split by who was talking)."""
-    totals = dict.fromkeys(SERVICES.values(), 0)
+    totals, connections = dict.fromkeys(SERVICES.values(), 0), dict.fromkeys(SERVICES.values(), 0)
     for path in logs.glob("proxy-*.connections.jsonl"):
         for line in path.read_text().splitlines():
             entry = json.loads(line)
             if entry["foreign"] and entry["time"] >= since and entry["port"] in SERVICES:
                 totals[SERVICES[entry["port"]]] += entry["received"] + entry["sent"]
-    return totals
+                connections[SERVICES[entry["port"]]] += 1
+    return totals, connections
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+            "max": round(max(values), 3)}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -306,10 +355,15 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         by_mode[mode] = {
             "runs": len(mine),
             "wall_seconds": statistics.median(r["wall_seconds"] for r in mine),
+            "wall": _spread([r["wall_seconds"] for r in mine]),
+            "phases": {phase: _spread([r["phases"][phase] for r in mine]) for phase in mine[0]["phases"]},
+            "load_before": _spread([r["load"]["before"] for r in mine]),
             "link_bytes": int(statistics.median(r["link_bytes"]["total"] for r in mine)),
             "audit_bytes": int(statistics.median(r["audit_bytes"] for r in mine)),
             "proxied_bytes": {service: int(statistics.median(r["proxied_bytes"][service] for r in mine))
                               for service in SERVICES.values()},
+            "proxied_connections": {service: int(statistics.median(r["proxied_connections"][service] for r in mine))
+                                    for service in SERVICES.values()},
             "misplaced_tasks": int(statistics.median(r["misplaced_tasks"] for r in mine)),
             "ambiguous_tasks": max(r["ambiguous_tasks"] for r in mine),
             "regional_tasks": mine[0]["regional_tasks"], "combining_tasks": mine[0]["combining_tasks"],
@@ -318,7 +372,21 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return by_mode
 
 
-def targets(by_mode: dict[str, Any]) -> dict[str, Any]:
+def ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Within each repeat (the modes of one repeat ran back to back): pinned against the floor, naive against
+    pinned; the median, min and max over the repeats."""
+    found: dict[str, list[float]] = {"pinned_over_floor": [], "naive_over_pinned": []}
+    for index in sorted({r["repeat"] for r in runs}):
+        wall = {r["mode"]: r["wall_seconds"] for r in runs if r["repeat"] == index}
+        if "pinned" in wall and "local" in wall:
+            found["pinned_over_floor"].append(wall["pinned"] / wall["local"])
+        if "pinned" in wall and "naive" in wall:
+            found["naive_over_pinned"].append(wall["naive"] / wall["pinned"])
+    return {name: {**_spread(values), "per_repeat": [round(v, 3) for v in values]}
+            for name, values in found.items() if values}
+
+
+def targets(by_mode: dict[str, Any], within: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = {}
     if "pinned" in by_mode:
         pinned = by_mode["pinned"]
@@ -326,10 +394,16 @@ def targets(by_mode: dict[str, Any]) -> dict[str, Any]:
         found["pinned_bytes"] = {"measured": pinned["link_bytes"], "limit": limit,
                                  "met": pinned["link_bytes"] <= limit,
                                  "target": "pinned moves <= 2x the reduced results + 1 MiB across regions"}
-        if "naive" in by_mode:
-            speedup = by_mode["naive"]["wall_seconds"] / pinned["wall_seconds"]
-            found["pinned_vs_naive"] = {"speedup": round(speedup, 1), "target": TARGET_FASTER_THAN_NAIVE,
-                                        "met": speedup >= TARGET_FASTER_THAN_NAIVE}
+    if "naive_over_pinned" in within:
+        speedup = within["naive_over_pinned"]["median"]
+        found["pinned_vs_naive"] = {"speedup": round(speedup, 1), "target": TARGET_FASTER_THAN_NAIVE,
+                                    "met": speedup >= TARGET_FASTER_THAN_NAIVE,
+                                    "meaning": "naive / pinned, median of the per-repeat ratios"}
+    if "pinned_over_floor" in within:
+        factor = within["pinned_over_floor"]["median"]
+        found["pinned_vs_floor"] = {"factor": round(factor, 2), "target": TARGET_WITHIN_FLOOR,
+                                    "met": factor <= TARGET_WITHIN_FLOOR,
+                                    "meaning": "pinned / local (no WAN), median of the per-repeat ratios"}
     checksums = {c for mode in by_mode.values() for c in mode["checksums"]}
     found["checksums_agree"] = len(checksums) == 1
     return found
@@ -350,7 +424,8 @@ def chart(by_mode: dict[str, Any], setting: str, path: Path) -> None:
     modes = list(by_mode)
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     seconds = [by_mode[m]["wall_seconds"] for m in modes]
-    left.bar(modes, seconds, color=["#2a9d8f", "#e9c46a", "#e76f51"][:len(modes)])
+    colours = {"local": "#8ab17d", "pinned": "#2a9d8f", "unpinned": "#e9c46a", "naive": "#e76f51"}
+    left.bar(modes, seconds, color=[colours[m] for m in modes])
     left.set_ylabel("wall time, s (median)")
     for x, value in enumerate(seconds):
         left.annotate(f"{value:.1f} s", (x, value), ha="center", va="bottom")
@@ -412,8 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "with `ip netns delete <name>` (and rm -r /etc/netns/crdwan-*)")
         config = load_stack_file(ROOT, arguments.stack)
         check_config(config)
-        return run(config, arguments)
-    except (BenchError, ConfigError, subprocess.TimeoutExpired) as error:
+        return run(config, read_deployment(synthesize(arguments.stack)), arguments)
+    except (BenchError, ConfigError, SynthesisError, subprocess.TimeoutExpired) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -421,8 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def run(config: StackConfig, arguments: argparse.Namespace) -> int:
+def run(config: StackConfig, deployment: Deployment, arguments: argparse.Namespace) -> int:
     sizes = Sizes(arguments.gigabytes)
+    load_at_start = os.getloadavg()
     work = arguments.work_dir.resolve()
     logs = work / "logs"
     shutil.rmtree(logs, ignore_errors=True)
@@ -431,6 +507,7 @@ def run(config: StackConfig, arguments: argparse.Namespace) -> int:
     print(f"generating ~{sizes.gigabytes:g} GB of sample data per worker region in {work / 'staging'}", flush=True)
     staging = generate(config, sizes, work)
     processes = Processes(logs)
+    cluster = Cluster(deployment, create_local_tls(work / "tls"), work)
     # Naive pulls every stored byte through one region's link: allow three times that, and at least 30 minutes.
     timeout = max(1800.0, 3 * 2 * sizes.gigabytes * 8e9 / (arguments.rate_mbit * 1e6))
     runs: list[dict[str, Any]] = []
@@ -444,9 +521,10 @@ def run(config: StackConfig, arguments: argparse.Namespace) -> int:
                   f"{rtt['within_region']['median_ms']:.2f} ms)", flush=True)
             for index in range(1, arguments.repeats + 1):
                 for mode in arguments.modes:
-                    result = run_mode(mode, config, router, links, processes, index, timeout)
+                    result = run_mode(mode, config, cluster, router, links, processes, index, timeout)
                     runs.append(result)
-                    print(f"  run {index} {mode:<9} {result['wall_seconds']:7.1f} s  "
+                    phases = " ".join(f"{k} {v:.1f}" for k, v in result["phases"].items())
+                    print(f"  run {index} {mode:<9} {result['wall_seconds']:7.1f} s ({phases})  "
                           f"{result['link_bytes']['total'] / 1e6:9.1f} MB on the links  "
                           f"{result['audit_bytes'] / 1e6:9.1f} MB in the audit  "
                           f"misplaced {result['misplaced_tasks']}/{result['regional_tasks']}  "
@@ -455,20 +533,26 @@ def run(config: StackConfig, arguments: argparse.Namespace) -> int:
         processes.stop()
     remaining = leftovers()
     by_mode = summarise(runs)
-    found = targets(by_mode)
+    within = ratios(runs)
+    found = targets(by_mode, within)
     output: Path = arguments.output
     output.parent.mkdir(parents=True, exist_ok=True)
     picture = output.with_suffix(".png")
     result = {"benchmark": "wan", "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
               "machine": {"python": platform.python_version(), "platform": platform.platform(),
-                          "cpus": os.cpu_count()},
+                          "cpus": os.cpu_count(), "load_at_start": [round(v, 2) for v in load_at_start]},
               "command": " ".join(["python", "bench/wan.py", *(sys.argv[1:])]),
               "stack": config.stack, "client_region": config.client.region,
               "worker_regions": [w.region for w in config.workers],
               "settings": {"gigabytes_per_region": sizes.gigabytes, "grid": list(sizes.grid()),
                            "rate_mbit": arguments.rate_mbit, "delay_ms_one_way": arguments.delay_ms,
-                           "repeats": arguments.repeats, "dask_comm": "tcp (plain; TLS costs the same in every mode)"},
-              "stored_bytes": stored, "round_trip_ms": rtt, "modes": by_mode, "targets": found, "runs": runs,
+                           "repeats": arguments.repeats, "modes": arguments.modes,
+                           "dask_comm": "tls, as the graph declares (the scheduler's and pools' task definitions)"},
+              "topology": "as the graph declares: the scheduler task in the client region, one task of each worker "
+                          "region's pool in its region, no pool in the client region (naive computes in the "
+                          "notebook's own process); local: the same tasks and objects, all in the client region",
+              "stored_bytes": stored, "round_trip_ms": rtt, "modes": by_mode, "ratios_within_repeats": within,
+              "targets": found, "runs": runs,
               "chart": _shown(picture),
               "leftovers": remaining,
               "difference_explained": (

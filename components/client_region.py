@@ -219,7 +219,8 @@ class ClientRegion(RegionalComponent):
                 "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
                 "ssmmessages:OpenDataChannel"], "Resource": "*"})
         task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", task_statements)
-        environment = scheduler_environment(self._args.naming.project, self._args.naming.stack, self._args.workers)
+        environment = scheduler_environment(self._args.naming.project, self._args.naming.stack, self._args.workers,
+                                            config.scale_in_window_seconds)
         cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
         containers = pulumi.Output.all(self._args.image, log_group.name, self._args.scheduler_tls_secret_arn).apply(

@@ -29,7 +29,8 @@ def demand_pools(workers: Sequence[WorkerConfig]) -> dict[str, dict[str, float |
             for w in workers if w.scale_on in ("demand", "both")}
 
 
-def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConfig]) -> list[dict[str, str]]:
+def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConfig],
+                          scale_in_window_seconds: int) -> list[dict[str, str]]:
     """Environment of the scheduler container: the router's regions and the demand plugin's settings (dask config
     via DASK_ variables). No combining pool: AWS runs no workers in the client region, so a task that combines
     regions runs in the pool holding most of its inputs (dask_regions.routing)."""
@@ -39,6 +40,7 @@ def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConf
         "DASK_DASK_REGIONS__DEMAND__STACK": metric_stack(project, stack),
         "DASK_DASK_REGIONS__DEMAND__NAMESPACE": METRIC_NAMESPACE,
         "DASK_DASK_REGIONS__DEMAND__SCALE_UP_TIMEOUT": str(SCALE_UP_TIMEOUT_SECONDS),
+        "DASK_DASK_REGIONS__DEMAND__SCALE_IN_WINDOW": str(scale_in_window_seconds),
         "DASK_DASK_REGIONS__DEMAND__POOLS": json.dumps(pools),  # a dict literal to dask's config parser
         # The router's configured regions: data tagged with any other region fails, naming it.
         "DASK_DASK_REGIONS__REGIONS": json.dumps(sorted({w.region for w in workers})),

@@ -37,6 +37,13 @@ TLS_DIRECTORY = "/run/dask-tls"  # tmpfs in the worker container: the key never 
 ECS_INSTANCE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 
 
+def worker_environment(config: WorkerConfig) -> list[dict[str, str]]:
+    """The worker container's environment: its health check's address, and where the entrypoint writes the TLS
+    files (the task's tmpfs)."""
+    return [{"name": "DASK_HEALTH_TCP", "value": f"127.0.0.1:{config.worker_ports[0]}"},
+            {"name": "DASK_TLS_DIR", "value": f"{TLS_DIRECTORY}/worker"}]
+
+
 def worker_command(config: WorkerConfig, scheduler_address: str) -> list[str]:
     """The `dask worker` command line of one task (the image's entrypoint adds the TLS flags and runs `dask`)."""
     (worker_first, worker_last), (nanny_first, nanny_last) = config.worker_ports, config.nanny_ports
@@ -291,8 +298,7 @@ class WorkerRegion(RegionalComponent):
             "secrets": container_secrets(v[2]),
             "linuxParameters": {"tmpfs": [{"containerPath": TLS_DIRECTORY, "size": 1,
                                            "mountOptions": ["noexec", "nosuid", "nodev", "mode=1777"]}]},
-            "environment": [{"name": "DASK_HEALTH_TCP", "value": f"127.0.0.1:{config.worker_ports[0]}"},
-                            {"name": "DASK_TLS_DIR", "value": f"{TLS_DIRECTORY}/worker"}],
+            "environment": worker_environment(config),
             "healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30,
                             "timeout": 5, "retries": 3, "startPeriod": 120},
             "logConfiguration": {"logDriver": "awslogs", "options": {

@@ -1,12 +1,13 @@
-"""`python -m local_platform up|demo|down|status --stack dev`: the platform a stack config describes, on
-this machine."""
+"""`python -m local_platform up|demo|down|status --stack dev`: the deployment twin. It runs what the Pulumi program
+declares for a stack (its resource graph, recorded under mocks) on this machine."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +17,8 @@ from rich.table import Table
 
 from local_platform.demo import run_demo, wait_for_idle_pools
 from local_platform.platform import LocalPlatform, PlatformError
-from local_platform.state import PlatformState
-from stackconfig import ConfigError, StackConfig, load_stack_file
+from local_platform.state import TWIN_FILE, PlatformState
+from stackconfig import ConfigError, StackConfig, load_stack_file, raw_stack_config
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 console = Console()
@@ -29,10 +30,15 @@ CatalogOption = Annotated[str, typer.Option(help="sqlite (embedded) or opensearc
 SizeOption = Annotated[int, typer.Option(help="Sample data size factor (1: small enough for 2 cores).")]
 RunningStackOption = Annotated[str | None, typer.Option(
     "--stack", help="The stack you expect to find running there (refused if another stack runs).")]
-IdleOption = Annotated[float | None, typer.Option(
-    help="Seconds an idle pool keeps a warm worker before scaling to its minimum (default: the stack's "
-         "idleTimeoutMinutes).")]
-DEMO_IDLE_SECONDS = 5.0  # the demo shows pools shrinking to zero: no need to wait half an hour
+IdleOption = Annotated[int | None, typer.Option(
+    help="Stack config override: every worker region's idleTimeoutMinutes (minutes an idle pool keeps a warm "
+         "worker).")]
+WindowOption = Annotated[int | None, typer.Option(
+    help="Stack config override: client.scaleInWindowSeconds (how long a pool's demand must stay lower before "
+         "it falls).")]
+# The demo shows pools shrinking to their minimum: no need to wait half an hour. Local-only overrides, through the
+# stack config keys (so the program declares them, and the twin runs what it declares).
+DEMO_IDLE_MINUTES, DEMO_SCALE_IN_WINDOW = 0, 5
 
 
 def _config(stack: str) -> StackConfig:
@@ -41,6 +47,17 @@ def _config(stack: str) -> StackConfig:
     except ConfigError as error:
         console.print(escape(str(error)), style="red")
         raise typer.Exit(2) from None
+
+
+def overrides(stack: str, idle_minutes: int | None, scale_in_window: int | None) -> dict[str, Any]:
+    """Stack config overrides (top-level keys, whole values) for the local-only settings."""
+    _, raw = raw_stack_config(PROJECT_DIR, stack)
+    changed: dict[str, Any] = {}
+    if idle_minutes is not None:
+        changed["workers"] = [{**worker, "idleTimeoutMinutes": idle_minutes} for worker in raw["workers"]]
+    if scale_in_window is not None:
+        changed["client"] = {**raw["client"], "scaleInWindowSeconds": scale_in_window}
+    return changed
 
 
 def _running(state_dir: Path, stack: str | None) -> PlatformState | None:
@@ -64,22 +81,36 @@ def _print_state(state: PlatformState) -> None:
     table.add_row("dashboard", state.dashboard_url)
     table.add_row("catalog", state.catalog)
     for region, endpoint in state.s3_endpoints.items():
-        table.add_row(f"S3 emulation {region}", endpoint)
+        table.add_row(f"AWS emulation {region}", endpoint)
     table.add_row("pools", ", ".join(state.pools))
     table.add_row("TLS", f"mutual TLS; CA and certificates in {state.tls_dir} (clients: `eval \"$(python -m "
                   f"local_platform env)\"`)")
-    table.add_row("Lustre stand-in", f"{state.state_dir}/fsx")
+    table.add_row("Lustre stand-ins", f"{state.state_dir}/fsx/<region>")
     console.print(table)
+
+
+def _print_twin(state: PlatformState) -> None:
+    """What of the declared graph runs here, as what, and what does not, with the reason."""
+    twin = json.loads((Path(state.state_dir) / TWIN_FILE).read_text())
+    for title, groups in (("runs here", twin["run"]), ("not run here", twin["unrun"])):
+        table = Table(title=f"declared resources: {title}", show_lines=False)
+        table.add_column("resources")
+        table.add_column("how" if title == "runs here" else "why")
+        for reason, names in sorted(groups.items()):
+            table.add_row(f"{len(names)}: {', '.join(sorted(names))}", reason)
+        console.print(table)
 
 
 @app.command()
 def up(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catalog: CatalogOption = "sqlite",
-       size: SizeOption = 1, idle_timeout: IdleOption = None) -> None:
-    """Start the platform: S3 emulations with sample data, the scheduler and pools, one nightly sync."""
-    config = _config(stack)
+       size: SizeOption = 1, idle_timeout_minutes: IdleOption = None, scale_in_window: WindowOption = None) -> None:
+    """Start the platform the stack declares: AWS emulations with sample data, the scheduler and pools, the
+    first nightly sync."""
+    _config(stack)
     try:
         with console.status("starting") as status:
-            state = LocalPlatform(config, state_dir, catalog=catalog, size=size, idle_timeout=idle_timeout,
+            state = LocalPlatform(stack, state_dir, catalog=catalog, size=size,
+                                  overrides=overrides(stack, idle_timeout_minutes, scale_in_window),
                                   report=lambda message: status.update(message)).up()
     except PlatformError as error:
         raise _fail(error) from None
@@ -88,12 +119,14 @@ def up(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catal
 
 @app.command()
 def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catalog: CatalogOption = "sqlite",
-         size: SizeOption = 1, idle_timeout: IdleOption = DEMO_IDLE_SECONDS) -> None:
+         size: SizeOption = 1, idle_timeout_minutes: IdleOption = DEMO_IDLE_MINUTES,
+         scale_in_window: WindowOption = DEMO_SCALE_IN_WINDOW) -> None:
     """`up`, the reference analysis with its audit and a plot, the pools shrinking to their minimum after it,
     then `down`."""
-    config = _config(stack)
+    _config(stack)
     try:
-        platform = LocalPlatform(config, state_dir, catalog=catalog, size=size, idle_timeout=idle_timeout)
+        platform = LocalPlatform(stack, state_dir, catalog=catalog, size=size,
+                                 overrides=overrides(stack, idle_timeout_minutes, scale_in_window))
     except PlatformError as error:
         raise _fail(error) from None
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # tear down on SIGTERM as on Ctrl-C
@@ -125,7 +158,7 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
                       f"{result.mean_warming_kelvin:.2f} K")
         console.print(f"plot: {result.plot}")
         with console.status("waiting for the idle pools to scale in"):
-            story = wait_for_idle_pools(state, config)
+            story = wait_for_idle_pools(state)
         for pool, sizes in sorted(story.items()):
             console.print(f"{pool} workers over time: {' -> '.join(map(str, sizes))}")
         if not result.audit.proven:
@@ -174,6 +207,7 @@ def status(stack: RunningStackOption = None, state_dir: StateOption = Path("stat
         console.print(f"no platform is running from {state_dir}")
         raise typer.Exit(1)
     _print_state(state)
+    _print_twin(state)
     for name, up_now in alive.items():
         console.print(f"{name}: {'running' if up_now else 'stopped'}")
     if not all(alive.values()):

@@ -12,10 +12,11 @@ from typing import Any
 import dask_regions as dr
 from dask_regions.audit import Audit
 from dask_regions.climate import global_mean, is_synthetic, monthly_climatology, plot_maps, regrid
-from local_platform.autoscaler import current_sizes, pool_history
-from local_platform.platform import DEMAND_SETTINGS
-from local_platform.state import SPEC_FILE, PlatformState
-from stackconfig import StackConfig
+from local_platform.agent import current_sizes, pool_history
+from local_platform.platform import DEMAND_POOLS
+from local_platform.state import TWIN_FILE, PlatformState
+
+SCALE_IN_WINDOW = "DASK_DASK_REGIONS__DEMAND__SCALE_IN_WINDOW"
 
 
 @dataclass
@@ -81,15 +82,21 @@ def warming(difference: Any) -> float:
     return float(global_mean(difference).mean())
 
 
-def wait_for_idle_pools(state: PlatformState, config: StackConfig, slack: float = 20.0) -> dict[str, list[int]]:
-    """Wait until every autoscaled pool is back at its minimum (idle timeout, scale-in window, retirement), then
-    return each pool's sizes over the run, e.g. [0, 2, 1, 0]."""
+def wait_for_idle_pools(state: PlatformState, slack: float = 30.0) -> dict[str, list[int]]:
+    """Wait until every scaled pool is back at its minimum (the declared idle timeout and scale-in window, then
+    draining), then return each pool's sizes over the run, e.g. [0, 2, 1, 0]."""
     import time
 
+    from dask.utils import parse_timedelta
+
     state_dir = Path(state.state_dir)
-    minimum = {w.pool_name: w.min_tasks for w in config.workers if w.pool_name in current_sizes(state_dir)}
-    idle = float(json.loads((state_dir / SPEC_FILE).read_text()).get("idle_timeout", 0))
-    deadline = time.monotonic() + idle + float(DEMAND_SETTINGS["scale_in_window"]) + slack
+    twin = json.loads((state_dir / TWIN_FILE).read_text())
+    minimum = {s["pool"]: s["minimum"] for s in twin["services"] if s["pool"]}
+    scheduler = next(s["environment"] for s in twin["services"] if s["arguments"][:1] == ["scheduler"])
+    idle = max((float(p["idle_timeout"]) for p in json.loads(scheduler.get(DEMAND_POOLS, "{}")).values()),
+               default=0.0)
+    window = float(parse_timedelta(scheduler.get(SCALE_IN_WINDOW, "120s"), default="s"))
+    deadline = time.monotonic() + idle + window + slack
     while time.monotonic() < deadline:
         sizes = current_sizes(state_dir)
         if all(sizes.get(pool, 0) <= low for pool, low in minimum.items()):

@@ -1,5 +1,13 @@
-"""Start, inspect and stop the local platform. Every process it starts is recorded (pid and command line)
-in the state directory, and `down` stops exactly those."""
+"""Start, inspect and stop the local platform: the deployment twin. `up` runs the real Pulumi program under mocks
+(stackgraph.synth, the graph `plan` checks), reads what it declares (local_platform.declared) and runs that: each
+region's AWS emulation (moto) with sample data, the catalog stand-in, and the local control plane
+(local_platform.agent), which runs the declared ECS services through the image's entrypoint and fires the
+declared schedules; the first catalog syncs run before `up` returns, as AWS fires them after the deploy.
+
+What the graph declares is changed only by the rules in this module, said once each: addresses and ports (loopback,
+free ports, the task's own directories), the sizes (declared.LOCAL_SIZES), and the AWS endpoints and stand-ins
+each process is given (TWIN_VARIABLES). Every process it starts is recorded (pid and command line) in the state
+directory, and `down` stops exactly those."""
 
 from __future__ import annotations
 
@@ -12,36 +20,55 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from catalog_sync.published import FileCounts
-from catalog_sync.records import Association
-from catalog_sync.sinks import open_sink
-from catalog_sync.sync import sync_region
-from dask_regions.demand import settings_environment
-from local_platform.autoscaler import PoolSpec, write_spec
+from dask_regions.paths import FSX_MOUNT
 from local_platform.data import publish, sample_kind, write_cmip6_like, write_era5_like
-from local_platform.fsx_standin import LocalFsx
+from local_platform.declared import (
+    LOCAL_SIZES,
+    Container,
+    DeclarationError,
+    Deployment,
+    read_deployment,
+    sized_demand_pools,
+)
+from local_platform.fsx_standin import StandIn
+from local_platform.lambda_runtime import FILE_SYSTEMS_VARIABLE, TIMEOUT_VARIABLE
+from local_platform.nightly import Functions, first_syncs, function_specs, run_execution
 from local_platform.state import (
     CATALOG_FILE,
     HISTORY_FILE,
     LOCK_FILE,
-    PUBLISHED_COUNTS_FILE,
     SIZES_FILE,
     STATE_FILE,
+    SYNC_HISTORY_FILE,
+    TWIN_FILE,
     PlatformState,
 )
-from local_platform.tls import create_local_tls, load_local_tls
-from stackconfig import StackConfig, WorkerConfig
+from local_platform.tls import LocalTls, create_local_tls
+from platform_facts import SCHEDULER_PORT
 
 BIN = Path(sys.executable).parent
-WORKER_THREADS = 2
+ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
-LOCAL_MAX_WORKERS = 2  # per pool: a 2-core machine gains nothing from more
-AUTOSCALE_INTERVAL = 1.0
-DEMAND_SETTINGS = {"interval": 1.0, "scale_in_window": 5.0, "target_duration": 2.0, "scale_up_timeout": 120.0}
+AGENT_INTERVAL = 1.0
+MARKER = "LOCAL_PLATFORM_STATE"  # in every process's environment: which platform started it
+DEMAND_POOLS = "DASK_DASK_REGIONS__DEMAND__POOLS"
+# What the twin adds to a task's or function's environment, and why (README: the twin's differences).
+TWIN_VARIABLES = {
+    "AWS_ENDPOINT_URL": "the region's AWS emulation (moto) instead of AWS's endpoints",
+    "AWS_ACCESS_KEY_ID": "a stand-in for the task's or function's role", "AWS_SECRET_ACCESS_KEY": "(the same)",
+    "AWS_REGION": "as ECS and Lambda set it", "AWS_DEFAULT_REGION": "as ECS and Lambda set it",
+    "DASK_REGIONS_FSX_ROOT": "where /fsx (the region's Lustre stand-in) is mounted on this machine",
+    "DASK_TLS_DIR": "the task's own directory for its TLS files (in AWS a tmpfs, or the entrypoint's default)",
+    "ECS_CONTAINER_METADATA_URI_V4": "the local agent's task metadata", "ECS_AGENT_URI": "the local agent",
+    FILE_SYSTEMS_VARIABLE: "the FSx stand-ins (Lambda runtime only)", TIMEOUT_VARIABLE: "the function's timeout",
+    MARKER: "which platform started the process (how `down` and the tests find its processes)",
+    "PATH": "this checkout's venv", "HOME": "kept",
+}
 
 
 class PlatformError(RuntimeError):
@@ -94,14 +121,29 @@ def members(group: int) -> list[int]:
     return found
 
 
-def runs_from(pid: int, fsx_root: Path) -> bool:
-    """Whether a process was started by the platform whose Lustre stand-in is `fsx_root` (its environment says
-    so): how `down` and the tests tell this platform's processes from everything else on the machine."""
+def runs_from(pid: int, state_dir: Path) -> bool:
+    """Whether a process was started by the platform of `state_dir` (its environment says so): how `down` and the
+    tests tell this platform's processes from everything else on the machine."""
     try:
         environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     except OSError:
         return False
-    return f"DASK_REGIONS_FSX_ROOT={fsx_root}".encode() in environment
+    return f"{MARKER}={state_dir}".encode() in environment
+
+
+def processes_of(state_dir: Path, *words: bytes) -> list[int]:
+    """The live processes the platform of `state_dir` started whose command line has every one of `words` (as a
+    part of an argument)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        pid = int(cmdline.parent.name)
+        if all(any(word in a for a in arguments) for word in words) and runs_from(pid, state_dir.resolve()):
+            found.append(pid)
+    return found
 
 
 def _reap(pid: int) -> None:
@@ -122,19 +164,92 @@ def _wait_for_port(port: int, what: str, process: subprocess.Popen[bytes], log: 
     raise PlatformError(f"{what} did not listen on port {port} within {START_TIMEOUT:.0f} s; see {log}")
 
 
+
+def _base_environment(state_dir: Path) -> dict[str, str]:
+    """What every process of the twin starts from: nothing of the caller's environment but PATH and HOME (a
+    container does not inherit the operator's shell; a stray DASK_* setting must not change what runs)."""
+    return {"PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+            "HOME": os.environ.get("HOME", str(state_dir)), MARKER: str(state_dir)}
+
+
+def _aws(region: str, endpoint: str) -> dict[str, str]:
+    return {"AWS_REGION": region, "AWS_DEFAULT_REGION": region, "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+def local_arguments(container: Container, deployment: Deployment, scheduler_port: int, dashboard_port: int, *,
+                    scheduler_host: str = "127.0.0.1", worker_contact: str | None = None) -> list[str]:
+    """The declared command with this machine's addresses and the local sizes: services listen on loopback on free
+    ports, the scheduler's private name is its address here (`scheduler_host`), a task runs
+    LOCAL_SIZES.workers_per_task worker processes, and workers' fixed port ranges (for security groups) are left to
+    the OS. `worker_contact` (`host:port`): a worker that listens on loopback at that port but is reached at that
+    address (the WAN benchmark's regions, each behind its proxy)."""
+    replaced = {"--port": str(scheduler_port), "--dashboard-address": f"127.0.0.1:{dashboard_port}",
+                "--nworkers": str(LOCAL_SIZES.workers_per_task)}
+    dropped = {"--worker-port", "--nanny-port"}
+    names = [f"{name}:{SCHEDULER_PORT}" for name in deployment.scheduler_names]
+    arguments: list[str] = []
+    command = iter(container.command)
+    for argument in command:
+        if argument in dropped:
+            next(command)
+            continue
+        arguments.append(argument)
+        if argument in replaced:
+            next(command)
+            arguments.append(replaced[argument])
+    here = f"{scheduler_host}:{scheduler_port}"
+    arguments = [next((a.replace(n, here) for n in names if n in a), a) for a in arguments]
+    if worker_contact and arguments[:1] == ["worker"]:
+        port = worker_contact.rsplit(":", 1)[1]
+        arguments += ["--listen-address", f"tls://127.0.0.1:{port}", "--contact-address", f"tls://{worker_contact}"]
+    else:
+        arguments += ["--host", "127.0.0.1"]
+    if "--no-dashboard" in arguments:  # its HTTP server runs even without a dashboard: on loopback too
+        arguments += ["--dashboard-address", "127.0.0.1:0"]
+    return arguments
+
+
+def role_secrets(tls: LocalTls) -> dict[str, dict[str, str]]:
+    """Each TLS role's secret in the declared shape (JSON fields ca, cert, key), generated for this run."""
+    return {role: {"ca": tls.ca.read_text(), "cert": files.cert.read_text(), "key": files.key.read_text()}
+            for role, files in tls.roles.items()}
+
+
+def task_environment(container: Container, secrets: Mapping[str, Mapping[str, str]], task_root: Path,
+                     state_dir: Path, aws_endpoint: str, fsx_root: Path | None) -> dict[str, str]:
+    """A task's whole environment: the declared one (tmpfs paths moved under `task_root`, the demand settings
+    sized), its secrets, and the twin's variables (TWIN_VARIABLES). `{task}` in `task_root` is the task's id."""
+    environment = {**_base_environment(state_dir), **_aws(container.region, aws_endpoint)}
+    tmpfs = {path: str(task_root / path.strip("/").replace("/", "-")) for path in container.tmpfs}
+    for name, value in container.environment.items():
+        for path, local in tmpfs.items():
+            value = local + value[len(path):] if value == path or value.startswith(path + "/") else value
+        environment[name] = value
+    if DEMAND_POOLS in environment:
+        environment[DEMAND_POOLS] = sized_demand_pools(environment[DEMAND_POOLS])
+    for variable, reference in container.secrets.items():
+        environment[variable] = secrets[reference.role][reference.field]
+    environment.setdefault("DASK_TLS_DIR", str(task_root / "dask-tls"))
+    for path, host in container.mounts.items():
+        if path != FSX_MOUNT or host != FSX_MOUNT:
+            raise PlatformError(f"service {container.service}: mount {host} at {path}: the twin mounts only the "
+                                f"region's Lustre stand-in, at {FSX_MOUNT}")
+        if fsx_root is not None:
+            environment["DASK_REGIONS_FSX_ROOT"] = str(fsx_root)
+    return environment
+
+
 class LocalPlatform:
-    def __init__(self, config: StackConfig, state_dir: Path, *, catalog: str = "sqlite", size: int = 1,
-                 idle_timeout: float | None = None, report: Callable[[str], None] = lambda _: None) -> None:
+    def __init__(self, stack: str, state_dir: Path, *, catalog: str = "sqlite", size: int = 1,
+                 overrides: Mapping[str, Any] | None = None, report: Callable[[str], None] = lambda _: None) -> None:
         if catalog not in ("sqlite", "opensearch"):
             raise PlatformError(f"--catalog {catalog!r}: use sqlite or opensearch")
         if size < 1:
             raise PlatformError(f"--size {size}: use 1 or more (1 is small enough for a 2-core laptop)")
-        self.config, self.state_dir, self.catalog_kind, self.size = config, state_dir.resolve(), catalog, size
+        self.stack, self.state_dir, self.catalog_kind, self.size = stack, state_dir.resolve(), catalog, size
+        self.overrides = dict(overrides or {})
         self.report = report
-        if idle_timeout is not None and idle_timeout <= 0:
-            raise PlatformError(f"--idle-timeout {idle_timeout:g}: use a number of seconds above 0")
-        self.idle_timeout = idle_timeout
-        self.fsx_root = self.state_dir / "fsx"
 
     # ------------------------------------------------------------------------------------------ up
     def up(self) -> PlatformState:
@@ -151,29 +266,60 @@ class LocalPlatform:
             raise PlatformError(f"a platform (stack {running.stack!r}) is already running from {self.state_dir}: "
                                 f"see `python -m local_platform status --state-dir {self.state_dir}`, or stop it "
                                 "with `down`")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        for stale in ("fsx", "staging", CATALOG_FILE, "logs", "tls", SIZES_FILE, HISTORY_FILE):
+        self.report("reading the deployment: the Pulumi program under mocks")
+        deployment = self._deployment()
+        for stale in ("fsx", "staging", "tasks", CATALOG_FILE, "logs", "tls", SIZES_FILE, HISTORY_FILE,
+                      SYNC_HISTORY_FILE, TWIN_FILE):
             path = self.state_dir / stale
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
         (self.state_dir / "logs").mkdir()
-        state = PlatformState(stack=self.config.stack, state_dir=str(self.state_dir), catalog="",
+        state = PlatformState(stack=self.stack, state_dir=str(self.state_dir), catalog="",
                               tls_dir=str(self.state_dir / "tls"))
         create_local_tls(Path(state.tls_dir))
         state.save()
         try:
-            self._start(state)
+            self._start(state, deployment)
         except BaseException:
             self.down()
             raise
         return state
 
-    def _start(self, state: PlatformState) -> None:
-        for worker in self.config.workers:
+    def _deployment(self) -> Deployment:
+        from stackgraph.synth import SynthesisError, synthesize
+
+        try:
+            return read_deployment(synthesize(self.stack, self.overrides))
+        except (SynthesisError, DeclarationError) as error:
+            raise PlatformError(str(error)) from None
+
+    def _start(self, state: PlatformState, deployment: Deployment) -> None:
+        for region in deployment.regions():
             port = free_port()
-            process = self._spawn(state, f"s3-{worker.region}",
+            process = self._spawn(state, f"aws-{region}",
                                   [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
-            _wait_for_port(port, f"the S3 emulation of {worker.region}", process, self._log(f"s3-{worker.region}"))
-            state.s3_endpoints[worker.region] = f"http://127.0.0.1:{port}"
+            _wait_for_port(port, f"the AWS emulation of {region}", process, self._log(f"aws-{region}"))
+            state.s3_endpoints[region] = f"http://127.0.0.1:{port}"
+        self._start_catalog(state)
+        state.save()
+        self.report("generating sample data and uploading it to the AWS emulations")
+        self._create_parameters(state, deployment)
+        for association in deployment.associations:
+            self._publish_dataset(state, association.region, association.repository)
+
+        scheduler_port, dashboard_port = free_port(), free_port()
+        state.scheduler_address = f"tls://127.0.0.1:{scheduler_port}"
+        state.dashboard_url = f"http://127.0.0.1:{dashboard_port}/status"
+        twin = self._twin(state, deployment, scheduler_port, dashboard_port)
+        (self.state_dir / TWIN_FILE).write_text(json.dumps(twin, indent=1))
+        state.pools = [s["pool"] for s in twin["services"] if s["pool"]]
+        self._spawn(state, "agent", [sys.executable, "-m", "local_platform.agent", "--state-dir",
+                                     str(self.state_dir)])
+        self._wait_for_scheduler(state, scheduler_port)
+        self.report("running the first catalog sync of each worker region (the declared at() schedules)")
+        self._first_syncs(twin)
+        state.save()
+
+    def _start_catalog(self, state: PlatformState) -> None:
         if self.catalog_kind == "opensearch":
             from osmem_server import resolve_binary
 
@@ -184,73 +330,82 @@ class LocalPlatform:
             state.catalog = f"http://127.0.0.1:{port}"
         else:
             state.catalog = f"sqlite:///{self.state_dir / CATALOG_FILE}"
-        state.save()
 
-        self.report("generating sample data and uploading it to the S3 emulations")
-        for worker in self.config.workers:
-            self._publish_dataset(state, worker.region)
+    # -------------------------------------------------------------------------- the twin's declaration
+    def _twin(self, state: PlatformState, deployment: Deployment, scheduler_port: int,
+              dashboard_port: int) -> dict[str, Any]:
+        """Everything the agent runs, resolved for this machine (`<state>/twin.json`)."""
+        services = [self._task_spec(state, deployment, c, scheduler_port, dashboard_port)
+                    for c in deployment.containers]
+        functions = {arn: {"name": f.name, "handler": f.handler, "environment": self._function_environment(
+            state, deployment, f.region, f.environment)} for arn, f in deployment.functions.items()}
+        return {"stack": deployment.stack, "interval": AGENT_INTERVAL, "services": services,
+                "functions": functions, "machines": {arn: m.definition for arn, m in deployment.machines.items()},
+                "schedules": [asdict(s) for s in deployment.schedules],
+                "run": deployment.run, "unrun": deployment.unrun}
 
-        dashboard = free_port()
-        scheduler_file = self.state_dir / "scheduler.json"
-        scheduler_file.unlink(missing_ok=True)
-        tls = state.tls
-        self._spawn(state, "scheduler", [str(BIN / "dask"), "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
-                                         "--port", "0", "--dashboard-address", f"127.0.0.1:{dashboard}",
-                                         "--scheduler-file", str(scheduler_file),
-                                         "--preload", "dask_regions.routing", "--preload", "dask_regions.demand",
-                                         *tls.flags("scheduler")])
-        deadline = time.monotonic() + START_TIMEOUT
-        while not scheduler_file.exists():
-            if time.monotonic() > deadline:
-                raise PlatformError(f"the scheduler did not start; see {self._log('scheduler')}")
-            time.sleep(0.1)
-        state.scheduler_address = json.loads(scheduler_file.read_text())["address"]
-        state.dashboard_url = f"http://127.0.0.1:{dashboard}/status"
-        # As in AWS, no pool in the client region (a task combining regions runs in the pool holding most of its
-        # inputs): the worker regions' pools follow the scheduler's demand between their bounds (the autoscaler).
-        scaled = [PoolSpec(w.pool_name, w.min_tasks, min(w.max_tasks, LOCAL_MAX_WORKERS),
-                           self._worker_command(w.pool_name, scheduler_file))
-                  for w in self.config.workers]
-        write_spec(self.state_dir, scaled, AUTOSCALE_INTERVAL,
-                   max((self._idle_seconds(w) for w in self.config.workers), default=0.0))
-        if scaled:
-            self._spawn(state, "autoscaler", [sys.executable, "-m", "local_platform.autoscaler",
-                                              "--state-dir", str(self.state_dir)])
-        state.pools += [spec.name for spec in scaled]
-        state.save()
+    def _fsx_root(self, region: str) -> Path:
+        return self.state_dir / "fsx" / region
 
-        self.report("running the nightly sync once per worker region")
-        for worker in self.config.workers:
-            self._sync(state, worker.region)
-        self._wait_for_scheduler(state)
-        state.save()
+    def _task_spec(self, state: PlatformState, deployment: Deployment, container: Container, scheduler_port: int,
+                   dashboard_port: int) -> dict[str, Any]:
+        task_root = self.state_dir / "tasks" / "{task}"
+        environment = task_environment(container, role_secrets(state.tls), task_root, self.state_dir,
+                                       state.s3_endpoints[container.region], self._fsx_root(container.region))
+        pool = container.flag("--resources")
+        return {"service": container.service, "region": container.region,
+                "arguments": local_arguments(container, deployment, scheduler_port, dashboard_port),
+                "environment": environment, "minimum": min(container.min_tasks, LOCAL_SIZES.tasks(container.max_tasks)),
+                "maximum": LOCAL_SIZES.tasks(container.max_tasks) if container.scaled else container.max_tasks,
+                "pool": pool.split("=", 1)[0] if pool and container.scaled else None, "task_root": str(task_root),
+                "log_name": deployment.log_names.get(container.log_group, container.service)}
 
-    def _worker_command(self, pool: str, scheduler_file: Path) -> list[str]:
-        tls = load_local_tls(self.state_dir / "tls")
-        return [str(BIN / "dask"), "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-                "--nworkers", "1", "--nthreads", str(WORKER_THREADS), "--resources", f"{pool}={WORKER_THREADS}",
-                "--no-dashboard", "--dashboard-address", "127.0.0.1:0",  # its HTTP server runs even without one
-                "--local-directory", str(self.state_dir / "dask" / pool), *tls.flags("worker")]
+    def _function_environment(self, state: PlatformState, deployment: Deployment, region: str,
+                              declared: dict[str, str]) -> dict[str, str]:
+        stand_ins: dict[str, StandIn] = {}
+        for association in deployment.associations:
+            stand_in = stand_ins.setdefault(association.file_system_id, StandIn(self._fsx_root(association.region), {}))
+            stand_in.associations[association.file_system_path] = association.repository
+        environment = {**_base_environment(self.state_dir), **_aws(region, state.s3_endpoints[region])}
+        for name, value in declared.items():
+            environment[name] = state.catalog if value in deployment.catalog_endpoints else value
+        environment[FILE_SYSTEMS_VARIABLE] = json.dumps({k: v.to_json() for k, v in stand_ins.items()})
+        return environment
 
-    def _idle_seconds(self, worker: WorkerConfig) -> float:
-        return self.idle_timeout if self.idle_timeout is not None else worker.idle_timeout_minutes * 60.0
+    # ------------------------------------------------------------------------ what AWS holds before the first sync
+    def _s3(self, state: PlatformState, region: str) -> Any:
+        import boto3
 
-    def _demand_environment(self) -> dict[str, str]:
-        """The demand plugin's settings: the worker regions' pools with their local bounds and idle timeout."""
-        pools = {w.pool_name: {"workers_per_task": 1, "threads_per_worker": WORKER_THREADS, "min_tasks": w.min_tasks,
-                               "max_tasks": min(w.max_tasks, LOCAL_MAX_WORKERS),
-                               "idle_timeout": self._idle_seconds(w)}
-                 for w in self.config.workers}
-        return settings_environment({**DEMAND_SETTINGS, "pools": pools})
+        return boto3.client("s3", region_name=region, endpoint_url=state.s3_endpoints[region],
+                            aws_access_key_id="local", aws_secret_access_key="local")
 
-    def _environment(self) -> dict[str, str]:
-        root = str(Path(__file__).resolve().parent.parent)
-        return {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", ""),
-                "DASK_REGIONS_FSX_ROOT": str(self.fsx_root), "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": self.config.client.region,
-                "DASK_DASK_REGIONS__REGIONS": json.dumps(sorted({w.region for w in self.config.workers})),
-                "DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-                **self._demand_environment()}
+    def _create_parameters(self, state: PlatformState, deployment: Deployment) -> None:
+        import boto3
+
+        for region, name, value in deployment.parameters:
+            boto3.client("ssm", region_name=region, endpoint_url=state.s3_endpoints[region],
+                         aws_access_key_id="local", aws_secret_access_key="local").put_parameter(
+                Name=name, Value=value, Type="String", Overwrite=True)
+
+    def _publish_dataset(self, state: PlatformState, region: str, repository: str) -> None:
+        bucket, _, prefix = repository.removeprefix("s3://").partition("/")
+        staging = self.state_dir / "staging" / region
+        if sample_kind(prefix) == "cmip6":
+            write_cmip6_like(staging, years=range(2090 - 5 * self.size, 2101))
+        else:
+            write_era5_like(staging, years=tuple(range(2000, 2000 + self.size)))
+        publish(self._s3(state, region), staging, bucket, prefix.strip("/"), region)
+
+    def _first_syncs(self, twin: dict[str, Any]) -> None:
+        functions = Functions(function_specs(twin), self.state_dir / "logs")
+        try:
+            for schedule in first_syncs(twin):
+                execution = run_execution(twin, schedule, functions, self.state_dir)
+                if execution.status != "SUCCEEDED":
+                    raise PlatformError(f"the first catalog sync of {schedule['region']} failed: {execution.error}: "
+                                        f"{execution.cause} (see {self.state_dir / 'logs'})")
+        finally:
+            functions.close()
 
     def _log(self, name: str) -> Path:
         return self.state_dir / "logs" / f"{name}.log"
@@ -258,47 +413,32 @@ class LocalPlatform:
     def _spawn(self, state: PlatformState, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         with self._log(name).open("wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=self._environment(), start_new_session=True)
+                                       env={**os.environ, MARKER: str(self.state_dir), "PYTHONPATH": str(ROOT)},
+                                       start_new_session=True, cwd=self.state_dir)
         state.processes[name] = {"pid": process.pid, "command": command}
         state.save()
         return process
 
-    def _s3(self, state: PlatformState, region: str) -> Any:
-        import boto3
-
-        return boto3.client("s3", region_name=region, endpoint_url=state.s3_endpoints[region],
-                            aws_access_key_id="local", aws_secret_access_key="local")
-
-    def _publish_dataset(self, state: PlatformState, region: str) -> None:
-        worker = next(w for w in self.config.workers if w.region == region)
-        staging = self.state_dir / "staging" / region
-        if sample_kind(worker.dataset.prefix) == "cmip6":
-            write_cmip6_like(staging, years=range(2090 - 5 * self.size, 2101))
-        else:
-            write_era5_like(staging, years=tuple(range(2000, 2000 + self.size)))
-        publish(self._s3(state, region), staging, worker.dataset.bucket, worker.dataset.prefix, region)
-
-    def _sync(self, state: PlatformState, region: str) -> None:
-        worker = next(w for w in self.config.workers if w.region == region)
-        association = Association(region, worker.dataset.bucket, worker.dataset.prefix, worker.fsx_path)
-        s3 = self._s3(state, region)
-        sync_region(s3, association, open_sink(state.catalog), fsx=LocalFsx(s3, association, self.fsx_root),
-                    file_system_id=f"fs-local-{region}", sleep=lambda _: None,
-                    max_drop=self.config.sync_max_drop_percent / 100,  # the stack's limit, as in AWS
-                    counts=FileCounts(self.state_dir / PUBLISHED_COUNTS_FILE))  # kept if the catalog restarts
-
-    def _wait_for_scheduler(self, state: PlatformState) -> None:
-        """Until the scheduler answers and the autoscaler has taken charge of the pools (it reports their sizes);
-        pools start at their minimum and scale on demand."""
+    def _wait_for_scheduler(self, state: PlatformState, port: int) -> None:
+        """Until the agent has started the scheduler's task and the scheduler answers, and the agent has taken
+        charge of the pools (it reports their sizes); pools start at their minimum and scale on demand."""
         from distributed import Client
 
+        agent = state.processes["agent"]
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if not _alive(agent) or time.monotonic() > deadline:
+                raise PlatformError(f"the scheduler did not start; see {self.state_dir / 'logs'}")
+            time.sleep(0.2)
         with Client(state.scheduler_address, timeout=START_TIMEOUT,  # type: ignore[no-untyped-call]
                     security=state.tls.security()) as client:
             client.scheduler_info()
-        deadline = time.monotonic() + START_TIMEOUT
-        while "autoscaler" in state.processes and not (self.state_dir / SIZES_FILE).exists():
+        while state.pools and not (self.state_dir / SIZES_FILE).exists():
             if time.monotonic() > deadline:
-                raise PlatformError(f"the autoscaler did not start; see {self._log('autoscaler')}")
+                raise PlatformError(f"the agent did not take charge of the pools; see {self._log('agent')}")
             time.sleep(0.1)
 
     # ----------------------------------------------------------------------------------- down, status
@@ -308,15 +448,19 @@ class LocalPlatform:
         state = PlatformState.load(self.state_dir)
         if state is None:
             return []
-        fsx_root = Path(state.state_dir) / "fsx"
+        root = Path(state.state_dir)
         stopped = []
         for name, entry in state.processes.items():
             group = entry["pid"]
-            if _alive(entry) or any(runs_from(pid, fsx_root) for pid in members(group)):
+            if _alive(entry):  # the leader stops its own (the agent: pools first, then the scheduler)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(group, signal.SIGTERM)
+                stopped.append(name)
+            elif any(runs_from(pid, root) for pid in members(group)):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGTERM)
                 stopped.append(name)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 45  # the agent drains its pools first
         for name in stopped:  # wait for each whole process group (nannies and workers included)
             group = state.processes[name]["pid"]
             while group_alive(group) and time.monotonic() < deadline:

@@ -13,9 +13,9 @@ from platform_facts import LOG_DIR_VARIABLE
 
 STATE_FILE = "platform.json"
 LOCK_FILE = ".starting.lock"  # held while `up` starts a platform: a second `up` is refused, not interleaved
-PUBLISHED_COUNTS_FILE = "published-counts.json"  # each region's last published catalog size (the shrink guard)
 CATALOG_FILE = "catalog.db"  # the SQLite catalog, when the platform runs without an OpenSearch stand-in
-SPEC_FILE = "autoscale.json"  # the autoscaler's pools, bounds and timings
+TWIN_FILE = "twin.json"  # what the agent runs: the declared services, functions and schedules, resolved here
+SYNC_HISTORY_FILE = "sync-history.jsonl"  # one line per state machine execution
 SIZES_FILE = "pool-sizes.json"  # the live worker processes per pool now
 HISTORY_FILE = "pool-history.jsonl"  # one line per change: time and sizes
 

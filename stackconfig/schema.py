@@ -89,6 +89,9 @@ CLIENT_KEYS: tuple[Key, ...] = (
     Key("schedulerMemoryMiB", "integer",
         "Fargate memory of the scheduler task, MiB; a value Fargate pairs with `schedulerCpu` (e.g. 16384 "
         "takes 32768-122880 in steps of 8192).", 32768),
+    Key("scaleInWindowSeconds", "integer",
+        "Seconds the scheduler's demand figure for a pool must stay lower before it falls, so that a pool does not "
+        "shrink between two bursts of work; 1-3600.", 120, minimum=1, maximum=3600),
     Key("catalogInstanceType", "string",
         "OpenSearch data node instance type (`<family>.<size>.search`).", "r6g.large.search"),
     Key("catalogInstanceCount", "integer",
@@ -138,8 +141,9 @@ WORKER_KEYS: tuple[Key, ...] = (
         "What the worker service scales on: `demand` (the scheduler's figure for this pool), `cpu` (average "
         "CPU, as the reference did), or `both`.", "demand"),
     Key("idleTimeoutMinutes", "integer",
-        "Minutes a pool without work keeps one warm worker before its demand goes to `minTasks`; 1-1440.",
-        30, minimum=1, maximum=1440),
+        "Minutes a pool without work keeps one warm worker before its demand goes to `minTasks`; 0-1440 (0: no "
+        "warm worker, the pool shrinks once the scale-in window has passed).",
+        30, minimum=0, maximum=1440),
     Key("cpuTargetPercent", "integer",
         "Average CPU the worker service's autoscaling aims for (with `scaleOn` `cpu` or `both`); 1-100.",
         40, minimum=1, maximum=100),
@@ -178,6 +182,7 @@ class ClientConfig:
     scheduler_exec: bool = False
     scheduler_cpu: int = 16384
     scheduler_memory_mib: int = 32768
+    scale_in_window_seconds: int = 120
     catalog_instance_type: str = "r6g.large.search"
     catalog_instance_count: int = 2
     catalog_master_instance_type: str = "m6g.large.search"

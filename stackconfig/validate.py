@@ -289,7 +289,7 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
     return ClientConfig(
         region=values["region"], cidr=values["cidr"], dashboard_allowed_cidrs=allowed,
         dashboard_certificate_arn=certificate, scheduler_exec=values["schedulerExec"], scheduler_cpu=cpu,
-        scheduler_memory_mib=memory,
+        scheduler_memory_mib=memory, scale_in_window_seconds=values["scaleInWindowSeconds"],
         catalog_instance_type=values["catalogInstanceType"], catalog_instance_count=count,
         catalog_master_instance_type=values["catalogMasterInstanceType"],
         catalog_volume_gib=values["catalogVolumeGiB"], notebook_instance_type=values["notebookInstanceType"],

@@ -4,29 +4,18 @@ answers JSON, and a context manager that serves it with example AWS credentials 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
+from local_platform.json_http import JsonHandler
+
+__all__ = ["EXAMPLE_CREDENTIALS", "JsonHandler", "serving"]
+
 EXAMPLE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
                        "AWS_SESSION_TOKEN": "token"}
-
-
-class JsonHandler(BaseHTTPRequestHandler):
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *_: Any) -> None:
-        pass
 
 
 @contextlib.contextmanager

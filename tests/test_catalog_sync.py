@@ -299,21 +299,6 @@ def test_the_cli_with_a_stack_applies_the_stacks_drop_limit(bucket: tuple[Any, s
     assert SQLiteSink(tmp_path / "c.db").serving_count("us-east-1") == 37
 
 
-def test_the_local_platform_syncs_with_the_stacks_drop_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import dataclasses
-
-    import local_platform.platform as platform
-    from stackconfig import load_stack_file
-
-    config = dataclasses.replace(load_stack_file(ROOT, "dev"), sync_max_drop_percent=10)
-    seen: dict[str, Any] = {}
-    monkeypatch.setattr(platform, "sync_region", lambda *args, **kwargs: seen.update(kwargs))
-    monkeypatch.setattr(platform.LocalPlatform, "_s3", lambda self, state, region: None)
-    local = platform.LocalPlatform(config, tmp_path)
-    local._sync(platform.PlatformState("dev", str(tmp_path), f"sqlite:///{tmp_path}/c.db"), "us-east-1")
-    assert seen["max_drop"] == 0.1
-
-
 def test_a_sync_that_loses_the_race_to_swap_ends_with_one_clear_line(osmem_url: str,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Two syncs of one region look at the serving index at the same time; the second to swap finds it gone."""

@@ -55,14 +55,18 @@ def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
         assert "tls://127.0.0.1:" in started.stdout and "pool-us-west-2" in started.stdout
         status = cli("status", "--state-dir", str(state_dir))
         assert status.returncode == 0 and status.stdout.count(": running") == len(pids) == 4
-        # 2 S3, the scheduler, the autoscaler (as in AWS no client-region pool; worker pools start empty: minTasks 0)
+        # 3 AWS emulations and the agent, which runs the scheduler's task (as in AWS no client-region pool; worker
+        # pools start empty: minTasks 0)
+        assert "ALB: the dashboard is served directly on loopback" in status.stdout
         again = cli("up", "--stack", "dev", "--state-dir", str(state_dir))
         assert again.returncode == 1 and "is already running" in again.stdout and "Traceback" not in again.stderr
         catalog = json.loads((state_dir / "platform.json").read_text())["catalog"]
         from dask_regions import Catalog
 
         assert len(Catalog.open(catalog).find(variable="air_temperature_at_2_metres")) == 12
-        assert (state_dir / "fsx" / "us-west-2" / "CMIP6" / "ScenarioMIP" / "MOHC").is_dir()  # mirrored from S3
+        # mirrored from S3 into the region's own stand-in, under the association's file system path
+        assert (state_dir / "fsx" / "us-west-2" / "us-west-2" / "CMIP6" / "ScenarioMIP" / "MOHC").is_dir()
+        assert not list((state_dir / "fsx" / "us-east-1").glob("**/CMIP6"))  # each region sees its own data only
     finally:
         stopped = cli("down", "--state-dir", str(state_dir))
     assert stopped.returncode == 0
@@ -93,7 +97,7 @@ def test_ctrl_c_during_the_demo_tears_down(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # interrupt once the Dask processes exist
         state = state_dir / "platform.json"
-        if state.exists() and "scheduler" in json.loads(state.read_text() or "{}").get("processes", {}):
+        if state.exists() and "agent" in json.loads(state.read_text() or "{}").get("processes", {}):
             break
         time.sleep(0.2)
     pids = recorded_pids(state_dir)
@@ -186,7 +190,7 @@ def test_every_readme_python_example_runs_against_the_local_platform(running: di
 
 def test_connect_scales_a_pool_and_reads_the_logs_of_the_local_platform(running: dict[str, Any],
                                                                          tmp_path: Path) -> None:
-    """`dr.connect()` in a kernel with the platform's environment: `scale` makes the autoscaler start real workers
+    """`dr.connect()` in a kernel with the platform's environment: `scale` makes the local agent start real worker tasks
     in that region's pool, `adapt` hands the pool back to its work, and `get_logs` reads the platform's log
     files."""
     script = """
@@ -203,7 +207,8 @@ with dr.connect() as platform:
     print("bounds", (scaled["min_tasks"], scaled["max_tasks"]) == (2, 2),
           (again["min_tasks"], again["max_tasks"]) == (deployed["min_tasks"], deployed["max_tasks"]))
     logs = platform.get_logs()
-    print("logs", "scheduler" in logs, any(name.startswith("pool-us-east-1") for name in logs))
+    print("logs", any(name.startswith("scheduler-") for name in logs),
+          any(name.startswith("workers-us-east-1-") for name in logs))
 """
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300, check=False, env={**os.environ, **running["environment"],

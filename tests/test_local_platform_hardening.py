@@ -1,7 +1,7 @@
 """The local platform stops only what it started, and refuses what would break a running one (issue 21): a
 refused `up` or `demo` changes nothing, concurrent starts are refused, `down` ends a group whose leader died,
-the autoscaler exits at once on SIGTERM, every listener binds loopback, every verb takes --stack. Each test uses
-its own state directory and looks only at its own platform's processes."""
+the agent stops within its tasks' stop timeout on SIGTERM, every listener binds loopback, every verb takes
+--stack. Each test uses its own state directory and looks only at its own platform's processes."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from local_platform.platform import members, runs_from
+from local_platform.agent import STOP_GRACE_SECONDS
+from local_platform.platform import MARKER, members, runs_from
 from local_platform.state import LOCK_FILE
 from tests.test_local_platform import cli, group_gone, recorded_pids
 
@@ -28,8 +29,7 @@ def wait_until(condition: Any, timeout: float, what: str) -> None:
 
 
 def ours(state_dir: Path) -> list[int]:
-    fsx = state_dir.resolve() / "fsx"
-    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if runs_from(int(p.name), fsx)]
+    return [int(p.name) for p in Path("/proc").glob("[0-9]*") if runs_from(int(p.name), state_dir.resolve())]
 
 
 def listening_addresses(pids: list[int]) -> set[str]:
@@ -88,21 +88,21 @@ def test_a_second_start_while_one_is_starting_is_refused_and_deletes_nothing(tmp
 def test_down_ends_a_recorded_group_whose_leader_died(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    environment = {**os.environ, "DASK_REGIONS_FSX_ROOT": str(state_dir.resolve() / "fsx")}
+    environment = {**os.environ, MARKER: str(state_dir.resolve())}
     leader = subprocess.Popen(["sh", "-c", "sleep 300 & wait"], env=environment, start_new_session=True)
     wait_until(lambda: len(members(leader.pid)) == 2, 10, "the group's child")
     (state_dir / "platform.json").write_text(json.dumps({
         "stack": "dev", "state_dir": str(state_dir.resolve()), "catalog": "", "processes": {
-            "autoscaler": {"pid": leader.pid, "command": ["sh", "-c"]}}}))
+            "agent": {"pid": leader.pid, "command": ["sh", "-c"]}}}))
     os.kill(leader.pid, signal.SIGKILL)
     leader.wait()
     assert members(leader.pid)  # the child lives on in the group
     stopped = cli("down", "--state-dir", str(state_dir))
-    assert stopped.returncode == 0 and "autoscaler" in stopped.stdout
+    assert stopped.returncode == 0 and "agent" in stopped.stdout
     wait_until(lambda: not members(leader.pid), 10, "the orphaned group to end")
 
 
-def test_listeners_bind_loopback_and_the_autoscaler_stops_at_once_without_a_scheduler(tmp_path: Path) -> None:
+def test_listeners_bind_loopback_and_the_agent_stops_without_a_scheduler(tmp_path: Path) -> None:
     from distributed import Client
 
     from local_platform.state import PlatformState
@@ -118,10 +118,15 @@ def test_listeners_bind_loopback_and_the_autoscaler_stops_at_once_without_a_sche
             assert "pool-us-east-1" in {next(iter(w["resources"])) for w in workers}
         addresses = listening_addresses(ours(state_dir))
         assert addresses == {"127.0.0.1"}, addresses
-        os.killpg(state.processes["scheduler"]["pid"], signal.SIGKILL)  # the scheduler is gone
-        autoscaler = state.processes["autoscaler"]["pid"]
-        os.killpg(autoscaler, signal.SIGTERM)
-        wait_until(lambda: group_gone(autoscaler), 8, "the autoscaler and its workers to exit on SIGTERM")
+        agent = state.processes["agent"]["pid"]
+        os.kill(agent, signal.SIGSTOP)  # no restart of the scheduler while it is killed
+        for pid in ours(state_dir):
+            if b"scheduler" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                os.kill(pid, signal.SIGKILL)  # the scheduler is gone
+        os.kill(agent, signal.SIGCONT)
+        os.kill(agent, signal.SIGTERM)
+        # Its workers try to drain through the scheduler; each is stopped at the latest at the stop timeout.
+        wait_until(lambda: group_gone(agent), STOP_GRACE_SECONDS + 10, "the agent and its tasks to exit on SIGTERM")
     finally:
         cli("down", "--state-dir", str(state_dir))
     assert ours(state_dir) == []

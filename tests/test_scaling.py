@@ -291,33 +291,24 @@ def test_busy_workers_protect_their_task_from_scale_in_and_idle_ones_let_it_expi
         server.shutdown()
 
 
-# ------------------------------------------------------------------------------------- the local autoscaler
+# ------------------------------------------------------------------------------------------ the local agent
 def _live_workers_of(pool: str, state_dir: Path) -> list[int]:
     """Worker processes of `pool` started by the platform of `state_dir` (never another platform's, or anyone's
     else on this machine)."""
-    from local_platform.platform import runs_from
+    from local_platform.platform import processes_of
 
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            arguments = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        pid = int(cmdline.parent.name)
-        if b"worker" in arguments and any(a.startswith(pool.encode() + b"-") for a in arguments) \
-                and b"--name" in arguments and runs_from(pid, state_dir.resolve() / "fsx"):
-            found.append(pid)
-    return found
+    return processes_of(state_dir, b"worker", pool.encode() + b"=")
 
 
-def test_the_local_autoscaler_starts_and_stops_real_worker_processes(tmp_path: Path) -> None:
+def test_the_local_agent_starts_and_stops_real_worker_tasks_on_demand(tmp_path: Path) -> None:
     from distributed import Client
 
+    from local_platform.__main__ import overrides
     from local_platform.platform import LocalPlatform
     from local_platform.state import PlatformState
 
-    config = load_stack_file(PROJECT_DIR, "dev")
-    platform = LocalPlatform(config, tmp_path / "state", idle_timeout=2)
+    # No warm worker and a short scale-in window: local-only settings, through their stack config keys.
+    platform = LocalPlatform("dev", tmp_path / "state", overrides=overrides("dev", 0, 2))
     state = platform.up()
     try:
         # minTasks 0: nothing idle runs
@@ -331,7 +322,7 @@ def test_the_local_autoscaler_starts_and_stops_real_worker_processes(tmp_path: P
             del futures
             wait_until(lambda: _live_workers_of(EAST, tmp_path / "state") == [], 40,
                        "the us-east-1 workers to stop")
-        from local_platform.autoscaler import pool_history
+        from local_platform.agent import pool_history
 
         story = pool_history(tmp_path / "state")
         assert story[EAST][0] == 0 and max(story[EAST]) >= 1 and story[EAST][-1] == 0
@@ -456,7 +447,7 @@ def test_exact_capacity_steps_cover_every_figure_and_never_give_fewer_tasks(max_
     ({"spotPercent": 101}, "workers[0].spotPercent", "must be between 0 and 100"),
     ({"spotPercent": -5}, "workers[0].spotPercent", "must be between 0 and 100"),
     ({"scaleOn": "memory"}, "workers[0].scaleOn", "is not a scaling mode"),
-    ({"idleTimeoutMinutes": 0}, "workers[0].idleTimeoutMinutes", "must be between 1 and 1440"),
+    ({"idleTimeoutMinutes": -1}, "workers[0].idleTimeoutMinutes", "must be between 0 and 1440"),
     ({"minTasks": 5, "maxTasks": 2}, "workers[0].minTasks", "is greater than workers[0].maxTasks"),
     ({"maxTasks": 0}, "workers[0].maxTasks", "must be at least 1"),
     ({"onDemandBaseTasks": 20}, "workers[0].onDemandBaseTasks", "is greater than workers[0].maxTasks"),

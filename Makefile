@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: test demo bench-wan lint typecheck unit clean-venv
+.PHONY: test demo bench-wan bench-wan-scaling lint typecheck unit clean-venv
 
 # The data plane is installed (editable) as the distribution the images and the kernel install, so that every
 # process here sees the same package metadata and version.
@@ -34,6 +34,10 @@ demo: $(STAMP)
 # The WAN benchmark (as root: it creates network namespaces); ARGS passes flags, e.g. ARGS="--repeats 1".
 bench-wan: $(STAMP)
 	$(BIN)/python bench/wan.py $(ARGS)
+
+# How its cost grows with the data (as root): bench/wan.py at 0.25, 0.5, 1 and 2 GB per region.
+bench-wan-scaling: $(STAMP)
+	$(BIN)/python bench/wan_scaling.py $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -45,7 +45,6 @@ from local_platform.declared import Container, Deployment, read_deployment  # no
 from local_platform.platform import local_arguments, role_secrets, task_environment  # noqa: E402
 from local_platform.processes import stop_groups  # noqa: E402
 from local_platform.tls import LocalTls, create_local_tls  # noqa: E402
-from platform_facts import pool_of_region  # noqa: E402
 from stackconfig import ConfigError, StackConfig, load_stack_file  # noqa: E402
 from stackgraph.synth import SynthesisError, synthesize  # noqa: E402
 
@@ -261,26 +260,17 @@ class Cluster:
                         {**environment, **(overrides or {})})
 
 
-def _pool_in(arguments: list[str], region: str) -> list[str]:
-    """The floor's workers: the declared command with the client region's pool and a name of their own."""
-    pool, changed = pool_of_region(region), list(arguments)
-    changed[changed.index("--resources") + 1] = f"{pool}={changed[changed.index('--resources') + 1].split('=')[1]}"
-    changed[changed.index("--name") + 1] = f"{region}-floor-{changed[changed.index('--name') + 1]}"
-    return changed
-
-
 def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, links: dict[str, RegionLink],
              processes: Processes, index: int, analysis_timeout: float) -> dict[str, Any]:
     """One run of one mode on a fresh cluster, as the graph declares it: the scheduler's task in the client region
     and one task of each worker region's pool in its region (AWS runs no pool in the client region). `local` (the
-    floor) runs the same tasks and reads the same objects all in the client region, with no WAN in between."""
+    floor) runs the same tasks, each pool still pinned to its own data, and reads the same objects, all in the
+    client region: what is left of pinned beyond it is the WAN's cost."""
     client = links[config.client.region]
     deployment = cluster.deployment
     scheduler = f"tls://{client.address}:{SCHEDULER_PORT}"
     names = [f"{mode}{index}-scheduler"]
     overrides = {"DASK_DASK_REGIONS__ROUTE": "False"} if mode == "unpinned" else {}  # the router only observes
-    if mode == "local":  # every region's data is in the client region: its pool is the one configured
-        overrides["DASK_DASK_REGIONS__REGIONS"] = json.dumps([config.client.region])
     started, load_before = time.time(), os.getloadavg()
     cluster.task(processes, names[0], client.namespace, deployment.scheduler(),
                  local_arguments(deployment.scheduler(), deployment, SCHEDULER_PORT, DASHBOARD_PORT), overrides)
@@ -288,10 +278,9 @@ def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, link
         agent(client.namespace, "wait-port", "--port", str(SCHEDULER_PORT))
         for container in deployment.pools():
             names.append(f"{mode}{index}-{container.service}")
-            if mode == "local":
-                arguments = local_arguments(container, deployment, SCHEDULER_PORT, 0)
+            if mode == "local":  # the same pool, beside everything else
                 cluster.task(processes, names[-1], client.namespace, container,
-                             _pool_in(arguments, config.client.region))
+                             local_arguments(container, deployment, SCHEDULER_PORT, 0))
                 continue
             link = links[container.region]
             cluster.task(processes, names[-1], link.namespace, container, local_arguments(
@@ -300,7 +289,7 @@ def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, link
         agent(client.namespace, "wait-cluster", "--scheduler", scheduler, "--workers",
               str(len(deployment.pools())), tls=cluster.tls)
         before = link_bytes(router, links)
-        floor = ["--floor-region", config.client.region] if mode == "local" else []
+        floor = ["--storage-region", config.client.region] if mode == "local" else []
         result = agent(client.namespace, "analyse", "--mode", mode, "--scheduler", scheduler, "--catalog",
                        f"http://127.0.0.1:{CATALOG_PORT}", "--s3-port", str(S3_PORT), *floor,
                        timeout=analysis_timeout, tls=cluster.tls)
@@ -550,7 +539,7 @@ def run(config: StackConfig, deployment: Deployment, arguments: argparse.Namespa
                            "dask_comm": "tls, as the graph declares (the scheduler's and pools' task definitions)"},
               "topology": "as the graph declares: the scheduler task in the client region, one task of each worker "
                           "region's pool in its region, no pool in the client region (naive computes in the "
-                          "notebook's own process); local: the same tasks and objects, all in the client region",
+                          "notebook's own process); local: the same tasks, pools and objects, all in the client region",
               "stored_bytes": stored, "round_trip_ms": rtt, "modes": by_mode, "ratios_within_repeats": within,
               "targets": found, "runs": runs,
               "chart": _shown(picture),

@@ -77,3 +77,25 @@ def test_wan_benchmark_names_bad_flags() -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--gigabytes 0: use 0.001 to 20" in result.stderr and "--modes 'pinned,fast'" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
+                    reason="the WAN benchmark needs root (network namespaces) and iproute2")
+def test_wan_scaling_runs_each_size_and_charts_time_and_bytes_against_size(tmp_path: Path) -> None:
+    output = tmp_path / "wan-scaling.json"
+    result = subprocess.run([sys.executable, "bench/wan_scaling.py", "--gigabytes", "0.004,0.002", "--output",
+                             str(output), "--work-dir", str(tmp_path / "work")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    data = json.loads(output.read_text())
+    assert [r["gigabytes_per_region"] for r in data["sizes"]] == [0.002, 0.004]
+    assert all(set(r["modes"]) == {"local", "pinned", "naive"} for r in data["sizes"])
+    small, large = (r["modes"]["naive"]["link_bytes"] for r in data["sizes"])
+    assert large > small  # naive pulls the raw data: it grows with it
+    assert output.with_suffix(".png").stat().st_size > 10_000 and not list(tmp_path.glob("wan-scaling-*GB.json"))
+
+
+def test_wan_scaling_names_bad_sizes() -> None:
+    result = subprocess.run([sys.executable, "bench/wan_scaling.py", "--gigabytes", "1,x"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "--gigabytes '1,x'" in result.stderr

@@ -77,9 +77,25 @@ def chart(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(figure)
 
 
+def write(arguments: argparse.Namespace, rows: list[dict[str, Any]], argv: Sequence[str] | None) -> Path:
+    """The JSON and chart of the sizes done so far (written after each size: an interrupted run keeps them)."""
+    picture: Path = arguments.output.with_suffix(".png")
+    result = {"benchmark": "wan-scaling", "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "command": " ".join(["python", "bench/wan_scaling.py", *(sys.argv[1:] if argv is None else argv)]),
+              "modes": list(MODES), "repeats": arguments.repeats, "sizes": rows, "chart": picture.name,
+              "complete": len(rows) == len(arguments.sizes),
+              "not_measured": "2 against 4 worker regions: the reference analysis reads one ERA5 and one CMIP6 "
+                              "region, so two more regions would only add idle pools"}
+    arguments.output.parent.mkdir(parents=True, exist_ok=True)
+    arguments.output.write_text(json.dumps(result, indent=2) + "\n")
+    chart(rows, picture)
+    return picture
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse(argv)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    picture = arguments.output.with_suffix(".png")
     for size in arguments.sizes:
         output = arguments.output.parent / f"wan-scaling-{size:g}GB.json"
         print(f"== {size:g} GB per worker region", flush=True)
@@ -92,15 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(row(size, json.loads(output.read_text())))
         output.unlink()
         output.with_suffix(".png").unlink(missing_ok=True)
-    picture = arguments.output.with_suffix(".png")
-    result = {"benchmark": "wan-scaling", "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-              "command": " ".join(["python", "bench/wan_scaling.py", *(sys.argv[1:] if argv is None else argv)]),
-              "modes": list(MODES), "repeats": arguments.repeats, "sizes": rows, "chart": picture.name,
-              "not_measured": "2 against 4 worker regions: the reference analysis reads one ERA5 and one CMIP6 "
-                              "region, so two more regions would only add idle pools"}
-    arguments.output.parent.mkdir(parents=True, exist_ok=True)
-    arguments.output.write_text(json.dumps(result, indent=2) + "\n")
-    chart(rows, picture)
+        picture = write(arguments, rows, argv)
     print(f"\n{'GB':>6} " + " ".join(f"{mode + ' s':>10} {mode + ' MB':>10}" for mode in MODES))
     for r in rows:
         print(f"{r['gigabytes_per_region']:>6g} " + " ".join(

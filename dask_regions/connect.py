@@ -239,7 +239,7 @@ class Platform:
 
     def _bounds(self, region: str, minimum: int | None, maximum: int | None) -> dict[str, Any]:
         """The demand plugin's per-pool bounds (dask_regions.demand): the figure that drives each region's scaling
-        (CloudWatch and Auto Scaling in AWS, the autoscaler locally) stays within them."""
+        (CloudWatch and Auto Scaling in AWS, the local agent locally) stays within them."""
         try:
             answer = self.client.sync(getattr(self.client.scheduler, BOUNDS_HANDLER), pool=pool_of_region(region),
                                       minimum=minimum, maximum=maximum)

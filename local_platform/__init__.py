@@ -1,3 +1,4 @@
-"""local_platform: the platform a stack config describes, on this machine: per worker region an S3
-emulation (moto) holding its dataset, a Lustre stand-in directory and a pool of real `dask worker`
-processes; in the client region a `dask scheduler` with the region router and the catalog."""
+"""local_platform: the deployment twin. It runs on this machine what the Pulumi program declares for a stack (its
+resource graph, recorded under mocks): the ECS services through the image's entrypoint, the nightly sync's
+schedules, state machine and Lambda handler, per-region AWS emulations (moto) and Lustre stand-ins, and the
+catalog stand-in; `status` lists what it does not run, and why."""

@@ -1,5 +1,5 @@
 """What a running local platform leaves in its state directory: the names of its files, said once, and the
-record of what it started (`PlatformState`), read by the CLI, the autoscaler and the demo."""
+record of what it started (`PlatformState`), read by the CLI, the agent and the demo."""
 
 from __future__ import annotations
 

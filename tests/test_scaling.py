@@ -1,5 +1,5 @@
 """Demand-driven scaling per region and Spot capacity: the per-pool demand figure on a real cluster, its
-publisher, draining to the own pool, the local autoscaler, and the AWS wiring in the recorded graph."""
+publisher, draining to the own pool, the local agent, and the AWS wiring in the recorded graph."""
 
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -251,10 +252,15 @@ class Cluster:
     tls: LocalTls
     work: Path
 
+    @cached_property
+    def secrets(self) -> dict[str, dict[str, str]]:
+        """The run's TLS material in the declared secret shape, read once."""
+        return role_secrets(self.tls)
+
     def task(self, processes: Processes, name: str, namespace: str, container: Container, arguments: list[str],
              overrides: dict[str, str] | None = None) -> None:
         """One declared task, through the image's entrypoint, with its declared environment and secrets."""
-        environment = task_environment(container, role_secrets(self.tls), processes.logs / "tasks" / name,
+        environment = task_environment(container, self.secrets, processes.logs / "tasks" / name,
                                        self.work, f"http://127.0.0.1:{S3_PORT}", None)
         processes.start(name, namespace, [sys.executable, str(ENTRYPOINT), *arguments],
                         {**environment, **(overrides or {})})

@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     agent = Agent(services, state_dir / "logs")
     server = _serve(agent, {s.service: s.region for s in services})
     agent.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    schedules = Schedules.from_twin(twin, state_dir, datetime.now(UTC))
+    schedules = Schedules(twin, state_dir, datetime.now(UTC))
 
     def stop(*_: object) -> None:
         raise Stopping

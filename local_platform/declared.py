@@ -14,7 +14,6 @@ worker command and the scheduler's demand settings.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -270,8 +269,8 @@ def _secrets(container: Mapping[str, Any], roles: Mapping[str, str], where: str)
     return found
 
 
-def _container(graph: Graph, service: RecordedResource, roles: Mapping[str, str]) -> Container:
-    definitions = {str(t.outputs["arn"]): t for t in graph.of_type(TASK_DEFINITION)}
+def _container(graph: Graph, service: RecordedResource, roles: Mapping[str, str],
+               definitions: Mapping[str, RecordedResource]) -> Container:
     task = definitions[str(service.inputs["taskDefinition"])]
     containers = _json(task.inputs["containerDefinitions"])
     if len(containers) != 1:
@@ -303,11 +302,10 @@ def _function(resource: RecordedResource) -> Function:
 
 
 def _classify(graph: Graph, deployment: Deployment) -> None:
-    invoked = json.dumps([m.definition for m in deployment.machines.values()])
     for resource in graph.resources:
         if resource.type.startswith(COMPONENT_PREFIX):
             continue
-        if resource.type == FUNCTION and str(resource.outputs["arn"]) not in invoked:
+        if resource.type == FUNCTION and str(resource.outputs["arn"]) not in deployment.functions:
             deployment.unrun.setdefault(UNINVOKED_FUNCTION, []).append(resource.name)
         elif resource.type in RUN:
             deployment.run.setdefault(RUN[resource.type], []).append(resource.name)
@@ -322,7 +320,8 @@ def read_deployment(graph: Graph) -> Deployment:
     """The runnable part of a recorded graph, with the rest listed by reason."""
     deployment = Deployment(graph.stack)
     roles = _secret_roles(graph)
-    deployment.containers = [_container(graph, s, roles) for s in graph.of_type(SERVICE)]
+    definitions = {str(t.outputs["arn"]): t for t in graph.of_type(TASK_DEFINITION)}
+    deployment.containers = [_container(graph, s, roles, definitions) for s in graph.of_type(SERVICE)]
     deployment.machines = {str(m.outputs["arn"]): StateMachine(str(m.region), str(m.outputs["arn"]),
                                                                _json(m.inputs["definition"]))
                            for m in graph.of_type(STATE_MACHINE)}
@@ -355,6 +354,3 @@ def sized_demand_pools(declared: str, sizes: LocalSizes = LOCAL_SIZES) -> str:
         settings["min_tasks"] = min(int(settings["min_tasks"]), settings["max_tasks"])
     return json.dumps(pools)
 
-
-CRON = re.compile(r"^cron\((.+)\)$")
-AT = re.compile(r"^at\((\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\)$")

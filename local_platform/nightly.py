@@ -185,10 +185,6 @@ class Schedules:
         self.functions = Functions(function_specs(twin), state_dir / "logs")
         self.running: dict[str, threading.Thread] = {}
 
-    @classmethod
-    def from_twin(cls, twin: dict[str, Any], state_dir: Path, now: datetime) -> Schedules:
-        return cls(twin, state_dir, now)
-
     def fire_due(self, now: datetime) -> list[str]:
         fired = []
         for schedule in self.recurring:

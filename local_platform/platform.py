@@ -335,10 +335,16 @@ class LocalPlatform:
     def _twin(self, state: PlatformState, deployment: Deployment, scheduler_port: int,
               dashboard_port: int) -> dict[str, Any]:
         """Everything the agent runs, resolved for this machine (`<state>/twin.json`)."""
-        services = [self._task_spec(state, deployment, c, scheduler_port, dashboard_port)
+        secrets = role_secrets(state.tls)
+        services = [self._task_spec(state, deployment, c, secrets, scheduler_port, dashboard_port)
                     for c in deployment.containers]
+        stand_ins: dict[str, StandIn] = {}
+        for association in deployment.associations:
+            stand_in = stand_ins.setdefault(association.file_system_id, StandIn(self._fsx_root(association.region), {}))
+            stand_in.associations[association.file_system_path] = association.repository
+        file_systems = json.dumps({k: v.to_json() for k, v in stand_ins.items()})
         functions = {arn: {"name": f.name, "handler": f.handler, "environment": self._function_environment(
-            state, deployment, f.region, f.environment)} for arn, f in deployment.functions.items()}
+            state, deployment, f.region, f.environment, file_systems)} for arn, f in deployment.functions.items()}
         return {"stack": deployment.stack, "interval": AGENT_INTERVAL, "services": services,
                 "functions": functions, "machines": {arn: m.definition for arn, m in deployment.machines.items()},
                 "schedules": [asdict(s) for s in deployment.schedules],
@@ -347,10 +353,11 @@ class LocalPlatform:
     def _fsx_root(self, region: str) -> Path:
         return self.state_dir / "fsx" / region
 
-    def _task_spec(self, state: PlatformState, deployment: Deployment, container: Container, scheduler_port: int,
+    def _task_spec(self, state: PlatformState, deployment: Deployment, container: Container,
+                   secrets: Mapping[str, Mapping[str, str]], scheduler_port: int,
                    dashboard_port: int) -> dict[str, Any]:
         task_root = self.state_dir / "tasks" / "{task}"
-        environment = task_environment(container, role_secrets(state.tls), task_root, self.state_dir,
+        environment = task_environment(container, secrets, task_root, self.state_dir,
                                        state.s3_endpoints[container.region], self._fsx_root(container.region))
         pool = container.flag("--resources")
         return {"service": container.service, "region": container.region,
@@ -361,31 +368,24 @@ class LocalPlatform:
                 "log_name": deployment.log_names.get(container.log_group, container.service)}
 
     def _function_environment(self, state: PlatformState, deployment: Deployment, region: str,
-                              declared: dict[str, str]) -> dict[str, str]:
-        stand_ins: dict[str, StandIn] = {}
-        for association in deployment.associations:
-            stand_in = stand_ins.setdefault(association.file_system_id, StandIn(self._fsx_root(association.region), {}))
-            stand_in.associations[association.file_system_path] = association.repository
+                              declared: dict[str, str], file_systems: str) -> dict[str, str]:
         environment = {**_base_environment(self.state_dir), **_aws(region, state.s3_endpoints[region])}
         for name, value in declared.items():
             environment[name] = state.catalog if value in deployment.catalog_endpoints else value
-        environment[FILE_SYSTEMS_VARIABLE] = json.dumps({k: v.to_json() for k, v in stand_ins.items()})
+        environment[FILE_SYSTEMS_VARIABLE] = file_systems
         return environment
 
     # ------------------------------------------------------------------------ what AWS holds before the first sync
-    def _s3(self, state: PlatformState, region: str) -> Any:
+    def _client(self, service: str, state: PlatformState, region: str) -> Any:
+        """A client of the region's AWS emulation."""
         import boto3
 
-        return boto3.client("s3", region_name=region, endpoint_url=state.s3_endpoints[region],
+        return boto3.client(service, region_name=region, endpoint_url=state.s3_endpoints[region],
                             aws_access_key_id="local", aws_secret_access_key="local")
 
     def _create_parameters(self, state: PlatformState, deployment: Deployment) -> None:
-        import boto3
-
         for region, name, value in deployment.parameters:
-            boto3.client("ssm", region_name=region, endpoint_url=state.s3_endpoints[region],
-                         aws_access_key_id="local", aws_secret_access_key="local").put_parameter(
-                Name=name, Value=value, Type="String", Overwrite=True)
+            self._client("ssm", state, region).put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
 
     def _publish_dataset(self, state: PlatformState, region: str, repository: str) -> None:
         bucket, _, prefix = repository.removeprefix("s3://").partition("/")
@@ -394,7 +394,7 @@ class LocalPlatform:
             write_cmip6_like(staging, years=range(2090 - 5 * self.size, 2101))
         else:
             write_era5_like(staging, years=tuple(range(2000, 2000 + self.size)))
-        publish(self._s3(state, region), staging, bucket, prefix.strip("/"), region)
+        publish(self._client("s3", state, region), staging, bucket, prefix.strip("/"), region)
 
     def _first_syncs(self, twin: dict[str, Any]) -> None:
         functions = Functions(function_specs(twin), self.state_dir / "logs")

@@ -38,7 +38,12 @@ def monthly_climatology(data: Any, time: str = "time") -> Any:
 
 def regrid(source: Any, target: Any, method: str = REGRID_METHOD, lat: str = "lat", lon: str = "lon") -> Any:
     """`source` interpolated onto `target`'s latitudes and longitudes (a Dataset or DataArray with those
-    coordinates), by `method` ("linear", "nearest", "cubic", ...), treating longitude as periodic."""
+    coordinates), by `method` ("linear", "nearest", "cubic", ...), treating longitude as periodic, in the source's
+    precision. A dask-backed `source` is regridded one whole map per task: xarray's own dask path makes a chain
+    of about ten small tasks (slices, concatenation, rechunk, transposes), and each link of a chain costs a
+    round trip to the scheduler, across the WAN from a worker region."""
+    if getattr(source, "chunks", None):
+        return _regrid_by_map(source.chunk({lat: -1, lon: -1}), target, method, lat, lon)
     step = float(np.diff(source[lon].values).mean()) if source.sizes[lon] > 1 else FULL_CIRCLE
     periodic = abs(source.sizes[lon] * step - FULL_CIRCLE) < step / 2  # the source covers the whole circle
     if periodic:  # wrap one column on each side so that targets between the last and first longitude interpolate
@@ -47,12 +52,36 @@ def regrid(source: Any, target: Any, method: str = REGRID_METHOD, lat: str = "la
         import xarray as xr
 
         source = xr.concat([west, source, east], dim=lon)
-        if source.chunks:  # interpolation wants each interpolated dimension in one chunk
-            source = source.chunk({lat: -1, lon: -1})
     target_lon = target[lon] % FULL_CIRCLE if periodic else target[lon]
     regridded = source.interp({lat: target[lat], lon: target_lon}, method=method,
                               kwargs={"fill_value": "extrapolate"})  # beyond the outermost latitudes (1-D steps)
+    if np.issubdtype(source.dtype, np.floating):  # interpolation computes in float64: keep the data's precision
+        regridded = regridded.astype(source.dtype)
     return regridded.assign_coords({lon: target[lon]})
+
+
+def _regrid_by_map(source: Any, target: Any, method: str, lat: str, lon: str) -> Any:
+    """Each block of `source` (whole in latitude and longitude) regridded in memory by one task."""
+    import xarray as xr
+
+    grid = {lat: target[lat].values, lon: target[lon].values}
+    regridded = xr.apply_ufunc(
+        _regrid_block, source, input_core_dims=[[lat, lon]], output_core_dims=[[lat, lon]], exclude_dims={lat, lon},
+        kwargs={"source_grid": {lat: source[lat].values, lon: source[lon].values}, "grid": grid, "method": method},
+        dask="parallelized", output_dtypes=[source.dtype],
+        dask_gufunc_kwargs={"output_sizes": {name: len(values) for name, values in grid.items()}})
+    return regridded.assign_coords({name: target[name] for name in grid})
+
+
+def _regrid_block(values: Any, *, source_grid: dict[str, Any], grid: dict[str, Any], method: str) -> Any:
+    """One block's numbers (..., lat, lon) regridded with the in-memory path."""
+    import xarray as xr
+
+    (lat, source_lat), (lon, source_lon) = source_grid.items()
+    leading = [f"dim_{i}" for i in range(values.ndim - 2)]
+    block = xr.DataArray(values, dims=[*leading, lat, lon], coords={lat: source_lat, lon: source_lon})
+    target = xr.Dataset(coords=grid)
+    return regrid(block, target, method, lat, lon).values
 
 
 SYNTHETIC = "synthetic"  # the `source` attribute of generated sample data starts with this

@@ -7,7 +7,7 @@ router keeps every task that reads them in that region, however the graph is rew
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dask_regions.chunking import stored_chunks
@@ -134,6 +134,20 @@ def open_many(client: Any, paths: Sequence[str], region: str, *, chunks: Any = "
     futures = [client.submit(_open_in_region, path, engine, options, resources={pool: 1}, pure=False)
                for path in paths]
     return [_chunk_in_region(opened.dataset, chunks, region) for opened in client.gather(futures)]
+
+
+def open_all(openings: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    """Several opens at once, by name: each `open_dataset` / `open_mfdataset` waits for a round trip to its
+    region's pool (two, across the WAN from the client region); run together they wait for one. Each opening is a
+    call of no arguments, e.g. `functools.partial(dr.open_dataset, client, record)`. The first failure is raised,
+    after every opening has finished."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not openings:
+        return {}
+    with ThreadPoolExecutor(len(openings), thread_name_prefix="dask-regions-open") as threads:
+        running = {name: threads.submit(opening) for name, opening in openings.items()}
+    return {name: future.result() for name, future in running.items()}
 
 
 def from_array(region: str, array: Any, chunks: Any, **options: Any) -> Any:

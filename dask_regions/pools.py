@@ -49,12 +49,24 @@ def compute_near_data(client: Any, parts: Mapping[str, Any], combine: Callable[.
     wait_for_pools(client, pools + ([combine_pool] if combine_pool else []), timeout)
     futures = {region: client.compute(part, resources={pool_of_region(region): 1})  # the whole graph, pinned
                for region, part in parts.items()}
-    if combine is None:
-        return {region: future.result() for region, future in futures.items()}
     if combine_pool is None:
-        return combine(**{region: future.result() for region, future in futures.items()})
+        results = fetch_as_completed(futures)
+        return results if combine is None else combine(**results)
     return client.submit(_combine, combine, list(futures), *futures.values(), resources={combine_pool: 1},
                          pure=False).result()
+
+
+def fetch_as_completed(futures: Mapping[str, Any]) -> dict[str, Any]:
+    """Each future's result, fetched as soon as it is computed (in the caller's order): a region's result
+    crosses the WAN while the others are still computing, not after them."""
+    from distributed import as_completed
+
+    results = {}
+    for future in as_completed(list(futures.values())):  # type: ignore[no-untyped-call]
+        for name, mine in futures.items():
+            if mine is future:
+                results[name] = future.result()
+    return {name: results[name] for name in futures}
 
 
 def _combine(combine: Callable[..., Any], regions: list[str], *results: Any) -> Any:

@@ -25,6 +25,7 @@ that was, which is how the WAN benchmark measures plain Dask).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict, deque
@@ -44,6 +45,7 @@ from platform_facts import is_pool, pool_of_region, region_of_pool
 
 logger = logging.getLogger("dask_regions.routing")
 PLUGIN_NAME = "dask-regions-router"
+WARMER_NAME = "dask-regions-connection-warmer"
 CHECK_INTERVAL_SECONDS = 1.0
 PLACEMENT_LOG = 200_000  # the newest finished tasks the audit can see
 
@@ -303,6 +305,33 @@ def keep_retired_data_in_its_pool() -> None:
     narrow_retirement(peers)
 
 
+class ConnectionWarmer(SchedulerPlugin):
+    """Opens the scheduler's connection to each worker as it joins, and leaves it in the scheduler's pool. The
+    first time the scheduler fetches a result from a worker (for the client: an opened dataset, a map) it would
+    otherwise open that connection then: TCP, TLS and Dask's handshake, three round trips across the WAN from a
+    worker region before the one that carries the data."""
+
+    name = WARMER_NAME
+
+    def __init__(self) -> None:
+        self.warming: set[asyncio.Task[None]] = set()  # held until done (the event loop keeps weak references)
+        self.warmed = 0
+
+    def add_worker(self, scheduler: Scheduler, worker: str) -> None:
+        task = asyncio.ensure_future(self._warm(scheduler, worker))
+        self.warming.add(task)
+        task.add_done_callback(self.warming.discard)
+
+    async def _warm(self, scheduler: Scheduler, worker: str) -> None:
+        try:
+            comm = await scheduler.rpc.connect(worker)
+        except (OSError, RuntimeError) as error:  # the worker left, or the scheduler is closing: nothing to warm
+            logger.debug("could not open a connection to %s ahead of use: %s", worker, error)
+            return
+        scheduler.rpc.reuse(worker, comm)
+        self.warmed += 1
+
+
 def _regions_setting(value: object) -> list[str]:
     """`dask_regions.regions`: a list, or text (one region, or several separated by commas)."""
     if isinstance(value, str):
@@ -319,3 +348,4 @@ def dask_setup(scheduler: Scheduler) -> None:
                           combine_pool=settings.get("combine-pool"),
                           missing_pool_timeout=settings.seconds("missing-pool-timeout"), route=settings.flag("route"))
     scheduler.add_plugin(router)
+    scheduler.add_plugin(ConnectionWarmer())

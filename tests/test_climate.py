@@ -38,16 +38,18 @@ def smooth(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("backed", ["numpy", "dask"])
-def test_regridding_interpolates_linearly_across_the_dateline_and_to_the_poles(backed: str) -> None:
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_regridding_interpolates_linearly_across_the_dateline_and_to_the_poles(backed: str, precision: str) -> None:
     source_lat, source_lon = np.linspace(-89, 89, 60), np.arange(0, 360, 3.0)  # a CMIP6-like grid
     target_lat, target_lon = np.linspace(90, -90, 73), np.arange(0, 360, 2.5)  # an ERA5-like grid, poles included
-    source = field(source_lat, source_lon, smooth(source_lat, source_lon))
+    source = field(source_lat, source_lon, smooth(source_lat, source_lon).astype(precision))
     if backed == "dask":
         source = source.chunk({"lat": 30})
     target = field(target_lat, target_lon, np.zeros((73, 144)))
     with dask.config.set(scheduler="sync"):
         regridded = regrid(source, target).compute()
     assert regridded.dims == ("lat", "lon") and np.array_equal(regridded.lon, target_lon)
+    assert regridded.dtype == np.dtype(precision)  # the data's precision, not interpolation's float64
     assert not np.isnan(regridded.values).any()  # beyond 357 E and at the poles too
     expected = smooth(target_lat, target_lon)
     assert np.abs(regridded.values - expected).max() < 0.01  # linear error of a cosine sampled every 3 degrees

@@ -320,6 +320,62 @@ def test_opening_hands_back_metadata_not_the_data(platform: dict[str, Any]) -> N
     assert len(pickle.dumps(cmip6)) < cmip6.tas.nbytes / 4  # Dask's sizeof used to load it all into the result
 
 
+def test_opening_several_datasets_at_once_gives_what_opening_each_gives(platform: dict[str, Any]) -> None:
+    from functools import partial
+
+    client, catalog = platform["client"], platform["catalog"]
+    months = catalog.find(variable="air_temperature_at_2_metres")
+    (store,) = catalog.find(variable_id="tas", experiment_id="ssp585")
+    together = dask_regions.open_all({"era5": partial(dask_regions.open_mfdataset, client, months, concat_dim="time0"),
+                                      "cmip6": partial(dask_regions.open_dataset, client, store)})
+    assert list(together) == ["era5", "cmip6"]
+    one_by_one = {"era5": dask_regions.open_mfdataset(client, months, concat_dim="time0"),
+                  "cmip6": dask_regions.open_dataset(client, store)}
+    for name, dataset in together.items():
+        assert dataset.attrs["dask_regions_region"] == one_by_one[name].attrs["dask_regions_region"]
+        xr.testing.assert_identical(dataset.compute(), one_by_one[name].compute())
+    with pytest.raises(ValueError, match="give a catalog record"):  # a failing opening is raised, by its own error
+        dask_regions.open_all({"good": partial(dask_regions.open_dataset, client, store),
+                               "bad": partial(dask_regions.open_dataset, client, 42)})
+
+
+def test_the_scheduler_holds_a_connection_to_each_worker_before_it_first_fetches_from_it(
+        platform: dict[str, Any]) -> None:
+    from dask_regions.routing import WARMER_NAME
+
+    def pooled(dask_scheduler: Any) -> dict[str, Any]:
+        available = dask_scheduler.rpc.available
+        return {"warmed": dask_scheduler.plugins[WARMER_NAME].warmed,
+                "workers": {address: bool(available.get(address)) for address in dask_scheduler.workers}}
+
+    found = platform["client"].run_on_scheduler(pooled)
+    assert found["workers"] and all(found["workers"].values()), found
+    assert found["warmed"] >= len(found["workers"])
+
+
+def test_each_regions_result_is_fetched_as_soon_as_it_is_done_and_named_as_given(
+        platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from distributed import Future
+
+    from dask_regions.pools import fetch_as_completed
+
+    client = platform["client"]
+    slow = client.submit(lambda: time.sleep(1.5) or "slow", pure=False)
+    fast = client.submit(lambda: "fast", pure=False)
+    fetched: list[Any] = []
+    result = Future.result
+
+    def recorded(future: Future, *args: Any, **kwargs: Any) -> Any:
+        fetched.append(future.key)
+        return result(future, *args, **kwargs)
+
+    monkeypatch.setattr(Future, "result", recorded)
+    assert fetch_as_completed({"slow": slow, "fast": fast}) == {"slow": "slow", "fast": "fast"}
+    assert fetched == [fast.key, slow.key]  # the fast one crossed while the slow one was still computing
+
+
 @pytest.mark.parametrize(("route", "restricted"), [(True, {"pool-us-east-1": 1}), (False, None)])
 def test_the_router_only_observes_when_routing_is_off(route: bool, restricted: dict[str, int] | None) -> None:
     from types import SimpleNamespace

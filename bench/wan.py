@@ -41,12 +41,12 @@ sys.path.insert(0, str(ROOT))
 from bench.wan_agent import MODES  # noqa: E402
 from bench.wan_network import RegionLink, counters, leftovers, wan  # noqa: E402
 from local_platform.agent import ENTRYPOINT  # noqa: E402
-from local_platform.data import sample_kind, write_cmip6_like, write_era5_like  # noqa: E402
+from local_platform.data import CMIP6_STORE, sample_kind, write_cmip6_like, write_era5_like  # noqa: E402
 from local_platform.declared import Container, Deployment, read_deployment  # noqa: E402
 from local_platform.platform import local_arguments, role_secrets, task_environment  # noqa: E402
 from local_platform.processes import stop_groups  # noqa: E402
 from local_platform.tls import LocalTls, create_local_tls  # noqa: E402
-from stackconfig import ConfigError, StackConfig, load_stack_file  # noqa: E402
+from stackconfig import ConfigError, StackConfig, load_stack_file, raw_stack_config  # noqa: E402
 from stackgraph.synth import SynthesisError, synthesize  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "wan.json"
@@ -59,6 +59,11 @@ SERVICES = {SCHEDULER_PORT: "dask scheduler", WORKER_PORT: "dask workers", S3_PO
             CATALOG_PORT: "catalog"}
 MIB = 1 << 20
 TARGET_FASTER_THAN_NAIVE = 20.0
+# `--worker-regions 4`: the stack's regions plus CMIP6 regions of two more modelling centres (a benchmark-only
+# shape; the analysis becomes a multi-model ensemble): region, CIDR, institution, store below it, warming in K.
+MORE_MODELS = (("eu-central-1", "10.3.0.0/16", "MPI-M", "MPI-ESM1-2-HR/ssp585/r1i1p1f1/Amon/tas/gn/v20190710", 3.0),
+               ("ap-southeast-2", "10.4.0.0/16", "CSIRO-ARCCSS", "ACCESS-CM2/ssp585/r1i1p1f1/Amon/tas/gn/v20191108",
+                5.0))
 BIN = Path(sys.executable).parent
 
 
@@ -102,7 +107,12 @@ class Processes:
     logs: Path
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, namespace: str, command: Sequence[str], env: dict[str, str]) -> None:
+    def start(self, name: str, namespace: str, command: Sequence[str], env: dict[str, str],
+              mount: tuple[Path, Path] | None = None) -> None:
+        """`mount` (source, mount point): bound in the process's own mount namespace, seen by it alone."""
+        if mount is not None:
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       'mount --bind "$1" "$2" && shift 2 && exec "$@"', "mount", *map(str, mount), *command]
         with (self.logs / f"{name}.log").open("wb") as log:
             self.running[name] = subprocess.Popen(["ip", "netns", "exec", namespace, *command], stdout=log,
                                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -146,13 +156,15 @@ def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
         directory = work / "staging" / worker.region
         marker = directory / ".size.json"
         kind = sample_kind(worker.dataset.prefix)
-        wanted = {"gigabytes": sizes.gigabytes, "lat": lat, "lon": lon, "kind": kind, "layout": 2}
+        wanted = {"gigabytes": sizes.gigabytes, "lat": lat, "lon": lon, "kind": kind, "layout": 2,
+                  "model": list(model_of(worker.region)) if kind == "cmip6" else None}
         if not (marker.exists() and json.loads(marker.read_text()) == wanted):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
             if kind == "cmip6":
-                write_cmip6_like(directory, years=range(2090, 2101), lat=lat, lon=lon,
-                                 steps_per_month=sizes.cmip6_steps_per_month, time_chunk=6)
+                store, warming, seed = model_of(worker.region)
+                write_cmip6_like(directory, years=range(2090, 2101), lat=lat, lon=lon, warming=warming,
+                                 steps_per_month=sizes.cmip6_steps_per_month, time_chunk=6, store=store, seed=seed)
             else:
                 # One stored chunk per monthly file, read by one task in one request: the S3 emulation copies a
                 # whole object for every ranged GET, a cost S3 does not have.
@@ -163,10 +175,34 @@ def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
     return staging
 
 
+def model_of(region: str) -> tuple[str, float, int]:
+    """The CMIP6 sample store a region holds, its warming and its random seed (the stack's own: the default)."""
+    for index, (other, _, _, store, warming) in enumerate(MORE_MODELS):
+        if other == region:
+            return store, warming, 3 + index
+    return CMIP6_STORE, 4.0, 2
+
+
+def more_regions(config: StackConfig, count: int) -> dict[str, Any] | None:
+    """Stack config overrides that run `count` worker regions: the stack's own, then MORE_MODELS'."""
+    if count == len(config.workers):
+        return None
+    own = {w.region for w in config.workers} | {config.client.region}
+    extra = [m for m in MORE_MODELS if m[0] not in own][:count - len(config.workers)]
+    if count < len(config.workers) or len(config.workers) + len(extra) != count:
+        raise BenchError(f"--worker-regions {count}: this stack has {len(config.workers)} worker regions and the "
+                         f"benchmark can add {len(extra)} ({', '.join(m[0] for m in extra) or 'none'})")
+    workers = list(raw_stack_config(ROOT, config.stack)[1]["workers"])
+    workers += [{"region": region, "cidr": cidr, "dataset": f"s3://cmip6-pds/CMIP6/ScenarioMIP/{institution}",
+                 "lustreFileSystemPath": f"CMIP6/ScenarioMIP/{institution}"}
+                for region, cidr, institution, _, _ in extra]
+    return {"workers": workers}
+
+
 def check_config(config: StackConfig) -> None:
-    kinds = sorted(sample_kind(w.dataset.prefix) for w in config.workers)
-    if kinds != ["cmip6", "era5"]:
-        raise BenchError("the reference analysis needs one ERA5 region and one CMIP6 region (like Pulumi.dev.yaml); "
+    kinds = [sample_kind(w.dataset.prefix) for w in config.workers]
+    if kinds.count("era5") != 1 or "cmip6" not in kinds:
+        raise BenchError("the reference analysis needs one ERA5 region and CMIP6 regions (like Pulumi.dev.yaml); "
                          f"this stack has {', '.join(f'{w.region}: {w.dataset.bucket}' for w in config.workers)}")
     if config.client.region in {w.region for w in config.workers}:
         raise BenchError(f"client.region {config.client.region} is also a worker region: the benchmark needs the "
@@ -187,12 +223,16 @@ def crossed(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]])
 
 @contextmanager
 def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], arguments: argparse.Namespace,
-                           processes: Processes, stored: dict[str, int]) -> Iterator[tuple[str, dict[str, RegionLink]]]:
+                           processes: Processes, stored: dict[str, int], work: Path
+                           ) -> Iterator[tuple[str, dict[str, RegionLink]]]:
     """The WAN with the long-lived services in place: proxies everywhere; in each worker region its AWS emulation
     (moto) holding its data; in the client region the catalog and an AWS emulation for the scheduler's metrics.
-    Each worker region's nightly sync fills the catalog across the WAN. For the floor (the `local` mode) the
-    client region also holds every region's objects, under the same keys, in its own emulation."""
+    Each worker region's nightly sync imports its data into the region's Lustre stand-in and fills the catalog
+    across the WAN."""
     from osmem_server import resolve_binary
+
+    shutil.rmtree(work / "fsx", ignore_errors=True)  # each run imports afresh, as the nightly sync does
+    fsx_mount_point(work).mkdir(parents=True, exist_ok=True)
 
     regions = [config.client.region] + [w.region for w in config.workers]
     with wan(regions, rate_mbit=arguments.rate_mbit) as (router, links):
@@ -223,13 +263,22 @@ def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], argume
                   flush=True)
             # The nightly job publishes to the catalog in the client region: across the WAN, as in AWS.
             agent(namespace, "sync", *common, "--region", worker.region, "--fsx-path", worker.fsx_path,
-                  "--catalog", f"http://{client}.wan:{CATALOG_PORT}")
-            if "local" in arguments.modes:  # the floor: the same objects, in the client region's storage
-                agent(client_ns, "upload", "--staging", str(staging[worker.region]), "--region", client, *common)
+                  "--catalog", f"http://{client}.wan:{CATALOG_PORT}", "--fsx-root", str(fsx_root(work, worker.region)))
         try:
             yield router, links
         finally:
             processes.stop()  # before the namespaces go: nothing may keep one alive
+
+
+def fsx_root(work: Path, region: str) -> Path:
+    """The region's Lustre stand-in: what its nightly import fills and its pool's tasks see at /fsx."""
+    return work / "fsx" / region
+
+
+def fsx_mount_point(work: Path) -> Path:
+    """Where every task finds /fsx (DASK_REGIONS_FSX_ROOT): empty, except in each task's own mount namespace,
+    where its region's stand-in is bound. A task sees its own region's data only, as a pool in AWS does."""
+    return work / "mnt" / "fsx"
 
 
 def measure_rtt(links: dict[str, RegionLink], client_region: str, worker_region: str) -> dict[str, Any]:
@@ -261,17 +310,18 @@ class Cluster:
              overrides: dict[str, str] | None = None) -> None:
         """One declared task, through the image's entrypoint, with its declared environment and secrets."""
         environment = task_environment(container, self.secrets, processes.logs / "tasks" / name,
-                                       self.work, f"http://127.0.0.1:{S3_PORT}", None)
+                                       self.work, f"http://127.0.0.1:{S3_PORT}", fsx_mount_point(self.work))
+        mount = (fsx_root(self.work, container.region), fsx_mount_point(self.work)) if container.mounts else None
         processes.start(name, namespace, [sys.executable, str(ENTRYPOINT), *arguments],
-                        {**environment, **(overrides or {})})
+                        {**environment, **(overrides or {})}, mount)
 
 
 def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, links: dict[str, RegionLink],
              processes: Processes, index: int, analysis_timeout: float) -> dict[str, Any]:
     """One run of one mode on a fresh cluster, as the graph declares it: the scheduler's task in the client region
     and one task of each worker region's pool in its region (AWS runs no pool in the client region). `local` (the
-    floor) runs the same tasks, each pool still pinned to its own data, and reads the same objects, all in the
-    client region: what is left of pinned beyond it is the WAN's cost."""
+    floor) runs the same tasks in the client region, each pool still pinned to its own region's Lustre stand-in:
+    what is left of pinned beyond it is the WAN's cost."""
     client = links[config.client.region]
     deployment = cluster.deployment
     scheduler = f"tls://{client.address}:{SCHEDULER_PORT}"
@@ -295,9 +345,8 @@ def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, link
         agent(client.namespace, "wait-cluster", "--scheduler", scheduler, "--workers",
               str(len(deployment.pools())), tls=cluster.tls)
         before = link_bytes(router, links)
-        floor = ["--storage-region", config.client.region] if mode == "local" else []
         result = agent(client.namespace, "analyse", "--mode", mode, "--scheduler", scheduler, "--catalog",
-                       f"http://127.0.0.1:{CATALOG_PORT}", "--s3-port", str(S3_PORT), *floor,
+                       f"http://127.0.0.1:{CATALOG_PORT}", "--s3-port", str(S3_PORT),
                        timeout=analysis_timeout, tls=cluster.tls)
         result["link_bytes"] = crossed(before, link_bytes(router, links))
     finally:
@@ -448,6 +497,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--delay-ms", type=float, default=40.0, help="one-way latency between regions (default 40)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each mode; medians are reported (default 3)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--worker-regions", type=int, default=None,
+                        help="run this many worker regions: the stack's own (default) or more, adding CMIP6 regions "
+                             f"of other modelling centres (up to {len(MORE_MODELS)} more)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON results (a PNG chart goes beside it)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/crossregiondask-wan"),
                         help="sample data (kept for the next run of the same size) and logs")
@@ -459,6 +511,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         problems.append(f"--rate-mbit {arguments.rate_mbit:g}: use 1 to 10000")
     if not 0 <= arguments.delay_ms <= 1000:
         problems.append(f"--delay-ms {arguments.delay_ms:g}: use 0 to 1000")
+    if arguments.worker_regions is not None and not 2 <= arguments.worker_regions <= 8:
+        problems.append(f"--worker-regions {arguments.worker_regions}: use 2 to 8")
     if not 1 <= arguments.repeats <= 20:
         problems.append(f"--repeats {arguments.repeats}: use 1 to 20")
     arguments.modes = [m.strip() for m in arguments.modes.split(",") if m.strip()]
@@ -481,8 +535,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise BenchError(f"namespaces of an earlier run are still there: {', '.join(leftovers())}; remove them "
                              "with `ip netns delete <name>` (and rm -r /etc/netns/crdwan-*)")
         config = load_stack_file(ROOT, arguments.stack)
+        overrides = more_regions(config, arguments.worker_regions or len(config.workers))
+        config = load_stack_file(ROOT, arguments.stack, overrides)
         check_config(config)
-        return run(config, read_deployment(synthesize(arguments.stack)), arguments)
+        return run(config, read_deployment(synthesize(arguments.stack, overrides)), arguments)
     except (BenchError, ConfigError, SynthesisError, subprocess.TimeoutExpired) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -509,7 +565,7 @@ def run(config: StackConfig, deployment: Deployment, arguments: argparse.Namespa
     stored: dict[str, int] = {}
     try:
         print(f"building the WAN ({setting}) and loading the regions' storage", flush=True)
-        with platform_in_namespaces(config, staging, arguments, processes, stored) as (router, links):
+        with platform_in_namespaces(config, staging, arguments, processes, stored, work) as (router, links):
             rtt = measure_rtt(links, config.client.region, config.workers[0].region)
             print(f"round trip {config.client.region} -> {config.workers[0].region}: "
                   f"{rtt['between_regions']['median_ms']:.1f} ms (within a region: "

@@ -11,6 +11,7 @@ import json
 import socket
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 from bench.wan_network import hostname  # noqa: E402
 
 MODES = ("local", "pinned", "unpinned", "naive")
+FILE_SYSTEM = "fs-0bench00000000000"  # the region's one file system (its stand-in)
 CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
 
 
@@ -57,14 +59,21 @@ def upload(staging: Path, bucket: str, prefix: str, region: str, port: int) -> d
     return {"region": region, "bytes": size, "seconds": time.monotonic() - started}
 
 
-def sync(bucket: str, prefix: str, fsx_path: str, region: str, port: int, catalog: str) -> dict[str, Any]:
-    """The nightly job of the region (no FSx here: the data is read from the S3 emulation directly)."""
+def sync(bucket: str, prefix: str, fsx_path: str, region: str, port: int, catalog: str,
+         fsx_root: Path) -> dict[str, Any]:
+    """The nightly job of the region, as declared: the FSx import first (answered by the Lustre stand-in under
+    `fsx_root`, which copies each object in: what the region's pool reads, as it reads /fsx in AWS), then the
+    catalog rebuild, published across the WAN."""
     from catalog_sync.records import Association
     from catalog_sync.sinks import open_sink
     from catalog_sync.sync import sync_region
+    from local_platform.fsx_standin import LocalFsx, StandIn
 
-    report, _ = sync_region(s3_client(region, port), Association(region, bucket, prefix, fsx_path),
-                            open_sink(catalog))
+    s3 = s3_client(region, port)
+    repository = f"s3://{bucket}/{prefix}".rstrip("/")
+    fsx = LocalFsx(s3, {FILE_SYSTEM: StandIn(fsx_root, {fsx_path: repository})})
+    report, _ = sync_region(s3, Association(region, bucket, prefix, fsx_path), open_sink(catalog), fsx=fsx,
+                            file_system_id=FILE_SYSTEM, sleep=lambda _: None)
     return {"region": region, "documents": report.documents}
 
 
@@ -83,56 +92,67 @@ def checksum(*arrays: Any) -> str:
     return digest.hexdigest()[:16]
 
 
-def analyse(mode: str, scheduler: str, catalog: str, s3_port: int, storage_region: str | None = None
-            ) -> dict[str, Any]:
-    """The reference analysis, timed by phase from opening the data to holding the three maps in the client region.
+def analyse(mode: str, scheduler: str, catalog: str, s3_port: int) -> dict[str, Any]:
+    """The reference analysis, timed by phase from opening the data to holding its maps in the client region.
     local: the floor, everything in one region; pinned: the router keeps every task in its data's region;
     unpinned: the scheduler only observes, so tasks go wherever plain Dask puts them; naive: the notebook computes
     in its own process (AWS runs no Dask workers in the client region), pulling the raw data across. All open the
-    data the same way (metadata read once, in its region). `storage_region`: the region whose storage holds every
-    object, for the floor (each dataset still opened and computed by its own region's pool)."""
+    data the same way (metadata read once, in its region). Pinned and the floor read what the catalog says the
+    region's workers see (the dataset's path on the region's Lustre file system); a pool sees only its own
+    region's, so plain Dask (unpinned), whose tasks land in any pool, and the notebook (naive), which mounts none,
+    read the objects in the region's S3 instead."""
     import dask
-    from distributed import Client, wait
+    from distributed import Client
 
     import dask_regions as dr
     from dask_regions.climate import regrid
+    from dask_regions.pools import fetch_as_completed
 
     with Client(scheduler, timeout=60) as client:  # type: ignore[no-untyped-call]
         found = dr.Catalog.open(catalog)
         months = found.find(variable="air_temperature_at_2_metres")
-        (store,) = found.find(variable_id="tas", experiment_id="ssp585")
-        era5_storage, cmip6_storage = storage_region or months[0].region, storage_region or store.region
+        stores = found.find(variable_id="tas", experiment_id="ssp585")  # one model per CMIP6 region
         since = dr.mark(client)
         started = time.monotonic()
-        era5 = dr.open_mfdataset(client, [m.s3_uri for m in months], region=months[0].region, concat_dim="time0",
-                                 storage_options=storage_options(era5_storage, s3_port))
-        cmip6 = dr.open_dataset(client, store.s3_uri, region=store.region,
-                                storage_options=storage_options(cmip6_storage, s3_port))
+        if mode in ("local", "pinned"):  # as the records say: each region's Lustre file system
+            openings = {"era5": partial(dr.open_mfdataset, client, months, concat_dim="time0")}
+            openings |= {store.path: partial(dr.open_dataset, client, store) for store in stores}
+        else:
+            openings = {"era5": partial(dr.open_mfdataset, client, [m.s3_uri for m in months], concat_dim="time0",
+                                        region=months[0].region,
+                                        storage_options=storage_options(months[0].region, s3_port))}
+            openings |= {store.path: partial(dr.open_dataset, client, store.s3_uri, region=store.region,
+                                             storage_options=storage_options(store.region, s3_port))
+                         for store in stores}
+        datasets = dr.open_all(openings)
+        era5, models = datasets.pop("era5"), list(datasets.values())
         opened = time.monotonic()
-        # The benchmark's analysis: time-mean maps (as its committed results measured), regridded by interpolation,
-        # and their difference. As AWS deploys there is no pool in the client region, so the two maps are computed
-        # next to their data and fetched, and the difference is taken here, on the client (as
-        # `dr.compute_near_data` does): each map crosses once and nothing else does.
+        # The benchmark's analysis: the time-mean map of ERA5 and of each model's 2090-2100 (regridded onto ERA5's
+        # grid by interpolation), and the ensemble's mean difference. As AWS deploys there is no pool in the client
+        # region, so each map is computed next to its data and fetched as soon as it is done, and the difference is
+        # taken here, on the client (as `dr.compute_near_data` does): each map crosses once and nothing else does.
         historical = era5.air_temperature_at_2_metres.mean("time0")
-        regridded = regrid(cmip6.tas.sel(time=slice("2090", "2100")).mean("time"), historical)
+        regridded = [regrid(model.tas.sel(time=slice("2090", "2100")).mean("time"), historical) for model in models]
         if mode == "naive":
-            maps = list(dask.compute(historical, regridded,  # type: ignore[attr-defined,no-untyped-call]
+            maps = list(dask.compute(historical, *regridded,  # type: ignore[attr-defined,no-untyped-call]
                                      scheduler="threads"))
             computed = time.monotonic()
         else:
-            futures = client.compute([historical, regridded])
-            wait(futures)  # type: ignore[no-untyped-call]
-            computed = time.monotonic()
-            maps = client.gather(futures)
-        maps.append(maps[1] - maps[0])
+            futures = client.compute([historical, *regridded])
+            done: list[float] = []
+            for future in futures:  # "compute" ends when the last map is computed; its fetch is the "gather"
+                future.add_done_callback(lambda _: done.append(time.monotonic()))
+            maps = list(fetch_as_completed({str(i): future for i, future in enumerate(futures)}).values())
+            computed = min([max(done, default=time.monotonic()), time.monotonic()])
+        result_bytes = sum(int(m.nbytes) for m in maps)  # the reduced results that must cross to the client region
+        maps.append(sum(maps[1:]) / len(regridded) - maps[0])
         finished = time.monotonic()
         report = dr.audit(client, since)
-    result_bytes = int(maps[0].nbytes + maps[1].nbytes)  # the reduced results that must cross to the client region
     return {"mode": mode, "wall_seconds": finished - started,
             "phases": {"open": opened - started, "compute": computed - opened, "gather": finished - computed},
-            "input_bytes": int(era5.air_temperature_at_2_metres.nbytes + cmip6.tas.nbytes),
-            "result_bytes": result_bytes, "checksum": checksum(*maps),
-            "mean_difference_kelvin": float(maps[2].mean()), "audit_bytes": report.bytes_across_regions,
+            "input_bytes": int(era5.air_temperature_at_2_metres.nbytes + sum(m.tas.nbytes for m in models)),
+            "result_bytes": result_bytes, "checksum": checksum(*maps), "models": len(models),
+            "mean_difference_kelvin": float(maps[-1].mean()), "audit_bytes": report.bytes_across_regions,
             "audit_pairs": {f"{a} -> {b}": size for (a, b), size in report.bytes_between_pools.items()},
             "tasks": report.tasks, "regional_tasks": report.regional, "misplaced_tasks": len(report.misplaced),
             "ambiguous_tasks": len(report.ambiguous), "combining_tasks": report.combining,
@@ -154,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--s3-port", type=int, required=True)
     nightly.add_argument("--fsx-path", required=True)
     nightly.add_argument("--catalog", required=True)
+    nightly.add_argument("--fsx-root", type=Path, required=True)
     cluster = commands.add_parser("wait-cluster")
     cluster.add_argument("--scheduler", required=True)
     cluster.add_argument("--workers", type=int, required=True)
@@ -163,18 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--scheduler", required=True)
     run.add_argument("--catalog", required=True)
     run.add_argument("--s3-port", type=int, required=True)
-    run.add_argument("--storage-region", default=None)
     a = parser.parse_args(argv)
     if a.command == "wait-port":
         result = wait_for_port(a.port, a.timeout)
     elif a.command == "upload":
         result = upload(a.staging, a.bucket, a.prefix, a.region, a.s3_port)
     elif a.command == "sync":
-        result = sync(a.bucket, a.prefix, a.fsx_path, a.region, a.s3_port, a.catalog)
+        result = sync(a.bucket, a.prefix, a.fsx_path, a.region, a.s3_port, a.catalog, a.fsx_root)
     elif a.command == "wait-cluster":
         result = wait_for_cluster(a.scheduler, a.workers, a.timeout)
     else:
-        result = analyse(a.mode, a.scheduler, a.catalog, a.s3_port, a.storage_region)
+        result = analyse(a.mode, a.scheduler, a.catalog, a.s3_port)
     print(json.dumps(result), flush=True)
     return 0
 

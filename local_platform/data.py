@@ -48,10 +48,12 @@ def write_era5_like(root: Path, *, years: tuple[int, ...] = (2000,), months: int
 
 
 def write_cmip6_like(root: Path, *, years: range = range(2085, 2101), lat: int = 60, lon: int = 120,
-                     warming: float = 4.0, steps_per_month: int = 1, time_chunk: int = 24) -> str:
+                     warming: float = 4.0, steps_per_month: int = 1, time_chunk: int = 24,
+                     store: str = CMIP6_STORE, seed: int = 2) -> str:
     """A CMIP6-like zarr store (v2, consolidated) with tas(time, lat, lon), monthly (or `steps_per_month` steps
-    a month, days apart, for larger benchmark data), under `root`/<DRS path>; returns its key relative to `root`."""
-    rng = np.random.default_rng(2)
+    a month, days apart, for larger benchmark data), under `root`/`store` (a DRS path below the institution:
+    source, experiment, member, table, variable, grid, version); returns its key relative to `root`."""
+    rng = np.random.default_rng(seed)
     latitudes, longitudes = np.linspace(-89, 89, lat), np.linspace(0, 360, lon, endpoint=False)
     climate = 288 + warming - 30 * np.abs(np.sin(np.radians(latitudes)))[:, None] + np.zeros((lat, lon))
     times = np.array([np.datetime64(f"{y}-{m:02d}-{1 + 27 * step // steps_per_month:02d}", "ns")
@@ -61,8 +63,8 @@ def write_cmip6_like(root: Path, *, years: range = range(2085, 2101), lat: int =
     data = (climate + rng.standard_normal((len(times), lat, lon))).astype("float32")
     dataset = xr.Dataset({"tas": (("time", "lat", "lon"), data, {"units": "K"})},
                          coords={"time": times, "lat": latitudes, "lon": longitudes}, attrs={"source": SAMPLE_SOURCE})
-    dataset.chunk({"time": time_chunk}).to_zarr(root / CMIP6_STORE, mode="w", consolidated=True, zarr_format=2)
-    return CMIP6_STORE
+    dataset.chunk({"time": time_chunk}).to_zarr(root / store, mode="w", consolidated=True, zarr_format=2)
+    return store
 
 
 def publish(s3: Any, staging: Path, bucket: str, prefix: str, region: str) -> int:

@@ -38,6 +38,19 @@ def test_synth_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
     assert len({g["everything_else_added"] for g in data["growth"]}) == 1  # linear apart from the mesh
 
 
+def test_open_refs_benchmark_opens_both_ways_to_the_same_data(tmp_path: Path) -> None:
+    output = tmp_path / "open-refs.json"
+    result = subprocess.run([sys.executable, "bench/open_refs.py", "--files", "3,6", "--repeats", "1", "--output",
+                             str(output)], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(output.read_text())["rows"]
+    assert [r["files"] for r in rows] == [3, 6] and all(r["same_data"] for r in rows)
+    assert all(r["open_files_seconds"] > 0 and r["open_references_seconds"] > 0 for r in rows)
+    bad = subprocess.run([sys.executable, "bench/open_refs.py", "--files", "x"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "--files 'x'" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
                     reason="the WAN benchmark needs root (network namespaces) and iproute2")
 def test_wan_benchmark_runs_every_mode_as_declared_and_leaves_nothing_behind(tmp_path: Path) -> None:
@@ -72,6 +85,34 @@ def test_wan_benchmark_runs_every_mode_as_declared_and_leaves_nothing_behind(tmp
     assert "pinned" in result.stdout and "targets:" in result.stdout
 
 
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("unshare"),
+                    reason="mount namespaces need root, iproute2 and util-linux")
+def test_a_benchmark_task_sees_only_its_own_regions_lustre_stand_in(tmp_path: Path) -> None:
+    """Placement proved by isolation: a task that read another region's data would fail, not read it silently."""
+    from bench.wan import Processes, fsx_mount_point, fsx_root
+
+    regions = ("us-east-1", "us-west-2")
+    for region in regions:
+        (fsx_root(tmp_path, region) / region).mkdir(parents=True)
+        (fsx_root(tmp_path, region) / region / "data.nc").write_text(region)
+    mount_point = fsx_mount_point(tmp_path)
+    mount_point.mkdir(parents=True)
+    namespace = f"crdiso-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        processes = Processes(tmp_path)
+        look = "import os, sys; print(sorted(os.listdir(sys.argv[1])), os.path.exists(sys.argv[2]))"
+        for region, other in (regions, regions[::-1]):
+            processes.start(region, namespace, [sys.executable, "-c", look, str(mount_point),
+                                                str(mount_point / other / "data.nc")], dict(os.environ),
+                            (fsx_root(tmp_path, region), mount_point))
+            assert processes.running[region].wait(timeout=60) == 0
+            assert (tmp_path / f"{region}.log").read_text().split() == [f"['{region}']", "False"]
+        assert os.listdir(mount_point) == []  # bound in the tasks' own mount namespaces only
+    finally:
+        subprocess.run(["ip", "netns", "delete", namespace], check=True)
+
+
 def test_wan_benchmark_names_bad_flags() -> None:
     result = subprocess.run([sys.executable, "bench/wan.py", "--modes", "pinned,fast", "--gigabytes", "0"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60, check=False)
@@ -83,15 +124,19 @@ def test_wan_benchmark_names_bad_flags() -> None:
                     reason="the WAN benchmark needs root (network namespaces) and iproute2")
 def test_wan_scaling_runs_each_size_and_charts_time_and_bytes_against_size(tmp_path: Path) -> None:
     output = tmp_path / "wan-scaling.json"
-    result = subprocess.run([sys.executable, "bench/wan_scaling.py", "--gigabytes", "0.004,0.002", "--output",
-                             str(output), "--work-dir", str(tmp_path / "work")], cwd=ROOT, capture_output=True,
-                            text=True, timeout=900, check=False)
+    result = subprocess.run([sys.executable, "bench/wan_scaling.py", "--gigabytes", "0.004,0.002", "--regions-at",
+                             "0.002", "--output", str(output), "--work-dir", str(tmp_path / "work")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     data = json.loads(output.read_text())
-    assert [r["gigabytes_per_region"] for r in data["sizes"]] == [0.002, 0.004]
+    runs = [(r["gigabytes_per_region"], r["worker_regions"]) for r in data["sizes"]]
+    assert runs == [(0.002, 2), (0.004, 2), (0.002, 4)] and data["complete"]
     assert all(set(r["modes"]) == {"local", "pinned", "naive"} for r in data["sizes"])
-    small, large = (r["modes"]["naive"]["link_bytes"] for r in data["sizes"])
-    assert large > small  # naive pulls the raw data: it grows with it
+    small, large, four = (r["modes"] for r in data["sizes"])
+    assert large["naive"]["link_bytes"] > small["naive"]["link_bytes"]  # naive pulls the raw data: it grows with it
+    # Four regions: two more models' data pulled by naive, two more maps fetched by pinned.
+    assert four["naive"]["link_bytes"] > small["naive"]["link_bytes"]
+    assert four["pinned"]["result_bytes"] == 2 * small["pinned"]["result_bytes"]
     assert output.with_suffix(".png").stat().st_size > 10_000 and not list(tmp_path.glob("wan-scaling-*GB.json"))
 
 

@@ -355,7 +355,8 @@ def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, link
     result["repeat"] = index
     # The run's connections closed with its cluster; the proxies write each one's account as it ends.
     _settle(processes.logs.glob("proxy-*.connections.jsonl"))
-    result["proxied_bytes"], result["proxied_connections"] = proxied(processes.logs, started)
+    result["proxied_bytes"], result["proxied_connections"], result["proxied_round_trips"] = proxied(
+        processes.logs, started)
     return result
 
 
@@ -372,17 +373,18 @@ def _settle(paths: Iterator[Path], quiet: float = 0.3, limit: float = 10.0) -> N
         sizes = now
 
 
-def proxied(logs: Path, since: float) -> tuple[dict[str, int], dict[str, int]]:
-    """Payload bytes and connections between regions since `since`, per service, from the proxies' accounts
-    (what the link counters see, without headers and acknowledgements, split by who was talking)."""
-    totals, connections = dict.fromkeys(SERVICES.values(), 0), dict.fromkeys(SERVICES.values(), 0)
+def proxied(logs: Path, since: float) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """Payload bytes, connections and round trips between regions since `since`, per service, from the proxies'
+    accounts (what the link counters see, without headers and acknowledgements, split by who was talking)."""
+    totals, connections, round_trips = ({service: 0 for service in SERVICES.values()} for _ in range(3))
     for path in logs.glob("proxy-*.connections.jsonl"):
         for line in path.read_text().splitlines():
             entry = json.loads(line)
             if entry["foreign"] and entry["time"] >= since and entry["port"] in SERVICES:
                 totals[SERVICES[entry["port"]]] += entry["received"] + entry["sent"]
                 connections[SERVICES[entry["port"]]] += 1
-    return totals, connections
+                round_trips[SERVICES[entry["port"]]] += entry["round_trips"]
+    return totals, connections, round_trips
 
 
 def _spread(values: list[float]) -> dict[str, float]:
@@ -407,6 +409,8 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "proxied_bytes": {service: int(statistics.median(r["proxied_bytes"][service] for r in mine))
                               for service in SERVICES.values()},
             "proxied_connections": {service: int(statistics.median(r["proxied_connections"][service] for r in mine))
+                                    for service in SERVICES.values()},
+            "proxied_round_trips": {service: int(statistics.median(r["proxied_round_trips"][service] for r in mine))
                                     for service in SERVICES.values()},
             "misplaced_tasks": int(statistics.median(r["misplaced_tasks"] for r in mine)),
             "ambiguous_tasks": max(r["ambiguous_tasks"] for r in mine),
@@ -621,7 +625,8 @@ def run(config: StackConfig, deployment: Deployment, arguments: argparse.Namespa
               f"{row['audit_bytes'] / 1e6:>10.2f} {row['misplaced_tasks']:>4}/{row['regional_tasks']:<5}  "
               f"{', '.join(row['checksums'])}")
         print(" " * 10 + "  between regions by service: " + ", ".join(
-            f"{service} {size / 1e6:.2f} MB" for service, size in row["proxied_bytes"].items()))
+            f"{service} {size / 1e6:.2f} MB in {row['proxied_round_trips'][service]} round trips"
+            for service, size in row["proxied_bytes"].items()))
     print(f"targets: {json.dumps(found)}")
     print(f"-> {output} and {picture}; namespaces left: {remaining or 'none'}")
     return 0 if found["checksums_agree"] and not remaining else 1

@@ -31,9 +31,23 @@ CHUNK = 64 * 1024
 QUEUE_CHUNKS = 64
 
 
+class Turns:
+    """How often a connection's data changed direction: each request answered across the WAN is two turns, so
+    half of them counts the round trips (a batched stream that talks both ways at once counts fewer)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last: str | None = None
+
+    def passed(self, direction: str) -> None:
+        if direction != self.last:
+            self.count += 1
+            self.last = direction
+
+
 async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float,
-                   counted: list[int]) -> None:
-    """Pass one direction on; `counted[0]` adds up the bytes passed."""
+                   counted: list[int], turns: Turns | None = None, direction: str = "") -> None:
+    """Pass one direction on; `counted[0]` adds up the bytes passed, `turns` the changes of direction."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
 
@@ -56,6 +70,8 @@ async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d
                 return
             writer.write(data)
             counted[0] += len(data)
+            if turns is not None:
+                turns.passed(direction)
             await writer.drain()
 
     receiving = asyncio.create_task(receive())
@@ -80,7 +96,7 @@ async def _handle(client_reader: asyncio.StreamReader, client_writer: asyncio.St
     peer = client_writer.get_extra_info("peername")[0]
     foreign = is_foreign(peer, own_network)
     wait = delay if foreign else 0.0
-    received, sent = [0], [0]
+    received, sent, turns = [0], [0], Turns()
     try:
         server_reader, server_writer = await asyncio.open_connection(target, port)
     except OSError:
@@ -89,8 +105,8 @@ async def _handle(client_reader: asyncio.StreamReader, client_writer: asyncio.St
     for writer in (client_writer, server_writer):
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
-        await asyncio.gather(_forward(client_reader, server_writer, wait, received),
-                             _forward(server_reader, client_writer, wait, sent))
+        await asyncio.gather(_forward(client_reader, server_writer, wait, received, turns, "in"),
+                             _forward(server_reader, client_writer, wait, sent, turns, "out"))
     except asyncio.CancelledError:
         pass  # the proxy is stopping: drop the connection quietly
     finally:
@@ -99,7 +115,8 @@ async def _handle(client_reader: asyncio.StreamReader, client_writer: asyncio.St
         if account is not None:  # one line per connection, so a benchmark can say which service moved what
             with account.open("a") as lines:
                 lines.write(json.dumps({"time": time.time(), "port": port, "peer": peer, "foreign": foreign,
-                                        "received": received[0], "sent": sent[0]}) + "\n")
+                                        "received": received[0], "sent": sent[0],
+                                        "round_trips": turns.count // 2}) + "\n")
 
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

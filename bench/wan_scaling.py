@@ -64,6 +64,7 @@ def runs(arguments: argparse.Namespace) -> list[tuple[float, int]]:
 def row(size: float, data: dict[str, Any]) -> dict[str, Any]:
     modes = {mode: {"wall_seconds": values["wall_seconds"], "wall": values["wall"], "phases": values["phases"],
                     "link_bytes": values["link_bytes"], "result_bytes": values["result_bytes"],
+                    "proxied_round_trips": values["proxied_round_trips"],
                     "input_bytes": values["input_bytes"]}
              for mode, values in data["modes"].items()}
     return {"gigabytes_per_region": size, "worker_regions": len(data["worker_regions"]),

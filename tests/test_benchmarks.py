@@ -79,7 +79,8 @@ def test_wan_benchmark_runs_every_mode_as_declared_and_leaves_nothing_behind(tmp
     assert all("pool-eu-west-2" not in r["placement"] for r in data["runs"] if r["mode"] == "pinned")
     assert data["settings"]["dask_comm"].startswith("tls")
     # Pinned: no process outside a region (client, scheduler, another region's worker) touched its storage.
-    assert pinned["proxied_bytes"]["storage (S3)"] == 0
+    assert pinned["proxied_bytes"]["storage (S3)"] == pinned["proxied_round_trips"]["storage (S3)"] == 0
+    assert pinned["proxied_round_trips"]["dask scheduler"] > 0  # the control messages that crossed, counted
     assert output.with_suffix(".png").stat().st_size > 10_000
     assert data["leftovers"] == [] and leftovers() == []
     assert "pinned" in result.stdout and "targets:" in result.stdout

@@ -40,9 +40,14 @@ def proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int,
 
 @pytest.mark.parametrize("proxy", ["10.99.0.0/24"], indirect=True)
 def test_connections_from_another_region_wait_the_delay_each_way(proxy: tuple[int, Path]) -> None:
-    echo, _ = proxy
+    echo, account = proxy
     rtt = measure_rtt("127.0.0.2", echo, 5)
     assert 2 * DELAY_MS <= rtt["min_ms"] < 2 * DELAY_MS + 40, rtt
+    deadline = time.monotonic() + 10
+    while not account.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (entry,) = [json.loads(line) for line in account.read_text().splitlines()]
+    assert entry["round_trips"] == 5  # each answered message: the round trips that crossed
 
 
 @pytest.mark.parametrize("proxy", ["127.0.0.0/8"], indirect=True)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,11 +59,25 @@ SERVICES = {SCHEDULER_PORT: "dask scheduler", WORKER_PORT: "dask workers", S3_PO
             CATALOG_PORT: "catalog"}
 MIB = 1 << 20
 TARGET_FASTER_THAN_NAIVE = 20.0
+
+
+class Model(NamedTuple):
+    """A CMIP6 region the benchmark can add: its VPC, the modelling centre, its sample store and warming (K)."""
+
+    region: str
+    cidr: str
+    institution: str
+    store: str  # the DRS path below the institution
+    warming: float
+    seed: int
+
+
 # `--worker-regions 4`: the stack's regions plus CMIP6 regions of two more modelling centres (a benchmark-only
-# shape; the analysis becomes a multi-model ensemble): region, CIDR, institution, store below it, warming in K.
-MORE_MODELS = (("eu-central-1", "10.3.0.0/16", "MPI-M", "MPI-ESM1-2-HR/ssp585/r1i1p1f1/Amon/tas/gn/v20190710", 3.0),
-               ("ap-southeast-2", "10.4.0.0/16", "CSIRO-ARCCSS", "ACCESS-CM2/ssp585/r1i1p1f1/Amon/tas/gn/v20191108",
-                5.0))
+# shape; the analysis becomes a multi-model ensemble).
+MORE_MODELS = (Model("eu-central-1", "10.3.0.0/16", "MPI-M", "MPI-ESM1-2-HR/ssp585/r1i1p1f1/Amon/tas/gn/v20190710",
+                     3.0, 3),
+               Model("ap-southeast-2", "10.4.0.0/16", "CSIRO-ARCCSS",
+                     "ACCESS-CM2/ssp585/r1i1p1f1/Amon/tas/gn/v20191108", 5.0, 4))
 BIN = Path(sys.executable).parent
 
 
@@ -177,9 +191,9 @@ def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
 
 def model_of(region: str) -> tuple[str, float, int]:
     """The CMIP6 sample store a region holds, its warming and its random seed (the stack's own: the default)."""
-    for index, (other, _, _, store, warming) in enumerate(MORE_MODELS):
-        if other == region:
-            return store, warming, 3 + index
+    for model in MORE_MODELS:
+        if model.region == region:
+            return model.store, model.warming, model.seed
     return CMIP6_STORE, 4.0, 2
 
 
@@ -188,14 +202,13 @@ def more_regions(config: StackConfig, count: int) -> dict[str, Any] | None:
     if count == len(config.workers):
         return None
     own = {w.region for w in config.workers} | {config.client.region}
-    extra = [m for m in MORE_MODELS if m[0] not in own][:count - len(config.workers)]
+    extra = [m for m in MORE_MODELS if m.region not in own][:count - len(config.workers)]
     if count < len(config.workers) or len(config.workers) + len(extra) != count:
         raise BenchError(f"--worker-regions {count}: this stack has {len(config.workers)} worker regions and the "
-                         f"benchmark can add {len(extra)} ({', '.join(m[0] for m in extra) or 'none'})")
+                         f"benchmark can add {len(extra)} ({', '.join(m.region for m in extra) or 'none'})")
     workers = list(raw_stack_config(ROOT, config.stack)[1]["workers"])
-    workers += [{"region": region, "cidr": cidr, "dataset": f"s3://cmip6-pds/CMIP6/ScenarioMIP/{institution}",
-                 "lustreFileSystemPath": f"CMIP6/ScenarioMIP/{institution}"}
-                for region, cidr, institution, _, _ in extra]
+    workers += [{"region": m.region, "cidr": m.cidr, "dataset": f"s3://cmip6-pds/CMIP6/ScenarioMIP/{m.institution}",
+                 "lustreFileSystemPath": f"CMIP6/ScenarioMIP/{m.institution}"} for m in extra]
     return {"workers": workers}
 
 

@@ -46,7 +46,7 @@ class Turns:
 
 
 async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float,
-                   counted: list[int], turns: Turns | None = None, direction: str = "") -> None:
+                   counted: list[int], turns: Turns, direction: str) -> None:
     """Pass one direction on; `counted[0]` adds up the bytes passed, `turns` the changes of direction."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=QUEUE_CHUNKS)
@@ -70,8 +70,7 @@ async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, d
                 return
             writer.write(data)
             counted[0] += len(data)
-            if turns is not None:
-                turns.passed(direction)
+            turns.passed(direction)
             await writer.drain()
 
     receiving = asyncio.create_task(receive())

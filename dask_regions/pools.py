@@ -61,11 +61,9 @@ def fetch_as_completed(futures: Mapping[str, Any]) -> dict[str, Any]:
     crosses the WAN while the others are still computing, not after them."""
     from distributed import as_completed
 
-    results = {}
-    for future in as_completed(list(futures.values())):  # type: ignore[no-untyped-call]
-        for name, mine in futures.items():
-            if mine is future:
-                results[name] = future.result()
+    names = {id(future): name for name, future in futures.items()}
+    results = {names[id(future)]: future.result()
+               for future in as_completed(list(futures.values()))}  # type: ignore[no-untyped-call]
     return {name: results[name] for name in futures}
 
 

@@ -355,21 +355,23 @@ def test_the_scheduler_holds_a_connection_to_each_worker_before_it_first_fetches
 
 def test_each_regions_result_is_fetched_as_soon_as_it_is_done_and_named_as_given(
         platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    import time
-
-    from distributed import Future
+    from distributed import Event, Future
 
     from dask_regions.pools import fetch_as_completed
 
     client = platform["client"]
-    slow = client.submit(lambda: time.sleep(1.5) or "slow", pure=False)
+    release = Event(client=client)  # the slow one finishes only once the fast one has been fetched
+    slow = client.submit(lambda: release.wait(60) and "slow", pure=False)
     fast = client.submit(lambda: "fast", pure=False)
     fetched: list[Any] = []
     result = Future.result
 
     def recorded(future: Future, *args: Any, **kwargs: Any) -> Any:
         fetched.append(future.key)
-        return result(future, *args, **kwargs)
+        value = result(future, *args, **kwargs)
+        if future is fast:
+            release.set()
+        return value
 
     monkeypatch.setattr(Future, "result", recorded)
     assert fetch_as_completed({"slow": slow, "fast": fast}) == {"slow": "slow", "fast": "fast"}

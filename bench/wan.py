@@ -92,6 +92,7 @@ class Sizes:
     gigabytes: float
     lat: int = 721
     lon: int = 1440
+    years: int = 1  # of ERA5 monthly files
 
     @property
     def step_bytes(self) -> int:
@@ -99,12 +100,28 @@ class Sizes:
         return lat * lon * 4
 
     @property
-    def era5_steps_per_month(self) -> int:  # 12 monthly files
-        return max(4, round(self.gigabytes * 1e9 / (12 * self.step_bytes)))
+    def era5_steps_per_month(self) -> int:  # 12 monthly files a year
+        # At least 4 steps in a year's files (fewer make every chunk tiny); years of files are about their count,
+        # and a step each keeps them to the size asked.
+        least = 4 if self.years == 1 else 1
+        return max(least, round(self.gigabytes * 1e9 / (12 * self.years * self.step_bytes)))
 
     @property
     def cmip6_steps_per_month(self) -> int:  # 2090-2100: 132 months
         return max(1, round(self.gigabytes * 1e9 / (132 * self.step_bytes)))
+
+    @property
+    def era5_time_chunk(self) -> int:
+        """As few stored chunks per monthly file as Dask's chunk size allows, each read by one task in one request:
+        the S3 emulation copies a whole object for every ranged GET, a cost S3 does not have. A stored chunk above
+        the chunk size (a month at 2 GB was 166 MB) is split by Dask's auto-chunking, and every part then reads it
+        whole: naive at 2 GB fell to 256 KiB requests at 1.2 MB/s."""
+        import dask.config
+        from dask.utils import parse_bytes
+
+        steps = self.era5_steps_per_month
+        limit = parse_bytes(dask.config.get("array.chunk-size"))
+        return -(-steps // -(-steps * self.step_bytes // limit))
 
     def grid(self) -> tuple[int, int]:
         """A coarser grid for small runs (below ~0.5 GB: fewer steps would make every chunk tiny)."""
@@ -171,7 +188,9 @@ def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
         marker = directory / ".size.json"
         kind = sample_kind(worker.dataset.prefix)
         wanted = {"gigabytes": sizes.gigabytes, "lat": lat, "lon": lon, "kind": kind, "layout": 2,
-                  "model": list(model_of(worker.region)) if kind == "cmip6" else None}
+                  "model": list(model_of(worker.region)) if kind == "cmip6" else None,
+                  "era5_time_chunk": sizes.era5_time_chunk if kind != "cmip6" else None,
+                  "era5_years": sizes.years if kind != "cmip6" else None}
         if not (marker.exists() and json.loads(marker.read_text()) == wanted):
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
@@ -180,10 +199,8 @@ def generate(config: StackConfig, sizes: Sizes, work: Path) -> dict[str, Path]:
                 write_cmip6_like(directory, years=range(2090, 2101), lat=lat, lon=lon, warming=warming,
                                  steps_per_month=sizes.cmip6_steps_per_month, time_chunk=6, store=store, seed=seed)
             else:
-                # One stored chunk per monthly file, read by one task in one request: the S3 emulation copies a
-                # whole object for every ranged GET, a cost S3 does not have.
-                steps = sizes.era5_steps_per_month
-                write_era5_like(directory, years=(2000,), steps=steps, lat=lat, lon=lon, time_chunk=steps)
+                write_era5_like(directory, years=tuple(range(2000, 2000 + sizes.years)),
+                                steps=sizes.era5_steps_per_month, lat=lat, lon=lon, time_chunk=sizes.era5_time_chunk)
             marker.write_text(json.dumps(wanted))
         staging[worker.region] = directory
     return staging
@@ -236,12 +253,13 @@ def crossed(before: dict[str, dict[str, int]], after: dict[str, dict[str, int]])
 
 @contextmanager
 def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], arguments: argparse.Namespace,
-                           processes: Processes, stored: dict[str, int], work: Path
-                           ) -> Iterator[tuple[str, dict[str, RegionLink]]]:
+                           processes: Processes, stored: dict[str, int], work: Path,
+                           references: dict[str, str]) -> Iterator[tuple[str, dict[str, RegionLink]]]:
     """The WAN with the long-lived services in place: proxies everywhere; in each worker region its AWS emulation
     (moto) holding its data; in the client region the catalog and an AWS emulation for the scheduler's metrics.
-    Each worker region's nightly sync imports its data into the region's Lustre stand-in and fills the catalog
-    across the WAN."""
+    Each worker region's nightly sync imports its data into the region's Lustre stand-in, writes its netCDF
+    collections' reference sets to the region's `references` bucket (unless --references off) and fills the
+    catalog across the WAN."""
     from osmem_server import resolve_binary
 
     shutil.rmtree(work / "fsx", ignore_errors=True)  # each run imports afresh, as the nightly sync does
@@ -275,12 +293,27 @@ def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], argume
             print(f"  {worker.region}: {done['bytes'] / 1e9:.2f} GB into its S3 emulation in {done['seconds']:.0f} s",
                   flush=True)
             # The nightly job publishes to the catalog in the client region: across the WAN, as in AWS.
-            agent(namespace, "sync", *common, "--region", worker.region, "--fsx-path", worker.fsx_path,
-                  "--catalog", f"http://{client}.wan:{CATALOG_PORT}", "--fsx-root", str(fsx_root(work, worker.region)))
+            written = ["--references", references[worker.region]] if arguments.references == "on" else []
+            synced = agent(namespace, "sync", *common, "--region", worker.region, "--fsx-path", worker.fsx_path,
+                           "--catalog", f"http://{client}.wan:{CATALOG_PORT}", "--fsx-root",
+                           str(fsx_root(work, worker.region)), *written)
+            print(f"  {worker.region}: nightly sync {synced['seconds']:.1f} s, {synced['documents']} datasets"
+                  + (f", references: {'on' if written else 'off'}"), flush=True)
+            if written and "local" in arguments.modes:  # the floor keeps all storage in the client region
+                agent(namespace, "mirror", "--location", references[worker.region], "--region", worker.region,
+                      "--to-region", client, "--s3-port", str(S3_PORT))
         try:
             yield router, links
         finally:
             processes.stop()  # before the namespaces go: nothing may keep one alive
+
+
+def declared_references(deployment: Deployment) -> dict[str, str]:
+    """Each worker region's references location, as its nightly sync's function is told (REFERENCES)."""
+    from catalog_sync.references import LOCATION_VARIABLE
+
+    return {f.region: f.environment[LOCATION_VARIABLE] for f in deployment.functions.values()
+            if LOCATION_VARIABLE in f.environment}
 
 
 def fsx_root(work: Path, region: str) -> Path:
@@ -517,6 +550,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--worker-regions", type=int, default=None,
                         help="run this many worker regions: the stack's own (default) or more, adding CMIP6 regions "
                              f"of other modelling centres (up to {len(MORE_MODELS)} more)")
+    parser.add_argument("--era5-years", type=int, default=1,
+                        help="years of ERA5 monthly files holding the region's data (default 1: 12 files)")
+    parser.add_argument("--references", choices=("on", "off"), default="on",
+                        help="whether the nightly sync writes each netCDF collection's reference set, as deployed "
+                             "(default on); off: every file's metadata is read when it is opened")
     parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON results (a PNG chart goes beside it)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/crossregiondask-wan"),
                         help="sample data (kept for the next run of the same size) and logs")
@@ -530,6 +568,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         problems.append(f"--delay-ms {arguments.delay_ms:g}: use 0 to 1000")
     if arguments.worker_regions is not None and not 2 <= arguments.worker_regions <= 8:
         problems.append(f"--worker-regions {arguments.worker_regions}: use 2 to 8")
+    if not 1 <= arguments.era5_years <= 40:
+        problems.append(f"--era5-years {arguments.era5_years}: use 1 to 40")
     if not 1 <= arguments.repeats <= 20:
         problems.append(f"--repeats {arguments.repeats}: use 1 to 20")
     arguments.modes = [m.strip() for m in arguments.modes.split(",") if m.strip()]
@@ -565,7 +605,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(config: StackConfig, deployment: Deployment, arguments: argparse.Namespace) -> int:
-    sizes = Sizes(arguments.gigabytes)
+    sizes = Sizes(arguments.gigabytes, years=arguments.era5_years)
     load_at_start = os.getloadavg()
     work = arguments.work_dir.resolve()
     logs = work / "logs"
@@ -582,7 +622,8 @@ def run(config: StackConfig, deployment: Deployment, arguments: argparse.Namespa
     stored: dict[str, int] = {}
     try:
         print(f"building the WAN ({setting}) and loading the regions' storage", flush=True)
-        with platform_in_namespaces(config, staging, arguments, processes, stored, work) as (router, links):
+        with platform_in_namespaces(config, staging, arguments, processes, stored, work,
+                                    declared_references(deployment)) as (router, links):
             rtt = measure_rtt(links, config.client.region, config.workers[0].region)
             print(f"round trip {config.client.region} -> {config.workers[0].region}: "
                   f"{rtt['between_regions']['median_ms']:.1f} ms (within a region: "
@@ -615,6 +656,7 @@ def run(config: StackConfig, deployment: Deployment, arguments: argparse.Namespa
               "settings": {"gigabytes_per_region": sizes.gigabytes, "grid": list(sizes.grid()),
                            "rate_mbit": arguments.rate_mbit, "delay_ms_one_way": arguments.delay_ms,
                            "repeats": arguments.repeats, "modes": arguments.modes,
+                           "era5_monthly_files": 12 * sizes.years, "references": arguments.references,
                            "dask_comm": "tls, as the graph declares (the scheduler's and pools' task definitions)"},
               "topology": "as the graph declares: the scheduler task in the client region, one task of each worker "
                           "region's pool in its region, no pool in the client region (naive computes in the "

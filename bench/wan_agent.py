@@ -60,21 +60,47 @@ def upload(staging: Path, bucket: str, prefix: str, region: str, port: int) -> d
 
 
 def sync(bucket: str, prefix: str, fsx_path: str, region: str, port: int, catalog: str,
-         fsx_root: Path) -> dict[str, Any]:
+         fsx_root: Path, references: str | None) -> dict[str, Any]:
     """The nightly job of the region, as declared: the FSx import first (answered by the Lustre stand-in under
     `fsx_root`, which copies each object in: what the region's pool reads, as it reads /fsx in AWS), then the
-    catalog rebuild, published across the WAN."""
+    catalog rebuild, published across the WAN, with each netCDF collection's reference set written to the
+    region's declared references bucket when `references` names it."""
     from catalog_sync.records import Association
+    from catalog_sync.references import References
     from catalog_sync.sinks import open_sink
     from catalog_sync.sync import sync_region
+    from local_platform.data import create_bucket
     from local_platform.fsx_standin import LocalFsx, StandIn
 
     s3 = s3_client(region, port)
     repository = f"s3://{bucket}/{prefix}".rstrip("/")
     fsx = LocalFsx(s3, {FILE_SYSTEM: StandIn(fsx_root, {fsx_path: repository})})
-    report, _ = sync_region(s3, Association(region, bucket, prefix, fsx_path), open_sink(catalog), fsx=fsx,
-                            file_system_id=FILE_SYSTEM, sleep=lambda _: None)
-    return {"region": region, "documents": report.documents}
+    if references:  # the declared bucket, as `pulumi up` creates it
+        create_bucket(s3, references.removeprefix("s3://").split("/")[0], region)
+    started = time.monotonic()
+    report, checkpoint = sync_region(s3, Association(region, bucket, prefix, fsx_path), open_sink(catalog), fsx=fsx,
+                                     file_system_id=FILE_SYSTEM, sleep=lambda _: None,
+                                     references=References(s3, references) if references else None)
+    return {"region": region, "documents": report.documents, "seconds": time.monotonic() - started,
+            "unreferenced": checkpoint.unreferenced}
+
+
+def mirror(location: str, region: str, to_region: str, port: int) -> dict[str, Any]:
+    """Copy the reference sets under `location` from `region`'s storage into `to_region`'s (same bucket and keys):
+    the floor runs everything, storage included, in one region."""
+    from local_platform.data import create_bucket
+
+    source, target = s3_client(region, port), s3_client(to_region, port)
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    create_bucket(target, bucket, to_region)
+    copied = 0
+    for page in source.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            if "/pieces/" not in entry["Key"]:  # the sets are what workers read
+                body = source.get_object(Bucket=bucket, Key=entry["Key"])["Body"].read()
+                target.put_object(Bucket=bucket, Key=entry["Key"], Body=body)
+                copied += 1
+    return {"copied": copied}
 
 
 def wait_for_cluster(scheduler: str, workers: int, timeout: float) -> dict[str, Any]:
@@ -106,6 +132,7 @@ def analyse(mode: str, scheduler: str, catalog: str, s3_port: int) -> dict[str, 
 
     import dask_regions as dr
     from dask_regions.climate import regrid
+    from dask_regions.opening import REFERENCES_ATTRIBUTE
     from dask_regions.pools import fetch_as_completed
 
     with Client(scheduler, timeout=60) as client:  # type: ignore[no-untyped-call]
@@ -149,6 +176,7 @@ def analyse(mode: str, scheduler: str, catalog: str, s3_port: int) -> dict[str, 
         finished = time.monotonic()
         report = dr.audit(client, since)
     return {"mode": mode, "wall_seconds": finished - started,
+            "era5_opened_from": "references" if REFERENCES_ATTRIBUTE in era5.attrs else "files",
             "phases": {"open": opened - started, "compute": computed - opened, "gather": finished - computed},
             "input_bytes": int(era5.air_temperature_at_2_metres.nbytes + sum(m.tas.nbytes for m in models)),
             "result_bytes": result_bytes, "checksum": checksum(*maps), "models": len(models),
@@ -175,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     nightly.add_argument("--fsx-path", required=True)
     nightly.add_argument("--catalog", required=True)
     nightly.add_argument("--fsx-root", type=Path, required=True)
+    nightly.add_argument("--references", default=None, help="s3://bucket[/prefix] for the reference sets")
+    copy = commands.add_parser("mirror")
+    copy.add_argument("--location", required=True)
+    copy.add_argument("--region", required=True)
+    copy.add_argument("--to-region", required=True)
+    copy.add_argument("--s3-port", type=int, required=True)
     cluster = commands.add_parser("wait-cluster")
     cluster.add_argument("--scheduler", required=True)
     cluster.add_argument("--workers", type=int, required=True)
@@ -190,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     elif a.command == "upload":
         result = upload(a.staging, a.bucket, a.prefix, a.region, a.s3_port)
     elif a.command == "sync":
-        result = sync(a.bucket, a.prefix, a.fsx_path, a.region, a.s3_port, a.catalog, a.fsx_root)
+        result = sync(a.bucket, a.prefix, a.fsx_path, a.region, a.s3_port, a.catalog, a.fsx_root, a.references)
+    elif a.command == "mirror":
+        result = mirror(a.location, a.region, a.to_region, a.s3_port)
     elif a.command == "wait-cluster":
         result = wait_for_cluster(a.scheduler, a.workers, a.timeout)
     else:

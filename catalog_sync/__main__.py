@@ -14,6 +14,7 @@ from rich.markup import escape
 from catalog_sync import fsx_import
 from catalog_sync.published import FileCounts
 from catalog_sync.records import Association
+from catalog_sync.references import References
 from catalog_sync.sinks import SinkError, open_sink
 from catalog_sync.sync import sync_region
 from stackconfig import ConfigError, load_stack_file
@@ -70,10 +71,15 @@ def run(
     published_counts: Annotated[Path | None, typer.Option(
         help="A JSON file keeping each region's last published count, so that the shrink guard holds even when "
              "the catalog lost its indices.")] = None,
+    references: Annotated[str | None, typer.Option(
+        help="s3://bucket[/prefix] (at the same endpoint) to write each netCDF collection's kerchunk reference set "
+             "under, so that workers open a collection in one read (omit to write none).")] = None,
 ) -> None:
     association, stack_max_drop = _association(stack, region, dataset, lustre_path)
     max_drop = stack_max_drop if max_drop is None else max_drop
     source = f"s3://{association.bucket}/{association.key_prefix}"
+    if references is not None and (not references.startswith("s3://") or not references[5:].strip("/")):
+        raise typer.BadParameter(f"{references!r} is not an s3://bucket[/prefix] URI", param_hint="--references")
     try:
         sink = open_sink(catalog, domain_region)
         s3 = boto3.client("s3", region_name=region, endpoint_url=s3_endpoint)
@@ -85,7 +91,8 @@ def run(
             report, checkpoint = sync_region(s3, association, sink, fsx=fsx, file_system_id=file_system_id,
                                              max_drop=max_drop, force=force, page_size=page_size,
                                              on_record=progress,
-                                             counts=FileCounts(published_counts) if published_counts else None)
+                                             counts=FileCounts(published_counts) if published_counts else None,
+                                             references=References(s3, references) if references else None)
     except (SinkError, fsx_import.FsxImportError) as error:
         console.print(f"[red]catalog sync failed, the previous catalog is still serving:[/red] {escape(str(error))}")
         raise typer.Exit(1) from None
@@ -95,6 +102,8 @@ def run(
         raise typer.Exit(1) from None
     skipped: dict[str, Any] = checkpoint.skipped
     summary = f"(was {report.previous}; {report.loaded})" + (f"; skipped keys: {skipped}" if skipped else "")
+    if checkpoint.unreferenced:
+        summary += f"; {checkpoint.unreferenced} netCDF files without references (opened file by file)"
     console.print(f"[green]{report.region}: {report.documents} datasets now serving[/green] {escape(summary)}")
 
 

@@ -1,8 +1,9 @@
 """Lambda entry point of the nightly sync workflow (Step Functions): one function, one action per state.
 
 Configuration comes from the function's environment, set by the Pulumi program: FILE_SYSTEM_ID, DATASET
-(s3://bucket[/prefix]), FSX_PATH, CATALOG_ENDPOINT, CATALOG_REGION (the domain's region, for SigV4) and
-MAX_DROP. Errors propagate: the workflow catches them, drops the new load and alarms.
+(s3://bucket[/prefix]), FSX_PATH, CATALOG_ENDPOINT, CATALOG_REGION (the domain's region, for SigV4), MAX_DROP and
+REFERENCES (s3://bucket[/prefix] for the collections' reference sets; without it none are written). Errors
+propagate: the workflow catches them, drops the new load and alarms.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import boto3
 from catalog_sync import fsx_import
 from catalog_sync.published import counts_from_environment
 from catalog_sync.records import Association
+from catalog_sync.references import LOCATION_VARIABLE, References
 from catalog_sync.sinks import open_sink
 from catalog_sync.sync import Checkpoint, index_step, publish
 
@@ -29,7 +31,18 @@ def association_from_environment() -> Association:
                        fsx_path=os.environ["FSX_PATH"])
 
 
-ACTIONS = ("start_import", "poll_import", "index", "swap", "abort")
+ACTIONS = ("start_import", "poll_import", "index", "reference", "swap", "abort")
+
+
+def references_from_environment(s3: Any) -> References | None:
+    location = os.environ.get(LOCATION_VARIABLE)
+    return References(s3, location) if location else None
+
+
+def _deadline(context: Any) -> float:
+    """Lambda's own timeout less a margin; a step always progresses before honouring it."""
+    remaining = context.get_remaining_time_in_millis() / 1000 if context else 600.0
+    return time.monotonic() + max(remaining - SAFETY_MARGIN_SECONDS, 0.0)
 
 
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -53,10 +66,11 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         else:
             load = sink.begin(association.region, os.environ["DATASET"])
             checkpoint = Checkpoint(association.region, load.load_id, "")
-        remaining = context.get_remaining_time_in_millis() / 1000 if context else 600.0
-        deadline = time.monotonic() + max(remaining - SAFETY_MARGIN_SECONDS, 0.0)  # a step always progresses
+        s3 = boto3.client("s3")
+        references = references_from_environment(s3)
+        writer = references.writer(association.region, load.load_id) if references else None
         try:
-            progress = index_step(boto3.client("s3"), association, load, checkpoint, deadline=deadline)
+            progress = index_step(s3, association, load, checkpoint, deadline=_deadline(context), references=writer)
         except Exception:
             load.abort()  # the workflow then fails without a load left behind
             raise
@@ -64,6 +78,13 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if action == "abort" and not event.get("checkpoint"):
         return {"aborted": None}  # failed before any load existed
     checkpoint = Checkpoint.from_json(event["checkpoint"])
+    if action == "reference":  # the load's collections, each combined into one reference set
+        references = references_from_environment(boto3.client("s3"))
+        if references is None:
+            return {"done": True, "after": "", "sets": 0, "failed": 0}
+        combined = references.writer(association.region, checkpoint.load_id).combine_step(
+            str(event.get("after") or ""), deadline=_deadline(context))
+        return {"done": combined.done, "after": combined.after, "sets": combined.sets, "failed": combined.failed}
     load = sink.resume(checkpoint.load_id, association.region)
     if action == "swap":
         report = publish(load, max_drop=float(os.environ.get("MAX_DROP", "0.5")), force=bool(event.get("force")),

@@ -50,6 +50,8 @@ class DatasetRecord:
     bucket: str = ""
     dask_pool: str = ""
     project: str = ""
+    # The kerchunk reference set of the record's collection (catalog_sync/references.py), "" when it has none.
+    references: str = ""
 
     def to_document(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +72,6 @@ def opensearch_mapping() -> dict[str, Any]:
             "size": {"type": "long"}, "object_count": {"type": "long"}, "last_modified": {"type": "date"},
             "facets": {"dynamic": "strict", "properties": {name: keyword for name in FACETS}},
             "fileName": {"type": "text", "fields": {"raw": keyword}}, "bucket": keyword, "dask_pool": keyword,
-            "project": keyword,
+            "project": keyword, "references": keyword,
         },
     }

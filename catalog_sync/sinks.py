@@ -190,7 +190,10 @@ _TABLE = """CREATE TABLE IF NOT EXISTS {name} (
     id TEXT NOT NULL, region TEXT NOT NULL, kind TEXT NOT NULL, s3_uri TEXT NOT NULL, path TEXT NOT NULL,
     pool TEXT NOT NULL, size INTEGER NOT NULL, object_count INTEGER NOT NULL, last_modified TEXT NOT NULL,
     facets TEXT NOT NULL, fileName TEXT NOT NULL, bucket TEXT NOT NULL, dask_pool TEXT NOT NULL,
-    project TEXT NOT NULL, PRIMARY KEY (region, id))"""
+    project TEXT NOT NULL, "references" TEXT NOT NULL DEFAULT '', PRIMARY KEY (region, id))"""
+# Columns added since the first catalog: a catalog written before them gains them (with their default) when a sink
+# opens it, so that its rows and its unfinished loads are kept.
+_ADDED_COLUMNS = {"references": "TEXT NOT NULL DEFAULT ''"}
 
 
 def _row(record: DatasetRecord) -> tuple[Any, ...]:
@@ -244,6 +247,13 @@ class SQLiteLoad:
             db.execute("DELETE FROM loads WHERE load_id = ?", (self.load_id,))
 
 
+def _add_columns(db: sqlite3.Connection, table: str) -> None:
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    for column, declaration in _ADDED_COLUMNS.items():
+        if present and column not in present:
+            db.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {declaration}')
+
+
 class SQLiteSink:
     """The embedded catalog of the local platform: a staging table per load, swapped in one transaction."""
 
@@ -254,6 +264,8 @@ class SQLiteSink:
             db.execute("PRAGMA journal_mode=WAL")  # readers keep reading the old rows during a swap
             db.execute(_TABLE.format(name="datasets"))
             db.execute("CREATE TABLE IF NOT EXISTS loads (load_id TEXT PRIMARY KEY, region TEXT NOT NULL)")
+            for table in ["datasets", *(row[0] for row in db.execute("SELECT load_id FROM loads"))]:
+                _add_columns(db, table)
 
     @contextmanager
     def connect(self) -> Iterator[sqlite3.Connection]:

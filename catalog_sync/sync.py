@@ -13,7 +13,8 @@ from catalog_sync import fsx_import
 from catalog_sync.grouping import DatasetGrouper
 from catalog_sync.listing import list_objects
 from catalog_sync.published import PublishedCounts
-from catalog_sync.records import Association
+from catalog_sync.records import Association, DatasetRecord
+from catalog_sync.references import References, ReferenceWriter
 from catalog_sync.sinks import CatalogSink, Load, SwapReport
 
 RECORD_BATCH = 500
@@ -28,6 +29,7 @@ class Checkpoint:
     start_after: str
     documents: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    unreferenced: int = 0  # files of a collection whose references could not be built (opened file by file)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,14 +47,23 @@ class Progress:
 
 def index_step(s3: Any, association: Association, load: Load, checkpoint: Checkpoint, *,
                deadline: float | None = None, clock: Callable[[], float] = time.monotonic, page_size: int = 1000,
-               on_record: Callable[[int], None] | None = None) -> Progress:
-    """List from the checkpoint and load complete datasets until the listing ends or `deadline` passes.
+               on_record: Callable[[int], None] | None = None, references: ReferenceWriter | None = None) -> Progress:
+    """List from the checkpoint and load complete datasets until the listing ends or `deadline` passes; with
+    `references`, write each collection file's references as its record completes.
 
     A step always gets past at least one dataset before it honours the deadline, so steps make progress."""
     grouper = DatasetGrouper(association, start_after=checkpoint.start_after)
     batch, documents = [], checkpoint.documents
+    failed_before = references.failed if references else 0
+
+    def described(records: list[DatasetRecord]) -> list[DatasetRecord]:
+        return references.describe(s3, records) if references else records
+
+    def unreferenced() -> int:
+        return checkpoint.unreferenced + (references.failed - failed_before if references else 0)
+
     for item in list_objects(s3, association.bucket, association.key_prefix, checkpoint.start_after, page_size):
-        batch += grouper.add(item)
+        batch += described(grouper.add(item))
         if len(batch) >= RECORD_BATCH:
             documents += load.add(batch)
             batch = []
@@ -62,12 +73,12 @@ def index_step(s3: Any, association: Association, load: Load, checkpoint: Checkp
             documents += load.add(batch)
             skipped = _merge(checkpoint.skipped, grouper.skipped)
             return Progress(False, Checkpoint(association.region, load.load_id, grouper.resume_point(), documents,
-                                              skipped))
-    documents += load.add(batch + grouper.finish())
+                                              skipped, unreferenced()))
+    documents += load.add(batch + described(grouper.finish()))
     if on_record:
         on_record(documents)
     return Progress(True, Checkpoint(association.region, load.load_id, "", documents,
-                                     _merge(checkpoint.skipped, grouper.skipped)))
+                                     _merge(checkpoint.skipped, grouper.skipped), unreferenced()))
 
 
 def _merge(before: dict[str, int], now: Any) -> dict[str, int]:
@@ -79,13 +90,17 @@ def _merge(before: dict[str, int], now: Any) -> dict[str, int]:
 
 def rebuild_catalog(s3: Any, association: Association, sink: CatalogSink, *, max_drop: float = 0.5,
                     force: bool = False, page_size: int = 1000, on_record: Callable[[int], None] | None = None,
-                    counts: PublishedCounts | None = None) -> tuple[SwapReport, Checkpoint]:
-    """List, group, load and swap in one go. Any failure drops the new load and re-raises: the serving
-    catalog is untouched."""
+                    counts: PublishedCounts | None = None,
+                    references: References | None = None) -> tuple[SwapReport, Checkpoint]:
+    """List, group, load (with each collection's reference set, when `references` says where) and swap in one
+    go. Any failure drops the new load and re-raises: the serving catalog is untouched."""
     load = sink.begin(association.region, association.bucket + "/" + association.prefix)
     try:
+        writer = references.writer(association.region, load.load_id) if references else None
         progress = index_step(s3, association, load, Checkpoint(association.region, load.load_id, ""),
-                              page_size=page_size, on_record=on_record)
+                              page_size=page_size, on_record=on_record, references=writer)
+        if writer is not None:
+            writer.combine_step()
         report = publish(load, max_drop=max_drop, force=force, counts=counts)
         return report, progress.checkpoint
     except BaseException as error:
@@ -108,12 +123,12 @@ def publish(load: Load, *, max_drop: float, force: bool, counts: PublishedCounts
 def sync_region(s3: Any, association: Association, sink: CatalogSink, *, fsx: Any = None,
                 file_system_id: str | None = None, sleep: Callable[[float], None] = time.sleep,
                 max_drop: float = 0.5, force: bool = False, page_size: int = 1000,
-                on_record: Callable[[int], None] | None = None,
-                counts: PublishedCounts | None = None) -> tuple[SwapReport, Checkpoint]:
+                on_record: Callable[[int], None] | None = None, counts: PublishedCounts | None = None,
+                references: References | None = None) -> tuple[SwapReport, Checkpoint]:
     """The whole nightly sync for one region: the metadata import first (when a file system is given), then
     the catalog rebuild. A failed import raises before the catalog is touched."""
     if file_system_id:
         status = fsx_import.start_or_adopt(fsx, file_system_id, datetime.now(UTC).date())
         fsx_import.wait(fsx, status, sleep)
     return rebuild_catalog(s3, association, sink, max_drop=max_drop, force=force, page_size=page_size,
-                           on_record=on_record, counts=counts)
+                           on_record=on_record, counts=counts, references=references)

@@ -61,3 +61,24 @@ def secure_bucket(
     aws.s3.BucketPolicy(f"{name}-policy", bucket=bucket.id, policy=document,
                         opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[block])))
     return bucket
+
+
+def server_access_log_delivery(arn: str, account: str) -> dict[str, Any]:
+    """What lets S3 deliver our buckets' server access logs into a log bucket: with ownership enforced (no ACLs),
+    only a bucket policy can, and only for our own account's buckets."""
+    return {"Sid": "S3ServerAccessLogDelivery", "Effect": "Allow", "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Action": "s3:PutObject", "Resource": f"{arn}/s3/*", "Condition": {"StringEquals": {
+                "aws:SourceAccount": account}}}
+
+
+def access_log_bucket(name: str, opts: pulumi.ResourceOptions, account: pulumi.Input[str], expire_after_days: int,
+                      more: Callable[[str, Any], list[dict[str, Any]]] | None = None,
+                      more_input: pulumi.Input[Any] = None) -> aws.s3.Bucket:
+    """A region's access-log bucket: SSE-S3 (the only encryption S3 server access logs and ALB logs accept),
+    receiving its region's buckets' server access logs (and whatever `more` allows); it does not log into itself."""
+    def statements(arn: str, values: Any) -> list[dict[str, Any]]:
+        owner, extra = values
+        return [server_access_log_delivery(arn, owner), *(more(arn, extra) if more else [])]
+
+    return secure_bucket(name, opts, extra_statements=statements, extra_input=pulumi.Output.all(account, more_input),
+                         expire_after_days=expire_after_days)

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from catalog_sync.access import SECURITY_API, security_config
-from components.buckets import secure_bucket
+from components.buckets import access_log_bucket, secure_bucket
 from components.dask_tls import container_secrets, read_secret_statements
 from components.distribution import constraints, wheel
 from components.kernel import KERNEL
@@ -155,9 +155,10 @@ class ClientRegion(RegionalComponent):
                      "Principal": {"AWS": elb_account_arn, "Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
                      "Resource": f"{arn}/alb/*"}]
 
-        # ALB access logs accept only SSE-S3. The log bucket does not log into itself.
-        return secure_bucket(f"{self._name}-access-logs", self._child, extra_statements=delivery,
-                             extra_input=elb_account.arn, expire_after_days=self._args.log_retention_days)
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(
+            parent=self, provider=self._child.provider)).account_id
+        return access_log_bucket(f"{self._name}-access-logs", self._child, account, self._args.log_retention_days,
+                                 more=delivery, more_input=elb_account.arn)
 
     def _dashboard(self, dashboard_sg: aws.ec2.SecurityGroup,
                    log_bucket: aws.s3.Bucket) -> tuple[aws.lb.TargetGroup, aws.lb.Listener]:

@@ -33,8 +33,8 @@ RETRYABLE_LAMBDA_ERRORS = ["Lambda.ServiceException", "Lambda.AWSLambdaException
 
 
 def workflow_definition(function_arn: str) -> dict[str, Any]:
-    """The Step Functions (ASL) definition: import -> poll (capped) -> index in steps -> swap; any failure
-    after the load began drops the load."""
+    """The Step Functions (ASL) definition: import -> poll (capped) -> index in steps -> reference sets in steps
+    -> swap; any failure after the load began drops the load."""
     def invoke(payload: dict[str, Any], result: str, next_state: str, catch: str | None) -> dict[str, Any]:
         state: dict[str, Any] = {
             "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
@@ -68,7 +68,16 @@ def workflow_definition(function_arn: str) -> dict[str, Any]:
             "Index": invoke({"action": "index", "checkpoint.$": "$.index.result.checkpoint"}, "$.index",
                             "Indexed?", "Abort"),
             "Indexed?": {"Type": "Choice", "Choices": [
-                {"Variable": "$.index.result.done", "BooleanEquals": True, "Next": "Swap"}], "Default": "Index"},
+                {"Variable": "$.index.result.done", "BooleanEquals": True, "Next": "BeginReferences"}],
+                "Default": "Index"},
+            # Each collection's pieces, written while indexing, combined into its reference set, in steps.
+            "BeginReferences": {"Type": "Pass", "Result": {"result": {"done": False, "after": ""}},
+                                "ResultPath": "$.references", "Next": "Reference"},
+            "Reference": invoke({"action": "reference", "checkpoint.$": "$.index.result.checkpoint",
+                                 "after.$": "$.references.result.after"}, "$.references", "Referenced?", "Abort"),
+            "Referenced?": {"Type": "Choice", "Choices": [
+                {"Variable": "$.references.result.done", "BooleanEquals": True, "Next": "Swap"}],
+                "Default": "Reference"},
             "Swap": invoke({"action": "swap", "checkpoint.$": "$.index.result.checkpoint"}, "$.swap", "Done",
                            "Abort"),
             "Done": {"Type": "Succeed"},
@@ -97,6 +106,8 @@ class NightlySyncArgs:
     key_arn: pulumi.Input[str]
     naming: Naming
     log_retention_days: int
+    references_bucket: pulumi.Input[str]  # where the sync writes the collections' reference sets
+    references_bucket_arn: pulumi.Input[str]
     association_id: pulumi.Input[str] = ""  # the data repository association: a new one gets a first sync
 
 
@@ -137,8 +148,9 @@ class NightlySync(RegionalComponent):
                                    description="Datasets the catalog sync last published for this region",
                                    opts=self._opts(ignore_changes=["value"]))
         role = self._role("function", "lambda.amazonaws.com", pulumi.Output.all(
-            function_logs.arn, args.file_system_arn, args.catalog_domain_arn, account, counts.arn).apply(
-                lambda v: self._function_statements(v[0], v[1], v[2], v[3], v[4])))
+            function_logs.arn, args.file_system_arn, args.catalog_domain_arn, account, counts.arn,
+            args.references_bucket_arn, args.key_arn).apply(
+                lambda v: self._function_statements(v[0], v[1], v[2], v[3], v[4], v[5], v[6])))
         function = aws.lambda_.Function(
             f"{name}-function", name=function_name, package_type="Image", image_uri=args.image,
             image_config=aws.lambda_.FunctionImageConfigArgs(commands=["catalog_sync.handlers.handle"]),
@@ -150,7 +162,8 @@ class NightlySync(RegionalComponent):
                 "FILE_SYSTEM_ID": args.file_system_id, "DATASET": args.config.dataset.uri,
                 "FSX_PATH": args.config.fsx_path, "CATALOG_ENDPOINT": args.catalog_endpoint,
                 "CATALOG_REGION": args.catalog_region, "MAX_DROP": str(args.max_drop_percent / 100),
-                "PUBLISHED_COUNT_PARAMETER": counts.name}),
+                "PUBLISHED_COUNT_PARAMETER": counts.name,
+                "REFERENCES": pulumi.Output.concat("s3://", args.references_bucket, "/sets")}),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=function_logs.name),
             tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
             opts=self._child)
@@ -227,13 +240,14 @@ class NightlySync(RegionalComponent):
         self.register_outputs({"roleArn": self.role_arn, "stateMachineArn": self.state_machine_arn,
                                "alarmTopicArn": self.alarm_topic_arn})
 
-    def _function_statements(self, log_group_arn: str, file_system_arn: str, domain_arn: str,
-                             account: str, counts_arn: str) -> list[dict[str, Any]]:
+    def _function_statements(self, log_group_arn: str, file_system_arn: str, domain_arn: str, account: str,
+                             counts_arn: str, references_arn: str, key_arn: str) -> list[dict[str, Any]]:
         dataset, region = self._args.config.dataset, self._args.config.region
         listing: dict[str, Any] = {"Effect": "Allow", "Action": "s3:ListBucket",
                                    "Resource": f"arn:aws:s3:::{dataset.bucket}"}
         if dataset.prefix:
             listing["Condition"] = {"StringLike": {"s3:prefix": [dataset.prefix, f"{dataset.prefix}/*"]}}
+        objects = f"arn:aws:s3:::{dataset.bucket}/{dataset.prefix + '/' if dataset.prefix else ''}*"
         return [
             {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": f"{log_group_arn}:*"},
@@ -246,6 +260,12 @@ class NightlySync(RegionalComponent):
             listing,
             *catalog_writer_statements(domain_arn, region),
             {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"], "Resource": counts_arn},
+            # The collections' reference sets: each netCDF file's metadata read (ranged GETs), pieces written and
+            # read back, sets written, in the region's own bucket under its key.
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": objects},
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"], "Resource": f"{references_arn}/*"},
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": references_arn},
+            {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": key_arn},
             *lambda_in_vpc_statements(),
         ]
 

@@ -14,6 +14,7 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_aws.appautoscaling as tracking
 
+from components.buckets import access_log_bucket, secure_bucket
 from components.dask_tls import container_secrets, read_secret_statements
 from components.naming import Naming
 from components.network import RegionalVpc
@@ -33,6 +34,9 @@ DEMAND_COOLDOWN_SECONDS = 60  # the scheduler already smooths its figure
 STOP_TIMEOUT_SECONDS = 120  # a stopping worker hands its work back to its pool (Spot gives two minutes)
 SPOT_ALLOCATION = "price-capacity-optimized"
 TLS_DIRECTORY = "/run/dask-tls"  # tmpfs in the worker container: the key never touches a disk
+# A load's reference sets (catalog_sync/references.py) are read for as long as the load serves: one night, unless
+# later syncs fail (they alarm). After this long a set is gone and its collection opens file by file again.
+REFERENCE_RETENTION_DAYS = 30
 # Managed policy with the ECS agent's calls (register, poll, telemetry); most take no resource scoping.
 ECS_INSTANCE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
 
@@ -107,14 +111,21 @@ class WorkerRegion(RegionalComponent):
         self.pool_name = args.config.pool_name
 
         file_system = self._lustre()
+        # Where the nightly sync writes each netCDF collection's reference set, and the region's workers read it.
+        # Its server access logs go to the region's own log bucket (S3 delivers them within a region only).
+        account = aws.get_caller_identity_output(opts=self._invoke).account_id
+        logs = access_log_bucket(f"{name}-access-logs", self._child, account, args.log_retention_days)
+        references = secure_bucket(f"{name}-references", self._child, kms_key_arn=args.key_arn,
+                                   access_log_bucket=logs, expire_after_days=REFERENCE_RETENTION_DAYS)
         cluster, providers = self._capacity(file_system)
-        self._workers(cluster, providers)
+        self._workers(cluster, providers, references.arn)
         sync = NightlySync(f"{name}-catalog-sync", NightlySyncArgs(
             config=args.config, vpc=args.vpc, file_system_id=file_system.id, file_system_arn=file_system.arn,
             image=args.catalog.sync_image, catalog_endpoint=args.catalog.endpoint,
             catalog_domain_arn=args.catalog.domain_arn, catalog_region=args.catalog.domain_region,
             schedule=args.catalog.schedule, max_drop_percent=args.catalog.max_drop_percent, key_arn=args.key_arn,
-            naming=args.naming, log_retention_days=args.log_retention_days, association_id=self.association_id),
+            naming=args.naming, log_retention_days=args.log_retention_days, association_id=self.association_id,
+            references_bucket=references.bucket, references_bucket_arn=references.arn),
             opts=self._child)
         self.catalog_sync_role_arn = sync.role_arn
         self.sync_state_machine_arn = sync.state_machine_arn
@@ -256,7 +267,8 @@ class WorkerRegion(RegionalComponent):
         return [on_demand, spot]
 
     # ----------------------------------------------------------------------------------- Dask workers
-    def _workers(self, cluster: aws.ecs.Cluster, providers: Sequence[aws.ecs.CapacityProvider]) -> None:
+    def _workers(self, cluster: aws.ecs.Cluster, providers: Sequence[aws.ecs.CapacityProvider],
+                 references_arn: pulumi.Input[str]) -> None:
         args, config, vpc = self._args, self._args.config, self._args.vpc
         ports = (config.worker_ports[0], config.nanny_ports[1])
         worker_sg = self._security_group("workers", "Dask workers and nannies")
@@ -281,10 +293,13 @@ class WorkerRegion(RegionalComponent):
                 lambda v: [*pull_and_log_statements(v[0], v[1]), *read_secret_statements(v[2], v[3])]))
         # Busy workers protect their task from scale-in through the ECS agent (dask_regions/protection.py).
         account = aws.get_caller_identity_output(opts=self._invoke).account_id
+        # ... and read their region's reference sets (dask_regions/references.py), encrypted with the region's key.
         task_role = self._role("workers-task", "ecs-tasks.amazonaws.com", pulumi.Output.all(
-            account, cluster.name).apply(lambda v: [{
-                "Effect": "Allow", "Action": ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
-                "Resource": f"arn:aws:ecs:{self._region}:{v[0]}:task/{v[1]}/*"}]))
+            account, cluster.name, references_arn, args.key_arn).apply(lambda v: [
+                {"Effect": "Allow", "Action": ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                 "Resource": f"arn:aws:ecs:{self._region}:{v[0]}:task/{v[1]}/*"},
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[2]}/*"},
+                {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": v[3]}]))
         command = worker_command(config, args.scheduler_address)
         containers = pulumi.Output.all(args.image, log_group.name, args.tls_secret_arn).apply(lambda v: json.dumps([{
             "name": "worker",

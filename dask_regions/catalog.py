@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from platform_facts import CATALOG_READ_ALIAS, FACETS, catalog_index_prefix, opensearch_client
+from platform_facts import CATALOG_READ_ALIAS, ERA5_TIME_DIM, FACETS, catalog_index_prefix, opensearch_client
 
 FIELDS = ("kind", "region", "pool", "bucket")  # top-level fields find() also filters on
 SEARCH_LIMIT = 10_000
@@ -45,7 +45,7 @@ ESM_COLLECTIONS: dict[str, EsmCollection] = {
     "era5": EsmCollection(
         kinds=("era5-netcdf",), format="netcdf", groupby=("bucket", "variable"), variable="variable",
         aggregations=({"type": "join_existing", "attribute_name": "time_range",
-                       "options": {"dim": "time0", "coords": "minimal", "compat": "override"}},),
+                       "options": {"dim": ERA5_TIME_DIM, "coords": "minimal", "compat": "override"}},),
         derived={"bucket": lambda d: d.s3_uri.removeprefix("s3://").split("/")[0],
                  "time_range": lambda d: f"{d.facets.get('year', '')}-{d.facets.get('month', '')}"}),
 }
@@ -81,6 +81,7 @@ class Dataset:
     object_count: int
     last_modified: str
     facets: dict[str, str] = field(default_factory=dict)
+    references: str = ""  # its collection's reference set (s3://...), read by the region's workers; "" if none
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Dataset:
@@ -90,7 +91,7 @@ class Dataset:
         return cls(id=document["id"], kind=document["kind"], path=document["path"], s3_uri=document["s3_uri"],
                    region=document["region"], pool=document["pool"], size=int(document["size"]),
                    object_count=int(document["object_count"]), last_modified=str(document["last_modified"]),
-                   facets=dict(facets))
+                   facets=dict(facets), references=str(document.get("references") or ""))
 
 
 class Catalog:

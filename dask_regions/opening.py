@@ -17,6 +17,7 @@ from dask_regions.paths import NETCDF_SUFFIXES, is_remote, local_path
 from dask_regions.pools import DEFAULT_POOL_TIMEOUT, wait_for_pools
 from platform_facts import pool_of_region
 
+REFERENCES_ATTRIBUTE = "dask_regions_references"  # the reference set a collection was opened from
 # Metadata of a remote netCDF file is read in blocks of this size: small, because every block of a file opened
 # from another region crosses it (the REFERENCE measured 50 MB with fsspec's defaults and 1.7 MB with 256 KiB).
 REMOTE_BLOCK_SIZE = 256 * 1024
@@ -110,7 +111,9 @@ def open_dataset(client: Any, record_or_path: Any, *, region: str | None = None,
 def open_mfdataset(client: Any, records: Sequence[Any], *, concat_dim: str, region: str | None = None,
                    chunks: Any = "auto", engine: str | None = None, timeout: float = DEFAULT_POOL_TIMEOUT,
                    **options: Any) -> Any:
-    """Several files of one region (e.g. ERA5 months) concatenated along `concat_dim`, lazily."""
+    """Several files of one region (e.g. ERA5 months) concatenated along `concat_dim`, lazily. Catalog records of
+    one collection that has a reference set (their `references`) are opened from it: one read in the region, not
+    one per file. Otherwise, or if the set is gone or does not hold them all, each file is opened (all at once)."""
     import xarray as xr
 
     targets = [_target(record, region) for record in records]
@@ -118,12 +121,70 @@ def open_mfdataset(client: Any, records: Sequence[Any], *, concat_dim: str, regi
     if len(regions) != 1:
         raise ValueError(f"open_mfdataset takes files of one region, got {sorted(regions)}: open each region apart")
     (found,) = regions
-    parts = open_many(client, [path for path, _ in targets], found, chunks=chunks, engine=engine, timeout=timeout,
-                      **options)
-    dataset = xr.concat(parts, dim=concat_dim, data_vars="minimal", coords="minimal", compat="override",
-                        join="override")
+    paths = [path for path, _ in targets]
+    sets = {getattr(record, "references", "") for record in records}
+    dataset = None
+    if engine is None and len(sets) == 1 and (uri := sets.pop()):
+        dataset = _open_from_references(client, uri, paths, found, concat_dim, chunks, timeout, options)
+    if dataset is None:
+        parts = open_many(client, paths, found, chunks=chunks, engine=engine, timeout=timeout, **options)
+        dataset = xr.concat(parts, dim=concat_dim, data_vars="minimal", coords="minimal", compat="override",
+                            join="override")
+    else:
+        dataset.attrs[REFERENCES_ATTRIBUTE] = uri  # how it was opened, for whoever wonders
     dataset.attrs["dask_regions_region"] = found
     return dataset
+
+
+def _open_from_references(client: Any, uri: str, paths: list[str], region: str, concat_dim: str, chunks: Any,
+                          timeout: float, options: dict[str, Any]) -> Any:
+    """The files from their collection's reference set, opened by a worker of the region; None (with a warning
+    saying why) when the set cannot be read or does not hold them all."""
+    import warnings
+
+    pool = pool_of_region(check_region(region))
+    wait_for_pools(client, [pool], timeout)
+    try:
+        opened = client.submit(_open_set_in_region, uri, paths, concat_dim, options, resources={pool: 1},
+                               pure=False).result()
+    except Exception as error:  # e.g. a set expired with a load that no longer serves: the files are still there
+        warnings.warn(f"the reference set {uri} could not be opened ({type(error).__name__}: {error}); opening "
+                      "the files one by one", stacklevel=3)
+        return None
+    if opened is None:
+        warnings.warn(f"the reference set {uri} does not hold every file asked for; opening them one by one",
+                      stacklevel=3)
+        return None
+    dataset, steps = opened.dataset
+    return _chunk_in_region(dataset, _chunks_by_file(dataset, chunks, concat_dim, steps), region)
+
+
+def _chunks_by_file(dataset: Any, chunks: Any, concat_dim: str, steps: list[int]) -> Any:
+    """For `chunks="auto"`: the chunks each file gets opened alone, one file after another along `concat_dim`, so
+    that a collection is cut (and so reduced, to the bit) alike however it is opened, and no chunk spans files."""
+    if not (isinstance(chunks, str) and chunks == "auto"):
+        return chunks
+    along: list[int] = []
+    first: Any = None
+    start = 0
+    for count in steps:
+        alone = stored_chunks(dataset.isel({concat_dim: slice(start, start + count)}), "auto")
+        first = alone if first is None else first
+        found = alone.get(concat_dim) if isinstance(alone, dict) else None
+        along += list(found) if isinstance(found, tuple) else [count]
+        start += count
+    others = first if isinstance(first, dict) else dict.fromkeys(dataset.dims, "auto")
+    return {**others, concat_dim: tuple(along)}
+
+
+def _open_set_in_region(uri: str, paths: list[str], concat_dim: str, options: dict[str, Any]) -> Opened | None:
+    """Runs on a worker of the data's region: the dataset and each file's steps along `concat_dim`."""
+    from dask_regions.references import covered, open_set
+
+    dataset = open_set(uri, paths, concat_dim, options)
+    if dataset is None:
+        return None
+    return Opened((dataset, [stop - start for start, stop in covered(uri, paths) or []]))
 
 
 def open_many(client: Any, paths: Sequence[str], region: str, *, chunks: Any = "auto", engine: str | None = None,

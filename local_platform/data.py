@@ -67,14 +67,19 @@ def write_cmip6_like(root: Path, *, years: range = range(2085, 2101), lat: int =
     return store
 
 
+def create_bucket(s3: Any, bucket: str, region: str) -> None:
+    """A bucket in `region` (us-east-1 takes no location constraint)."""
+    s3.create_bucket(Bucket=bucket, **({} if region == "us-east-1" else {
+        "CreateBucketConfiguration": {"LocationConstraint": region}}))
+
+
 def publish(s3: Any, staging: Path, bucket: str, prefix: str, region: str) -> int:
     """Create the dataset's bucket in `region` and upload everything under `staging` below `prefix`; returns the
     number of bytes uploaded. Files go up in one request each (the S3 emulation assembles multipart uploads
     slowly, and the sample files are small enough)."""
     from boto3.s3.transfer import TransferConfig
 
-    s3.create_bucket(Bucket=bucket, **({} if region == "us-east-1" else {
-        "CreateBucketConfiguration": {"LocationConstraint": region}}))
+    create_bucket(s3, bucket, region)
     whole = TransferConfig(multipart_threshold=1 << 30)
     start = f"{prefix}/" if prefix else ""
     uploaded = 0

@@ -37,6 +37,7 @@ SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 DOMAIN = "aws:opensearch/domain:Domain"
 DISCOVERY_NAMESPACE = "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace"
 DISCOVERY_SERVICE = "aws:servicediscovery/service:Service"
+BUCKET = "aws:s3/bucket:Bucket"
 
 # What the twin runs, and as what (shown by `status` beside what it does not run).
 RUN = {
@@ -54,6 +55,8 @@ RUN = {
     DOMAIN: "the catalog stand-in (SQLite, or osmem with --catalog opensearch)",
     DISCOVERY_NAMESPACE: "the scheduler's private name resolves to its loopback address",
     DISCOVERY_SERVICE: "the scheduler's private name resolves to its loopback address",
+    BUCKET: "created in its region's AWS emulation (moto): the reference sets are written and read there; the "
+            "assets and log buckets stay empty (the twin installs from this checkout and logs to files)",
 }
 
 _NETWORK = "one machine has one network: every process reaches every other over loopback"
@@ -99,7 +102,6 @@ UNRUN = {
     "aws:sns/topicPolicy:TopicPolicy": _OBSERVE,
     "aws:sqs/queue:Queue": "a schedule that fails is reported by the agent's log, not dead-lettered",
     "aws:sqs/queuePolicy:QueuePolicy": "a schedule that fails is reported by the agent's log, not dead-lettered",
-    "aws:s3/bucket:Bucket": "the assets and log buckets: the twin installs from this checkout and logs to files",
     "aws:s3/bucketObjectv2:BucketObjectv2": "assets (the wheel, zips): the twin installs from this checkout",
     "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": "the twin's buckets are emulated (moto)",
     "aws:s3/bucketLogging:BucketLogging": "the twin's buckets are emulated (moto)",
@@ -211,6 +213,7 @@ class Deployment:
     schedules: list[Schedule] = field(default_factory=list)
     associations: list[Association] = field(default_factory=list)
     parameters: list[tuple[str, str, str]] = field(default_factory=list)  # (region, name, initial value)
+    buckets: list[tuple[str, str]] = field(default_factory=list)  # (region, name)
     scheduler_names: list[str] = field(default_factory=list)  # private DNS names that mean the scheduler
     catalog_endpoints: list[str] = field(default_factory=list)  # the domain's endpoints (https://...)
     log_names: dict[str, str] = field(default_factory=dict)  # log group -> the name `get_logs()` gives it
@@ -335,6 +338,7 @@ def read_deployment(graph: Graph) -> Deployment:
                                for a in graph.of_type(ASSOCIATION)]
     deployment.parameters = [(str(p.region), str(p.inputs["name"]), str(_plain(p.inputs["value"])))
                              for p in graph.of_type(PARAMETER)]
+    deployment.buckets = [(str(b.region), str(b.outputs["bucket"])) for b in graph.of_type(BUCKET)]
     namespaces = {str(n.id): str(n.inputs["name"]) for n in graph.of_type(DISCOVERY_NAMESPACE)}
     deployment.scheduler_names = [f"{s.inputs['name']}.{namespaces[str(s.inputs['dnsConfig']['namespaceId'])]}"
                                   for s in graph.of_type(DISCOVERY_SERVICE)]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from dask_regions.paths import FSX_MOUNT
-from local_platform.data import publish, sample_kind, write_cmip6_like, write_era5_like
+from local_platform.data import create_bucket, publish, sample_kind, write_cmip6_like, write_era5_like
 from local_platform.declared import (
     LOCAL_SIZES,
     Container,
@@ -303,6 +303,7 @@ class LocalPlatform:
         state.save()
         self.report("generating sample data and uploading it to the AWS emulations")
         self._create_parameters(state, deployment)
+        self._create_buckets(state, deployment)
         for association in deployment.associations:
             self._publish_dataset(state, association.region, association.repository)
 
@@ -386,6 +387,10 @@ class LocalPlatform:
     def _create_parameters(self, state: PlatformState, deployment: Deployment) -> None:
         for region, name, value in deployment.parameters:
             self._client("ssm", state, region).put_parameter(Name=name, Value=value, Type="String", Overwrite=True)
+
+    def _create_buckets(self, state: PlatformState, deployment: Deployment) -> None:
+        for region, name in deployment.buckets:
+            create_bucket(self._client("s3", state, region), name, region)
 
     def _publish_dataset(self, state: PlatformState, region: str, repository: str) -> None:
         bucket, _, prefix = repository.removeprefix("s3://").partition("/")

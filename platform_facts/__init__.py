@@ -49,10 +49,14 @@ CATALOG_READ_ALIAS = "catalog"
 CMIP6_FACETS = ("activity_id", "institution_id", "source_id", "experiment_id", "member_id", "table_id",
                 "variable_id", "grid_label", "version")
 ERA5_FACETS = ("year", "month", "variable")
+ERA5_TIME_DIM = "time0"  # the dimension ERA5's monthly files are joined along
+# A collection's kerchunk reference set (catalog_sync/references.py) holds, under this key beside kerchunk's
+# "version" and "refs", the files it covers in order and the steps each holds: {"concat_dim", "files": [[path, n]]}.
+REFERENCES_LAYOUT_KEY = "dask_regions"
 FACETS = (*CMIP6_FACETS, *ERA5_FACETS)
 # A catalog document's top-level fields, in the order the SQLite catalog stores them.
 DOCUMENT_FIELDS = ("id", "region", "kind", "s3_uri", "path", "pool", "size", "object_count", "last_modified",
-                   "facets", "fileName", "bucket", "dask_pool", "project")
+                   "facets", "fileName", "bucket", "dask_pool", "project", "references")
 
 
 def catalog_index_prefix(region: str) -> str:

@@ -39,6 +39,8 @@ Report = Callable[[str, Any], None]
 EXEMPTIONS: dict[tuple[str, str], str] = {
     ("awssolutions-s1-server-access-logs", "client-access-logs"):
         "the access-log bucket receives the other buckets' and the load balancer's logs; it does not log into itself",
+    ("awssolutions-s1-server-access-logs", "worker-[a-z0-9-]+-access-logs"):
+        "a worker region's access-log bucket receives its region's buckets' logs; it does not log into itself",
     ("awssolutions-iam4-no-aws-managed-policies", "worker-[a-z0-9-]+-host-managed-0"):
         "AmazonEC2ContainerServiceforEC2Role: the ECS agent's own calls, most of which cannot be scoped",
     ("awssolutions-smg4-secret-rotation", "dask-tls-(scheduler|client|worker)-[a-z]{2}(-[a-z]+)+-[0-9]+"):

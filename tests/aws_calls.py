@@ -21,6 +21,7 @@ OPERATIONS: dict[tuple[str, str], Mapping] = {
                                            {"s3:prefix": p.get("Prefix", "")}),
     ("s3", "GetObject"): lambda p, _: ("s3:GetObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}", {}),
     ("s3", "HeadObject"): lambda p, _: ("s3:GetObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}", {}),
+    ("s3", "PutObject"): lambda p, _: ("s3:PutObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}", {}),
     ("fsx", "CreateDataRepositoryTask"): lambda p, region: (
         "fsx:CreateDataRepositoryTask", f"arn:aws:fsx:{region}:{MOCK_ACCOUNT}:file-system/{p['FileSystemId']}", {}),
     ("fsx", "DescribeDataRepositoryTasks"): lambda p, _: ("fsx:DescribeDataRepositoryTasks", "*", {}),

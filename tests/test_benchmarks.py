@@ -78,6 +78,10 @@ def test_wan_benchmark_runs_every_mode_as_declared_and_leaves_nothing_behind(tmp
     assert sum(data["modes"]["local"]["proxied_bytes"].values()) == 0
     assert all("pool-eu-west-2" not in r["placement"] for r in data["runs"] if r["mode"] == "pinned")
     assert data["settings"]["dask_comm"].startswith("tls")
+    # As deployed, the nightly sync wrote ERA5's reference set: pinned and the floor open the collection from it;
+    # plain Dask and the notebook, reading S3 by URL, open the files.
+    assert {(r["mode"], r["era5_opened_from"]) for r in data["runs"]} == {
+        ("local", "references"), ("pinned", "references"), ("unpinned", "files"), ("naive", "files")}
     # Pinned: no process outside a region (client, scheduler, another region's worker) touched its storage.
     assert pinned["proxied_bytes"]["storage (S3)"] == pinned["proxied_round_trips"]["storage (S3)"] == 0
     assert pinned["proxied_round_trips"]["dask scheduler"] > 0  # the control messages that crossed, counted

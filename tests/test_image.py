@@ -111,6 +111,22 @@ def test_the_kernel_declares_every_package_the_notebook_and_the_library_import()
     assert missing == {}
 
 
+def test_the_sync_image_declares_every_package_the_sync_imports() -> None:
+    """Every third-party module catalog_sync (and the facts it shares) imports, also inside functions (kerchunk,
+    when it writes the reference sets), comes from a distribution the catalog-sync image installs: `sync`."""
+    modules: set[str] = set()
+    for path in sorted(p for package in ("catalog_sync", "platform_facts") for p in (ROOT / package).rglob("*.py")):
+        if path.name != "__main__.py":  # the command line runs on a developer's machine, not in the Lambda
+            modules |= _imports(path.read_text())
+    third_party = modules - set(sys.stdlib_module_names) - {"__future__", "catalog_sync", "platform_facts"}
+    assert {"boto3", "kerchunk", "opensearchpy"} <= third_party
+    owners = importlib.metadata.packages_distributions()
+    image = {canonical(p) for p in extra("sync")}
+    missing = {module: owners.get(module) for module in sorted(third_party)
+               if not {canonical(d) for d in owners.get(module, [])} & image}
+    assert missing == {}
+
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 

@@ -132,12 +132,20 @@ def test_function_role_is_scoped_to_its_file_system_bucket_prefix_and_domain(sta
         association = next(a for a in stack.of_type("aws:fsx/dataRepositoryAssociation:DataRepositoryAssociation")
                            if a.region == region)
         bucket, _, prefix = association.inputs["dataRepositoryPath"].removeprefix("s3://").partition("/")
-        listing = by_action["s3:ListBucket"]
-        assert listing["Resource"] == f"arn:aws:s3:::{bucket}"
-        if prefix:
-            assert listing["Condition"] == {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}
+        references = stack.named(f"worker-{region}-references", "aws:s3/bucket:Bucket").outputs["arn"]
+        storage = sorted((sorted([s["Action"]] if isinstance(s["Action"], str) else s["Action"]), s["Resource"],
+                          s.get("Condition")) for s in statements if "s3:" in json.dumps(s["Action"]))
+        dataset_objects = f"arn:aws:s3:::{bucket}/{prefix + '/' if prefix else ''}*"
+        # The dataset: listed (under its prefix) and read (each netCDF file's metadata, for its references); the
+        # region's references bucket: pieces and sets written and read back. Nothing else in S3.
+        assert storage == sorted([
+            (["s3:ListBucket"], f"arn:aws:s3:::{bucket}",
+             {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}} if prefix else None),
+            (["s3:GetObject"], dataset_objects, None),
+            (["s3:GetObject", "s3:PutObject"], f"{references}/*", None),
+            (["s3:ListBucket"], references, None)])
+        assert by_action["kms:GenerateDataKey"]["Resource"] == stack.by_id(site["fileSystemId"]).inputs["kmsKeyId"]
         assert by_action["es:ESHttpPut"]["Resource"] == f"{domain}/catalog-{region}-*"  # its own indices only
-        assert not any(a.startswith("s3:") and a != "s3:ListBucket" for a in by_action)
         for statement in statements:  # a wildcard only with its reason in the Sid
             if statement["Resource"] == "*":
                 assert statement.get("Sid", "").endswith("HaveNoResourceScoping") or statement.get(

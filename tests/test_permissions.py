@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import boto3
 import pytest
@@ -104,12 +105,13 @@ def stubbed_fsx(region: str, file_system_id: str) -> Any:
 
 
 @pytest.fixture
-def sync_calls(moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[
+def sync_calls(moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[
         tuple[Graph, AwsCalls]]:
     """The us-west-2 nightly sync, run as the deployed workflow runs it: the recorded state machine definition
     driving the Lambda handler with the function's declared environment (the catalog endpoint and the S3 endpoint
     pointed at osmem and moto), every call recorded as the sync function's role."""
     from catalog_sync import handlers
+    from local_platform.data import write_era5_like
     from tests.catalog_fixtures import cmip6_keys, s3_client
     from tests.test_nightly_sync import LambdaContext, run_workflow
 
@@ -122,6 +124,11 @@ def sync_calls(moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPat
     s3.create_bucket(Bucket=bucket)
     for key in cmip6_keys(chunks=1):
         s3.put_object(Bucket=bucket, Key=key.replace("CMIP6/ScenarioMIP/MOHC", prefix), Body=b"x")
+    # ... and a collection of netCDF files, whose metadata the sync reads to write its reference set
+    write_era5_like(tmp_path, months=2, steps=2, lat=4, lon=8)
+    for path in sorted(tmp_path.rglob("*.nc")):
+        s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(tmp_path)}")
+    s3.create_bucket(Bucket=environment["REFERENCES"].removeprefix("s3://").split("/")[0])  # as `pulumi up` does
     ssm = boto3.client("ssm", region_name="us-west-2", endpoint_url=moto_endpoint)
     ssm.put_parameter(Name=environment["PUBLISHED_COUNT_PARAMETER"], Value="none", Type="String", Overwrite=True)
     calls = AwsCalls(domain_arn(graph))
@@ -140,8 +147,50 @@ def test_every_call_of_the_nightly_sync_is_allowed_to_its_role(sync_calls: tuple
     graph, calls = sync_calls
     actions = {call.action for call in calls.calls}
     assert {"fsx:CreateDataRepositoryTask", "fsx:DescribeDataRepositoryTasks", "s3:ListBucket", "es:ESHttpPut",
-            "es:ESHttpPost", "ssm:GetParameter", "ssm:PutParameter"} <= actions, actions
+            "es:ESHttpPost", "ssm:GetParameter", "ssm:PutParameter", "s3:GetObject", "s3:PutObject"} <= actions, actions
     assert denied(graph, calls.calls) == []
+    # S3 encrypts what the sync writes, and decrypts what it reads back, with the region's key, as the sync's role.
+    references = lambda_environment(graph, "us-west-2")["REFERENCES"].removeprefix("s3://").split("/")[0]
+    key = bucket_key(graph, references)
+    via = {"kms:ViaService": "s3.us-west-2.amazonaws.com"}
+    role = "worker-us-west-2-catalog-sync-function-role"
+    assert denied(graph, [Call(role, "kms:GenerateDataKey", key, via), Call(role, "kms:Decrypt", key, via)]) == []
+
+
+def bucket_key(graph: Graph, bucket: str) -> str:
+    """The KMS key a bucket's objects are encrypted with."""
+    (encryption,) = [e for e in graph.of_type(
+        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+        if e.inputs["bucket"] == bucket]
+    return str(encryption.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["kmsMasterKeyId"])
+
+
+def test_workers_may_read_their_regions_reference_sets_and_nothing_else(moto_endpoint: str) -> None:
+    """What dask_regions.references.read_set calls (recorded against moto), as the workers' task role."""
+    from dask_regions.references import read_set
+    from tests.catalog_fixtures import s3_client
+
+    graph = cached_graph("dev")
+    location = lambda_environment(graph, "us-east-1")["REFERENCES"]
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    s3 = s3_client(moto_endpoint)
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/us-east-1/load/era5-netcdf.t2m.json", Body=b'{"refs": {}}')
+    calls = AwsCalls()
+    read_set.cache_clear()
+    with calls.acting_as("worker-us-east-1-workers-task-role"), mock.patch("boto3.client",
+                                                                           lambda service: calls.watch(s3)):
+        assert read_set(f"{location}/us-east-1/load/era5-netcdf.t2m.json") == {"refs": {}}
+    read_set.cache_clear()
+    assert [c.action for c in calls.calls] == ["s3:GetObject"]
+    key, via = bucket_key(graph, bucket), {"kms:ViaService": "s3.us-east-1.amazonaws.com"}
+    role = "worker-us-east-1-workers-task-role"
+    assert denied(graph, [*calls.calls, Call(role, "kms:Decrypt", key, via)]) == []
+    arn = f"arn:aws:s3:::{bucket}/{prefix}/x.json"
+    other = next(b.outputs["bucket"] for b in graph.of_type("aws:s3/bucket:Bucket")
+                 if b.region == "us-west-2" and b.name.endswith("-references"))
+    assert len(denied(graph, [Call(role, "s3:PutObject", arn),  # read only,
+                              Call(role, "s3:GetObject", f"arn:aws:s3:::{other}/x.json")])) == 2  # own region only
 
 
 def test_a_call_the_role_may_not_make_fails_naming_the_call_role_and_statement(

@@ -149,8 +149,8 @@ def test_the_stacks_pass_every_mandatory_policy(shape: str) -> None:
     report = evaluate_policies(cached_graph(shape))
     assert report.violations == []
     assert {(policy, resource.split("-")[0]) for policy, resource, _ in report.exemptions} == {
-        ("awssolutions-s1-server-access-logs", "client"), ("awssolutions-iam4-no-aws-managed-policies", "worker"),
-        ("awssolutions-smg4-secret-rotation", "dask")}
+        ("awssolutions-s1-server-access-logs", "client"), ("awssolutions-s1-server-access-logs", "worker"),
+        ("awssolutions-iam4-no-aws-managed-policies", "worker"), ("awssolutions-smg4-secret-rotation", "dask")}
     assert all(reason for _, _, reason in report.exemptions)
 
 

@@ -19,12 +19,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
+from dask_regions.catalog import Catalog
 from local_platform.declared import LOCAL_SIZES, RUN, UNRUN, read_deployment, sized_demand_pools
 from local_platform.nightly import ScheduleError, Schedules, next_time, sync_history
 from local_platform.platform import LocalPlatform, processes_of
-from local_platform.state import TWIN_FILE
+from local_platform.state import TWIN_FILE, PlatformState
 from local_platform.step_functions import DefinitionError, TaskFailedError, run
 from stackgraph.synth import synthesize
 from tests.conftest import SHAPES, cached_graph
@@ -226,7 +228,21 @@ def test_the_declared_schedules_run_the_state_machine_and_handler_with_the_decla
             ("worker-us-east-1-catalog-sync-first-sync", "SUCCEEDED"),
             ("worker-us-west-2-catalog-sync-first-sync", "SUCCEEDED")}
         assert first[0]["states"] == ["StartImport", "WaitForImport", "PollImport", "ImportFinished?", "BeginIndex",
-                                      "Index", "Indexed?", "Swap", "Done"]
+                                      "Index", "Indexed?", "BeginReferences", "Reference", "Referenced?", "Swap",
+                                      "Done"]
+        # ERA5's months name their collection's reference set, written to the declared bucket in the region's
+        # emulation, where the region's workers read it.
+        state = PlatformState.load(state_dir)
+        assert state is not None
+        months = Catalog.open(state.catalog).find(variable="air_temperature_at_2_metres")
+        (uri,) = {m.references for m in months}
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        declared_buckets = {name for region, name in read_deployment(cached_graph("dev")).buckets
+                            if region == "us-east-1"}
+        assert bucket in declared_buckets
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=state.s3_endpoints["us-east-1"],
+                          aws_access_key_id="local", aws_secret_access_key="local")
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 0
         twin = json.loads((state_dir / TWIN_FILE).read_text())
         declared = read_deployment(synthesize("dev", {"syncMaxDropPercent": 10})).functions
         for arn, function in twin["functions"].items():

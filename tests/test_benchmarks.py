@@ -149,3 +149,19 @@ def test_wan_scaling_names_bad_sizes() -> None:
     result = subprocess.run([sys.executable, "bench/wan_scaling.py", "--gigabytes", "1,x"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--gigabytes '1,x'" in result.stderr
+
+
+def test_the_decade_chart_draws_both_runs_and_refuses_swapped_files(tmp_path: Path) -> None:
+    results = ROOT / "bench" / "results"
+    before, after = results / "wan-decade-files.json", results / "wan-decade-references.json"
+    drawn = subprocess.run([sys.executable, "bench/wan_decade.py", "--before", str(before), "--after", str(after),
+                            "--output", str(tmp_path / "decade.png")], cwd=ROOT, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert drawn.returncode == 0, drawn.stderr
+    assert (tmp_path / "decade.png").stat().st_size > 10_000
+    swapped = subprocess.run([sys.executable, "bench/wan_decade.py", "--before", str(after), "--after", str(before),
+                              "--output", str(tmp_path / "swapped.png")], cwd=ROOT, capture_output=True, text=True,
+                             timeout=120, check=False)
+    assert swapped.returncode == 2 and "Traceback" not in swapped.stderr
+    assert "a run with --references on, expected off" in swapped.stderr
+

@@ -53,9 +53,8 @@ def catalog_writer_statements(domain_arn: str, region: str) -> list[dict[str, An
     bodies or multi-index paths, so the domain's fine-grained access control enforces the same rule per index
     (catalog_sync/access.py); both must allow."""
     own = f"{domain_arn}/{CATALOG_READ_ALIAS}-{region}"
-    return [{"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead"], "Resource": f"{own}-*"},
-            {"Effect": "Allow", "Action": ["es:ESHttpPut", "es:ESHttpPost", "es:ESHttpDelete"],
-             "Resource": f"{own}-*"}]
+    return [{"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPut", "es:ESHttpPost",
+                                           "es:ESHttpDelete"], "Resource": f"{own}-*"}]
 
 
 def lambda_in_vpc_statements() -> list[dict[str, Any]]:

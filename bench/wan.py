@@ -1,16 +1,20 @@
 """The WAN benchmark (issue 9): the platform's reason to exist, measured. Each region of a stack config runs in
 its own network namespace behind a router (bench/wan_network.py); links between regions are shaped with tc tbf
 and delayed by a user-space proxy (bench/wan_proxy.py). The scheduler and the catalog run in the client region;
-each worker region holds its pool and its S3 emulation (moto), reachable from elsewhere only across the WAN. The
-reference analysis then runs in three modes, each on a fresh cluster, N times:
+each worker region holds its pool, its S3 emulation (moto, reachable from elsewhere only across the WAN) and its
+Lustre stand-in, filled by the region's declared nightly sync (which also writes the netCDF collections' reference
+sets, unless --references off). The reference analysis then runs in four modes, each on a fresh cluster,
+interleaved within each of N repeats:
 
+    local     the floor: the same tasks, pools and storage, all in the client region, no WAN
     pinned    dask_regions: the router keeps every task next to its data; only reduced maps cross regions
     unpinned  plain Dask: the same graph, tasks wherever the scheduler puts them (the router only observes)
     naive     the raw data pulled to the client region and computed there
 
-For each: wall time, bytes that crossed inter-region links (interface counters: the ground truth) next to the
-audit's figure (Dask's transfer logs), and a checksum of the results (all modes must agree). Medians go to
-bench/results/wan.json and a bar chart next to it. Needs root (network namespaces).
+For each: wall time and its phases, bytes and round trips that crossed inter-region links (interface counters and
+the proxies' accounts) next to the audit's figure (Dask's transfer logs), the machine's load, and a checksum of
+the results (all modes must agree). Medians, min and max go to bench/results/wan.json and a bar chart next to it.
+Needs root (network namespaces).
 
     sudo make bench-wan                                        # ~1 GB per region, 50 Mbit/s, 40 ms, 3 repeats
     sudo .venv/bin/python bench/wan.py --gigabytes 0.02 --repeats 1      # a quick run (after make test)

@@ -417,7 +417,8 @@ def test_spot_share_and_on_demand_base_become_the_capacity_provider_strategy() -
     task = _of(graph, "aws:ecs/taskDefinition:TaskDefinition", "worker-us-east-1-workers")
     role = next(r for r in graph.of_type("aws:iam/role:Role") if r.outputs["arn"] == task.inputs["taskRoleArn"])
     policy = next(p for p in graph.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id)
-    (statement,) = json.loads(policy.inputs["policy"])["Statement"]
+    # The task's protection (and, beside it, reading the region's reference sets: tests/test_permissions.py)
+    (statement,) = [s for s in json.loads(policy.inputs["policy"])["Statement"] if "ecs:" in json.dumps(s["Action"])]
     assert statement["Action"] == ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"]
     assert statement["Resource"].startswith("arn:aws:ecs:us-east-1:123456789012:task/")
     import base64

@@ -165,26 +165,27 @@ def _chunks_by_file(dataset: Any, chunks: Any, concat_dim: str, steps: list[int]
     if not (isinstance(chunks, str) and chunks == "auto"):
         return chunks
     along: list[int] = []
-    first: Any = None
+    cuts: dict[int, Any] = {}  # a file's cut depends only on its length: months of one length are cut once
     start = 0
     for count in steps:
-        alone = stored_chunks(dataset.isel({concat_dim: slice(start, start + count)}), "auto")
-        first = alone if first is None else first
-        found = alone.get(concat_dim) if isinstance(alone, dict) else None
+        if count not in cuts:
+            cuts[count] = stored_chunks(dataset.isel({concat_dim: slice(start, start + count)}), "auto")
+        found = cuts[count].get(concat_dim) if isinstance(cuts[count], dict) else None
         along += list(found) if isinstance(found, tuple) else [count]
         start += count
+    first = cuts[steps[0]] if steps else None
     others = first if isinstance(first, dict) else dict.fromkeys(dataset.dims, "auto")
     return {**others, concat_dim: tuple(along)}
 
 
 def _open_set_in_region(uri: str, paths: list[str], concat_dim: str, options: dict[str, Any]) -> Opened | None:
     """Runs on a worker of the data's region: the dataset and each file's steps along `concat_dim`."""
-    from dask_regions.references import covered, open_set
+    from dask_regions.references import covered, open_spans
 
-    dataset = open_set(uri, paths, concat_dim, options)
-    if dataset is None:
+    spans = covered(uri, paths)
+    if spans is None:
         return None
-    return Opened((dataset, [stop - start for start, stop in covered(uri, paths) or []]))
+    return Opened((open_spans(uri, spans, concat_dim, options), [stop - start for start, stop in spans]))
 
 
 def open_many(client: Any, paths: Sequence[str], region: str, *, chunks: Any = "auto", engine: str | None = None,

@@ -54,13 +54,12 @@ def index_step(s3: Any, association: Association, load: Load, checkpoint: Checkp
     A step always gets past at least one dataset before it honours the deadline, so steps make progress."""
     grouper = DatasetGrouper(association, start_after=checkpoint.start_after)
     batch, documents = [], checkpoint.documents
-    failed_before = references.failed if references else 0
 
     def described(records: list[DatasetRecord]) -> list[DatasetRecord]:
         return references.describe(s3, records) if references else records
 
-    def unreferenced() -> int:
-        return checkpoint.unreferenced + (references.failed - failed_before if references else 0)
+    def unreferenced() -> int:  # a writer serves one step (its count starts at 0), the checkpoint the ones before
+        return checkpoint.unreferenced + (references.failed if references else 0)
 
     for item in list_objects(s3, association.bucket, association.key_prefix, checkpoint.start_after, page_size):
         batch += described(grouper.add(item))

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: test demo bench-wan bench-wan-scaling lint typecheck unit clean-venv
+.PHONY: test demo bench-wan bench-wan-scaling bench-dask-compat lint typecheck unit clean-venv
 
 # The data plane is installed (editable) as the distribution the images and the kernel install, so that every
 # process here sees the same package metadata and version.
@@ -38,6 +38,10 @@ bench-wan: $(STAMP)
 # How its cost grows with the data (as root): bench/wan.py at 0.25, 0.5, 1 and 2 GB per region.
 bench-wan-scaling: $(STAMP)
 	$(BIN)/python bench/wan_scaling.py $(ARGS)
+
+# Dask's own tests on the platform's scheduler (REPO: a dask/distributed git directory, e.g. from a snapshot).
+bench-dask-compat: $(STAMP)
+	$(BIN)/python bench/dask_compat.py --repo $(REPO) $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

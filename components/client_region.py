@@ -30,7 +30,7 @@ from components.resources import (
     pull_and_log_statements,
 )
 from components.scaling import scheduler_environment
-from platform_facts import METRIC_NAMESPACE
+from platform_facts import METRIC_NAMESPACE, PLATFORM_HEALTH_PATH
 from stackconfig import ClientConfig, WorkerConfig
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -38,7 +38,6 @@ CATALOG_ACCESS_RUNTIME = "python3.12"
 OPENSEARCH_ENGINE = "OpenSearch_2.19"
 OPENSEARCH_TLS_POLICY = "Policy-Min-TLS-1-2-PFS-2023-10"
 ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-DASHBOARD_HEALTH_PATH = "/health"  # served by the scheduler's HTTP server
 # Installed in SageMaker's Jupyter server environment, which is not ours: pinned here, not in requirements.txt.
 JUPYTER_SERVER_PROXY = "jupyter-server-proxy==4.6.0"
 # Dask formats it with the scheduler's host and dashboard port: a path on the notebook's own origin.
@@ -182,7 +181,7 @@ class ClientRegion(RegionalComponent):
             opts=self._child)
         target_group = aws.lb.TargetGroup(
             f"{self._name}-dashboard", port=DASHBOARD_PORT, protocol="HTTP", target_type="ip", vpc_id=vpc.vpc_id,
-            health_check=aws.lb.TargetGroupHealthCheckArgs(path=DASHBOARD_HEALTH_PATH, matcher="200",
+            health_check=aws.lb.TargetGroupHealthCheckArgs(path=PLATFORM_HEALTH_PATH, matcher="200",
                                                            interval=30, healthy_threshold=2),
             opts=self._child)
         forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)]

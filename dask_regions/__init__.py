@@ -14,8 +14,8 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 
 from dask_regions.audit import audit, mark
 from dask_regions.catalog import Catalog, CatalogQueryError, Dataset
-from dask_regions.connect import ConnectError, Platform, connect
-from dask_regions.errors import MissingPoolError, VersionMismatchError
+from dask_regions.connect import Platform, connect
+from dask_regions.errors import ConnectError, MissingPoolError, VersionMismatchError
 from dask_regions.esm import to_dataset_dict
 from dask_regions.opening import from_array, open_all, open_dataset, open_many, open_mfdataset, region_of
 from dask_regions.pools import compute_near_data, wait_for_pools

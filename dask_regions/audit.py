@@ -15,7 +15,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from dask_regions.errors import ConnectError
 from dask_regions.routing import PLUGIN_NAME, Placement
+from dask_regions.startup import missing_message, missing_plugins
 from platform_facts import is_pool, region_of_pool
 
 # Inter-region data transfer, USD per GB: approximate list prices of the Amazon EC2 on-demand pricing page
@@ -91,14 +93,20 @@ def _pool_of(resources: dict[str, float]) -> str | None:
 
 def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None = None) -> Audit:
     """Placement and cross-pool transfers of everything that finished since `since` (see `mark`)."""
-    def placements(dask_scheduler: Any, since: float = since) -> list[Any]:
-        return [tuple(p) for p in dask_scheduler.plugins[PLUGIN_NAME].placements_since(since)]
+    def placements(dask_scheduler: Any, since: float = since) -> list[Any] | list[str]:
+        router = dask_scheduler.plugins.get(PLUGIN_NAME)
+        if router is None:  # nothing recorded placements: say so, as connect() does
+            return missing_plugins(dask_scheduler.plugins)
+        return [tuple(p) for p in router.placements_since(since)]
 
     def transfers(dask_worker: Any, since: float = since) -> list[tuple[str, int]]:
         return [(entry["who"], int(entry["total"])) for entry in dask_worker.transfer_incoming_log
                 if entry.get("start", 0) >= since]
 
-    finished = [Placement(*p) for p in client.run_on_scheduler(placements)]
+    answer = client.run_on_scheduler(placements)
+    if answer and isinstance(answer[0], str):
+        raise ConnectError(missing_message(client.scheduler.address, answer))
+    finished = [Placement(*p) for p in answer]
     workers = client.scheduler_info(n_workers=-1)["workers"]
     pool_of_worker = {address: _pool_of(info.get("resources", {})) for address, info in workers.items()}
     placement: dict[str, int] = defaultdict(int)

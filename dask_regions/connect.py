@@ -23,17 +23,14 @@ import dask.config
 
 from dask_regions.catalog import Catalog
 from dask_regions.demand import BOUNDS_HANDLER, pool_demand
-from dask_regions.errors import VersionMismatchError
+from dask_regions.errors import ConnectError, VersionMismatchError
+from dask_regions.startup import missing_message, platform_on_scheduler
 from dask_regions.versions import check_versions
 from platform_facts import LOG_DIR_VARIABLE, LOG_GROUPS_VARIABLE, is_pool, pool_of_region, region_of_pool
 
 LOG_LINES = 200
 TLS_KEYS = {"ca": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.client.cert",
             "key": "distributed.comm.tls.client.key"}
-
-
-class ConnectError(ConnectionError):
-    """The platform cannot be reached or refuses us; the message says why and what to do."""
 
 
 def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: float = 10.0) -> Platform:
@@ -56,10 +53,37 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
                                 f"{error}") from None
     try:
         check_versions(client)  # Dask's own comparison, over Dask's packages and the platform's
-    except VersionMismatchError:
+        check_platform(client, _stack_regions(outputs))
+    except (VersionMismatchError, ConnectError):
         client.close()  # type: ignore[no-untyped-call]
         raise
     return Platform(client, catalog, log_groups=log_groups, log_dir=os.environ.get(LOG_DIR_VARIABLE))
+
+
+def check_platform(client: Any, regions: list[str] | None = None) -> dict[str, Any]:
+    """The router's settings, once the scheduler is shown to run the router and the demand plugin and (given the
+    stack's worker regions) to route for exactly those regions; otherwise a ConnectError saying what to fix."""
+    address = client.scheduler.address
+    try:
+        found = client.run_on_scheduler(platform_on_scheduler)
+    except Exception as error:  # e.g. a scheduler without dask_regions installed cannot unpickle the question
+        raise ConnectError(f"the scheduler at {address} cannot say whether it runs the platform's plugins "
+                           f"({type(error).__name__}: {error}). Fix: run the platform's image (dask_regions "
+                           "installed, its preloads loaded)") from None
+    if found["missing"]:
+        raise ConnectError(missing_message(address, found["missing"]))
+    routed = found["router"]["regions"]
+    if regions is not None and sorted(regions) != routed:
+        raise ConnectError(f"the scheduler at {address} routes for regions {', '.join(routed) or 'none'}, but the "
+                           f"stack's outputs name {', '.join(sorted(regions))}. Fix: pass this stack's outputs, or "
+                           "deploy the stack again (pulumi up) so that its scheduler knows every worker region")
+    return dict(found["router"])
+
+
+def _stack_regions(outputs: Mapping[str, Any] | None) -> list[str] | None:
+    """The worker regions a stack's outputs name (`workerPools`), or None when they name none."""
+    pools = outputs.get("workerPools") if isinstance(outputs, Mapping) else None
+    return sorted(pools) if isinstance(pools, Mapping) else None
 
 
 def _read_outputs(path: str | Path) -> Any:

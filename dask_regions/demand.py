@@ -37,10 +37,11 @@ from distributed.scheduler import Scheduler, TaskState, WorkerState
 
 from dask_regions import settings
 from dask_regions.internals import prefix_duration
+from dask_regions.startup import DEMAND_PLUGIN, serve_health, start_preload
 from platform_facts import METRIC_NAME, METRIC_NAMESPACE, is_pool, region_of_pool
 
 logger = logging.getLogger("dask_regions.demand")
-PLUGIN_NAME = "dask-regions-demand"
+PLUGIN_NAME = DEMAND_PLUGIN
 HANDLER = "dask_regions_demand"
 BOUNDS_HANDLER = "dask_regions_bounds"
 
@@ -296,7 +297,13 @@ def pool_demand(client: Any) -> dict[str, dict[str, Any]]:
 
 
 def dask_setup(scheduler: Scheduler) -> None:
-    """Entry point for `dask scheduler --preload dask_regions.demand`."""
+    """Entry point for `dask scheduler --preload dask_regions.demand`; stops the scheduler if it cannot start
+    (dask_regions.startup): without it, pools would not scale to their work."""
+    start_preload("dask_regions.demand", lambda: _setup(scheduler))
+    serve_health(scheduler)
+
+
+def _setup(scheduler: Scheduler) -> None:
     configured = DemandSettings.from_config()
     publisher: Publisher | None = None
     if settings.get("demand.publisher") == "cloudwatch":

@@ -12,3 +12,8 @@ class VersionMismatchError(RuntimeError):
 class UnrunnableTaskError(MissingPoolError):
     """A task whose resource restrictions no worker of the platform can meet (an unknown or mistyped pool, a
     region that is not configured, more slots than a worker offers)."""
+
+
+class ConnectError(ConnectionError):
+    """The platform cannot be reached, refuses us, or is not the platform (a scheduler without its plugins, or
+    routing other regions than the stack's); the message says why and what to do."""

@@ -17,6 +17,7 @@ import urllib.request
 from typing import Any
 
 from dask_regions import settings
+from dask_regions.startup import start_preload
 
 logger = logging.getLogger("dask_regions.protection")
 PROTECTION_PATH = "/task-protection/v1/state"
@@ -42,7 +43,12 @@ def protect(agent_uri: str, minutes: int, timeout: float = 5.0) -> bool:
 
 
 def dask_setup(worker: Any) -> None:
-    """Entry point for `dask worker --preload dask_regions.protection`."""
+    """Entry point for `dask worker --preload dask_regions.protection`; stops the worker's process if it cannot
+    start (dask_regions.startup)."""
+    start_preload("dask_regions.protection", lambda: _setup(worker))
+
+
+def _setup(worker: Any) -> None:
     agent_uri = os.environ.get("ECS_AGENT_URI")
     if not agent_uri:
         return

@@ -36,15 +36,15 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 from distributed.scheduler import Scheduler, TaskState, WorkerState
 
 from dask_regions import settings
-from dask_regions.demand import PLUGIN_NAME as DEMAND_PLUGIN
 from dask_regions.demand import PoolDemand
 from dask_regions.errors import MissingPoolError, UnrunnableTaskError
 from dask_regions.internals import fail_task, narrow_retirement, spec_values
 from dask_regions.keys import region_of_value
+from dask_regions.startup import DEMAND_PLUGIN, ROUTER_PLUGIN, serve_health, start_preload
 from platform_facts import is_pool, pool_of_region, region_of_pool
 
 logger = logging.getLogger("dask_regions.routing")
-PLUGIN_NAME = "dask-regions-router"
+PLUGIN_NAME = ROUTER_PLUGIN
 WARMER_NAME = "dask-regions-connection-warmer"
 CHECK_INTERVAL_SECONDS = 1.0
 PLACEMENT_LOG = 200_000  # the newest finished tasks the audit can see
@@ -115,6 +115,11 @@ class RegionRouter(SchedulerPlugin):
         demand = self.scheduler.plugins.get(DEMAND_PLUGIN) if self.scheduler else None
         configured_pools = set(demand.settings.pools) if isinstance(demand, PoolDemand) else set()
         return frozenset(region_of_pool(pool) for pool in self.seen_pools | configured_pools)
+
+    def describe(self) -> dict[str, Any]:
+        """What the router routes by (for connect() and the audit)."""
+        return {"regions": sorted(self.configured), "route": self.route, "combine_pool": self.combine_pool,
+                "missing_pool_timeout": self.missing_pool_timeout}
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
         self.seen_pools.update(pools_of(scheduler.workers.get(worker)))
@@ -332,20 +337,17 @@ class ConnectionWarmer(SchedulerPlugin):
         self.warmed += 1
 
 
-def _regions_setting(value: object) -> list[str]:
-    """`dask_regions.regions`: a list, or text (one region, or several separated by commas)."""
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list | tuple) or not all(isinstance(region, str) for region in value):
-        raise ValueError(f"dask_regions.regions={value!r}: give a list of region names")
-    return list(value)
-
-
 def dask_setup(scheduler: Scheduler) -> None:
-    """Entry point for `dask scheduler --preload dask_regions.routing`."""
+    """Entry point for `dask scheduler --preload dask_regions.routing`; stops the scheduler if it cannot start
+    (dask_regions.startup): a scheduler without its router would run tasks unpinned."""
+    start_preload("dask_regions.routing", lambda: _setup(scheduler))
+
+
+def _setup(scheduler: Scheduler) -> None:
     keep_retired_data_in_its_pool()
-    router = RegionRouter(regions=_regions_setting(settings.get("regions") or []),
+    router = RegionRouter(regions=settings.regions(settings.get("regions")),
                           combine_pool=settings.get("combine-pool"),
                           missing_pool_timeout=settings.seconds("missing-pool-timeout"), route=settings.flag("route"))
     scheduler.add_plugin(router)
     scheduler.add_plugin(ConnectionWarmer())
+    serve_health(scheduler)

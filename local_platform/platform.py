@@ -20,12 +20,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from dask_regions.paths import FSX_MOUNT
+from dask_regions.startup import STOP_LINE
 from local_platform.data import create_bucket, publish, sample_kind, write_cmip6_like, write_era5_like
 from local_platform.declared import (
     LOCAL_SIZES,
@@ -49,7 +51,7 @@ from local_platform.state import (
     PlatformState,
 )
 from local_platform.tls import LocalTls, create_local_tls
-from platform_facts import SCHEDULER_PORT
+from platform_facts import PLATFORM_HEALTH_PATH, SCHEDULER_PORT
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,6 +90,14 @@ def _alive(entry: dict[str, Any]) -> bool:
     except OSError:
         return False
     return entry["command"][0] in arguments[:2]  # scripts run as `<interpreter> <script> ...`
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def group_alive(group: int) -> bool:
@@ -315,7 +325,7 @@ class LocalPlatform:
         state.pools = [s["pool"] for s in twin["services"] if s["pool"]]
         self._spawn(state, "agent", [sys.executable, "-m", "local_platform.agent", "--state-dir",
                                      str(self.state_dir)])
-        self._wait_for_scheduler(state, scheduler_port)
+        self._wait_for_scheduler(state, scheduler_port, dashboard_port)
         self.report("running the first catalog sync of each worker region (the declared at() schedules)")
         self._first_syncs(twin)
         state.save()
@@ -424,19 +434,23 @@ class LocalPlatform:
         state.save()
         return process
 
-    def _wait_for_scheduler(self, state: PlatformState, port: int) -> None:
-        """Until the agent has started the scheduler's task and the scheduler answers, and the agent has taken
-        charge of the pools (it reports their sizes); pools start at their minimum and scale on demand."""
+    def _wait_for_scheduler(self, state: PlatformState, port: int, dashboard_port: int) -> None:
+        """Until the agent has started the scheduler's task and the scheduler is healthy as its container's health
+        check sees it (its platform plugins run: PLATFORM_HEALTH_PATH), and the agent has taken charge of the
+        pools (it reports their sizes); pools start at their minimum and scale on demand. A scheduler whose
+        platform preload cannot start stops (dask_regions.startup): `up` reports its line, not a platform."""
         from distributed import Client
 
         agent = state.processes["agent"]
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
+        health = f"http://127.0.0.1:{dashboard_port}{PLATFORM_HEALTH_PATH}"
+        while not _healthy(health):
+            cause = self._preload_failure()
+            if cause:
+                raise PlatformError(f"the scheduler did not start: {cause}")
             if not _alive(agent) or time.monotonic() > deadline:
-                raise PlatformError(f"the scheduler did not start; see {self.state_dir / 'logs'}")
+                raise PlatformError(f"the scheduler did not become healthy ({health}) within {START_TIMEOUT:.0f} s; "
+                                    f"see {self.state_dir / 'logs'}")
             time.sleep(0.2)
         with Client(state.scheduler_address, timeout=START_TIMEOUT,  # type: ignore[no-untyped-call]
                     security=state.tls.security()) as client:
@@ -445,6 +459,14 @@ class LocalPlatform:
             if time.monotonic() > deadline:
                 raise PlatformError(f"the agent did not take charge of the pools; see {self._log('agent')}")
             time.sleep(0.1)
+
+    def _preload_failure(self) -> str | None:
+        """The line a platform preload logged as it stopped its process, from any task's log."""
+        for log in sorted((self.state_dir / "logs").glob("*-local*.log")):
+            for line in log.read_text(errors="replace").splitlines():
+                if STOP_LINE in line:
+                    return f"{line.strip()} (see {log})"
+        return None
 
     # ----------------------------------------------------------------------------------- down, status
     def down(self) -> list[str]:

@@ -33,6 +33,9 @@ METRIC_NAME = "DesiredTasks"
 # ---------------------------------------------------------------------------------------------- ports
 SCHEDULER_PORT = 8786
 DASHBOARD_PORT = 8787
+# Served on the scheduler's HTTP server by its platform preloads (dask_regions.startup): 200 only while the router
+# and the demand plugin both run. The container's health check and the load balancer's target group ask it.
+PLATFORM_HEALTH_PATH = "/dask-regions/health"
 
 # --------------------------------------------------------------------------------------- the kernel's environment
 # What a notebook kernel or shell needs to reach the platform (components/kernel.py writes it, dask_regions.connect

@@ -165,3 +165,42 @@ def test_the_decade_chart_draws_both_runs_and_refuses_swapped_files(tmp_path: Pa
     assert swapped.returncode == 2 and "Traceback" not in swapped.stderr
     assert "a run with --references on, expected off" in swapped.stderr
 
+
+
+def test_dask_compat_finds_a_test_the_preloads_break(tmp_path: Path) -> None:
+    """bench/dask_compat.py on a tiny repository laid out as dask/distributed's: one test passes on any scheduler,
+    one passes only without the router. The comparison names the second as broken, in both pairs of runs."""
+    repo = tmp_path / "distributed"
+    (repo / "distributed" / "tests").mkdir(parents=True)
+    (repo / "distributed" / "shuffle" / "tests").mkdir(parents=True)
+    for package in ("distributed/tests", "distributed/shuffle/tests"):
+        (repo / package / "__init__.py").write_text("")
+    (repo / "conftest.py").write_text("")
+    (repo / "pyproject.toml").write_text("[tool.pytest.ini_options]\nmarkers = []\n")
+    (repo / "distributed" / "tests" / "test_tiny.py").write_text(
+        "import asyncio\nfrom distributed import Scheduler\n\n"
+        "async def plugins():\n"
+        "    async with Scheduler(host='127.0.0.1', port=0, dashboard_address=':0') as scheduler:\n"
+        "        return set(scheduler.plugins)\n\n"
+        "def test_any_scheduler():\n    assert asyncio.run(plugins())\n\n"
+        "def test_no_router():\n    assert 'dask-regions-router' not in asyncio.run(plugins())\n")
+    for command in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "t"]):
+        subprocess.run(["git", *command], cwd=repo, check=True)
+    output = tmp_path / "compat.json"
+    result = subprocess.run([sys.executable, "bench/dask_compat.py", "--repo", str(repo / ".git"), "--no-plugins",
+                             "--modules", "distributed/tests/test_tiny.py", "--run-timeout", "300", "--out",
+                             str(output)], cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 1, result.stderr  # something broke
+    data = json.loads(output.read_text())
+    assert data["runs"]["plain"] == {"passed": 2, "seconds": data["runs"]["plain"]["seconds"]}
+    assert data["broken_by_preloads"] == {
+        "plain -> preloads": ["distributed.tests.test_tiny::test_no_router"],
+        "plain-pool -> preloads-pool": ["distributed.tests.test_tiny::test_no_router"]}
+    assert data["tests_from_release_tag"] is False and len(data["tests_commit"]) == 40
+
+
+def test_dask_compat_names_a_wrong_repository(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "bench/dask_compat.py", "--repo", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2 and "--repo" in result.stderr and "not a git directory" in result.stderr
+    assert "Traceback" not in result.stderr

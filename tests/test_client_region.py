@@ -138,7 +138,7 @@ def test_dashboard_is_internal_by_default(stack: Graph) -> None:
     assert set(balancer.inputs["subnets"]) <= private
     assert stack.outputs["dashboardUrl"].startswith("http://internal-")
     (target,) = stack.of_type("aws:lb/targetGroup:TargetGroup")
-    assert (target.inputs["port"], target.inputs["healthCheck"]["path"]) == (8787, "/health")
+    assert (target.inputs["port"], target.inputs["healthCheck"]["path"]) == (8787, "/dask-regions/health")
 
 
 def test_ecs_exec_on_the_scheduler_only_when_asked_for(stack: Graph) -> None:

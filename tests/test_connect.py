@@ -38,7 +38,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     processes = [subprocess.Popen(
         [sys.executable, str(ENTRYPOINT), "scheduler", "--host", "127.0.0.1", "--port", "0",
          "--dashboard-address", "127.0.0.1:0", "--scheduler-file", str(scheduler_file),
-         "--preload", "dask_regions.demand"],
+         "--preload", "dask_regions.routing", "--preload", "dask_regions.demand"],
         env={**_role_environment(tls, "scheduler", root / "run-scheduler"), **demand, "PYTHONPATH": str(ROOT)},
         start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]

@@ -18,7 +18,8 @@ import xarray as xr
 import dask_regions
 from dask_regions.errors import MissingPoolError, UnrunnableTaskError
 from dask_regions.keys import check_region
-from dask_regions.routing import RegionRouter, _regions_setting
+from dask_regions.routing import RegionRouter
+from dask_regions.settings import regions as regions_setting
 from local_platform.data import ERA5_VARIABLE, write_era5_like
 from tests.regional_data import LazyOnes
 
@@ -173,10 +174,12 @@ def test_region_names_are_checked(name: str) -> None:
 
 
 def test_the_regions_setting_takes_a_list_or_text() -> None:
-    assert _regions_setting(["us-east-1"]) == ["us-east-1"]
-    assert _regions_setting("us-east-1, me-south-1") == ["us-east-1", "me-south-1"]
-    with pytest.raises(ValueError, match=r"dask_regions.regions=3: give a list of region names"):
-        _regions_setting(3)
+    assert regions_setting(["us-east-1"]) == ["us-east-1"]
+    assert regions_setting("us-east-1, me-south-1") == ["us-east-1", "me-south-1"]
+    for bad in (3, "not-a-list", ["us-east-1", "pool-us-west-2"]):
+        with pytest.raises(ValueError, match=r"dask-regions.regions \(DASK_DASK_REGIONS__REGIONS\)=.*: give a list of "
+                                             "AWS region names"):
+            regions_setting(bad)
 
 
 def test_array_expression_mode_keeps_the_tag(tmp_path: Path) -> None:

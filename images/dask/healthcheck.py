@@ -1,4 +1,5 @@
-"""Container health. Schedulers: their HTTP server answers /health (DASK_HEALTH_URL overrides the URL).
+"""Container health. Schedulers: their HTTP server answers the platform's health path with 200 only while the
+router and the demand plugin both run (dask_regions.startup; DASK_HEALTH_URL overrides the URL).
 Workers run without dashboards: DASK_HEALTH_TCP=host:port checks that the first worker accepts connections."""
 
 import os
@@ -6,10 +7,10 @@ import socket
 import sys
 import urllib.request
 
-from platform_facts import DASHBOARD_PORT  # installed with the data plane's wheel
+from platform_facts import DASHBOARD_PORT, PLATFORM_HEALTH_PATH  # installed with the data plane's wheel
 
 TCP = os.environ.get("DASK_HEALTH_TCP")
-URL = os.environ.get("DASK_HEALTH_URL", f"http://127.0.0.1:{DASHBOARD_PORT}/health")
+URL = os.environ.get("DASK_HEALTH_URL", f"http://127.0.0.1:{DASHBOARD_PORT}{PLATFORM_HEALTH_PATH}")
 
 try:
     if TCP:

@@ -9,6 +9,10 @@ Why each is needed:
 - `Scheduler._get_prefix_duration`: Dask's own measured duration per task prefix, for the demand figure.
 - `RetireWorker.run` and `Suggestion`: graceful retirement copies data to any worker; we narrow the candidates to
   the retiring worker's own pool.
+- `distributed.shuffle`'s `shuffle_get_or_create` handler, `barrier_key` and `_calculate_worker_for`: P2P pins its
+  output tasks to workers it picks among the barrier task's worker restrictions (all workers without) when the
+  first worker asks for the shuffle; the router restricts the barrier to its pool's live workers just before,
+  so that every output of a region's shuffle stays in it.
 - xarray's `DaskManager` (a `ChunkManagerEntrypoint`, marked experimental by xarray): chunking a dataset through
   our subclass wraps each file-backed array in a `RegionalArray`, so the region travels with the data.
 
@@ -25,7 +29,9 @@ from typing import Any
 import numpy as np
 from dask._task_spec import DataNode, GraphNode, Task, TaskRef
 from distributed.active_memory_manager import RetireWorker, Suggestion
-from distributed.scheduler import Scheduler, TaskPrefix
+from distributed.scheduler import Scheduler, TaskPrefix, TaskState
+from distributed.shuffle._core import barrier_key
+from distributed.shuffle._scheduler_plugin import ShuffleSchedulerPlugin
 from xarray.core.indexing import ImplicitToExplicitIndexingAdapter
 from xarray.namedarray.daskmanager import DaskManager
 
@@ -68,6 +74,25 @@ def fail_task(scheduler: Scheduler, key: Any, error: BaseException, stimulus: st
         exception_text=message["exception_text"], traceback_text=message["traceback_text"])
     scheduler._transitions(recommendations, client_msgs, worker_msgs, stimulus)
     scheduler.send_all(client_msgs, worker_msgs)
+
+
+SHUFFLE_CREATE_HANDLER = "shuffle_get_or_create"
+
+
+def before_shuffle_created(scheduler: Scheduler, hook: Callable[[TaskState], None]) -> None:
+    """Call `hook(barrier task)` each time a worker asks the scheduler for a P2P shuffle (rechunk, shuffle, merge),
+    before the first ask creates it and P2P picks its output workers."""
+    original = scheduler.handlers.get(SHUFFLE_CREATE_HANDLER)
+    if original is None:  # no P2P extension on this scheduler
+        return
+
+    def get_or_create(shuffle_id: Any, key: Any, worker: str) -> Any:
+        barrier = scheduler.tasks.get(barrier_key(shuffle_id))
+        if barrier is not None:
+            hook(barrier)
+        return original(shuffle_id=shuffle_id, key=key, worker=worker)
+
+    scheduler.handlers[SHUFFLE_CREATE_HANDLER] = get_or_create
 
 
 def prefix_duration(scheduler: Scheduler, prefix: TaskPrefix) -> float:
@@ -153,6 +178,17 @@ def _check_retirement() -> str | None:
     return None
 
 
+def _check_p2p() -> str | None:
+    if "barrier.worker_restrictions" not in inspect.getsource(ShuffleSchedulerPlugin._calculate_worker_for):
+        return ("distributed.shuffle: P2P no longer picks its output workers among the barrier task's worker "
+                "restrictions (ShuffleSchedulerPlugin._calculate_worker_for)")
+    if f'"{SHUFFLE_CREATE_HANDLER}"' not in inspect.getsource(ShuffleSchedulerPlugin.__init__) or _parameters(
+            ShuffleSchedulerPlugin.get_or_create) != ["self", "shuffle_id", "key", "worker"]:
+        return (f"distributed.shuffle: the scheduler's {SHUFFLE_CREATE_HANDLER} handler "
+                "(ShuffleSchedulerPlugin.get_or_create(shuffle_id, key, worker)) changed")
+    return None
+
+
 def _check_chunk_manager() -> str | None:
     from xarray.namedarray.parallelcompat import guess_chunkmanager
 
@@ -169,6 +205,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "Scheduler._transition(s)": _check_transition,
     "Scheduler._get_prefix_duration": _check_prefix_duration,
     "RetireWorker.run": _check_retirement,
+    "P2P output workers": _check_p2p,
     "xarray DaskManager": _check_chunk_manager,
 }
 

@@ -38,7 +38,7 @@ from distributed.scheduler import Scheduler, TaskState, WorkerState
 from dask_regions import settings
 from dask_regions.demand import PoolDemand
 from dask_regions.errors import MissingPoolError, UnrunnableTaskError
-from dask_regions.internals import fail_task, narrow_retirement, spec_values
+from dask_regions.internals import before_shuffle_created, fail_task, narrow_retirement, spec_values
 from dask_regions.keys import region_of_value
 from dask_regions.startup import DEMAND_PLUGIN, ROUTER_PLUGIN, serve_health, start_preload
 from platform_facts import is_pool, pool_of_region, region_of_pool
@@ -103,6 +103,8 @@ class RegionRouter(SchedulerPlugin):
         self.scheduler = scheduler
         self._callback = PeriodicCallback(self.fail_unrunnable_tasks, CHECK_INTERVAL_SECONDS * 1000)
         self._callback.start()
+        if self.route:
+            before_shuffle_created(scheduler, self._keep_shuffle_in_its_pool)
 
     async def close(self) -> None:
         if self._callback is not None:
@@ -201,6 +203,27 @@ class RegionRouter(SchedulerPlugin):
             for memo in (self.regions, self.reads, self.combiners, self.waiting_since):
                 memo.pop(key, None)
 
+    def _keep_shuffle_in_its_pool(self, barrier: TaskState) -> None:
+        """P2P (rechunk, shuffle, merge) pins every output task to a worker it picks among the barrier's worker
+        restrictions, or among all workers; restricting the barrier to its pool's live workers keeps them all in
+        the pool. Called each time a worker asks for the shuffle, before the first ask creates it. A
+        shuffle combining regions without a combining pool goes to the pool of most of its transfer tasks (their
+        bytes are not known yet): only the other regions' shards cross."""
+        assert self.scheduler is not None
+        pools = [name for name in barrier.resource_restrictions or {} if is_pool(name)]
+        if not pools and barrier.key in self.combiners and self.combiners[barrier.key] is None:
+            inputs = _input_pools(barrier)
+            if inputs:
+                pool = max(sorted(set(inputs)), key=inputs.count)
+                barrier.resource_restrictions = {pool: 1}
+                self.combiners[barrier.key] = pool
+                pools = [pool]
+        if not pools:
+            return
+        workers = {ws.address for ws in self.scheduler.running if pools[0] in ws.resources}
+        if workers:
+            barrier.worker_restrictions = workers
+
     def _record(self, key: Any, worker: str | None) -> None:
         assert self.scheduler is not None
         pools = pools_of(self.scheduler.workers.get(worker) if worker else None)
@@ -293,7 +316,45 @@ class RegionRouter(SchedulerPlugin):
             return self.missing_pool_timeout, MissingPoolError(
                 f"no live worker in region {region} ({resource}) for {self.missing_pool_timeout:.0f} s; "
                 f"live pools: {alive}")
-        return None
+        return self._why_pinned_unrunnable(ts)
+
+    def _why_pinned_unrunnable(self, ts: TaskState) -> tuple[float, Exception] | None:
+        """A task pinned to workers (by P2P, or a client's `workers=`) none of which offers its resources."""
+        assert self.scheduler is not None
+        if not ts.worker_restrictions or ts.loose_restrictions:
+            return None
+        pinned = [ws for ws in self.scheduler.workers.values()
+                  if ws.address in ts.worker_restrictions or ws.host in ts.worker_restrictions]
+        needs = ts.resource_restrictions or {}
+        if any(all(ws.resources.get(name, 0) >= amount for name, amount in needs.items()) for ws in pinned):
+            return None
+        offer = "; ".join(f"{ws.address} offers {_amounts(ws.resources)}" for ws in pinned) or "none of them is alive"
+        asked = _amounts(needs)
+        return self.missing_pool_timeout, UnrunnableTaskError(
+            f"task {ts.key!r} is pinned to workers {', '.join(sorted(ts.worker_restrictions))} and asks for {asked}, "
+            f"but no live worker meets both ({offer}); a task pinned to workers by an extension (P2P) or the client "
+            "must be pinned within its region's pool")
+
+
+def _input_pools(ts: TaskState, limit: int = 100_000) -> list[str]:
+    """The pool of each task below `ts` that is restricted to one, not looking below those (at most `limit`
+    tasks): which regions a combining task's inputs come from, and how many tasks of each."""
+    found, seen, stack = [], {ts}, list(ts.dependencies)
+    while stack and len(seen) < limit:
+        task = stack.pop()
+        if task in seen:
+            continue
+        seen.add(task)
+        pools = [name for name in task.resource_restrictions or {} if is_pool(name)]
+        if pools:
+            found.append(pools[0])
+        else:
+            stack.extend(task.dependencies)
+    return found
+
+
+def _amounts(resources: dict[str, float]) -> str:
+    return ", ".join(f"{name}={amount:g}" for name, amount in sorted(resources.items())) or "nothing"
 
 
 def keep_retired_data_in_its_pool() -> None:

@@ -14,13 +14,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import dask
+import dask.array as da
+import dask.dataframe as dd
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 from distributed import wait
 
 import dask_regions
 from dask_regions import audit, mark
+from dask_regions.errors import UnrunnableTaskError
 from local_platform.data import ERA5_VARIABLE, write_era5_like
 from tests.regional_cluster import RegionalCluster
 
@@ -179,3 +184,83 @@ def test_a_combining_task_runs_where_the_larger_input_is(cluster: dict[str, Any]
     crossed = report.bytes_between_pools
     if cluster["topology"] == "aws":
         assert set(crossed) <= {("pool-me-south-1", "pool-ca-west-1")}, report.table()
+
+
+# ------------------------------------------------------------------------------------- all-to-all operations
+# Dask picks P2P (the shuffle extension: output tasks pinned to workers it chooses, shards sent outside the task
+# graph) for large all-to-all steps on a distributed cluster; the router keeps its outputs in the data's pool.
+ALL_TO_ALL = ["p2p", "tasks", None]  # None: Dask's default, which chooses (P2P on a distributed cluster)
+
+
+@pytest.mark.parametrize("method", ALL_TO_ALL, ids=["p2p", "tasks", "dask-chooses"])
+def test_an_all_to_all_rechunk_runs_in_its_region(cluster: dict[str, Any], method: str) -> None:
+    """The most common climate rechunk: the whole time axis in one chunk, then a median and a quantile along it."""
+    def along_time(ds: xr.Dataset) -> xr.Dataset:
+        whole = ds[T].chunk({"time0": -1, "lat": 5})
+        return xr.Dataset({"median": whole.median("time0"), "q90": whole.quantile(0.9, "time0")})
+
+    for region in PAIRS[0]:
+        with dask.config.set({"array.rechunk.method": method}):
+            result = computed(cluster, along_time(open_region(cluster, region)))
+        expected = along_time(local(cluster, region))
+        for name in ("median", "q90"):
+            np.testing.assert_allclose(result[name].values, expected[name].values, rtol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["p2p", "tasks"])
+def test_an_all_to_all_rechunk_of_two_regions_follows_the_combining_rule(cluster: dict[str, Any],
+                                                                          method: str) -> None:
+    """Two regions' data (one grid) along time, rechunked whole: as AWS deploys, the shuffle's outputs go to one
+    of the two pools (P2P: the pool of most of its inputs); with a combining pool, there."""
+    a, b = REGIONS[0], REGIONS[2]
+
+    def along_time(x: xr.Dataset, y: xr.Dataset) -> xr.DataArray:
+        return xr.concat([x[T], y[T]], "time0").chunk({"time0": -1, "lat": 5}).median("time0")
+
+    with dask.config.set({"array.rechunk.method": method}):
+        result = computed(cluster, along_time(open_region(cluster, a), open_region(cluster, b)))
+    np.testing.assert_allclose(result.values, along_time(local(cluster, a), local(cluster, b)).values, rtol=1e-6)
+
+
+def frame_of(ds: xr.Dataset) -> Any:
+    """One region's data as a DataFrame (a row per time step and latitude, a column per longitude) with a key."""
+    values = ds[T].data.reshape(-1, ds.sizes["lon"])
+    frame = dd.from_dask_array(values, columns=[f"c{i}" for i in range(ds.sizes["lon"])]) \
+        if isinstance(values, da.Array) else pd.DataFrame(values, columns=[f"c{i}" for i in range(ds.sizes["lon"])])
+    return frame.assign(key=(frame.c0 * 10).round() % 7)
+
+
+FRAME_OPERATIONS: dict[str, Callable[[Any], Any]] = {
+    "shuffle": lambda f: f.shuffle("key").c1.sum() if hasattr(f, "shuffle") else f.c1.sum(),
+    "merge": lambda f: f.merge(f.groupby("key").c2.max().rename("top").reset_index(), on="key").top.sum(),
+    "set-index": lambda f: f.set_index("key").c3.sum(),
+    "groupby-apply": lambda f: f.groupby("key").apply(lambda g: g.c1.max() - g.c1.min(),
+                                                      **({"meta": (None, "f8")} if hasattr(f, "dask") else {})).sum(),
+}
+
+
+@pytest.mark.parametrize("method", ["p2p", "tasks"])
+@pytest.mark.parametrize("operation", sorted(FRAME_OPERATIONS))
+def test_dataframe_all_to_all_operations_run_in_their_region(cluster: dict[str, Any], operation: str,
+                                                             method: str) -> None:
+    region = PAIRS[1][0]
+    with dask.config.set({"dataframe.shuffle.method": method}):
+        result = computed(cluster, FRAME_OPERATIONS[operation](frame_of(open_region(cluster, region))))
+    expected = FRAME_OPERATIONS[operation](frame_of(local(cluster, region).load()))
+    np.testing.assert_allclose(float(result), float(expected), rtol=1e-9)
+
+
+def test_a_task_pinned_outside_its_pool_fails_within_the_timeout(cluster: dict[str, Any]) -> None:
+    """A task pinned to a worker (as P2P pins its outputs, here by the client) and restricted to another pool's
+    resource can never run: it fails within the missing-pool timeout naming both, instead of waiting forever."""
+    client = cluster["client"]
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    elsewhere = next(address for address, info in workers.items() if "pool-me-south-1" in info["resources"])
+    future = client.submit(sum, [1, 2], workers=[elsewhere], resources={"pool-us-east-1": 1}, allow_other_workers=False,
+                           pure=False)
+    with pytest.raises(UnrunnableTaskError) as caught:
+        future.result(timeout=120)
+    message = str(caught.value)
+    assert f"is pinned to workers {elsewhere} and asks for pool-us-east-1=1" in message, message
+    assert f"{elsewhere} offers pool-me-south-1=2" in message, message
+    assert "must be pinned within its region's pool" in message, message

@@ -153,16 +153,17 @@ def test_why_a_task_cannot_run(restrictions: dict[str, float], offers: dict[str,
                                message: str) -> None:
     router = RegionRouter(regions=[REGION, OTHER], missing_pool_timeout=7)
     router.scheduler = SimpleNamespace(plugins={}, workers={})  # type: ignore[assignment]
-    verdict = router._why_unrunnable(SimpleNamespace(key="t", resource_restrictions=restrictions),  # type: ignore[arg-type]
-                                     offers)
+    unpinned = {"worker_restrictions": None, "loose_restrictions": False}  # a TaskState's defaults
+    verdict = router._why_unrunnable(SimpleNamespace(key="t", resource_restrictions=restrictions,  # type: ignore[arg-type]
+                                                     **unpinned), offers)
     assert verdict is not None
     timeout, exception = verdict
     assert timeout == 7 and type(exception) is error
     import re
 
     assert re.search(message, str(exception)), str(exception)
-    assert router._why_unrunnable(SimpleNamespace(key="t", resource_restrictions={f"pool-{REGION}": 2}),  # type: ignore[arg-type]
-                                  offers) is None  # a live worker offers enough: it just waits its turn
+    assert router._why_unrunnable(SimpleNamespace(key="t", resource_restrictions={f"pool-{REGION}": 2},  # type: ignore[arg-type]
+                                                  **unpinned), offers) is None  # a live worker offers enough: it waits
 
 
 @pytest.mark.parametrize("name", ["us-east", "pool-us-east-1", "US-EAST-1", "us-east-1-", "", "us_east_1"])

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import dask.config
+from distributed.core import Status
+from distributed.deploy.cluster import Cluster
 
 from dask_regions.catalog import Catalog
 from dask_regions.demand import BOUNDS_HANDLER, pool_demand
@@ -213,17 +215,30 @@ def _speaks_tls(raw: socket.socket, host: str, timeout: float) -> bool:
     return True
 
 
-class Platform:
-    """The connected platform, in the style of Dask's cluster managers: the client, the catalog, the dashboard
-    link, the pools with their workers (also as an HTML table in a notebook), the servers' logs and `close()`."""
+class Platform(Cluster):
+    """The connected platform, a Dask cluster (`distributed.deploy.Cluster`): `Client(platform)`,
+    `platform.get_client()`, `scheduler_address`, `dashboard_link`, `name`, `scale(n)` and `adapt(minimum,
+    maximum)` (every pool, or one with `region=`), `close()`, the HTML repr; and the catalog, the pools with their
+    workers and the servers' logs. It shares its client's event loop and TLS settings."""
 
     def __init__(self, client: Any, catalog_endpoint: str | None, *, log_groups: Mapping[str, Any] | None = None,
-                 log_dir: str | None = None) -> None:
+                 log_dir: str | None = None, name: str = "dask-platform") -> None:
         self.client = client
         self.catalog_endpoint = catalog_endpoint
         self.log_groups = dict(log_groups or {})
         self.log_dir = log_dir
         self._catalog: Any = None
+        super().__init__(asynchronous=False, loop=client.loop if client is not None else None,  # type: ignore[no-untyped-call]
+                         name=name)
+        if client is None:  # only reading logs (tests, tools): nothing to connect
+            self.status = Status.closed
+            return
+        from distributed.core import rpc
+
+        self.security = client.security  # Client(platform) connects with it
+        self.scheduler_comm = rpc(client.scheduler.address,  # type: ignore[no-untyped-call]
+                                  connection_args=client.security.get_connection_args("client"))
+        self.sync(self._start)  # type: ignore[no-untyped-call]
 
     @property
     def dashboard_link(self) -> str:
@@ -252,14 +267,27 @@ class Platform:
                         "memory": worker.get("memory_limit")})
         return dict(sorted(found.items()))
 
-    def scale(self, n: int, *, region: str) -> dict[str, Any]:
-        """Keep `n` workers in `region`'s pool, whatever its work (within the stack's bounds)."""
-        return self._bounds(region, n, n)
+    def scale(self, n: int, *, region: str | None = None) -> Any:
+        """Keep `n` workers in `region`'s pool (without a region: in every pool), whatever its work, within the
+        stack's bounds. Returns the pool's figure (without a region: region -> figure)."""
+        _check_count("scale", n=n)
+        return self._each_pool(region, n, n)
 
-    def adapt(self, minimum: int | None = None, maximum: int | None = None, *, region: str) -> dict[str, Any]:
-        """Let `region`'s pool follow its work between `minimum` and `maximum` workers; without either, the
-        stack's own bounds again."""
-        return self._bounds(region, minimum, maximum)
+    def adapt(self, minimum: int | None = None, maximum: int | None = None, *,  # type: ignore[override]
+              region: str | None = None, **_: Any) -> Any:
+        """Let `region`'s pool (without a region: every pool) follow its work between `minimum` and `maximum`
+        workers; without either, the stack's own bounds again. The scheduler's demand plugin does the adapting
+        (Dask's client-side Adaptive is not used)."""
+        _check_count("adapt", minimum=minimum, maximum=maximum)
+        return self._each_pool(region, minimum, maximum)
+
+    def _each_pool(self, region: str | None, minimum: int | None, maximum: int | None) -> Any:
+        if region is not None:
+            return self._bounds(region, minimum, maximum)
+        return {each: self._bounds(each, minimum, maximum) for each in self._configured_regions()}
+
+    def _configured_regions(self) -> list[str]:
+        return sorted(region_of_pool(pool) for pool in pool_demand(self.client))
 
     def _bounds(self, region: str, minimum: int | None, maximum: int | None) -> dict[str, Any]:
         """The demand plugin's per-pool bounds (dask_regions.demand): the figure that drives each region's scaling
@@ -276,28 +304,28 @@ class Platform:
             raise ValueError(answer["error"])
         return answer
 
-    def get_logs(self, lines: int = LOG_LINES) -> dict[str, str]:
-        """The servers' recent log lines, by process: from CloudWatch in AWS, from the log files locally, else
-        the lines the scheduler and each worker keep in memory."""
+    def get_logs(self, cluster: bool = True, scheduler: bool = True, workers: bool = True, *,
+                 lines: int = LOG_LINES) -> dict[str, str]:
+        """The servers' recent log lines, by process (the scheduler's, the workers' as Dask's `get_logs` flags
+        choose; a platform has no cluster manager process): from CloudWatch in AWS, from the log files locally,
+        else the lines the scheduler and each worker keep in memory."""
         if self.log_groups:
-            return _cloudwatch_logs(self.log_groups, lines)
-        if self.log_dir:
-            return {path.stem: "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+            logs = _cloudwatch_logs(self.log_groups, lines)
+        elif self.log_dir:
+            logs = {path.stem: "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
                     for path in sorted(Path(self.log_dir).glob("*.log"))}
-        logs = {"scheduler": _lines(self.client.get_scheduler_logs(n=lines))}
-        logs |= {str(worker): _lines(entries) for worker, entries in self.client.get_worker_logs(n=lines).items()}
-        return logs
+        else:
+            logs = {"scheduler": _lines(self.client.get_scheduler_logs(n=lines))}
+            logs |= {str(worker): _lines(entries) for worker, entries in self.client.get_worker_logs(n=lines).items()}
+        return {name: text for name, text in logs.items() if (scheduler if name.startswith("scheduler") else workers)}
 
-    def close(self) -> None:
-        self.client.close()
+    def close(self, timeout: float | None = None) -> None:
+        """Stop watching the scheduler and close the platform's client (the platform itself keeps running)."""
+        if self.client is not None and self.status != Status.closed:
+            super().close(timeout=timeout)
+            self.client.close()
 
-    def __enter__(self) -> Platform:
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.close()
-
-    def _repr_html_(self) -> str:
+    def _repr_html_(self, cluster_status: Any = None) -> str:
         figures = pool_demand(self.client)
         rows = []
         for region, workers in self.pools(figures).items():
@@ -316,8 +344,17 @@ class Platform:
                 f"{''.join(rows) or '<tr><td colspan=7>no pools</td></tr>'}</table></div>")
 
     def __repr__(self) -> str:
+        if self.status != Status.running:
+            return f"<Platform {self.name} {self.status.name}>"
         pools = ", ".join(f"{region}: {len(workers)}" for region, workers in self.pools().items())
         return f"<Platform {self.client.scheduler.address} workers per region {{{pools}}}>"
+
+
+def _check_count(verb: str, **counts: int | None) -> None:
+    """Worker counts are whole numbers, 0 or more."""
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ValueError(f"{verb}({name}={value!r}): give a whole number of workers, 0 or more")
 
 
 def domain_region(endpoint: str) -> str | None:

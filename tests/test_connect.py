@@ -5,6 +5,7 @@ connection fails, named in one sentence."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -234,3 +235,35 @@ def test_the_catalog_is_signed_for_the_domains_region(endpoint: str, region: str
 
 def test_connect_is_the_librarys_public_entry() -> None:
     assert dask_regions.connect is connect and "connect" in dask_regions.__all__
+
+
+def test_the_platform_is_a_dask_cluster(kernel: dict[str, Any]) -> None:
+    """Called the way generic Dask code calls a cluster (distributed.deploy.Cluster's interface)."""
+    from distributed import Client
+    from distributed.core import Status
+    from distributed.deploy.cluster import Cluster
+
+    with connect(timeout=30) as platform:
+        assert isinstance(platform, Cluster) and platform.status == Status.running
+        assert platform.scheduler_address == kernel["address"] and platform.name == "dask-platform"
+        assert platform.dashboard_link.endswith("/status")
+        platform.wait_for_workers(1, timeout=30)
+        assert [w["resources"] for w in platform.scheduler_info["workers"].values()] == [{"pool-us-east-1": 1}]
+        with Client(platform) as client:  # Dask takes it as a cluster: address and TLS settings from it
+            assert client.cluster is platform and client.submit(sum, [1, 2]).result(timeout=30) == 3
+        with platform.get_client() as client:
+            assert client.scheduler.address == kernel["address"]
+        every = platform.scale(2)  # no region: every configured pool
+        assert list(every) == ["us-east-1"] and every["us-east-1"]["min_tasks"] == 1
+        every = platform.adapt(minimum=0, maximum=4)
+        assert (every["us-east-1"]["min_tasks"], every["us-east-1"]["max_tasks"]) == (0, 2)
+        platform.adapt()  # the stack's bounds again
+        for call, text in ((lambda: platform.scale(-1), "scale(n=-1): give a whole number of workers, 0 or more"),
+                           (lambda: platform.adapt(maximum=2.5), "adapt(maximum=2.5): give a whole number")):
+            with pytest.raises(ValueError, match=re.escape(text)):
+                call()
+        assert "Dask platform" in platform._repr_html_() and "us-east-1" in repr(platform)
+        assert set(platform.get_logs(workers=False)) == {"scheduler"}
+    assert platform.status == Status.closed and repr(platform) == "<Platform dask-platform closed>"
+    with pytest.raises(RuntimeError, match="Trying to connect to an already closed or closing Cluster"):
+        Client(platform)

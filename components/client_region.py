@@ -17,7 +17,7 @@ import pulumi_aws as aws
 from catalog_sync.access import SECURITY_API, security_config
 from components.buckets import access_log_bucket, secure_bucket
 from components.dask_tls import container_secrets, read_secret_statements
-from components.distribution import constraints, wheel
+from components.distribution import constraints, pin, wheel
 from components.kernel import KERNEL
 from components.naming import Naming, private_dns_namespace, scheduler_host
 from components.network import RegionalVpc
@@ -38,8 +38,18 @@ CATALOG_ACCESS_RUNTIME = "python3.12"
 OPENSEARCH_ENGINE = "OpenSearch_2.19"
 OPENSEARCH_TLS_POLICY = "Policy-Min-TLS-1-2-PFS-2023-10"
 ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
-# Installed in SageMaker's Jupyter server environment, which is not ours: pinned here, not in requirements.txt.
-JUPYTER_SERVER_PROXY = "jupyter-server-proxy==4.6.0"
+# Installed in SageMaker's Jupyter server environment (not the kernel's), at requirements.txt's pin: the version
+# the tests run a Jupyter server with.
+JUPYTER_SERVER_PROXY = pin("jupyter-server-proxy")
+# The start script's step that merges a setting (argv[2], JSON) into a Jupyter config file (argv[1]).
+MERGE_SETTING = """import json, pathlib, sys
+path, setting = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
+config = json.loads(path.read_text()) if path.exists() else {}
+for section, values in setting.items():
+    config.setdefault(section, {}).update(values)
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_text(json.dumps(config, indent=1))
+"""
 # Dask formats it with the scheduler's host and dashboard port: a path on the notebook's own origin.
 DASHBOARD_LINK = "/proxy/{host}:{port}/status"
 
@@ -429,8 +439,10 @@ set -euo pipefail
 source /home/ec2-user/anaconda3/bin/activate JupyterSystemEnv
 pip install --quiet {JUPYTER_SERVER_PROXY}
 source /home/ec2-user/anaconda3/bin/deactivate
-mkdir -p /home/ec2-user/.jupyter/jupyter_server_config.d
-echo '{proxy}' > /home/ec2-user/.jupyter/jupyter_server_config.d/dask-dashboard.json
+# Merged into jupyter_server_config.json, keeping what is there: the server reads settings from that file, while
+# jupyter_server_config.d only enables extensions (a setting there is ignored: tests/test_notebook_dashboard.py).
+python3 - /home/ec2-user/.jupyter/jupyter_server_config.json '{proxy}' <<'MERGE'
+{MERGE_SETTING}MERGE
 chown -R ec2-user:ec2-user /home/ec2-user/.jupyter
 systemctl --no-block restart jupyter-server.service
 sudo -u ec2-user -i <<'SCRIPT'

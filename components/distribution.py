@@ -52,6 +52,15 @@ def source_digest(root: Path = PROJECT_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
+def pin(package: str, root: Path = PROJECT_DIR) -> str:
+    """`package==version` as requirements.txt pins it (a KeyError naming the package when it does not)."""
+    for line in (root / "requirements.txt").read_text().splitlines():
+        name, _, version = re.sub(r"\[[^\]]*\]", "", line.strip()).partition("==")
+        if version and name.lower().replace("_", "-") == package.lower().replace("_", "-"):
+            return f"{name}=={version}"
+    raise KeyError(f"{package} is not pinned in requirements.txt")
+
+
 def constraints(root: Path = PROJECT_DIR) -> Path:
     """requirements.txt as pip constraints (dist/constraints.txt): the same pins, without extras, which a
     constraints file may not carry (pip refuses `moto[server]==...` there). The images and the kernel install with

@@ -3,7 +3,8 @@
 Placement comes from the scheduler's router (every finished task, the pool it had to run in and the pool of the
 worker that ran it: a task that reads a region's data, depends on one region only, or combines regions by the
 combining rule, is checked; one whose placement cannot be proven is counted as ambiguous, never as placed);
-bytes between pools from the workers' transfer logs. Those logs only count worker-to-worker transfers: a
+bytes between pools from the workers' transfer logs and, for P2P's shards (sent outside the task graph), from what
+each worker's P2P sends recorded (dask_regions.shards). Those only count worker-to-worker traffic: a
 misplaced task reading another region's storage directly shows up as a misplaced task here, and on network
 interface counters (see the WAN benchmark), not as transferred bytes.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from dask_regions.errors import ConnectError
 from dask_regions.routing import PLUGIN_NAME, Placement
+from dask_regions.shards import sent_since
 from dask_regions.startup import missing_message, missing_plugins
 from platform_facts import is_pool, region_of_pool
 
@@ -50,6 +52,9 @@ class Audit:
     # configured. (key, the regions it holds or names, pool it ran in)
     ambiguous: list[tuple[str, tuple[str, ...], str | None]] = field(default_factory=list)
     combining: int = 0  # of `regional`: tasks that combine regions (placed by the combining rule)
+    # P2P shards sent between workers, (from pool, to pool) -> bytes, within a pool too; those between pools are
+    # also in bytes_between_pools (P2P sends them outside the task graph: the transfer log does not see them)
+    shuffled: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def bytes_across_regions(self) -> int:
@@ -76,6 +81,10 @@ class Audit:
             lines.append(f"{source + ' -> ' + destination:<44} {size:>9,} {self.cost_usd[(source, destination)]:>9.6f}")
         if not self.bytes_between_pools:
             lines.append("(nothing crossed between pools)")
+        across = sum(size for (source, destination), size in self.shuffled.items() if source != destination)
+        if self.shuffled:
+            lines.append(f"of which P2P shards: {across:,} bytes (within pools: "
+                         f"{sum(self.shuffled.values()) - across:,})")
         lines.append(f"prices: {EGRESS_USD_PER_GB_SOURCE}")
         return "\n".join(lines)
 
@@ -103,6 +112,9 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
         return [(entry["who"], int(entry["total"])) for entry in dask_worker.transfer_incoming_log
                 if entry.get("start", 0) >= since]
 
+    def shards(dask_worker: Any, since: float = since) -> list[tuple[str, int]]:
+        return sent_since(dask_worker.address, since)
+
     answer = client.run_on_scheduler(placements)
     if answer and isinstance(answer[0], str):
         raise ConnectError(missing_message(client.scheduler.address, answer))
@@ -126,6 +138,15 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
             source, destination = pool_of_worker.get(sender), pool_of_worker.get(receiver)
             if source and destination and source != destination:
                 moved[(source, destination)] += size
+    shuffled: dict[tuple[str, str], int] = defaultdict(int)
+    for sender, entries in client.run(shards).items():
+        for receiver, size in entries:
+            source, destination = pool_of_worker.get(sender), pool_of_worker.get(receiver)
+            if source and destination:
+                shuffled[(source, destination)] += size
+                if source != destination:
+                    moved[(source, destination)] += size
     cost = {pair: size / 1e9 * egress_price(region_of_pool(pair[0]), prices, region_of_pool(pair[1]))
             for pair, size in moved.items()}
-    return Audit(len(finished), dict(placement), misplaced, regional, dict(moved), cost, ambiguous, combining)
+    return Audit(len(finished), dict(placement), misplaced, regional, dict(moved), cost, ambiguous, combining,
+                 dict(shuffled))

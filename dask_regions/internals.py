@@ -12,7 +12,8 @@ Why each is needed:
 - `distributed.shuffle`'s `shuffle_get_or_create` handler, `barrier_key` and `_calculate_worker_for`: P2P pins its
   output tasks to workers it picks among the barrier task's worker restrictions (all workers without) when the
   first worker asks for the shuffle; the router restricts the barrier to its pool's live workers just before,
-  so that every output of a region's shuffle stays in it.
+  so that every output of a region's shuffle stays in it. `ShuffleRun._send(address, shards)`: P2P sends its
+  shards worker to worker outside the task graph (Dask's transfer log does not see them); the audit counts them.
 - xarray's `DaskManager` (a `ChunkManagerEntrypoint`, marked experimental by xarray): chunking a dataset through
   our subclass wraps each file-backed array in a `RegionalArray`, so the region travels with the data.
 
@@ -21,6 +22,7 @@ Why each is needed:
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import inspect
 from collections.abc import Callable, Iterator
@@ -30,7 +32,7 @@ import numpy as np
 from dask._task_spec import DataNode, GraphNode, Task, TaskRef
 from distributed.active_memory_manager import RetireWorker, Suggestion
 from distributed.scheduler import Scheduler, TaskPrefix, TaskState
-from distributed.shuffle._core import barrier_key
+from distributed.shuffle._core import ShuffleRun, barrier_key
 from distributed.shuffle._scheduler_plugin import ShuffleSchedulerPlugin
 from xarray.core.indexing import ImplicitToExplicitIndexingAdapter
 from xarray.namedarray.daskmanager import DaskManager
@@ -93,6 +95,38 @@ def before_shuffle_created(scheduler: Scheduler, hook: Callable[[TaskState], Non
         return original(shuffle_id=shuffle_id, key=key, worker=worker)
 
     scheduler.handlers[SHUFFLE_CREATE_HANDLER] = get_or_create
+
+
+def on_p2p_send(record: Callable[[str, str, int], None]) -> None:
+    """Call `record(from worker, to worker, bytes)` for every batch of P2P shards this process's workers send
+    (installed once per process; the shards are sent as Dask sends them)."""
+    if getattr(ShuffleRun._send, "_dask_regions_recorded", False):
+        return
+    send = ShuffleRun._send
+
+    async def recorded(self: ShuffleRun, address: str, shards: Any) -> Any:  # type: ignore[type-arg]
+        record(self.local_address, address, _nbytes(shards))
+        return await send(self, address, shards)
+
+    recorded._dask_regions_recorded = True  # type: ignore[attr-defined]
+    ShuffleRun._send = recorded  # type: ignore[method-assign]
+
+
+def import_dataframe_first() -> None:
+    """Import dask.dataframe in a worker before anything of it is unpickled. A worker whose first DataFrame work is
+    receiving P2P shards unpickles classes of `dask.dataframe.dask_expr` before `dask.dataframe` itself, which
+    fails with a circular import and takes the worker's connection down (seen here with dask 2026.8.0 on a
+    combining pool's worker; the import order dask-expr#706 and #903 dealt with)."""
+    with contextlib.suppress(ImportError):  # no pandas on this worker: it receives no DataFrame shards either
+        import dask.dataframe  # noqa: F401
+
+
+def _nbytes(shards: Any) -> int:
+    from dask.sizeof import sizeof
+
+    if isinstance(shards, bytes | bytearray | memoryview):
+        return len(shards)
+    return int(sum(sizeof(shard) for _, shard in shards))
 
 
 def prefix_duration(scheduler: Scheduler, prefix: TaskPrefix) -> float:
@@ -186,6 +220,9 @@ def _check_p2p() -> str | None:
             ShuffleSchedulerPlugin.get_or_create) != ["self", "shuffle_id", "key", "worker"]:
         return (f"distributed.shuffle: the scheduler's {SHUFFLE_CREATE_HANDLER} handler "
                 "(ShuffleSchedulerPlugin.get_or_create(shuffle_id, key, worker)) changed")
+    if _parameters(getattr(ShuffleRun._send, "__wrapped__", ShuffleRun._send))[:3] != ["self", "address", "shards"] \
+            or not hasattr(ShuffleRun, "local_address"):
+        return "distributed.shuffle: ShuffleRun._send(self, address, shards) or ShuffleRun.local_address changed"
     return None
 
 

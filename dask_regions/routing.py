@@ -40,6 +40,7 @@ from dask_regions.demand import PoolDemand
 from dask_regions.errors import MissingPoolError, UnrunnableTaskError
 from dask_regions.internals import before_shuffle_created, fail_task, narrow_retirement, spec_values
 from dask_regions.keys import region_of_value
+from dask_regions.shards import P2PSends
 from dask_regions.startup import DEMAND_PLUGIN, ROUTER_PLUGIN, serve_health, start_preload
 from platform_facts import is_pool, pool_of_region, region_of_pool
 
@@ -105,6 +106,10 @@ class RegionRouter(SchedulerPlugin):
         self._callback.start()
         if self.route:
             before_shuffle_created(scheduler, self._keep_shuffle_in_its_pool)
+        from distributed.protocol.pickle import dumps
+
+        await scheduler.register_worker_plugin(None, dumps(P2PSends()),  # type: ignore[no-untyped-call]
+                                               name=P2PSends.name, idempotent=True)  # for the audit
 
     async def close(self) -> None:
         if self._callback is not None:

@@ -87,6 +87,7 @@ def computed(cluster: dict[str, Any], lazy: Any) -> Any:
     since = mark(client)
     result = lazy.compute()
     report = audit(client, since)
+    cluster["report"] = report
     assert report.proven, report.table()
     assert report.regional > 0, report.table()
     assert report.bytes_across_regions <= 2 * int(result.nbytes) + MIB, report.table()
@@ -220,6 +221,40 @@ def test_an_all_to_all_rechunk_of_two_regions_follows_the_combining_rule(cluster
     with dask.config.set({"array.rechunk.method": method}):
         result = computed(cluster, along_time(open_region(cluster, a), open_region(cluster, b)))
     np.testing.assert_allclose(result.values, along_time(local(cluster, a), local(cluster, b)).values, rtol=1e-6)
+    shuffled, target = cluster["report"].shuffled, pool_of(cluster, a, b)
+    if method == "p2p":  # its shards are counted: here all sent within the pool the shuffle went to
+        assert shuffled and set(shuffled) == {(target, target)}, cluster["report"].table()
+    else:
+        assert shuffled == {}, cluster["report"].table()
+    assert {destination for _, destination in cluster["report"].bytes_between_pools} == {target}
+
+
+def pool_of(cluster: dict[str, Any], *regions: str) -> str:
+    """Where work combining these regions' equal inputs goes: the combining pool, or (AWS) the first of the
+    regions' pools, as P2P breaks the tie between equal shares of its inputs."""
+    return CLIENT_POOL if cluster["topology"] == "combine-pool" else sorted(f"pool-{r}" for r in regions)[0]
+
+
+def test_a_p2p_shuffle_of_two_regions_counts_the_shards_that_cross(cluster: dict[str, Any]) -> None:
+    """DataFrame P2P across two regions: each region's transfer tasks run in their own pool and send shards to the
+    pool the shuffle went to; the audit counts those bytes between pools (the transfer log cannot see them)."""
+    a, b = REGIONS[0], REGIONS[2]
+
+    def shuffled_sum(x: Any, y: Any) -> Any:
+        return (dd.concat([x, y]).shuffle("key").c1.sum() if hasattr(x, "dask")
+                else pd.concat([x, y]).c1.sum())
+
+    with dask.config.set({"dataframe.shuffle.method": "p2p"}):
+        result = computed(cluster, shuffled_sum(frame_of(open_region(cluster, a)), frame_of(open_region(cluster, b))))
+    expected = shuffled_sum(frame_of(local(cluster, a).load()), frame_of(local(cluster, b).load()))
+    np.testing.assert_allclose(float(result), float(expected), rtol=1e-9)
+    report, target = cluster["report"], pool_of(cluster, a, b)
+    crossing = {pair: size for pair, size in report.shuffled.items() if pair[0] != pair[1]}
+    sources = {f"pool-{region}" for region in (a, b)} - {target}
+    assert set(crossing) == {(source, target) for source in sources}, report.table()
+    for pair, size in crossing.items():  # the shards' bytes, counted among the bytes between pools
+        assert size > 10_000 and report.bytes_between_pools[pair] >= size, report.table()
+    assert "of which P2P shards" in report.table()
 
 
 def frame_of(ds: xr.Dataset) -> Any:

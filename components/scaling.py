@@ -44,6 +44,8 @@ def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConf
         "DASK_DASK_REGIONS__DEMAND__POOLS": json.dumps(pools),  # a dict literal to dask's config parser
         # The router's configured regions: data tagged with any other region fails, naming it.
         "DASK_DASK_REGIONS__REGIONS": json.dumps(sorted({w.region for w in workers})),
+        # Connections to workers across the WAN opened as they join, not at the first fetch (dask_regions.routing).
+        "DASK_DASK_REGIONS__WARM_CONNECTIONS": "True",
     }
     return [{"name": name, "value": value} for name, value in sorted(values.items())]
 

@@ -221,7 +221,7 @@ def _check_p2p() -> str | None:
         return (f"distributed.shuffle: the scheduler's {SHUFFLE_CREATE_HANDLER} handler "
                 "(ShuffleSchedulerPlugin.get_or_create(shuffle_id, key, worker)) changed")
     if _parameters(getattr(ShuffleRun._send, "__wrapped__", ShuffleRun._send))[:3] != ["self", "address", "shards"] \
-            or not hasattr(ShuffleRun, "local_address"):
+            or "local_address" not in _parameters(ShuffleRun.__init__):
         return "distributed.shuffle: ShuffleRun._send(self, address, shards) or ShuffleRun.local_address changed"
     return None
 

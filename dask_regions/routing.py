@@ -415,5 +415,6 @@ def _setup(scheduler: Scheduler) -> None:
                           combine_pool=settings.get("combine-pool"),
                           missing_pool_timeout=settings.seconds("missing-pool-timeout"), route=settings.flag("route"))
     scheduler.add_plugin(router)
-    scheduler.add_plugin(ConnectionWarmer())
+    if settings.flag("warm-connections"):
+        scheduler.add_plugin(ConnectionWarmer())
     serve_health(scheduler)

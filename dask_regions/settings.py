@@ -164,6 +164,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "route": _flag,
     "combine-pool": _pool,
     "missing-pool-timeout": _duration,
+    "warm-connections": _flag,
     "demand.interval": _duration,
     "demand.target-duration": _duration,
     "demand.scale-in-window": _duration,

@@ -26,7 +26,8 @@ class RegionalCluster:
         self.scheduler_file = directory / "scheduler.json"
         self.env = {**os.environ, "DASK_DASK_REGIONS__MISSING_POOL_TIMEOUT": str(missing_pool_timeout),
                     "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                    "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+                    "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
+                    "DASK_DASK_REGIONS__WARM_CONNECTIONS": "True"}  # as the platform deploys its scheduler
         if combine_pool:
             self.env["DASK_DASK_REGIONS__COMBINE_POOL"] = combine_pool
         if regions is not None:  # the configured regions (as the platform sets them); unset: those of seen pools

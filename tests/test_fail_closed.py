@@ -149,6 +149,7 @@ def test_settings_survive_a_config_restored_from_before_the_import() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert {"dask-regions-router", "dask-regions-demand"} <= set(found["plugins"]), found
+    assert "dask-regions-connection-warmer" not in found["plugins"]  # off by default: connections as plain Dask
     assert (found["timeout"], found["route"]) == (30.0, True)  # the packaged defaults
 
 

@@ -17,6 +17,7 @@ from dask_regions.catalog import Catalog, CatalogQueryError, Dataset
 from dask_regions.connect import Platform, connect
 from dask_regions.errors import ConnectError, MissingPoolError, VersionMismatchError
 from dask_regions.esm import to_dataset_dict
+from dask_regions.explain import Explanation, explain
 from dask_regions.opening import from_array, open_all, open_dataset, open_many, open_mfdataset, region_of
 from dask_regions.pools import compute_near_data, wait_for_pools
 from dask_regions.versions import check_versions
@@ -26,6 +27,7 @@ __all__ = [
     "CatalogQueryError",
     "ConnectError",
     "Dataset",
+    "Explanation",
     "MissingPoolError",
     "Platform",
     "VersionMismatchError",
@@ -33,6 +35,7 @@ __all__ = [
     "check_versions",
     "compute_near_data",
     "connect",
+    "explain",
     "from_array",
     "mark",
     "open_all",

@@ -29,6 +29,7 @@ from platform_facts import is_pool, region_of_pool
 EGRESS_USD_PER_GB_SOURCE = ("approximate EC2 inter-region list prices (2024-2025, unverified offline); "
                             "override with audit(prices=...)")
 DEFAULT_EGRESS_USD_PER_GB = 0.02
+CLIENT = "client"  # where the results a client gathers go (cost_usd's destination for them)
 EGRESS_USD_PER_GB_FROM = {"ap-": 0.09, "sa-": 0.138, "af-": 0.147, "me-": 0.11}
 
 
@@ -55,6 +56,9 @@ class Audit:
     # P2P shards sent between workers, (from pool, to pool) -> bytes, within a pool too; those between pools are
     # also in bytes_between_pools (P2P sends them outside the task graph: the transfer log does not see them)
     shuffled: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Results a client wanted, pool -> bytes: what a client gathers leaves the pool for the client (the notebook,
+    # in the client region), priced as leaving the pool's region (cost_usd[(pool, CLIENT)])
+    to_client: dict[str, int] = field(default_factory=dict)
 
     @property
     def bytes_across_regions(self) -> int:
@@ -79,6 +83,8 @@ class Audit:
         lines.append("from -> to                                     bytes   est. USD")
         for (source, destination), size in sorted(self.bytes_between_pools.items()):
             lines.append(f"{source + ' -> ' + destination:<44} {size:>9,} {self.cost_usd[(source, destination)]:>9.6f}")
+        for pool, size in sorted(self.to_client.items()):
+            lines.append(f"{pool + ' -> ' + CLIENT:<44} {size:>9,} {self.cost_usd[(pool, CLIENT)]:>9.6f}")
         if not self.bytes_between_pools:
             lines.append("(nothing crossed between pools)")
         across = sum(size for (source, destination), size in self.shuffled.items() if source != destination)
@@ -122,9 +128,12 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
     workers = client.scheduler_info(n_workers=-1)["workers"]
     pool_of_worker = {address: _pool_of(info.get("resources", {})) for address, info in workers.items()}
     placement: dict[str, int] = defaultdict(int)
+    to_client: dict[str, int] = defaultdict(int)
     misplaced, ambiguous, regional, combining = [], [], 0, 0
     for task in finished:
         placement[task.pool or "(no pool)"] += 1
+        if task.wanted and task.pool:
+            to_client[task.pool] += task.nbytes
         if task.ambiguous:
             ambiguous.append((task.key, tuple(sorted(set(task.reads) | set(task.regions))), task.pool))
         elif task.expected is not None:
@@ -148,5 +157,7 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
                     moved[(source, destination)] += size
     cost = {pair: size / 1e9 * egress_price(region_of_pool(pair[0]), prices, region_of_pool(pair[1]))
             for pair, size in moved.items()}
+    cost |= {(pool, CLIENT): size / 1e9 * egress_price(region_of_pool(pool), prices)
+             for pool, size in to_client.items()}
     return Audit(len(finished), dict(placement), misplaced, regional, dict(moved), cost, ambiguous, combining,
-                 dict(shuffled))
+                 dict(shuffled), dict(to_client))

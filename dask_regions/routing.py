@@ -63,6 +63,8 @@ class Placement(NamedTuple):
     combining: bool  # it combines regions (placed by the combining rule)
     pool: str | None  # the pool of the worker that ran it
     worker: str | None
+    nbytes: int = 0  # the size of its result
+    wanted: bool = False  # a client wants its result (a client gathers it: it leaves the pool for the client)
 
 
 def own_regions(ts: TaskState) -> frozenset[str]:
@@ -242,9 +244,11 @@ class RegionRouter(SchedulerPlugin):
             expected = pool_of_region(next(iter(regions)))
         elif combining:
             expected = self.combiners[key]
+        ts = self.scheduler.tasks.get(key)
+        nbytes, wanted = (max(ts.nbytes, 0), bool(ts.who_wants)) if ts is not None else (0, False)
         self.placements.append(Placement(time.time(), str(key), tuple(sorted(regions)), tuple(sorted(reads)),
                                          expected, unknown or len(reads) > 1, combining,
-                                         pools[0] if pools else None, worker))
+                                         pools[0] if pools else None, worker, nbytes, wanted))
 
     def placements_since(self, since: float) -> list[Placement]:
         """Every task finished since `since`, with where it had to run and where it ran."""

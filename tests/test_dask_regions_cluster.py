@@ -410,7 +410,7 @@ def test_settings_come_from_the_defaults_file_and_dasks_own_parsing(monkeypatch:
     try:
         assert settings.flag("route") is False and DemandSettings().idle_timeout == 90.0
         with dask.config.set({"dask-regions.route": "sometimes"}), pytest.raises(
-                ValueError, match=r"dask-regions.route='sometimes': use true or false"):
+                ValueError, match=r"dask-regions.route \(DASK_DASK_REGIONS__ROUTE\)='sometimes': use true or false"):
             settings.flag("route")
     finally:
         monkeypatch.undo()

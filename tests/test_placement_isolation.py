@@ -10,6 +10,7 @@ between pools stay at or below 2x the reduced results + 1 MiB."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def computed(cluster: dict[str, Any], lazy: Any) -> Any:
     since = mark(client)
     result = lazy.compute()
     report = audit(client, since)
-    cluster["report"] = report
+    cluster["report"], cluster["since"] = report, since
     assert report.proven, report.table()
     assert report.regional > 0, report.table()
     assert report.bytes_across_regions <= 2 * int(result.nbytes) + MIB, report.table()
@@ -299,3 +300,40 @@ def test_a_task_pinned_outside_its_pool_fails_within_the_timeout(cluster: dict[s
     assert f"is pinned to workers {elsewhere} and asks for pool-us-east-1=1" in message, message
     assert f"{elsewhere} offers pool-me-south-1=2" in message, message
     assert "must be pinned within its region's pool" in message, message
+
+
+# ------------------------------------------------------------------------------------------- explain
+ANALYSES: dict[str, Callable[[xr.Dataset, xr.Dataset], Any]] = {
+    "reference": lambda x, y: x[T].mean("time0") - y[T].mean("time0"),  # reduce in each region, combine results
+    "naive": lambda x, y: (x[T] - y[T]).mean("time0"),  # combine the raw data, then reduce
+}
+
+
+@pytest.mark.parametrize("analysis", sorted(ANALYSES))
+def test_explain_predicts_placement_and_what_crosses_before_running(cluster: dict[str, Any], analysis: str) -> None:
+    """dask_regions.explain, before computing, against the audit after: the pools the router chose, the bytes
+    between pools and to the client within 20%."""
+    a, b = REGIONS[0], REGIONS[2]
+    lazy = ANALYSES[analysis](open_region(cluster, a), open_region(cluster, b))
+    predicted = dask_regions.explain(cluster["client"], lazy)
+    computed(cluster, lazy)
+    report = cluster["report"]
+    for estimate, measured in ((predicted.crossing, report.bytes_between_pools),
+                               (predicted.to_client, report.to_client)):
+        assert estimate.keys() == measured.keys() and measured, (predicted.table(), report.table())
+        for where, size in measured.items():
+            assert abs(estimate[where] - size) <= 0.2 * size, (where, predicted.table(), report.table())
+    if analysis == "naive":  # the raw data crossed: the prediction says so, and prices it
+        assert predicted.bytes_across_regions > 50 * sum(predicted.to_client.values())
+
+    def ran(dask_scheduler: Any, since: float = cluster["since"]) -> dict[str, str | None]:
+        return {p.key: p.pool for p in dask_scheduler.plugins["dask-regions-router"].placements_since(since)}
+
+    def named(key: Any) -> str:  # the finalizing task is named anew for each submission
+        return re.sub(r"hlgfinalizecompute-[0-9a-f]+", "hlgfinalizecompute", str(key))
+
+    actual = {named(key): pool for key, pool in cluster["client"].run_on_scheduler(ran).items()}
+    expected = {named(key): pool for key, pool in predicted.pools.items()}
+    assert set(actual) == set(expected), set(actual) ^ set(expected)  # the same tasks: as the scheduler got them
+    assert {key: pool for key, pool in expected.items() if pool != actual[key]} == {}
+    assert "est. USD" in predicted.table() and all(cost > 0 for cost in predicted.cost_usd.values())

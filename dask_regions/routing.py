@@ -213,9 +213,9 @@ class RegionRouter(SchedulerPlugin):
     def _keep_shuffle_in_its_pool(self, barrier: TaskState) -> None:
         """P2P (rechunk, shuffle, merge) pins every output task to a worker it picks among the barrier's worker
         restrictions, or among all workers; restricting the barrier to its pool's live workers keeps them all in
-        the pool. Called each time a worker asks for the shuffle, before the first ask creates it. A
-        shuffle combining regions without a combining pool goes to the pool of most of its transfer tasks (their
-        bytes are not known yet): only the other regions' shards cross."""
+        the pool. Called each time a worker asks for the shuffle, before the first ask creates it. A shuffle
+        combining regions without a combining pool goes to the pool of most of its inputs (counted in tasks
+        restricted to a pool: their bytes are not known yet), so that only the other regions' data crosses."""
         assert self.scheduler is not None
         pools = [name for name in barrier.resource_restrictions or {} if is_pool(name)]
         if not pools and barrier.key in self.combiners and self.combiners[barrier.key] is None:

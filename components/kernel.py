@@ -8,7 +8,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from platform_facts import LOG_DIR_VARIABLE, LOG_GROUPS_VARIABLE, TLS_ENVIRONMENT
+from platform_facts import (
+    CLIENT_PRELOAD_VARIABLE,
+    CLIENT_PRELOADS,
+    LOG_DIR_VARIABLE,
+    LOG_GROUPS_VARIABLE,
+    TLS_ENVIRONMENT,
+)
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,7 @@ class Kernel:
         `tls_dir`), where the dashboard is linked and where the servers' logs are."""
         environment = {"DASK_SCHEDULER_ADDRESS": scheduler_address, "CATALOG_ENDPOINT": catalog_endpoint,
                        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+                       CLIENT_PRELOAD_VARIABLE: json.dumps(list(CLIENT_PRELOADS)),
                        **{variable: f"{tls_dir}/{name}.pem" for name, variable in TLS_ENVIRONMENT.items()}}
         if dashboard_link:
             environment["DASK_DISTRIBUTED__DASHBOARD__LINK"] = dashboard_link

@@ -15,7 +15,7 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 from dask_regions.audit import audit, mark
 from dask_regions.catalog import Catalog, CatalogQueryError, Dataset
 from dask_regions.connect import Platform, connect
-from dask_regions.errors import ConnectError, MissingPoolError, VersionMismatchError
+from dask_regions.errors import ConnectError, MissingPoolError, OverBudgetError, VersionMismatchError
 from dask_regions.esm import to_dataset_dict
 from dask_regions.explain import Explanation, explain
 from dask_regions.opening import from_array, open_all, open_dataset, open_many, open_mfdataset, region_of
@@ -29,6 +29,7 @@ __all__ = [
     "Dataset",
     "Explanation",
     "MissingPoolError",
+    "OverBudgetError",
     "Platform",
     "VersionMismatchError",
     "audit",

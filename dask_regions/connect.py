@@ -23,6 +23,7 @@ import dask.config
 from distributed.core import Status
 from distributed.deploy.cluster import Cluster
 
+from dask_regions.budget import guard
 from dask_regions.catalog import Catalog
 from dask_regions.demand import BOUNDS_HANDLER, pool_demand
 from dask_regions.errors import ConnectError, VersionMismatchError
@@ -53,6 +54,7 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
     except (OSError, TimeoutError) as error:  # preflight passed: something between the handshake and Dask's hello
         raise ConnectError(f"the scheduler at {address} accepted the connection but Dask's handshake failed: "
                                 f"{error}") from None
+    guard(client)  # the crossing budget, when one is set (dask_regions.budget)
     try:
         check_versions(client)  # Dask's own comparison, over Dask's packages and the platform's
         check_platform(client, _stack_regions(outputs))
@@ -239,6 +241,13 @@ class Platform(Cluster):
         self.scheduler_comm = rpc(client.scheduler.address,  # type: ignore[no-untyped-call]
                                   connection_args=client.security.get_connection_args("client"))
         self.sync(self._start)  # type: ignore[no-untyped-call]
+
+    def get_client(self) -> Any:
+        """A client of the platform (the current one if it is the platform's), its graphs checked against the
+        crossing budget as connect()'s are."""
+        client = super().get_client()  # type: ignore[no-untyped-call]
+        guard(client)
+        return client
 
     @property
     def dashboard_link(self) -> str:

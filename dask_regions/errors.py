@@ -17,3 +17,8 @@ class UnrunnableTaskError(MissingPoolError):
 class ConnectError(ConnectionError):
     """The platform cannot be reached, refuses us, or is not the platform (a scheduler without its plugins, or
     routing other regions than the stack's); the message says why and what to do."""
+
+
+class OverBudgetError(ValueError):
+    """A computation predicted to move more bytes across regions than `dask-regions.crossing-budget` allows; it was
+    refused before it was sent, and the cluster is as it was."""

@@ -38,6 +38,11 @@ class Explanation:
         return sum(self.crossing.values())
 
     @property
+    def bytes_leaving_pools(self) -> int:
+        """Between pools and from pools to the client: what the crossing budget limits."""
+        return self.bytes_across_regions + sum(self.to_client.values())
+
+    @property
     def largest_crossing(self) -> tuple[tuple[str, str], int] | None:
         pairs = {**self.crossing, **{(pool, CLIENT): size for pool, size in self.to_client.items()}}
         return max(pairs.items(), key=lambda item: (item[1], item[0])) if pairs else None
@@ -82,12 +87,18 @@ class _Planned:
 def explain(client: Any, obj: Any) -> Explanation:
     """Predict, without computing `obj` (a Dask or xarray collection): the pool of every task, the bytes that
     would cross between pools and to the client, and their estimated egress cost."""
+    expression, outputs = _as_the_scheduler_gets_it(obj)
+    return explain_graph(client, expression, outputs, _result_nbytes(obj))
+
+
+def explain_graph(client: Any, expression: Any, outputs: list[Any], result_nbytes: int | None = None) -> Explanation:
+    """The same prediction for a graph as a client sends it (an optimised expression and its output keys);
+    `result_nbytes`: the result's exact size when known, else the outputs' estimated sizes are used."""
     found = client.run_on_scheduler(platform_on_scheduler)
     if found["router"] is None:  # nothing routes on this scheduler: there is no decision to predict
         raise ConnectError(missing_message(client.scheduler.address, ["dask_regions.routing"]))
     router = _router_like_the_schedulers(client, found["router"])
-    graph, outputs = _as_the_scheduler_gets_it(obj)
-    planned = _stand_ins(graph, _block_sizes(obj.__dask_graph__()))
+    planned = _stand_ins(dict(expression.__dask_graph__()), _block_sizes_of(expression))
     for node in _in_dependency_order(planned):
         router._route(node)
         pool = _pool_of(node)
@@ -98,7 +109,7 @@ def explain(client: Any, obj: Any) -> Explanation:
             node.nbytes = max((d.get_nbytes() for d in node.dependencies), default=0)
         node.state, node.who_has = "memory", {_Worker(pool)} if pool else set()
         node.pool = pool  # type: ignore[attr-defined]
-    return _explanation(planned, [key for key in outputs if key in planned], _result_nbytes(obj))
+    return _explanation(planned, [key for key in outputs if key in planned], result_nbytes)
 
 
 def _result_nbytes(obj: Any) -> int | None:
@@ -110,15 +121,25 @@ def _result_nbytes(obj: Any) -> int | None:
     return int(size) if isinstance(size, int | np.integer) else None
 
 
-def _as_the_scheduler_gets_it(obj: Any) -> tuple[dict[Any, Any], list[Any]]:
-    """The graph (low-level optimised: fused as the scheduler will run it) and output keys `Client.compute` sends."""
+def _as_the_scheduler_gets_it(obj: Any) -> tuple[Any, list[Any]]:
+    """The expression (optimised: its graph fused as the scheduler will run it) and output keys `Client.compute`
+    sends."""
     from dask._expr import FinalizeCompute
     from dask.base import collections_to_expr
     from dask.core import flatten
 
     expr = FinalizeCompute(collections_to_expr([obj], optimize_graph=True)).optimize()  # type: ignore[no-untyped-call]
-    graph = expr.__dask_graph__()  # type: ignore[no-untyped-call]
-    return dict(graph), list(flatten(expr.__dask_keys__()))  # type: ignore[no-untyped-call]
+    return expr, list(flatten(expr.__dask_keys__()))  # type: ignore[no-untyped-call]
+
+
+def _block_sizes_of(expression: Any) -> dict[Any, int]:
+    """Block sizes of every array layer the expression holds (its graphs as the collections built them)."""
+    sizes: dict[Any, int] = {}
+    for node in expression.walk():
+        graph = getattr(node, "hlg", None)
+        if graph is not None:
+            sizes |= _block_sizes(graph)
+    return sizes
 
 
 def _router_like_the_schedulers(client: Any, described: dict[str, Any]) -> Any:

@@ -14,6 +14,9 @@ Why each is needed:
   first worker asks for the shuffle; the router restricts the barrier to its pool's live workers just before,
   so that every output of a region's shuffle stays in it. `ShuffleRun._send(address, shards)`: P2P sends its
   shards worker to worker outside the task graph (Dask's transfer log does not see them); the audit counts them.
+- `Client._graph_to_futures(expr, keys, ...)`: every graph a client sends (compute, persist, get, submit) passes
+  through it; the crossing budget (dask_regions.budget) checks the graph just before, so a refused graph is
+  never sent.
 - xarray's `DaskManager` (a `ChunkManagerEntrypoint`, marked experimental by xarray): chunking a dataset through
   our subclass wraps each file-backed array in a `RegionalArray`, so the region travels with the data.
 
@@ -31,6 +34,7 @@ from typing import Any
 import numpy as np
 from dask._task_spec import DataNode, GraphNode, Task, TaskRef
 from distributed.active_memory_manager import RetireWorker, Suggestion
+from distributed.client import Client
 from distributed.scheduler import Scheduler, TaskPrefix, TaskState
 from distributed.shuffle._core import ShuffleRun, barrier_key
 from distributed.shuffle._scheduler_plugin import ShuffleSchedulerPlugin
@@ -110,6 +114,21 @@ def on_p2p_send(record: Callable[[str, str, int], None]) -> None:
 
     recorded._dask_regions_recorded = True  # type: ignore[attr-defined]
     ShuffleRun._send = recorded  # type: ignore[method-assign]
+
+
+def before_graph_sent(client: Client, check: Callable[[Any, list[Any]], None]) -> None:
+    """Call `check(expression, output keys)` each time `client` is about to send a graph to the scheduler; an
+    exception from `check` stops it unsent (installed once per client)."""
+    send = client._graph_to_futures
+    if getattr(send, "_dask_regions_checked", False):
+        return
+
+    def checked(expr: Any, keys: Any, *args: Any, **kwargs: Any) -> Any:
+        check(expr, list(keys))
+        return send(expr, keys, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    checked._dask_regions_checked = True  # type: ignore[attr-defined]
+    client._graph_to_futures = checked  # type: ignore[method-assign]
 
 
 def import_dataframe_first() -> None:
@@ -226,6 +245,13 @@ def _check_p2p() -> str | None:
     return None
 
 
+def _check_graph_sending() -> str | None:
+    found = _parameters(Client._graph_to_futures)
+    if found[:3] != ["self", "expr", "keys"]:
+        return f"Client._graph_to_futures{tuple(found)}: expected parameters (self, expr, keys, ...)"
+    return None
+
+
 def _check_chunk_manager() -> str | None:
     from xarray.namedarray.parallelcompat import guess_chunkmanager
 
@@ -243,6 +269,7 @@ CHECKS: dict[str, Callable[[], str | None]] = {
     "Scheduler._get_prefix_duration": _check_prefix_duration,
     "RetireWorker.run": _check_retirement,
     "P2P output workers": _check_p2p,
+    "Client._graph_to_futures": _check_graph_sending,
     "xarray DaskManager": _check_chunk_manager,
 }
 

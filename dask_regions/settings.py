@@ -19,7 +19,7 @@ from typing import Any
 
 import dask.config
 import yaml
-from dask.utils import parse_timedelta
+from dask.utils import parse_bytes, parse_timedelta
 
 from dask_regions.keys import REGION_NAME
 from platform_facts import is_pool, region_of_pool
@@ -70,6 +70,19 @@ def _duration(value: Any, key: str) -> float:
     if parsed is None or parsed < 0:
         raise ValueError(f"{name(key)}={value!r}: give a duration such as 30s, 15 minutes or a number of seconds")
     return float(parsed)
+
+
+def size(value: Any, key: str) -> int | None:
+    """A size in bytes (`10 GB`, `500 MiB` or a number of bytes), or None (no limit)."""
+    if value is None:
+        return None
+    try:
+        parsed = parse_bytes(value) if not isinstance(value, bool) else None
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError):
+        parsed = None
+    if parsed is None or parsed < 0:
+        raise ValueError(f"{name(key)}={value!r}: give a size such as 10 GB, 500 MiB or a number of bytes, or null")
+    return int(parsed)
 
 
 def _flag(value: Any, key: str) -> bool:
@@ -165,6 +178,7 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "combine-pool": _pool,
     "missing-pool-timeout": _duration,
     "warm-connections": _flag,
+    "crossing-budget": size,
     "demand.interval": _duration,
     "demand.target-duration": _duration,
     "demand.scale-in-window": _duration,

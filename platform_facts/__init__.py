@@ -44,6 +44,9 @@ PLATFORM_HEALTH_PATH = "/dask-regions/health"
 TLS_ENVIRONMENT = {"ca": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "cert": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
                    "key": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"}
 LOG_GROUPS_VARIABLE = "DASK_PLATFORM_LOG_GROUPS"
+# Every client the kernel starts runs these modules (Dask's client preloads): the crossing budget's check.
+CLIENT_PRELOAD_VARIABLE = "DASK_DISTRIBUTED__CLIENT__PRELOAD"
+CLIENT_PRELOADS = ("dask_regions.budget",)
 LOG_DIR_VARIABLE = "DASK_PLATFORM_LOG_DIR"
 
 # -------------------------------------------------------------------------------------------- catalog

@@ -19,9 +19,10 @@ import pytest
 
 import dask_regions
 from catalog_sync.sinks import SQLiteSink
-from dask_regions import ConnectError, Platform, connect
+from dask_regions import ConnectError, Platform, budget, connect
 from dask_regions.demand import pool_demand, settings_environment
 from local_platform.tls import LocalTls, create_local_tls
+from platform_facts import CLIENT_PRELOADS
 from tests.test_dask_tls import ENTRYPOINT, _role_environment, _stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,6 +254,11 @@ def test_the_platform_is_a_dask_cluster(kernel: dict[str, Any]) -> None:
             assert client.cluster is platform and client.submit(sum, [1, 2]).result(timeout=30) == 3
         with platform.get_client() as client:
             assert client.scheduler.address == kernel["address"]
+        # The kernel's client preloads: any client the kernel starts checks its graphs against the crossing budget
+        # (here one that is not a size, so that every graph is refused before it is sent).
+        preloaded = {"distributed.client.preload": list(CLIENT_PRELOADS), budget.KEY_PATH: "lots"}
+        with dask.config.set(preloaded), Client(platform) as client, pytest.raises(ValueError, match="crossing-budget"):
+            client.submit(sum, [1, 2])
         every = platform.scale(2)  # no region: every configured pool
         assert list(every) == ["us-east-1"] and every["us-east-1"]["min_tasks"] == 1
         every = platform.adapt(minimum=0, maximum=4)

@@ -25,8 +25,8 @@ import xarray as xr
 from distributed import wait
 
 import dask_regions
-from dask_regions import audit, mark
-from dask_regions.errors import UnrunnableTaskError
+from dask_regions import audit, budget, mark
+from dask_regions.errors import OverBudgetError, UnrunnableTaskError
 from local_platform.data import ERA5_VARIABLE, write_era5_like
 from tests.regional_cluster import RegionalCluster
 
@@ -337,3 +337,32 @@ def test_explain_predicts_placement_and_what_crosses_before_running(cluster: dic
     assert set(actual) == set(expected), set(actual) ^ set(expected)  # the same tasks: as the scheduler got them
     assert {key: pool for key, pool in expected.items() if pool != actual[key]} == {}
     assert "est. USD" in predicted.table() and all(cost > 0 for cost in predicted.cost_usd.values())
+
+
+def test_a_graph_over_the_crossing_budget_is_refused_before_it_is_sent(cluster: dict[str, Any]) -> None:
+    """The budget (dask-regions.crossing-budget) between the reference analysis and the naive one: the naive one is
+    refused with its largest crossing named, and nothing of it reaches the scheduler; the reference one runs."""
+    client = cluster["client"]
+    budget.guard(client)
+    x, y = open_region(cluster, REGIONS[0]), open_region(cluster, REGIONS[2])
+    naive, reference = ANALYSES["naive"](x, y), ANALYSES["reference"](x, y)
+    limit = 3 * dask_regions.explain(client, reference).bytes_leaving_pools
+    over = dask_regions.explain(client, naive)
+    assert over.bytes_leaving_pools > limit, over.table()
+    (source, destination), _ = over.largest_crossing
+
+    def tasks(dask_scheduler: Any) -> int:
+        return len(dask_scheduler.tasks)
+
+    before, since = client.run_on_scheduler(tasks), mark(client)
+    with dask.config.set({budget.KEY_PATH: limit}):
+        with pytest.raises(OverBudgetError, match=rf"largest crossing: {source} -> {destination} .*Nothing was sent"):
+            naive.compute()
+        assert client.run_on_scheduler(tasks) == before and audit(client, since).placement == {}
+        expected = ANALYSES["reference"](local(cluster, REGIONS[0]), local(cluster, REGIONS[2]))
+        xr.testing.assert_allclose(computed(cluster, reference), expected)
+    for value in ("lots", -1):  # not a size: the key, the value and the valid form; nothing sent
+        message = f"dask-regions.crossing-budget (DASK_DASK_REGIONS__CROSSING_BUDGET)={value!r}: give a size"
+        with dask.config.set({budget.KEY_PATH: value}), pytest.raises(ValueError, match=re.escape(message)):
+            naive.compute()
+    assert client.run_on_scheduler(tasks) == before

@@ -50,6 +50,9 @@ for section, values in setting.items():
 path.parent.mkdir(parents=True, exist_ok=True)
 path.write_text(json.dumps(config, indent=1))
 """
+# The notebook's user's home, and the systemd drop-in that gives SageMaker's Jupyter server its environment.
+NOTEBOOK_HOME = "/home/ec2-user"
+SERVER_DROP_IN = "/etc/systemd/system/jupyter-server.service.d/dask-platform.conf"
 # Dask formats it with the scheduler's host and dashboard port: a path on the notebook's own origin.
 DASHBOARD_LINK = "/proxy/{host}:{port}/status"
 
@@ -428,10 +431,13 @@ def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint
     catalog and certificate. The install runs in the background because lifecycle scripts must finish within
     five minutes."""
     tls = "$HOME/.dask-platform-tls"
-    environment = KERNEL.shell_environment(KERNEL.environment(
-        scheduler_address, catalog_endpoint, tls, dashboard_link=DASHBOARD_LINK, log_groups=log_groups))
+    environment = KERNEL.environment(scheduler_address, catalog_endpoint, tls, dashboard_link=DASHBOARD_LINK,
+                                     log_groups=log_groups)
+    server_environment = KERNEL.lab_environment({name: value.replace("$HOME", NOTEBOOK_HOME)
+                                                 for name, value in environment.items()})
     host = scheduler_address.split("://", 1)[-1].rsplit(":", 1)[0]
     proxy = json.dumps({"ServerProxy": {"host_allowlist": [host]}})
+    dist = f"{NOTEBOOK_HOME}/.dask-platform-dist/{wheel().name}"
     return f"""#!/bin/bash
 set -euo pipefail
 # The dashboard in the notebook: jupyter-server-proxy in the Jupyter server's own environment (not the kernel's),
@@ -444,6 +450,14 @@ source /home/ec2-user/anaconda3/bin/deactivate
 python3 - /home/ec2-user/.jupyter/jupyter_server_config.json '{proxy}' <<'MERGE'
 {MERGE_SETTING}MERGE
 chown -R ec2-user:ec2-user /home/ec2-user/.jupyter
+# JupyterLab's Dask sidebar (dask-labextension) lists the platform: the server gets the kernel's environment and
+# the extension's cluster factory (tests/test_notebook_dashboard.py runs the extension's manager with it).
+mkdir -p {SERVER_DROP_IN.rsplit("/", 1)[0]}
+cat > {SERVER_DROP_IN} <<'UNIT'
+[Service]
+{_systemd_environment(server_environment)}
+UNIT
+systemctl daemon-reload
 systemctl --no-block restart jupyter-server.service
 sudo -u ec2-user -i <<'SCRIPT'
 set -euo pipefail
@@ -463,10 +477,28 @@ nohup bash -c 'python3 -m venv "$HOME/.dask-platform" \\
   && "$HOME/.dask-platform/bin/pip" install --constraint "$HOME/.dask-platform-constraints.txt" \\
        "$HOME/.dask-platform-dist/{wheel().name}[{KERNEL.extra}]" \\
   && "$HOME/.dask-platform/bin/python" -m ipykernel install --user --name {KERNEL.name} \\
-       --display-name "{KERNEL.display_name}" {environment}' \\
+       --display-name "{KERNEL.display_name}" {KERNEL.shell_environment(environment)}' \\
   > "$HOME/dask-platform-setup.log" 2>&1 &
 SCRIPT
+# The factory's packages in the server's environment, at the kernel's pins except SageMaker's own Jupyter packages
+# (dask-labextension needs JupyterLab 4, which the server has); then the server starts again with them. In the
+# background: lifecycle scripts must finish within five minutes.
+nohup bash -c 'source /home/ec2-user/anaconda3/bin/activate JupyterSystemEnv \\
+  && grep -iv "^jupyter" {NOTEBOOK_HOME}/.dask-platform-constraints.txt > /tmp/dask-platform-server-constraints.txt \\
+  && pip install --quiet --constraint /tmp/dask-platform-server-constraints.txt "{dist}[{KERNEL.lab_extra}]" \\
+  && systemctl restart jupyter-server.service' > /var/log/dask-platform-lab.log 2>&1 &
 """
+
+
+def _systemd_environment(environment: Mapping[str, str]) -> str:
+    """`Environment='NAME=value'` lines of a systemd unit (single quotes keep the value whole; `%` is systemd's
+    specifier character, so it is doubled)."""
+    lines = []
+    for name, value in environment.items():
+        if "'" in value or "\n" in value:
+            raise ValueError(f"{name}: a Jupyter server setting cannot hold a single quote or a line break")
+        lines.append(f"Environment='{name}={value.replace('%', '%%')}'")
+    return "\n".join(lines)
 
 
 @dataclass

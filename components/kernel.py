@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from platform_facts import (
     CLIENT_PRELOAD_VARIABLE,
     CLIENT_PRELOADS,
+    JUPYTERLAB_FACTORY,
     LOG_DIR_VARIABLE,
     LOG_GROUPS_VARIABLE,
     TLS_ENVIRONMENT,
@@ -22,6 +23,7 @@ class Kernel:
     name: str = "dask-platform"
     display_name: str = "Dask platform"
     extra: str = "notebook"  # the data plane's extra (pyproject.toml) the kernel installs with the wheel
+    lab_extra: str = "lab"  # the extra the Jupyter server's environment installs: dask-labextension's factory
 
     def environment(self, scheduler_address: str, catalog_endpoint: str, tls_dir: str, *,
                     dashboard_link: str | None = None, log_groups: Mapping[str, object] | None = None,
@@ -39,6 +41,15 @@ class Kernel:
         if log_dir:
             environment[LOG_DIR_VARIABLE] = log_dir
         return environment
+
+    def lab_environment(self, environment: Mapping[str, str]) -> dict[str, str]:
+        """What the Jupyter server sees so that dask-labextension lists the platform in JupyterLab's Dask sidebar:
+        the kernel's `environment` (the platform's address and certificate) and the extension's cluster factory,
+        started once as the server starts."""
+        module, factory = JUPYTERLAB_FACTORY
+        return {**environment, "DASK_LABEXTENSION__FACTORY__MODULE": module,
+                "DASK_LABEXTENSION__FACTORY__CLASS": factory,
+                "DASK_LABEXTENSION__INITIAL": json.dumps([{"name": self.display_name}])}
 
     def install_arguments(self, environment: Mapping[str, str]) -> list[str]:
         """`python -m ipykernel install` arguments for this kernel with `environment`."""

@@ -9,6 +9,7 @@ in the style of Dask's cluster managers.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import os
@@ -36,10 +37,12 @@ TLS_KEYS = {"ca": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.
             "key": "distributed.comm.tls.client.key"}
 
 
-def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: float = 10.0) -> Platform:
+def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: float = 10.0,
+            compare_versions: bool = True) -> Platform:
     """Connect to the platform. `outputs`: a stack's outputs (`pulumi stack output --json`, as a mapping or a
     file), else the kernel's environment (DASK_SCHEDULER_ADDRESS, CATALOG_ENDPOINT, and the client certificate
-    in Dask's TLS settings)."""
+    in Dask's TLS settings). `compare_versions=False` skips Dask's version comparison, for a process that
+    computes nothing (the Jupyter server's Dask sidebar, whose Python is SageMaker's)."""
     from distributed import Client
 
     outputs = _read_outputs(outputs) if isinstance(outputs, str | Path) else outputs
@@ -56,12 +59,40 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
                                 f"{error}") from None
     guard(client)  # the crossing budget, when one is set (dask_regions.budget)
     try:
-        check_versions(client)  # Dask's own comparison, over Dask's packages and the platform's
+        if compare_versions:
+            check_versions(client)  # Dask's own comparison, over Dask's packages and the platform's
         check_platform(client, _stack_regions(outputs))
     except (VersionMismatchError, ConnectError):
         client.close()  # type: ignore[no-untyped-call]
         raise
     return Platform(client, catalog, log_groups=log_groups, log_dir=os.environ.get(LOG_DIR_VARIABLE))
+
+
+def for_jupyterlab(outputs: Mapping[str, Any] | str | Path | None = None, *, asynchronous: bool = False,
+                   timeout: float = 10.0) -> Any:
+    """dask-labextension's cluster factory (`labextension.factory` in the Jupyter server's Dask config): the
+    platform, connected as connect() connects, without the version comparison: the Jupyter server lists, scales and
+    opens the dashboard, and computes nothing. The extension calls it with `asynchronous=True` on the Jupyter
+    server's event loop and awaits the result; the connection is then made in a thread, so that the server keeps
+    answering while it waits."""
+    if not asynchronous:
+        return connect(outputs, timeout=timeout, compare_versions=False)
+
+    def connected() -> Platform:
+        platform = connect(outputs, timeout=timeout, compare_versions=False)
+        platform.awaited_close = True
+        return platform
+
+    return asyncio.get_running_loop().run_in_executor(None, connected)
+
+
+class Adapting(dict[str, Any]):
+    """What `Platform.adapt()` returns for every pool: region -> the pool's figure, with the `minimum` and `maximum`
+    asked for, as Dask's `Adaptive` has them (dask-labextension reads them)."""
+
+    def __init__(self, figures: Mapping[str, Any], minimum: int | None, maximum: int | None) -> None:
+        super().__init__(figures)
+        self.minimum, self.maximum = minimum, maximum
 
 
 def check_platform(client: Any, regions: list[str] | None = None) -> dict[str, Any]:
@@ -230,6 +261,7 @@ class Platform(Cluster):
         self.log_groups = dict(log_groups or {})
         self.log_dir = log_dir
         self._catalog: Any = None
+        self.awaited_close = False  # for_jupyterlab's: close() returns a future
         super().__init__(asynchronous=False, loop=client.loop if client is not None else None,  # type: ignore[no-untyped-call]
                          name=name)
         if client is None:  # only reading logs (tests, tools): nothing to connect
@@ -288,7 +320,8 @@ class Platform(Cluster):
         workers; without either, the stack's own bounds again. The scheduler's demand plugin does the adapting
         (Dask's client-side Adaptive is not used)."""
         _check_count("adapt", minimum=minimum, maximum=maximum)
-        return self._each_pool(region, minimum, maximum)
+        figures = self._each_pool(region, minimum, maximum)
+        return figures if region is not None else Adapting(figures, minimum, maximum)
 
     def _each_pool(self, region: str | None, minimum: int | None, maximum: int | None) -> Any:
         if region is not None:
@@ -328,8 +361,15 @@ class Platform(Cluster):
             logs |= {str(worker): _lines(entries) for worker, entries in self.client.get_worker_logs(n=lines).items()}
         return {name: text for name, text in logs.items() if (scheduler if name.startswith("scheduler") else workers)}
 
-    def close(self, timeout: float | None = None) -> None:
-        """Stop watching the scheduler and close the platform's client (the platform itself keeps running)."""
+    def close(self, timeout: float | None = None) -> Any:
+        """Stop watching the scheduler and close the platform's client (the platform itself keeps running). For
+        dask-labextension, which awaits it on the Jupyter server's event loop, the closing is done in a thread and
+        its future returned."""
+        if self.awaited_close:
+            return asyncio.get_running_loop().run_in_executor(None, self._close_now, timeout)
+        return self._close_now(timeout)
+
+    def _close_now(self, timeout: float | None) -> None:
         if self.client is not None and self.status != Status.closed:
             super().close(timeout=timeout)
             self.client.close()

@@ -47,6 +47,8 @@ LOG_GROUPS_VARIABLE = "DASK_PLATFORM_LOG_GROUPS"
 # Every client the kernel starts runs these modules (Dask's client preloads): the crossing budget's check.
 CLIENT_PRELOAD_VARIABLE = "DASK_DISTRIBUTED__CLIENT__PRELOAD"
 CLIENT_PRELOADS = ("dask_regions.budget",)
+# dask-labextension's cluster factory (module, callable): JupyterLab's Dask sidebar lists the platform through it.
+JUPYTERLAB_FACTORY = ("dask_regions.connect", "for_jupyterlab")
 LOG_DIR_VARIABLE = "DASK_PLATFORM_LOG_DIR"
 
 # -------------------------------------------------------------------------------------------- catalog

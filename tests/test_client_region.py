@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
 from typing import Any
 
 import pytest
@@ -264,6 +265,12 @@ def test_notebook_is_private_encrypted_and_configured_for_this_stack(stack: Grap
     host = stack.outputs["schedulerAddress"].split("://")[1].rsplit(":", 1)[0]
     assert f'{{"ServerProxy": {{"host_allowlist": ["{host}"]}}}}' in script and "jupyter-server-proxy==" in script
     assert f'--env DASK_DISTRIBUTED__DASHBOARD__LINK "{DASHBOARD_LINK}"' in script
+    # JupyterLab's Dask sidebar: the server's environment installs the wheel's lab extra at the kernel's pins, less
+    # SageMaker's own Jupyter packages (tests/test_connect.py runs the sidebar's manager with the server's settings).
+    assert f'"/home/ec2-user/.dask-platform-dist/{wheel_name()}[lab]"' in script
+    assert 'grep -iv "^jupyter"' in script
+    checked = subprocess.run(["bash", "-n"], input=script, text=True, capture_output=True, timeout=30)
+    assert checked.returncode == 0, checked.stderr  # the whole script parses
     role = stack.named("client-notebook-role")
     policy = json.loads(stack.named("client-notebook-policy").inputs["policy"])
     es = [s for s in policy["Statement"] if "es:" in str(s["Action"])]

@@ -4,6 +4,7 @@ connection fails, named in one sentence."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -273,3 +274,59 @@ def test_the_platform_is_a_dask_cluster(kernel: dict[str, Any]) -> None:
     assert platform.status == Status.closed and repr(platform) == "<Platform dask-platform closed>"
     with pytest.raises(RuntimeError, match="Trying to connect to an already closed or closing Cluster"):
         Client(platform)
+
+
+def declared_server_environment() -> dict[str, str]:
+    """The environment the dev stack's notebook start script gives SageMaker's Jupyter server (its systemd drop-in)."""
+    import base64
+
+    from tests.conftest import cached_graph
+
+    (lifecycle,) = cached_graph("dev").of_type(
+        "aws:sagemaker/notebookInstanceLifecycleConfiguration:NotebookInstanceLifecycleConfiguration")
+    script = base64.b64decode(lifecycle.inputs["onStart"]).decode()
+    found = re.search(r"<<'UNIT'\n\[Service\]\n(.*?)\nUNIT\n", script, re.DOTALL)
+    assert found, "the start script gives the Jupyter server no environment"
+    return dict(re.fullmatch(r"Environment='([A-Z0-9_]+)=(.*)'", line).groups()  # type: ignore[union-attr]
+                for line in found.group(1).splitlines())
+
+
+def test_jupyterlabs_dask_sidebar_lists_scales_and_closes_the_platform(kernel: dict[str, Any],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """dask-labextension's own cluster manager (the server side of JupyterLab's Dask sidebar), with the extension's
+    settings the dev stack gives the Jupyter server, starts the platform's entry, lists it with its workers, scales
+    and adapts it, and closes it; the platform keeps running. The server's connection settings are the kernel's
+    (held so below); here they are the test platform's."""
+    from components.kernel import KERNEL
+
+    declared = declared_server_environment()
+    lab = {name: value for name, value in declared.items() if name.startswith("DASK_LABEXTENSION__")}
+    kernels = KERNEL.environment("tls://scheduler", "https://catalog", "/tls", dashboard_link="/proxy",
+                                 log_groups={"scheduler": {}})
+    assert set(declared) - set(lab) == set(kernels) and lab
+    assert declared["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == "/home/ec2-user/.dask-platform-tls/ca.pem"
+    for name, value in lab.items():
+        monkeypatch.setenv(name, value)
+    dask.config.refresh()
+    from dask_labextension.manager import DaskClusterManager
+
+    async def sidebar() -> tuple[list[Any], Any, Any, Any]:
+        async with DaskClusterManager() as manager:  # starts the configured clusters: the platform's entry
+            listed = manager.list_clusters()
+            (model,) = listed
+            scaled = await manager.scale_cluster(model["id"], 2)
+            adapted = manager.adapt_cluster(model["id"], 0, 4)
+            closed = await manager.close_cluster(model["id"])
+            return listed, scaled, adapted, closed
+
+    listed, scaled, adapted, closed = asyncio.run(asyncio.wait_for(sidebar(), 120))
+    (model,) = listed
+    assert (model["name"], model["scheduler_address"], model["workers"], model["cores"]) == (
+        "Dask platform", kernel["address"], 1, 2)
+    assert model["dashboard_link"].endswith("/status") and "adapt" not in model
+    assert scaled["name"] == "Dask platform" and adapted["adapt"] == {"minimum": 0, "maximum": 4}
+    assert closed["id"] == model["id"]
+    with connect(timeout=30) as platform:  # the sidebar closed its own connection only
+        assert len(platform.scheduler_info["workers"]) == 1
+        assert pool_demand(platform.client)["pool-us-east-1"]["max_tasks"] == 2  # adapt's maximum: 4 workers
+        platform.adapt()

@@ -305,10 +305,12 @@ def test_jupyterlabs_dask_sidebar_lists_scales_and_closes_the_platform(kernel: d
                                  log_groups={"scheduler": {}})
     assert set(declared) - set(lab) == set(kernels) and lab
     assert declared["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == "/home/ec2-user/.dask-platform-tls/ca.pem"
+    # Imported before the extension's settings are set: the module's own manager (made at import) starts nothing.
+    from dask_labextension.manager import DaskClusterManager
+
     for name, value in lab.items():
         monkeypatch.setenv(name, value)
     dask.config.refresh()
-    from dask_labextension.manager import DaskClusterManager
 
     async def sidebar() -> tuple[list[Any], Any, Any, Any]:
         async with DaskClusterManager() as manager:  # starts the configured clusters: the platform's entry
@@ -319,7 +321,14 @@ def test_jupyterlabs_dask_sidebar_lists_scales_and_closes_the_platform(kernel: d
             closed = await manager.close_cluster(model["id"])
             return listed, scaled, adapted, closed
 
-    listed, scaled, adapted, closed = asyncio.run(asyncio.wait_for(sidebar(), 120))
+    loop = asyncio.new_event_loop()  # not made current: asyncio.run would leave the main thread without one
+    try:
+        listed, scaled, adapted, closed = loop.run_until_complete(asyncio.wait_for(sidebar(), 120))
+    finally:
+        loop.close()  # the extension's settings leave with the test (the kernel fixture keeps the connection's)
+        for name in lab:
+            monkeypatch.delenv(name)
+        dask.config.refresh()
     (model,) = listed
     assert (model["name"], model["scheduler_address"], model["workers"], model["cores"]) == (
         "Dask platform", kernel["address"], 1, 2)

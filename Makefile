@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: test demo bench-wan bench-wan-scaling bench-dask-compat lint typecheck unit clean-venv
+.PHONY: test test-fast demo bench-wan bench-wan-scaling bench-dask-compat lint typecheck unit clean-venv
 
 # The data plane is installed (editable) as the distribution the images and the kernel install, so that every
 # process here sees the same package metadata and version.
@@ -21,11 +21,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Every test, on JOBS processes (pytest-xdist): each test module runs whole on one of them, with its fixtures.
+JOBS ?= 2
 unit: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(JOBS) --dist loadgroup
 
 # The test command (README, CI): lint, type-check, then every test.
 test: lint typecheck unit
+
+# The edit loop: lint, types and the tests that start no process, need no root and take under about 10 s
+# (the marks of tests/conftest.py; a test that starts a process without its mark fails).
+test-fast: lint typecheck
+	$(BIN)/pytest -q -m "not processes and not root and not slow"
 
 # The local platform's demo: up, the reference analysis with its audit and a plot, down.
 demo: $(STAMP)

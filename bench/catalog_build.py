@@ -19,11 +19,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from catalog_sync.grouping import DatasetGrouper, ObjectInfo  # noqa: E402
-from catalog_sync.records import Association, DatasetRecord  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
+from catalog_sync.grouping import DatasetGrouper, ObjectInfo
+from catalog_sync.records import Association, DatasetRecord
+from stackconfig import PROJECT_DIR as ROOT
 
 RESULTS = ROOT / "bench" / "results" / "catalog_build.json"
 STAMP = datetime(2024, 1, 1, tzinfo=UTC)

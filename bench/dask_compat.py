@@ -34,7 +34,10 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
+from platform_facts import DASK_REGIONS_SECTION, dask_variable, regions_variable
+from stackconfig import PROJECT_DIR as ROOT
+
 RESULT = ROOT / "bench" / "results" / "dask-compat.json"
 MODULES = [f"distributed/tests/test_{name}.py" for name in (
     "client", "resources", "actor", "locks", "semaphore", "queues", "variable", "events", "publish",
@@ -43,7 +46,7 @@ MODULES = [f"distributed/tests/test_{name}.py" for name in (
 TEST_PLUGINS = ["pytest-timeout", "pytest-rerunfailures"]
 PRELOADS = json.dumps(["dask_regions.routing", "dask_regions.demand"])
 POOL = {"DASK_DISTRIBUTED__WORKER__RESOURCES": json.dumps({"pool-us-east-1": 100}),
-        "DASK_DASK_REGIONS__REGIONS": json.dumps(["us-east-1"])}
+        regions_variable("regions"): json.dumps(["us-east-1"])}
 RUNS = {"plain": {}, "preloads": {"DASK_DISTRIBUTED__SCHEDULER__PRELOAD": PRELOADS},
         "plain-pool": POOL, "preloads-pool": {"DASK_DISTRIBUTED__SCHEDULER__PRELOAD": PRELOADS, **POOL}}
 PAIRS = (("plain", "preloads"), ("plain-pool", "preloads-pool"))
@@ -95,7 +98,7 @@ def run(scratch: Path, name: str, modules: list[str], timeout: float, plugins: b
     """One pytest run of `modules` with the run's environment; its outcome per test."""
     report = scratch / f"{name}.xml"
     environment = {key: value for key, value in os.environ.items()
-                   if not key.startswith(("DASK_DISTRIBUTED__", "DASK_DASK_REGIONS__"))}
+                   if not key.startswith(("DASK_DISTRIBUTED__", dask_variable(DASK_REGIONS_SECTION) + "__"))}
     environment |= {"PYTHONPATH": os.pathsep.join([str(scratch / "site"), str(scratch / "plugins"), str(ROOT)]),
                     **RUNS[name]}
     started = time.monotonic()

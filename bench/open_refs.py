@@ -29,10 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from local_platform.data import ERA5_VARIABLE, write_era5_like  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
+from local_platform.data import ERA5_VARIABLE, write_era5_like
+from stackconfig import PROJECT_DIR as ROOT
 
 RESULTS = ROOT / "bench" / "results" / "open-refs.json"
 MONTHS_A_YEAR = 12

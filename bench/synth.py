@@ -20,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from stackgraph.synth import synthesize  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
+from stackconfig import PROJECT_DIR as ROOT
+from stackgraph.synth import synthesize
 
 RESULTS = ROOT / "bench" / "results" / "synth.json"
 WORKER_REGIONS = ["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "ca-central-1", "sa-east-1",

@@ -39,19 +39,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from bench.wan_agent import MODES  # noqa: E402
-from bench.wan_network import RegionLink, counters, leftovers, wan  # noqa: E402
-from local_platform.agent import ENTRYPOINT  # noqa: E402
-from local_platform.data import CMIP6_STORE, sample_kind, write_cmip6_like, write_era5_like  # noqa: E402
-from local_platform.declared import Container, Deployment, read_deployment  # noqa: E402
-from local_platform.platform import local_arguments, role_secrets, task_environment  # noqa: E402
-from local_platform.processes import stop_groups  # noqa: E402
-from local_platform.tls import LocalTls, create_local_tls  # noqa: E402
-from stackconfig import ConfigError, StackConfig, load_stack_file, raw_stack_config  # noqa: E402
-from stackgraph.synth import SynthesisError, synthesize  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
+from bench.wan_agent import MODES
+from bench.wan_network import RegionLink, counters, leftovers, wan
+from local_platform.agent import ENTRYPOINT
+from local_platform.data import CMIP6_STORE, sample_kind, write_cmip6_like, write_era5_like
+from local_platform.declared import Container, Deployment, read_deployment
+from local_platform.platform import local_arguments, role_secrets, task_environment
+from local_platform.processes import stop_groups
+from local_platform.tls import LocalTls, create_local_tls
+from platform_facts import regions_variable
+from stackconfig import PROJECT_DIR as ROOT
+from stackconfig import ConfigError, StackConfig, load_stack_file, raw_stack_config
+from stackgraph.synth import SynthesisError, synthesize
 
 RESULTS = ROOT / "bench" / "results" / "wan.json"
 # Ports inside every namespace (each has its own port space): the service listens on loopback, the region's
@@ -314,7 +314,7 @@ def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], argume
 
 def declared_references(deployment: Deployment) -> dict[str, str]:
     """Each worker region's references location, as its nightly sync's function is told (REFERENCES)."""
-    from catalog_sync.references import LOCATION_VARIABLE
+    from catalog_sync.environment import REFERENCES as LOCATION_VARIABLE
 
     return {f.region: f.environment[LOCATION_VARIABLE] for f in deployment.functions.values()
             if LOCATION_VARIABLE in f.environment}
@@ -376,7 +376,7 @@ def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, link
     deployment = cluster.deployment
     scheduler = f"tls://{client.address}:{SCHEDULER_PORT}"
     names = [f"{mode}{index}-scheduler"]
-    overrides = {"DASK_DASK_REGIONS__ROUTE": "False"} if mode == "unpinned" else {}  # the router only observes
+    overrides = {regions_variable("route"): "False"} if mode == "unpinned" else {}  # the router only observes
     started, load_before = time.time(), os.getloadavg()
     cluster.task(processes, names[0], client.namespace, deployment.scheduler(),
                  local_arguments(deployment.scheduler(), deployment, SCHEDULER_PORT, DASHBOARD_PORT), overrides)

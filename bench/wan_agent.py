@@ -15,10 +15,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
 
-from bench.wan_network import hostname  # noqa: E402
+from bench.wan_network import hostname
 
 MODES = ("local", "pinned", "unpinned", "naive")
 FILE_SYSTEM = "fs-0bench00000000000"  # the region's one file system (its stand-in)

@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
+from stackconfig import PROJECT_DIR as ROOT
+
 RESULTS = ROOT / "bench" / "results" / "wan-scaling.json"
 MODES = ("local", "pinned", "naive")
 

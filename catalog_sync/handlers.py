@@ -1,9 +1,7 @@
 """Lambda entry point of the nightly sync workflow (Step Functions): one function, one action per state.
 
-Configuration comes from the function's environment, set by the Pulumi program: FILE_SYSTEM_ID, DATASET
-(s3://bucket[/prefix]), FSX_PATH, CATALOG_ENDPOINT, CATALOG_REGION (the domain's region, for SigV4), MAX_DROP and
-REFERENCES (s3://bucket[/prefix] for the collections' reference sets; without it none are written). Errors
-propagate: the workflow catches them, drops the new load and alarms.
+Configuration comes from the function's environment, set by the Pulumi program (catalog_sync/environment.py says
+each variable). Errors propagate: the workflow catches them, drops the new load and alarms.
 """
 
 from __future__ import annotations
@@ -15,10 +13,11 @@ from typing import Any
 
 import boto3
 
+from catalog_sync import environment as env
 from catalog_sync import fsx_import
 from catalog_sync.published import counts_from_environment
 from catalog_sync.records import Association
-from catalog_sync.references import LOCATION_VARIABLE, References
+from catalog_sync.references import References
 from catalog_sync.sinks import open_sink
 from catalog_sync.sync import Checkpoint, index_step, publish
 
@@ -26,16 +25,16 @@ SAFETY_MARGIN_SECONDS = 60  # stop listing this long before Lambda's own timeout
 
 
 def association_from_environment() -> Association:
-    bucket, _, prefix = os.environ["DATASET"].removeprefix("s3://").partition("/")
-    return Association(region=os.environ["AWS_REGION"], bucket=bucket, prefix=prefix.strip("/"),
-                       fsx_path=os.environ["FSX_PATH"])
+    bucket, _, prefix = env.required(env.DATASET).removeprefix("s3://").partition("/")
+    return Association(region=os.environ["AWS_REGION"], bucket=bucket, prefix=prefix.strip("/"),  # set by Lambda
+                       fsx_path=env.required(env.FSX_PATH))
 
 
 ACTIONS = ("start_import", "poll_import", "index", "reference", "swap", "abort")
 
 
 def references_from_environment(s3: Any) -> References | None:
-    location = os.environ.get(LOCATION_VARIABLE)
+    location = env.optional(env.REFERENCES)
     return References(s3, location) if location else None
 
 
@@ -50,7 +49,8 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")
     if action == "start_import":
-        status = fsx_import.start_or_adopt(boto3.client("fsx"), os.environ["FILE_SYSTEM_ID"], datetime.now(UTC).date())
+        status = fsx_import.start_or_adopt(boto3.client("fsx"), env.required(env.FILE_SYSTEM_ID),
+                                           datetime.now(UTC).date())
         return {"taskId": status.task_id, "lifecycle": status.lifecycle, "adopted": status.adopted, "polls": 0}
     if action == "poll_import":
         status = fsx_import.poll(boto3.client("fsx"), event["taskId"])
@@ -58,13 +58,13 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "succeeded": status.lifecycle == "SUCCEEDED", "total": status.total, "failed": status.failed,
                 "failure": status.failure, "polls": int(event.get("polls", 0)) + 1}
     association = association_from_environment()
-    sink = open_sink(os.environ["CATALOG_ENDPOINT"], os.environ.get("CATALOG_REGION"))
+    sink = open_sink(env.required(env.CATALOG_ENDPOINT), env.optional(env.CATALOG_REGION))
     if action == "index":
         if event.get("checkpoint"):
             checkpoint = Checkpoint.from_json(event["checkpoint"])
             load = sink.resume(checkpoint.load_id, association.region)
         else:
-            load = sink.begin(association.region, os.environ["DATASET"])
+            load = sink.begin(association.region, env.required(env.DATASET))
             checkpoint = Checkpoint(association.region, load.load_id, "")
         s3 = boto3.client("s3")
         references = references_from_environment(s3)
@@ -87,7 +87,7 @@ def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"done": combined.done, "after": combined.after, "sets": combined.sets, "failed": combined.failed}
     load = sink.resume(checkpoint.load_id, association.region)
     if action == "swap":
-        report = publish(load, max_drop=float(os.environ.get("MAX_DROP", "0.5")), force=bool(event.get("force")),
+        report = publish(load, max_drop=float(env.required(env.MAX_DROP)), force=bool(event.get("force")),
                          counts=counts_from_environment(boto3.client))
         return {"region": report.region, "index": report.loaded, "documents": report.documents,
                 "previous": report.previous, "replaced": report.replaced, "skipped": checkpoint.skipped}

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any, Protocol
 
-PARAMETER_VARIABLE = "PUBLISHED_COUNT_PARAMETER"  # the Lambda's environment: the region's SSM parameter name
+from catalog_sync.environment import PUBLISHED_COUNT_PARAMETER as PARAMETER_VARIABLE
 
 
 class PublishedCounts(Protocol):

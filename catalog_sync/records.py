@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from platform_facts import FACETS, pool_of_region
+from platform_facts import DOCUMENT_INDEX, FACETS, FSX_MOUNT, CatalogDocument, pool_of_region
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class Association:
     bucket: str
     prefix: str  # without leading/trailing slash; "" for the whole bucket
     fsx_path: str  # the association's file-system path, e.g. /us-west-2/CMIP6/ScenarioMIP/MOHC
-    mount_point: str = "/fsx"
+    mount_point: str = FSX_MOUNT
 
     @property
     def pool(self) -> str:
@@ -33,25 +33,9 @@ class Association:
         return f"{self.mount_point}{self.fsx_path}/{key[len(self.key_prefix):]}".rstrip("/")
 
 
-@dataclass
-class DatasetRecord:
-    id: str
-    kind: str
-    s3_uri: str
-    path: str
-    region: str
-    pool: str
-    size: int
-    object_count: int
-    last_modified: str  # ISO 8601, UTC
-    facets: dict[str, str] = field(default_factory=dict)
-    # The reference deployment's fields, so its notebooks' queries keep working.
-    fileName: str = ""  # noqa: N815 (field names are the document's)
-    bucket: str = ""
-    dask_pool: str = ""
-    project: str = ""
-    # The kerchunk reference set of the record's collection (catalog_sync/references.py), "" when it has none.
-    references: str = ""
+@dataclass(frozen=True)
+class DatasetRecord(CatalogDocument):
+    """The catalog's document (platform_facts.CatalogDocument) as the sync writes it."""
 
     def to_document(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,15 +47,10 @@ def record_id(region: str, s3_uri: str) -> str:
 
 
 def opensearch_mapping() -> dict[str, Any]:
-    """Strict: a document with an unknown field is rejected, not silently indexed."""
+    """From the document's declaration. Strict: a document with an unknown field or facet is rejected, not silently
+    indexed."""
     keyword = {"type": "keyword"}
-    return {
-        "dynamic": "strict",
-        "properties": {
-            "id": keyword, "kind": keyword, "s3_uri": keyword, "path": keyword, "region": keyword, "pool": keyword,
-            "size": {"type": "long"}, "object_count": {"type": "long"}, "last_modified": {"type": "date"},
-            "facets": {"dynamic": "strict", "properties": {name: keyword for name in FACETS}},
-            "fileName": {"type": "text", "fields": {"raw": keyword}}, "bucket": keyword, "dask_pool": keyword,
-            "project": keyword, "references": keyword,
-        },
-    }
+    kinds = {"keyword": keyword, "long": {"type": "long"}, "date": {"type": "date"},
+             "facets": {"dynamic": "strict", "properties": {name: keyword for name in FACETS}},
+             "text": {"type": "text", "fields": {"raw": keyword}}}
+    return {"dynamic": "strict", "properties": {name: kinds[index] for name, index in DOCUMENT_INDEX.items()}}

@@ -25,13 +25,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from catalog_sync.environment import REFERENCES as LOCATION_VARIABLE
 from catalog_sync.records import DatasetRecord
 from platform_facts import ERA5_TIME_DIM, REFERENCES_LAYOUT_KEY
 
-LOCATION_VARIABLE = "REFERENCES"  # the Lambda's environment: s3://bucket[/prefix] the sets are written under
 # Which records belong to a collection, by kind: the facets that name the collection (the rest vary within it,
 # e.g. year and month) and the dimension its files are joined along.
 REFERENCED_KINDS: dict[str, tuple[tuple[str, ...], str]] = {"era5-netcdf": (("variable",), ERA5_TIME_DIM)}
@@ -159,8 +159,11 @@ class ReferenceWriter:
 
     def describe(self, s3: Any, records: list[DatasetRecord]) -> list[DatasetRecord]:
         """Write each referenced record's piece (its file read through `s3`: the dataset's client) and name its
-        collection's set on it. A file that cannot be described is left without (and counted); never raised."""
+        collection's set on it (the records returned, in order). A file that cannot be described is left without
+        (and counted); never raised."""
+        described = []
         for record in records:
+            described.append(record)
             collection = collection_of(record)
             if collection is None:
                 continue
@@ -175,8 +178,8 @@ class ReferenceWriter:
                 continue
             self.s3.put_object(Bucket=self.bucket, Key=f"{self._pieces(collection)}{key}.json",
                                Body=json.dumps(piece).encode(), ContentType="application/json")
-            record.references = self.set_uri(collection)
-        return records
+            described[-1] = replace(record, references=self.set_uri(collection))
+        return described
 
     def collections(self) -> list[str]:
         found = []

@@ -13,7 +13,7 @@ import sqlite3
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import platform_facts as facts
 from catalog_sync.access import READ_ALIAS
 from catalog_sync.records import DatasetRecord, opensearch_mapping
-from platform_facts import DOCUMENT_FIELDS, FACETS
+from platform_facts import DOCUMENT_FIELDS, DOCUMENT_INDEX, FACETS
 
 BULK_CHUNK_BYTES = 5 * 1024 * 1024  # well under the domain's 10 MiB request limit
 BULK_CHUNK_DOCS = 500
@@ -186,14 +186,15 @@ def opensearch_client(endpoint: str, region: str | None = None) -> Any:
 
 # ---------------------------------------------------------------------------------------------- SQLite
 COLUMNS = DOCUMENT_FIELDS
-_TABLE = """CREATE TABLE IF NOT EXISTS {name} (
-    id TEXT NOT NULL, region TEXT NOT NULL, kind TEXT NOT NULL, s3_uri TEXT NOT NULL, path TEXT NOT NULL,
-    pool TEXT NOT NULL, size INTEGER NOT NULL, object_count INTEGER NOT NULL, last_modified TEXT NOT NULL,
-    facets TEXT NOT NULL, fileName TEXT NOT NULL, bucket TEXT NOT NULL, dask_pool TEXT NOT NULL,
-    project TEXT NOT NULL, "references" TEXT NOT NULL DEFAULT '', PRIMARY KEY (region, id))"""
+# From the document's declaration: a column per field, in its order; numbers as INTEGER, the rest (facets as JSON)
+# as TEXT; the fields with a default keep it.
+_TYPES = {"long": "INTEGER"}
+_TABLE = "CREATE TABLE IF NOT EXISTS {name} (" + ", ".join(
+    f'"{each.name}" {_TYPES.get(DOCUMENT_INDEX[each.name], "TEXT")} NOT NULL'
+    + (" DEFAULT \'\'" if each.default == "" else "") for each in fields(DatasetRecord)) + ", PRIMARY KEY (region, id))"
 # Columns added since the first catalog: a catalog written before them gains them (with their default) when a sink
 # opens it, so that its rows and its unfinished loads are kept.
-_ADDED_COLUMNS = {"references": "TEXT NOT NULL DEFAULT ''"}
+_ADDED_COLUMNS = ("references",)
 
 
 def _row(record: DatasetRecord) -> tuple[Any, ...]:
@@ -249,9 +250,9 @@ class SQLiteLoad:
 
 def _add_columns(db: sqlite3.Connection, table: str) -> None:
     present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-    for column, declaration in _ADDED_COLUMNS.items():
+    for column in _ADDED_COLUMNS:
         if present and column not in present:
-            db.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" {declaration}')
+            db.execute(f'ALTER TABLE {table} ADD COLUMN "{column}" TEXT NOT NULL DEFAULT \'\'')
 
 
 class SQLiteSink:

@@ -8,7 +8,6 @@ import base64
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -31,9 +30,8 @@ from components.resources import (
 )
 from components.scaling import scheduler_environment
 from platform_facts import METRIC_NAMESPACE, PLATFORM_HEALTH_PATH
-from stackconfig import ClientConfig, WorkerConfig
+from stackconfig import PROJECT_DIR, ClientConfig, WorkerConfig
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 CATALOG_ACCESS_RUNTIME = "python3.12"
 OPENSEARCH_ENGINE = "OpenSearch_2.19"
 OPENSEARCH_TLS_POLICY = "Policy-Min-TLS-1-2-PFS-2023-10"

@@ -14,7 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+from stackconfig import PROJECT_DIR
+
 DIST_DIR = PROJECT_DIR / "dist"  # inside the image build context; not in git
 
 
@@ -29,8 +30,14 @@ def packages(root: Path = PROJECT_DIR) -> list[str]:
 
 
 def extra(name: str, root: Path = PROJECT_DIR) -> list[str]:
-    """The packages an extra (`dask`, `sync`, `notebook`) adds, as declared."""
-    return list(project(root)["optional-dependencies"][name])
+    """Every package an install with the extra (`dask`, `sync`, `notebook`, `lab`) asks for by name: the core
+    dependencies, the extra's own, and those of the extras it builds on (`cross-region-dask[dask]`)."""
+    meta = project(root)
+    found = list(meta["dependencies"])
+    for requirement in meta["optional-dependencies"][name]:
+        built_on = re.fullmatch(rf"{re.escape(meta['name'])}\[([a-z-]+)\]", requirement)
+        found += extra(built_on.group(1), root) if built_on else [requirement]
+    return list(dict.fromkeys(found))
 
 
 def wheel_name(root: Path = PROJECT_DIR) -> str:

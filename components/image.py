@@ -19,8 +19,8 @@ import pulumi_aws as aws
 import pulumi_docker as docker
 
 from components.distribution import DIST_DIR, constraints, wheel
+from stackconfig import PROJECT_DIR
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 KEEP_IMAGES = 20
 
 

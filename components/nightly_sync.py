@@ -12,6 +12,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
+from catalog_sync import environment as sync_environment
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.ports import HTTPS_PORT
@@ -158,12 +159,11 @@ class NightlySync(RegionalComponent):
             reserved_concurrent_executions=1,  # one sync per region at a time
             vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=args.vpc.private_subnet_ids,
                                                          security_group_ids=[sync_sg.id]),
-            environment=aws.lambda_.FunctionEnvironmentArgs(variables={
-                "FILE_SYSTEM_ID": args.file_system_id, "DATASET": args.config.dataset.uri,
-                "FSX_PATH": args.config.fsx_path, "CATALOG_ENDPOINT": args.catalog_endpoint,
-                "CATALOG_REGION": args.catalog_region, "MAX_DROP": str(args.max_drop_percent / 100),
-                "PUBLISHED_COUNT_PARAMETER": counts.name,
-                "REFERENCES": pulumi.Output.concat("s3://", args.references_bucket, "/sets")}),
+            environment=aws.lambda_.FunctionEnvironmentArgs(variables=sync_environment.variables(
+                file_system_id=args.file_system_id, dataset=args.config.dataset.uri, fsx_path=args.config.fsx_path,
+                catalog_endpoint=args.catalog_endpoint, catalog_region=args.catalog_region,
+                max_drop_percent=args.max_drop_percent, published_count_parameter=counts.name,
+                references=pulumi.Output.concat("s3://", args.references_bucket, "/sets"))),
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=function_logs.name),
             tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
             opts=self._child)

@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Sequence
 
-from platform_facts import METRIC_NAMESPACE
+from platform_facts import METRIC_NAMESPACE, regions_variable
 from stackconfig import WorkerConfig
 
 MAX_STEPS = 20  # step adjustments per scaling policy (Application Auto Scaling limit)
@@ -36,16 +36,16 @@ def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConf
     regions runs in the pool holding most of its inputs (dask_regions.routing)."""
     pools = demand_pools(workers)
     values = {
-        "DASK_DASK_REGIONS__DEMAND__PUBLISHER": "cloudwatch" if pools else "none",
-        "DASK_DASK_REGIONS__DEMAND__STACK": metric_stack(project, stack),
-        "DASK_DASK_REGIONS__DEMAND__NAMESPACE": METRIC_NAMESPACE,
-        "DASK_DASK_REGIONS__DEMAND__SCALE_UP_TIMEOUT": str(SCALE_UP_TIMEOUT_SECONDS),
-        "DASK_DASK_REGIONS__DEMAND__SCALE_IN_WINDOW": str(scale_in_window_seconds),
-        "DASK_DASK_REGIONS__DEMAND__POOLS": json.dumps(pools),  # a dict literal to dask's config parser
+        regions_variable("demand.publisher"): "cloudwatch" if pools else "none",
+        regions_variable("demand.stack"): metric_stack(project, stack),
+        regions_variable("demand.namespace"): METRIC_NAMESPACE,
+        regions_variable("demand.scale-up-timeout"): str(SCALE_UP_TIMEOUT_SECONDS),
+        regions_variable("demand.scale-in-window"): str(scale_in_window_seconds),
+        regions_variable("demand.pools"): json.dumps(pools),  # a dict literal to dask's config parser
         # The router's configured regions: data tagged with any other region fails, naming it.
-        "DASK_DASK_REGIONS__REGIONS": json.dumps(sorted({w.region for w in workers})),
+        regions_variable("regions"): json.dumps(sorted({w.region for w in workers})),
         # Connections to workers across the WAN opened as they join, not at the first fetch (dask_regions.routing).
-        "DASK_DASK_REGIONS__WARM_CONNECTIONS": "True",
+        regions_variable("warm-connections"): "True",
     }
     return [{"name": name, "value": value} for name, value in sorted(values.items())]
 

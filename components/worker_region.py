@@ -22,7 +22,7 @@ from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 from components.resources import RegionalComponent, pull_and_log_statements
 from components.scaling import exact_capacity_steps, metric_stack
-from platform_facts import METRIC_NAME, METRIC_NAMESPACE
+from platform_facts import FSX_MOUNT, METRIC_NAME, METRIC_NAMESPACE
 from stackconfig import CLIENT_SITE, WorkerConfig
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
@@ -309,7 +309,7 @@ class WorkerRegion(RegionalComponent):
             "stopTimeout": STOP_TIMEOUT_SECONDS,
             "memoryReservation": config.task_memory_mib,
             "portMappings": [{"containerPort": port, "protocol": "tcp"} for port in range(ports[0], ports[1] + 1)],
-            "mountPoints": [{"sourceVolume": "fsx", "containerPath": "/fsx", "readOnly": True}],
+            "mountPoints": [{"sourceVolume": "fsx", "containerPath": FSX_MOUNT, "readOnly": True}],
             "secrets": container_secrets(v[2]),
             "linuxParameters": {"tmpfs": [{"containerPath": TLS_DIRECTORY, "size": 1,
                                            "mountOptions": ["noexec", "nosuid", "nodev", "mode=1777"]}]},
@@ -324,7 +324,7 @@ class WorkerRegion(RegionalComponent):
             network_mode="awsvpc", requires_compatibilities=["EC2"], execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             memory=str(config.task_memory_mib),
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="fsx", host_path="/fsx")],
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="fsx", host_path=FSX_MOUNT)],
             container_definitions=containers, opts=self._child)
         service = aws.ecs.Service(
             f"{self._name}-workers", cluster=cluster.arn, task_definition=task.arn, desired_count=config.min_tasks,
@@ -395,9 +395,9 @@ ECS_ENABLE_SPOT_INSTANCE_DRAINING=true
 ECS_CONTAINER_STOP_TIMEOUT={STOP_TIMEOUT_SECONDS}s
 EOF
 dnf install -y lustre-client
-mkdir -p /fsx
+mkdir -p {FSX_MOUNT}
 LUSTRE_OPTIONS=defaults,relatime,flock,_netdev,x-systemd.automount
-echo "{lustre_dns_name}@tcp:/{mount_name} /fsx lustre $LUSTRE_OPTIONS 0 0" >> /etc/fstab
-mount /fsx
+echo "{lustre_dns_name}@tcp:/{mount_name} {FSX_MOUNT} lustre $LUSTRE_OPTIONS 0 0" >> /etc/fstab
+mount {FSX_MOUNT}
 """
     return base64.b64encode(script.encode()).decode()

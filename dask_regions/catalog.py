@@ -8,11 +8,19 @@ import difflib
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from platform_facts import CATALOG_READ_ALIAS, ERA5_TIME_DIM, FACETS, catalog_index_prefix, opensearch_client
+from platform_facts import (
+    CATALOG_READ_ALIAS,
+    DOCUMENT_INDEX,
+    ERA5_TIME_DIM,
+    FACETS,
+    CatalogDocument,
+    catalog_index_prefix,
+    opensearch_client,
+)
 
 FIELDS = ("kind", "region", "pool", "bucket")  # top-level fields find() also filters on
 SEARCH_LIMIT = 10_000
@@ -70,28 +78,26 @@ class CatalogQueryError(LookupError):
 
 
 @dataclass(frozen=True)
-class Dataset:
-    id: str
-    kind: str
-    path: str  # where the region's workers see it (/fsx/<region>/...)
-    s3_uri: str
-    region: str
-    pool: str
-    size: int
-    object_count: int
-    last_modified: str
-    facets: dict[str, str] = field(default_factory=dict)
-    references: str = ""  # its collection's reference set (s3://...), read by the region's workers; "" if none
+class Dataset(CatalogDocument):
+    """A catalog document as readers get it (platform_facts.CatalogDocument)."""
 
     @classmethod
     def from_document(cls, document: dict[str, Any]) -> Dataset:
-        facets = document.get("facets") or {}
-        if isinstance(facets, str):
-            facets = json.loads(facets)
-        return cls(id=document["id"], kind=document["kind"], path=document["path"], s3_uri=document["s3_uri"],
-                   region=document["region"], pool=document["pool"], size=int(document["size"]),
-                   object_count=int(document["object_count"]), last_modified=str(document["last_modified"]),
-                   facets=dict(facets), references=str(document.get("references") or ""))
+        """From a document as a catalog returns it: OpenSearch's source, or a SQLite row (facets as JSON text);
+        numbers as numbers, a field the document lacks at its default."""
+        values: dict[str, Any] = {}
+        for each in fields(cls):
+            if each.name not in document or document[each.name] is None:
+                continue
+            value = document[each.name]
+            if DOCUMENT_INDEX[each.name] == "long":
+                value = int(value)
+            elif each.name == "facets":
+                value = dict(json.loads(value) if isinstance(value, str) else value)
+            else:
+                value = str(value)
+            values[each.name] = value
+        return cls(**values)
 
 
 class Catalog:
@@ -193,7 +199,7 @@ class _Backend:
 class _SQLite(_Backend):
     def __init__(self, path: Path) -> None:
         if not path.exists():
-            raise CatalogQueryError(f"no catalog at {path}: run the sync first (python -m catalog_sync ...)")
+            raise CatalogQueryError(f"no catalog at {path}: run the sync first (python -m catalog_cli ...)")
         self.path = path
 
     def _rows(self, query: str, args: Sequence[Any]) -> list[dict[str, Any]]:

@@ -30,7 +30,14 @@ from dask_regions.demand import BOUNDS_HANDLER, pool_demand
 from dask_regions.errors import ConnectError, VersionMismatchError
 from dask_regions.startup import missing_message, platform_on_scheduler
 from dask_regions.versions import check_versions
-from platform_facts import LOG_DIR_VARIABLE, LOG_GROUPS_VARIABLE, is_pool, pool_of_region, region_of_pool
+from platform_facts import (
+    LOG_DIR_VARIABLE,
+    LOG_GROUPS_VARIABLE,
+    REGION_PATTERN,
+    is_pool,
+    pool_of_region,
+    region_of_pool,
+)
 
 LOG_LINES = 200
 TLS_KEYS = {"ca": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.client.cert",
@@ -411,7 +418,7 @@ def domain_region(endpoint: str) -> str | None:
     (`vpc-<domain>-<id>.<region>.es.amazonaws.com`); None for a local catalog (nothing to sign)."""
     if os.environ.get("CATALOG_REGION"):
         return os.environ["CATALOG_REGION"]
-    match = re.search(r"\.([a-z]{2}(?:-[a-z]+)+-\d+)\.es\.amazonaws\.com(?::\d+)?/?$", endpoint)
+    match = re.search(rf"\.({REGION_PATTERN})\.es\.amazonaws\.com(?::\d+)?/?$", endpoint)
     return match.group(1) if match else None
 
 

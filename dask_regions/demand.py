@@ -38,7 +38,7 @@ from distributed.scheduler import Scheduler, TaskState, WorkerState
 from dask_regions import settings
 from dask_regions.internals import prefix_duration
 from dask_regions.startup import DEMAND_PLUGIN, serve_health, start_preload
-from platform_facts import METRIC_NAME, METRIC_NAMESPACE, is_pool, region_of_pool
+from platform_facts import METRIC_NAME, METRIC_NAMESPACE, is_pool, region_of_pool, regions_variable
 
 logger = logging.getLogger("dask_regions.demand")
 PLUGIN_NAME = DEMAND_PLUGIN
@@ -284,7 +284,7 @@ class PoolDemand(SchedulerPlugin):
 
 def settings_environment(settings: Mapping[str, Any]) -> dict[str, str]:
     """Demand settings as the environment of a scheduler process (dask reads DASK_ variables as its config)."""
-    return {f"DASK_DASK_REGIONS__DEMAND__{key.upper()}": json.dumps(value) for key, value in settings.items()}
+    return {regions_variable(f"demand.{key}"): json.dumps(value) for key, value in settings.items()}
 
 
 def pool_demand(client: Any) -> dict[str, dict[str, Any]]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 
+from platform_facts import REGION_PATTERN
+
 # AWS region names: two letters, one or more words, a number (us-east-1, ap-southeast-2, il-central-1).
-REGION_NAME = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+REGION_NAME = re.compile(REGION_PATTERN)
 MAX_WRAPPING = 8  # xarray wraps a backend array in a few layers (adapters, copy-on-write, lazy indexing)
 
 

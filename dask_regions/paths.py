@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-FSX_MOUNT = "/fsx"
+from platform_facts import FSX_MOUNT
+
 NETCDF_SUFFIXES = (".nc", ".nc4", ".h5", ".hdf5")
 
 

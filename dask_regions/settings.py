@@ -22,13 +22,13 @@ import yaml
 from dask.utils import parse_bytes, parse_timedelta
 
 from dask_regions.keys import REGION_NAME
-from platform_facts import is_pool, region_of_pool
+from platform_facts import DASK_REGIONS_SECTION, is_pool, region_of_pool, regions_variable
 
 with (Path(__file__).with_name("dask_regions.yaml")).open() as _defaults:
     PACKAGED: dict[str, Any] = yaml.safe_load(_defaults)
 dask.config.update_defaults(copy.deepcopy(PACKAGED))
 
-PREFIX = "dask-regions"
+PREFIX = DASK_REGIONS_SECTION
 
 
 def get(key: str) -> Any:
@@ -51,7 +51,7 @@ def flag(key: str) -> bool:
 
 def variable(key: str) -> str:
     """The environment variable that sets `dask-regions.<key>`: DASK_DASK_REGIONS__MISSING_POOL_TIMEOUT."""
-    return "DASK_" + f"{PREFIX}.{key}".upper().replace("-", "_").replace(".", "__")
+    return regions_variable(key)
 
 
 def name(key: str) -> str:

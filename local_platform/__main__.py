@@ -18,9 +18,8 @@ from rich.table import Table
 from local_platform.demo import run_demo, wait_for_idle_pools
 from local_platform.platform import LocalPlatform, PlatformError
 from local_platform.state import TWIN_FILE, PlatformState
-from stackconfig import ConfigError, StackConfig, load_stack_file, raw_stack_config
+from stackconfig import PROJECT_DIR, ConfigError, StackConfig, load_stack_file, raw_stack_config
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 console = Console()
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None, no_args_is_help=True)
 

@@ -34,9 +34,10 @@ from typing import Any
 
 from local_platform.json_http import JsonHandler
 from local_platform.state import HISTORY_FILE, SIZES_FILE, TWIN_FILE, PlatformState
+from stackconfig import PROJECT_DIR
 
 STOP_GRACE_SECONDS = 30.0  # a stopping task drains first; ECS's stop timeout plays this part in AWS
-ENTRYPOINT = Path(__file__).resolve().parent.parent / "images" / "dask" / "entrypoint.py"
+ENTRYPOINT = PROJECT_DIR / "images" / "dask" / "entrypoint.py"
 
 
 class Stopping(BaseException):

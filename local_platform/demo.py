@@ -15,8 +15,9 @@ from dask_regions.climate import global_mean, is_synthetic, monthly_climatology,
 from local_platform.agent import current_sizes, pool_history
 from local_platform.platform import DEMAND_POOLS
 from local_platform.state import TWIN_FILE, PlatformState
+from platform_facts import regions_variable
 
-SCALE_IN_WINDOW = "DASK_DASK_REGIONS__DEMAND__SCALE_IN_WINDOW"
+SCALE_IN_WINDOW = regions_variable("demand.scale-in-window")
 
 
 @dataclass

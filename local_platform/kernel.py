@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from components.distribution import PROJECT_DIR, constraints, wheel
+from components.distribution import constraints, wheel
 from components.kernel import KERNEL
 from local_platform.tls import LocalTls
+from stackconfig import PROJECT_DIR
 
 CACHE = PROJECT_DIR / ".kernel-venvs"
 

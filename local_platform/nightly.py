@@ -24,8 +24,8 @@ from typing import Any
 
 from local_platform.state import SYNC_HISTORY_FILE
 from local_platform.step_functions import Execution, TaskFailedError, run
+from stackconfig import PROJECT_DIR as ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 DAY_NAMES = {name: number for number, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), 1)}
 MONTH_NAMES = {name.upper(): number for number, name in enumerate(calendar.month_abbr) if name}
 _CRON = re.compile(r"^cron\((\S+) (\S+) (\S+) (\S+) (\S+) (\S+)\)$")

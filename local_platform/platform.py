@@ -26,7 +26,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from dask_regions.paths import FSX_MOUNT
 from dask_regions.startup import STOP_LINE
 from local_platform.data import create_bucket, publish, sample_kind, write_cmip6_like, write_era5_like
 from local_platform.declared import (
@@ -51,14 +50,15 @@ from local_platform.state import (
     PlatformState,
 )
 from local_platform.tls import LocalTls, create_local_tls
-from platform_facts import PLATFORM_HEALTH_PATH, SCHEDULER_PORT
+from platform_facts import FSX_MOUNT, PLATFORM_HEALTH_PATH, SCHEDULER_PORT, regions_variable
+from stackconfig import PROJECT_DIR as ROOT
 
 BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
+
 START_TIMEOUT = 60.0
 AGENT_INTERVAL = 1.0
 MARKER = "LOCAL_PLATFORM_STATE"  # in every process's environment: which platform started it
-DEMAND_POOLS = "DASK_DASK_REGIONS__DEMAND__POOLS"
+DEMAND_POOLS = regions_variable("demand.pools")
 # What the twin adds to a task's or function's environment, and why (README: the twin's differences).
 TWIN_VARIABLES = {
     "AWS_ENDPOINT_URL": "the region's AWS emulation (moto) instead of AWS's endpoints",

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# The catalog's document, declared once (platform_facts/document.py): its fields and how each is indexed.
+from platform_facts.document import DOCUMENT_FIELDS, DOCUMENT_INDEX, CatalogDocument
+
+__all__ = ["DOCUMENT_FIELDS", "DOCUMENT_INDEX", "CatalogDocument"]  # and the constants below
+
 # ---------------------------------------------------------------------------------------------- pools
 # Each region's workers carry the Dask resource `pool-<region>`; a task restricted to it runs in that region.
 POOL_PREFIX = "pool-"
@@ -23,6 +28,30 @@ def region_of_pool(pool: str) -> str:
 def is_pool(resource: str) -> bool:
     return resource.startswith(POOL_PREFIX)
 
+
+# ------------------------------------------------------------------------------------------ Dask settings
+# dask_regions' section of Dask's config (dask_regions/dask_regions.yaml). Dask reads any setting from an
+# environment variable too: DASK_, then the key in upper case with "." as "__" and "-" as "_".
+DASK_REGIONS_SECTION = "dask-regions"
+
+
+def dask_variable(key: str) -> str:
+    """The environment variable that sets Dask's `key`: `distributed.comm.tls.ca-file` is
+    DASK_DISTRIBUTED__COMM__TLS__CA_FILE."""
+    return "DASK_" + key.upper().replace("-", "_").replace(".", "__")
+
+
+def regions_variable(key: str) -> str:
+    """The environment variable of a dask_regions setting: `demand.pools` is DASK_DASK_REGIONS__DEMAND__POOLS."""
+    return dask_variable(f"{DASK_REGIONS_SECTION}.{key}")
+
+
+# --------------------------------------------------------------------------------------------- places
+# Where every worker sees its region's Lustre file system: the hosts mount it there, the ECS task maps it to the same
+# path, and the catalog's paths start with it (/fsx/<region>/...).
+FSX_MOUNT = "/fsx"
+# An AWS region code (us-east-1, ap-southeast-2, us-gov-west-1); pseudo-regions such as aws-global are none.
+REGION_PATTERN = r"[a-z]{2}(?:-[a-z]+)+-\d+"
 
 # --------------------------------------------------------------------------------------------- demand
 # The scheduler publishes each pool's figure as this CloudWatch metric (dimensions Stack and Pool), in the pool's
@@ -41,11 +70,12 @@ PLATFORM_HEALTH_PATH = "/dask-regions/health"
 # What a notebook kernel or shell needs to reach the platform (components/kernel.py writes it, dask_regions.connect
 # and the local platform read or write it): the client certificate as Dask's TLS settings, and where the servers'
 # logs are (CloudWatch log groups as JSON name -> {region, group} in AWS, a directory of log files locally).
-TLS_ENVIRONMENT = {"ca": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "cert": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT",
-                   "key": "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"}
+TLS_ENVIRONMENT = {"ca": dask_variable("distributed.comm.tls.ca-file"),
+                   "cert": dask_variable("distributed.comm.tls.client.cert"),
+                   "key": dask_variable("distributed.comm.tls.client.key")}
 LOG_GROUPS_VARIABLE = "DASK_PLATFORM_LOG_GROUPS"
 # Every client the kernel starts runs these modules (Dask's client preloads): the crossing budget's check.
-CLIENT_PRELOAD_VARIABLE = "DASK_DISTRIBUTED__CLIENT__PRELOAD"
+CLIENT_PRELOAD_VARIABLE = dask_variable("distributed.client.preload")
 CLIENT_PRELOADS = ("dask_regions.budget",)
 # dask-labextension's cluster factory (module, callable): JupyterLab's Dask sidebar lists the platform through it.
 JUPYTERLAB_FACTORY = ("dask_regions.connect", "for_jupyterlab")
@@ -62,9 +92,6 @@ ERA5_TIME_DIM = "time0"  # the dimension ERA5's monthly files are joined along
 # "version" and "refs", the files it covers in order and the steps each holds: {"concat_dim", "files": [[path, n]]}.
 REFERENCES_LAYOUT_KEY = "dask_regions"
 FACETS = (*CMIP6_FACETS, *ERA5_FACETS)
-# A catalog document's top-level fields, in the order the SQLite catalog stores them.
-DOCUMENT_FIELDS = ("id", "region", "kind", "s3_uri", "path", "pool", "size", "object_count", "last_modified",
-                   "facets", "fileName", "bucket", "dask_pool", "project", "references")
 
 
 def catalog_index_prefix(region: str) -> str:

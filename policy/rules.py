@@ -27,7 +27,7 @@ from pulumi_policy import (
 )
 
 from catalog_sync.access import SECURITY_API, widenings
-from platform_facts import DASHBOARD_PORT, SCHEDULER_PORT
+from platform_facts import DASHBOARD_PORT, REGION_PATTERN, SCHEDULER_PORT
 from stackgraph.permissions import as_list, policies, reference_findings_by_owner
 from stackgraph.reachability import analyse
 from stackgraph.synth import Graph, RecordedResource
@@ -43,7 +43,7 @@ EXEMPTIONS: dict[tuple[str, str], str] = {
         "a worker region's access-log bucket receives its region's buckets' logs; it does not log into itself",
     ("awssolutions-iam4-no-aws-managed-policies", "worker-[a-z0-9-]+-host-managed-0"):
         "AmazonEC2ContainerServiceforEC2Role: the ECS agent's own calls, most of which cannot be scoped",
-    ("awssolutions-smg4-secret-rotation", "dask-tls-(scheduler|client|worker)-[a-z]{2}(-[a-z]+)+-[0-9]+"):
+    ("awssolutions-smg4-secret-rotation", f"dask-tls-(scheduler|client|worker)-{REGION_PATTERN}"):
         "Dask TLS certificates are rotated by `pulumi up` (replaced in their last 30 days), not by a rotation Lambda",
 }
 
@@ -340,7 +340,7 @@ def _ingress_bounded(resources: list[PolicyResource]) -> Iterable[tuple[str, str
 
 # Where a catalog principal may write (POST/PUT/DELETE): a region's own load indices, or the read alias's searches;
 # the domain's master user alone, its security API.
-_CATALOG_WRITABLE = re.compile(r"catalog-[a-z]{2}(-[a-z]+)+-\d+-\*|catalog/_(search|msearch|mget)")
+_CATALOG_WRITABLE = re.compile(rf"catalog-{REGION_PATTERN}-\*|catalog/_(search|msearch|mget)")
 _SECURITY_PATH = re.compile(re.escape(SECURITY_API) + r"/\*")
 _ES_CHANGES = ("es:ESHttpPost", "es:ESHttpPut", "es:ESHttpDelete", "es:ESHttpPatch")
 _DOMAIN = "aws:opensearch/domain:Domain"

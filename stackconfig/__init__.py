@@ -5,6 +5,7 @@ command lines all read a stack through it; it imports none of them."""
 from stackconfig.addressing import LARGEST_VPC_PREFIX, MAX_AZS, MIN_AZS, SMALLEST_VPC_PREFIX, plan_subnets
 from stackconfig.aws import fargate_problem, known_regions, schedule_problem, tag_value_problem
 from stackconfig.load import load_from_pulumi, load_stack_file, raw_stack_config
+from stackconfig.project import PROJECT_DIR
 from stackconfig.schema import (
     CLIENT_KEYS,
     CLIENT_SITE,
@@ -25,9 +26,33 @@ from stackconfig.schema import (
 from stackconfig.validate import parse_stack_config
 
 __all__ = [
-    "CLIENT_KEYS", "CLIENT_SITE", "LARGEST_VPC_PREFIX", "MAX_AZS", "MAX_WORKER_REGIONS", "MIN_AZS", "PROJECT_NAME",
-    "SMALLEST_VPC_PREFIX", "TOP_LEVEL_KEYS", "WORKER_KEYS", "ClientConfig", "ConfigError", "Key", "Problem",
-    "S3Location", "Site", "StackConfig", "WorkerConfig", "describe_keys", "fargate_problem", "known_regions",
-    "load_from_pulumi", "load_stack_file", "parse_stack_config", "plan_subnets", "raw_stack_config",
-    "schedule_problem", "tag_value_problem",
+    "CLIENT_KEYS",
+    "CLIENT_SITE",
+    "LARGEST_VPC_PREFIX",
+    "MAX_AZS",
+    "MAX_WORKER_REGIONS",
+    "MIN_AZS",
+    "PROJECT_DIR",
+    "PROJECT_NAME",
+    "SMALLEST_VPC_PREFIX",
+    "TOP_LEVEL_KEYS",
+    "WORKER_KEYS",
+    "ClientConfig",
+    "ConfigError",
+    "Key",
+    "Problem",
+    "S3Location",
+    "Site",
+    "StackConfig",
+    "WorkerConfig",
+    "describe_keys",
+    "fargate_problem",
+    "known_regions",
+    "load_from_pulumi",
+    "load_stack_file",
+    "parse_stack_config",
+    "plan_subnets",
+    "raw_stack_config",
+    "schedule_problem",
+    "tag_value_problem",
 ]

@@ -9,6 +9,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
+from platform_facts import REGION_PATTERN
 from stackconfig.schema import _fmt
 
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
@@ -22,7 +23,7 @@ RESERVED_TAG_KEYS = ("project", "stack", "team")
 PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 PARTITION = "aws"  # the platform deploys to the commercial partition only (one account, peered across regions)
-_REGION_CODE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")  # pseudo-regions such as aws-global are no region codes
+_REGION_CODE = re.compile(REGION_PATTERN)  # pseudo-regions such as aws-global are no region codes
 
 
 @cache

@@ -56,7 +56,7 @@ TOP_LEVEL_KEYS: tuple[Key, ...] = (
         " (1, 3, 5, 7, 14, 30, 60, 90, ...).", 30),
     Key("syncMaxDropPercent", "integer",
         "The nightly sync refuses to replace a region's catalog with one more than this percent smaller (a "
-        "broken listing must not empty the catalog); 0-100. `python -m catalog_sync --force` overrides once.",
+        "broken listing must not empty the catalog); 0-100. `python -m catalog_cli --force` overrides once.",
         50, minimum=0, maximum=100),
     Key("daskTlsValidityDays", "integer",
         "Validity of the Dask TLS certificates (scheduler, workers, notebook client; the private CA lives 3x "

@@ -25,9 +25,8 @@ from pulumi.runtime import config as runtime_config
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc, settings
 
-from stackconfig import TOP_LEVEL_KEYS, raw_stack_config
+from stackconfig import PROJECT_DIR, TOP_LEVEL_KEYS, raw_stack_config
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 MOCK_ACCOUNT = "123456789012"
 AWS_PROVIDER_TYPE = "pulumi:providers:aws"
 

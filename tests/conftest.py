@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import multiprocessing.util
+import os
+import subprocess
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
 import pytest
 
+from components.distribution import wheel
 from stackconfig import StackConfig, parse_stack_config, raw_stack_config
 from stackgraph.synth import PROJECT_DIR, Graph, synthesize
 
@@ -85,3 +90,61 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+# ------------------------------------------------------------------------------------------- test tiers
+# Markers (declared in pyproject.toml): `processes` (starts a process: a Dask cluster, a server, a command),
+# `root` (network or mount namespaces), `slow` (over about 10 s). `make test-fast` runs the tests with none of them.
+PROCESS_FIXTURES = {"osmem_url"}  # fixtures that start a process: a test using one is marked `processes`
+ROOT_REASON = "needs root: it creates network or mount namespaces (run the tests as root, as CI does)"
+
+
+class UnmarkedProcessError(AssertionError):
+    """A test that is not marked `processes` started one: the fast tier would not be what it says."""
+
+
+@contextlib.contextmanager
+def _no_processes(nodeid: str) -> Iterator[None]:
+    """Any process started meanwhile fails the test, naming the marker it lacks."""
+    def refuse(*_: Any, **__: Any) -> None:
+        raise UnmarkedProcessError(f"{nodeid} starts a process: mark it (or its module) pytest.mark.processes")
+
+    originals = (subprocess.Popen._execute_child, multiprocessing.util.spawnv_passfds, os.fork)
+    subprocess.Popen._execute_child = refuse  # type: ignore[method-assign,assignment]
+    multiprocessing.util.spawnv_passfds = refuse  # type: ignore[assignment]
+    os.fork = refuse  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        subprocess.Popen._execute_child, multiprocessing.util.spawnv_passfds, os.fork = originals  # type: ignore[method-assign]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """The data plane's wheel, which the program declares (the images and the kernel install it), is built before
+    any test (once per source digest, then kept in dist/): building it is the suite's set-up, not a test's process."""
+    wheel()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    if item.get_closest_marker("processes"):
+        yield
+        return
+    with _no_processes(item.nodeid):
+        yield
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") and os.geteuid() != 0:
+        pytest.skip(ROOT_REASON)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With `-n` (pytest-xdist, `--dist loadgroup`), a module's tests share one worker and its module fixtures; a
+    module may name a wider group (the WAN tests share their namespaces' names, so they run one after another)."""
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.processes)
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))

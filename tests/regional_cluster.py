@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stackconfig import PROJECT_DIR
+
 DASK = shutil.which("dask", path=str(Path(sys.executable).parent)) or "dask"
 
 
@@ -25,7 +27,7 @@ class RegionalCluster:
         self.directory, self.pools, self.threads = directory, pools, threads
         self.scheduler_file = directory / "scheduler.json"
         self.env = {**os.environ, "DASK_DASK_REGIONS__MISSING_POOL_TIMEOUT": str(missing_pool_timeout),
-                    "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+                    "PYTHONPATH": str(PROJECT_DIR),
                     "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
                     "DASK_DASK_REGIONS__WARM_CONNECTIONS": "True"}  # as the platform deploys its scheduler
         if combine_pool:

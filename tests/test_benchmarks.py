@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from stackconfig import PROJECT_DIR as ROOT
+
+pytestmark = [pytest.mark.processes, pytest.mark.xdist_group("wan")]
+
+
 
 
 def test_catalog_build_benchmark_runs_and_writes_json(tmp_path: Path) -> None:
@@ -51,8 +55,9 @@ def test_open_refs_benchmark_opens_both_ways_to_the_same_data(tmp_path: Path) ->
     assert bad.returncode == 2 and "--files 'x'" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
-                    reason="the WAN benchmark needs root (network namespaces) and iproute2")
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(not shutil.which("ip") or not shutil.which("tc"), reason="needs iproute2 (ip, tc)")
 def test_wan_benchmark_runs_every_mode_as_declared_and_leaves_nothing_behind(tmp_path: Path) -> None:
     from bench.wan_network import leftovers
 
@@ -90,8 +95,8 @@ def test_wan_benchmark_runs_every_mode_as_declared_and_leaves_nothing_behind(tmp
     assert "pinned" in result.stdout and "targets:" in result.stdout
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("unshare"),
-                    reason="mount namespaces need root, iproute2 and util-linux")
+@pytest.mark.root
+@pytest.mark.skipif(not shutil.which("ip") or not shutil.which("unshare"), reason="needs iproute2 and util-linux")
 def test_a_benchmark_task_sees_only_its_own_regions_lustre_stand_in(tmp_path: Path) -> None:
     """Placement proved by isolation: a task that read another region's data would fail, not read it silently."""
     from bench.wan import Processes, fsx_mount_point, fsx_root
@@ -125,8 +130,9 @@ def test_wan_benchmark_names_bad_flags() -> None:
     assert "--gigabytes 0: use 0.001 to 20" in result.stderr and "--modes 'pinned,fast'" in result.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
-                    reason="the WAN benchmark needs root (network namespaces) and iproute2")
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(not shutil.which("ip") or not shutil.which("tc"), reason="needs iproute2 (ip, tc)")
 def test_wan_scaling_runs_each_size_and_charts_time_and_bytes_against_size(tmp_path: Path) -> None:
     output = tmp_path / "wan-scaling.json"
     result = subprocess.run([sys.executable, "bench/wan_scaling.py", "--gigabytes", "0.004,0.002", "--regions-at",
@@ -167,6 +173,7 @@ def test_the_decade_chart_draws_both_runs_and_refuses_swapped_files(tmp_path: Pa
 
 
 
+@pytest.mark.slow
 def test_dask_compat_finds_a_test_the_preloads_break(tmp_path: Path) -> None:
     """bench/dask_compat.py on a tiny repository laid out as dask/distributed's: one test passes on any scheduler,
     one passes only without the router. The comparison names the second as broken, in both pairs of runs."""

@@ -72,6 +72,7 @@ def _files(synced: dict[str, Any]) -> Any:
     return xr.concat([xr.open_dataset(p, engine="h5netcdf") for p in paths], dim=ERA5_TIME_DIM)
 
 
+@pytest.mark.processes
 def test_the_sync_names_one_set_per_collection_and_it_opens_as_the_files_do(synced: dict[str, Any]) -> None:
     months = synced["catalog"].find(variable=ERA5_VARIABLE)
     assert len(months) == MONTHS
@@ -89,6 +90,7 @@ def test_the_sync_names_one_set_per_collection_and_it_opens_as_the_files_do(sync
     np.testing.assert_array_equal(opened[ERA5_VARIABLE].values, expected[ERA5_VARIABLE].values)
 
 
+@pytest.mark.processes
 def test_a_subset_of_the_files_opens_as_those_files_in_the_order_asked(synced: dict[str, Any]) -> None:
     months = synced["catalog"].find(variable=ERA5_VARIABLE)
     uri, expected = months[0].references, _files(synced)
@@ -101,6 +103,7 @@ def test_a_subset_of_the_files_opens_as_those_files_in_the_order_asked(synced: d
     assert open_set(uri, [months[0].path, "/fsx/us-east-1/elsewhere.nc"], ERA5_TIME_DIM, {}) is None
 
 
+@pytest.mark.processes
 def test_opening_from_the_set_reads_no_file_and_pickles_as_its_address(synced: dict[str, Any]) -> None:
     months = synced["catalog"].find(variable=ERA5_VARIABLE)
     hidden = synced["staging"].with_name("hidden")
@@ -121,6 +124,7 @@ def test_opening_from_the_set_reads_no_file_and_pickles_as_its_address(synced: d
     assert read_set.cache_info().misses == 1  # the first chunk read reads the set, once
 
 
+@pytest.mark.processes
 def test_files_that_cannot_be_joined_keep_no_set_and_the_sync_goes_on(tmp_path: Path, moto_endpoint: str) -> None:
     data = _sync_data(tmp_path, moto_endpoint, broken=False)
     odd = data["staging"] / "2001" / "01" / "data" / f"{ERA5_VARIABLE}.nc"  # stored in other chunks
@@ -136,6 +140,7 @@ def test_files_that_cannot_be_joined_keep_no_set_and_the_sync_goes_on(tmp_path: 
     assert not [o["Key"] for o in listed.get("Contents", []) if "/pieces/" not in o["Key"]]  # no set written
 
 
+@pytest.mark.processes
 def test_the_workflow_writes_pieces_while_indexing_and_sets_in_steps(tmp_path: Path, moto_endpoint: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     data = _sync_data(tmp_path, moto_endpoint)
@@ -145,7 +150,7 @@ def test_the_workflow_writes_pieces_while_indexing_and_sets_in_steps(tmp_path: P
     monkeypatch.setattr(handlers.boto3, "client", lambda service, **_: {"s3": data["s3"]}[service])
     for key, value in {"AWS_REGION": REGION, "DATASET": f"s3://{data['association'].bucket}",
                        "FSX_PATH": data["association"].fsx_path, "CATALOG_ENDPOINT": f"sqlite:///{tmp_path}/c.db",
-                       "REFERENCES": data["references"].location}.items():
+                       "REFERENCES": data["references"].location, "MAX_DROP": "0.5"}.items():
         monkeypatch.setenv(key, value)
     step = handlers.handle({"action": "index"}, LambdaContext(3600))
     assert step["done"] and step["checkpoint"]["unreferenced"] == 1
@@ -189,7 +194,8 @@ def test_collections_are_named_by_kind_and_variable() -> None:
     from catalog_sync.records import DatasetRecord
 
     def record(kind: str, facets: dict[str, str]) -> DatasetRecord:
-        return DatasetRecord("i", kind, "s3://b/k", "/fsx/k", REGION, "pool-us-east-1", 1, 1, "", facets)
+        return DatasetRecord(id="i", region=REGION, kind=kind, s3_uri="s3://b/k", path="/fsx/k", pool="pool-us-east-1",
+                             size=1, object_count=1, last_modified="", facets=facets)
 
     assert collection_of(record("era5-netcdf", {"variable": "t2m", "year": "2000"})) == "era5-netcdf.t2m"
     assert collection_of(record("netcdf", {})) is None  # a lone netCDF file has no collection
@@ -214,6 +220,7 @@ def cluster_synced(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str)
         cluster.close()
 
 
+@pytest.mark.processes
 def test_open_mfdataset_opens_a_collection_from_its_set_in_one_task(cluster_synced: dict[str, Any]) -> None:
     client, months = cluster_synced["client"], cluster_synced["catalog"].find(variable=ERA5_VARIABLE)
     with warnings.catch_warnings(), get_task_stream(client) as stream:
@@ -231,6 +238,7 @@ def test_open_mfdataset_opens_a_collection_from_its_set_in_one_task(cluster_sync
     np.testing.assert_array_equal(era5[ERA5_TIME_DIM].values, by_files[ERA5_TIME_DIM].values)
 
 
+@pytest.mark.processes
 def test_a_missing_set_falls_back_to_the_files_with_a_warning(cluster_synced: dict[str, Any]) -> None:
     client, months = cluster_synced["client"], cluster_synced["catalog"].find(variable=ERA5_VARIABLE)
     gone = [type(m)(**{**m.__dict__, "references": m.references.replace(".json", "-expired.json")}) for m in months]
@@ -239,6 +247,7 @@ def test_a_missing_set_falls_back_to_the_files_with_a_warning(cluster_synced: di
     assert era5.sizes[ERA5_TIME_DIM] == MONTHS * STEPS
 
 
+@pytest.mark.processes
 def test_combining_leaves_the_callers_event_loop_alone(synced: dict[str, Any]) -> None:
     """kerchunk's combine calls asyncio.run(): run in the caller's thread it closed the thread's event loop, and
     Pulumi's next synthesis in the same process failed ("no current event loop")."""

@@ -16,6 +16,7 @@ from opensearchpy import OpenSearch
 
 from catalog_sync.records import DatasetRecord, record_id
 from catalog_sync.sinks import (
+    _TABLE,
     READ_ALIAS,
     OpenSearchSink,
     SinkError,
@@ -44,7 +45,7 @@ class Catalog:
         self.sink, self.serving_ids = sink, ids
 
 
-@pytest.fixture(params=["sqlite", "opensearch"])
+@pytest.fixture(params=["sqlite", pytest.param("opensearch", marks=pytest.mark.processes)])  # osmem: a process
 def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
     if request.param == "sqlite":
         sink = SQLiteSink(tmp_path / "catalog.db")
@@ -229,3 +230,22 @@ def test_throttled_bulk_requests_are_retried(capture: str) -> None:
     sink = OpenSearchSink(opensearch_client(capture))
     assert sink.begin("us-east-1", "dataset").add([record("us-east-1", n) for n in range(5)]) == 5
     assert len([r for r in Capture.requests if r["path"].split("?")[0].endswith("/_bulk")]) == 3
+
+
+def test_the_document_is_declared_once_and_every_form_of_it_follows() -> None:
+    """platform_facts.CatalogDocument drives the sync's record, the reader's dataset, the OpenSearch mapping and the
+    SQLite table: none of them names a field of its own."""
+    import sqlite3
+    from dataclasses import fields
+
+    from catalog_sync.records import DatasetRecord, opensearch_mapping
+    from dask_regions.catalog import Dataset
+    from platform_facts import DOCUMENT_FIELDS, CatalogDocument
+
+    for form in (DatasetRecord, Dataset):
+        assert issubclass(form, CatalogDocument) and tuple(f.name for f in fields(form)) == DOCUMENT_FIELDS
+        assert not {name for name in vars(form).get("__annotations__", {})}, f"{form.__name__} declares fields"
+    assert tuple(opensearch_mapping()["properties"]) == DOCUMENT_FIELDS
+    with sqlite3.connect(":memory:") as db:
+        db.execute(_TABLE.format(name="t"))
+        assert tuple(row[1] for row in db.execute("PRAGMA table_info(t)")) == DOCUMENT_FIELDS

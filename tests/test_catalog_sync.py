@@ -23,10 +23,9 @@ from catalog_sync.fsx_import import IMPORT, FsxImportError
 from catalog_sync.records import Association
 from catalog_sync.sinks import OpenSearchSink, SinkError, SQLiteSink, SwapRefused, _serving
 from catalog_sync.sync import Checkpoint, index_step, rebuild_catalog, sync_region
+from stackconfig import PROJECT_DIR as ROOT
 from tests.catalog_fixtures import CMIP6_PREFIX, cmip6_keys, era5_keys, objects, s3_client
 from tests.test_catalog_grouping import group_all
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -146,6 +145,7 @@ def test_a_failed_import_leaves_the_catalog_untouched(bucket: tuple[Any, str], t
     assert serving(sink, "us-west-2") == before
 
 
+@pytest.mark.processes
 def test_the_sink_becoming_unreachable_mid_load_keeps_the_previous_catalog(bucket: tuple[Any, str],
                                                                           osmem_url: str) -> None:
     s3, name = bucket
@@ -220,6 +220,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120, check=False)
 
 
+@pytest.mark.processes
 def test_cli_syncs_a_stack_region_against_given_endpoints(bucket: tuple[Any, str], moto_endpoint: str,
                                                           tmp_path: Path) -> None:
     s3, name = bucket
@@ -241,6 +242,7 @@ def test_cli_syncs_a_stack_region_against_given_endpoints(bucket: tuple[Any, str
     (["--region", "us-east-1", "--catalog", "sqlite:///x.db", "--dataset", "s3://b", "--max-drop", "2"],
      "Invalid value for '--max-drop'"),
 ])
+@pytest.mark.processes
 def test_cli_bad_input_gets_a_clear_message_not_a_traceback(args: list[str], message: str, tmp_path: Path) -> None:
     result = run_cli(*args, "--s3-endpoint", "http://127.0.0.1:9")
     assert result.returncode != 0
@@ -248,6 +250,7 @@ def test_cli_bad_input_gets_a_clear_message_not_a_traceback(args: list[str], mes
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.processes
 def test_cli_reports_an_unreachable_s3_clearly(tmp_path: Path) -> None:
     result = run_cli("--region", "us-east-1", "--dataset", "s3://b", "--catalog", f"sqlite:///{tmp_path}/c.db",
                      "--s3-endpoint", "http://127.0.0.1:9",
@@ -278,7 +281,7 @@ def test_the_cli_with_a_stack_applies_the_stacks_drop_limit(bucket: tuple[Any, s
     """A 30% drop passes the default 50% limit, but not the stack's syncMaxDropPercent of 10."""
     from typer.testing import CliRunner
 
-    import catalog_sync.__main__ as cli
+    import catalog_cli.__main__ as cli
 
     s3, name = bucket
     keys = era5_keys(years=(2022,))
@@ -299,6 +302,7 @@ def test_the_cli_with_a_stack_applies_the_stacks_drop_limit(bucket: tuple[Any, s
     assert SQLiteSink(tmp_path / "c.db").serving_count("us-east-1") == 37
 
 
+@pytest.mark.processes
 def test_a_sync_that_loses_the_race_to_swap_ends_with_one_clear_line(osmem_url: str,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Two syncs of one region look at the serving index at the same time; the second to swap finds it gone."""

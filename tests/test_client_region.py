@@ -244,6 +244,7 @@ def test_service_linked_role_only_when_configured() -> None:
     assert role.urn in graph.of_type("aws:opensearch/domain:Domain")[0].dependencies
 
 
+@pytest.mark.processes
 def test_notebook_is_private_encrypted_and_configured_for_this_stack(stack: Graph) -> None:
     (notebook,) = stack.of_type("aws:sagemaker/notebookInstance:NotebookInstance")
     inputs = notebook.inputs

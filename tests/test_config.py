@@ -22,9 +22,8 @@ from stackconfig import (
     raw_stack_config,
     schedule_problem,
 )
+from stackconfig import PROJECT_DIR as ROOT
 from stackconfig.addressing import plan_subnets
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def valid() -> dict[str, Any]:
@@ -290,11 +289,11 @@ def test_pulumi_yaml_declares_every_top_level_key_with_its_type_and_default() ->
             assert declared["default"] == key.default, key.name
 
 
-def test_readme_documents_every_key_and_default() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_configuration_doc_documents_every_key_and_default() -> None:
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     for path, key in describe_keys():
         row = next((line for line in readme.splitlines() if line.startswith(f"| `{path}`")), None)
-        assert row is not None, f"README has no row for {path}"
+        assert row is not None, f"docs/configuration.md has no row for {path}"
         if not key.required and key.default is not None:
             assert f"`{json.dumps(key.default) if not isinstance(key.default, str) else key.default}`" in row, row
 
@@ -321,7 +320,7 @@ def test_subnet_plan_fits_inside_the_vpc_without_overlap(prefix: int, zones: int
 
 
 # ------------------------------------------------------------------------- generated from the declarations
-def test_pulumi_yaml_the_json_schema_and_the_readme_table_are_generated_from_the_keys() -> None:
+def test_pulumi_yaml_the_json_schema_and_the_config_doc_table_are_generated_from_the_keys() -> None:
     from stackconfig.generate import generated
 
     for path, text in generated().items():
@@ -338,7 +337,7 @@ def test_a_changed_declaration_shows_as_drift(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(generate, "TOP_LEVEL_KEYS", changed)
     monkeypatch.setattr(schema, "TOP_LEVEL_KEYS", changed)
     drifted = [path.name for path, text in generate.generated().items() if path.read_text() != text]
-    assert drifted == ["Pulumi.yaml", "stack.schema.json", "README.md"]
+    assert drifted == ["Pulumi.yaml", "stack.schema.json", "configuration.md"]
 
 
 def test_the_json_schema_accepts_the_shipped_stacks_and_names_a_mistake() -> None:

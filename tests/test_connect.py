@@ -24,9 +24,8 @@ from dask_regions import ConnectError, Platform, budget, connect
 from dask_regions.demand import pool_demand, settings_environment
 from local_platform.tls import LocalTls, create_local_tls
 from platform_facts import CLIENT_PRELOADS
+from stackconfig import PROJECT_DIR as ROOT
 from tests.test_dask_tls import ENTRYPOINT, _role_environment, _stop
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +75,7 @@ def kernel(platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterato
     dask.config.refresh()
 
 
+@pytest.mark.processes
 def test_one_call_from_the_kernels_environment(kernel: dict[str, Any]) -> None:
     with connect(timeout=30) as platform:
         platform.client.wait_for_workers(1, timeout=60)
@@ -92,6 +92,7 @@ def test_one_call_from_the_kernels_environment(kernel: dict[str, Any]) -> None:
     assert client.status == "closed"
 
 
+@pytest.mark.processes
 def test_scale_and_adapt_set_the_pools_bounds_within_the_stacks(kernel: dict[str, Any]) -> None:
     with connect(timeout=30) as platform:
         figure = platform.scale(3, region="us-east-1")  # 3 workers: 2 tasks of 2 workers
@@ -128,6 +129,7 @@ def test_logs_come_from_cloudwatch_in_aws_and_from_files_locally(moto_endpoint: 
     assert local.get_logs() == {"scheduler": "started\nlistening"}
 
 
+@pytest.mark.processes
 def test_one_call_from_a_stacks_outputs(platform: dict[str, Any], tmp_path: Path) -> None:
     outputs = tmp_path / "outputs.json"
     outputs.write_text(json.dumps({"schedulerAddress": platform["address"], "catalogEndpoint": "sqlite:///x.db"}))
@@ -140,6 +142,7 @@ def test_one_call_from_a_stacks_outputs(platform: dict[str, Any], tmp_path: Path
         assert connected.client.scheduler.address == platform["address"]
 
 
+@pytest.mark.processes
 def test_from_a_stacks_outputs_the_certificate_comes_from_its_secret(platform: dict[str, Any], moto_endpoint: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Outside the notebook (an operator's machine): with no certificate configured, connect() fetches the
@@ -178,6 +181,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("case", ["no address", "no certificate", "missing file", "wrong CA",
                                   "foreign certificate", "tcp to tls", "scheduler down", "unreadable outputs"])
 def test_each_failure_says_what_is_wrong(kernel: dict[str, Any], case: str, tmp_path: Path,
@@ -239,6 +243,7 @@ def test_connect_is_the_librarys_public_entry() -> None:
     assert dask_regions.connect is connect and "connect" in dask_regions.__all__
 
 
+@pytest.mark.processes
 def test_the_platform_is_a_dask_cluster(kernel: dict[str, Any]) -> None:
     """Called the way generic Dask code calls a cluster (distributed.deploy.Cluster's interface)."""
     from distributed import Client
@@ -291,6 +296,7 @@ def declared_server_environment() -> dict[str, str]:
                 for line in found.group(1).splitlines())
 
 
+@pytest.mark.processes
 def test_jupyterlabs_dask_sidebar_lists_scales_and_closes_the_platform(kernel: dict[str, Any],
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """dask-labextension's own cluster manager (the server side of JupyterLab's Dask sidebar), with the extension's

@@ -40,6 +40,7 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
     return Catalog.open(url)
 
 
+@pytest.mark.processes
 def test_find_by_facets_across_regions(catalog: Catalog) -> None:
     tas = catalog.find(variable_id="tas")
     assert [d.facets["experiment_id"] for d in tas] == ["ssp126", "ssp585"]
@@ -52,6 +53,7 @@ def test_find_by_facets_across_regions(catalog: Catalog) -> None:
     assert {d.region for d in catalog.find(kind=["cmip6-zarr", "era5-netcdf"])} == {"us-east-1", "us-west-2"}
 
 
+@pytest.mark.processes
 def test_unknown_facets_and_empty_results_say_what_exists(catalog: Catalog) -> None:
     with pytest.raises(CatalogQueryError, match=r"unknown facet 'variabel_id': did you mean 'variable_id'"):
         catalog.find(variabel_id="tas")
@@ -61,6 +63,7 @@ def test_unknown_facets_and_empty_results_say_what_exists(catalog: Catalog) -> N
         catalog.find(variable_id="tas", year="2021")
 
 
+@pytest.mark.processes
 def test_locate_resolves_many_paths(catalog: Catalog) -> None:
     paths = [f"/fsx/us-west-2/{CMIP6_STORES[0]}", "/fsx/us-east-1/era5-pds/2021/03/main.nc", "/fsx/nowhere"]
     found = catalog.locate([*paths, f"s3://cmip6-pds/{CMIP6_STORES[1]}/"])
@@ -69,6 +72,7 @@ def test_locate_resolves_many_paths(catalog: Catalog) -> None:
     assert catalog.locate([]) == {}
 
 
+@pytest.mark.processes
 def test_locate_is_one_round_trip_on_opensearch(osmem_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     load(OpenSearchSink(OpenSearch(hosts=[osmem_url])))
     catalog = Catalog.open(osmem_url)
@@ -85,6 +89,7 @@ def test_locate_is_one_round_trip_on_opensearch(osmem_url: str, monkeypatch: pyt
     assert calls == ["POST /catalog/_search"]
 
 
+@pytest.mark.processes
 def test_a_document_speaks_for_a_region_only_from_that_regions_indices(osmem_url: str) -> None:
     """A writer that puts a document claiming another region into its own index (which is in the read alias)
     publishes nothing in the other region's name; in its own region's name it is believed."""
@@ -101,6 +106,7 @@ def test_a_document_speaks_for_a_region_only_from_that_regions_indices(osmem_url
     assert list(found) == ["/fsx/us-west-2/x.nc"]
 
 
+@pytest.mark.processes
 def test_export_to_an_intake_esm_datastore(catalog: Catalog, tmp_path: Path) -> None:
     description = catalog.to_intake_esm(tmp_path / "esm", name="cmip6", variable_id="tas")
     spec = json.loads(description.read_text())

@@ -14,6 +14,7 @@ import xarray as xr
 
 import dask_regions
 from dask_regions import Catalog, MissingPoolError, VersionMismatchError, audit, compute_near_data, mark
+from stackconfig import PROJECT_DIR
 from tests.regional_cluster import RegionalCluster
 from tests.regional_data import build_catalog, region_data, write_cmip6, write_era5
 
@@ -65,6 +66,8 @@ def reduced_bytes(*arrays: Any) -> int:
     return sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in arrays)
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_plugin_places_every_region_task_in_its_pool_with_no_client_hints(platform: dict[str, Any]) -> None:
     client = platform["client"]
     historical, regridded, difference = reference_analysis(platform)
@@ -88,6 +91,7 @@ def _expected_difference(fsx: Path) -> Any:
     return (future.sel(lat=historical.lat, lon=historical.lon, method="nearest").values - historical.values)
 
 
+@pytest.mark.processes
 def test_compute_near_data_gives_the_same_result_and_moves_only_the_reductions(platform: dict[str, Any]) -> None:
     client = platform["client"]
     historical, regridded, _ = reference_analysis(platform)
@@ -101,6 +105,7 @@ def test_compute_near_data_gives_the_same_result_and_moves_only_the_reductions(p
     np.testing.assert_allclose(result.values, expected, rtol=0, atol=1e-3)  # float32, other order
 
 
+@pytest.mark.processes
 def test_naive_moves_at_least_fifty_times_what_pinned_moves(platform: dict[str, Any]) -> None:
     client = platform["client"]
     if "pinned_bytes" not in platform:
@@ -121,6 +126,7 @@ def test_naive_moves_at_least_fifty_times_what_pinned_moves(platform: dict[str, 
     assert report.bytes_across_regions >= 50 * max(platform["pinned_bytes"], 1), report.table()
 
 
+@pytest.mark.processes
 def test_unpinned_plain_dask_is_audited_too(platform: dict[str, Any]) -> None:
     client = platform["client"]
     _, _, difference = reference_analysis(platform, pinned=False)
@@ -131,6 +137,7 @@ def test_unpinned_plain_dask_is_audited_too(platform: dict[str, Any]) -> None:
     assert sum(report.placement.values()) == report.tasks
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("chunks", [{"time0": 2}, "auto"], ids=["several-chunks-per-file", "one-chunk-per-file"])
 def test_mfdataset_chunk_reads_land_only_in_the_owning_pool(platform: dict[str, Any], chunks: Any) -> None:
     """With one chunk per file, fusion folds each file's array node into its reader: still routed."""
@@ -144,6 +151,7 @@ def test_mfdataset_chunk_reads_land_only_in_the_owning_pool(platform: dict[str, 
     assert report.regional == report.tasks  # every task was known to be us-east-1's
 
 
+@pytest.mark.processes
 def test_work_for_a_region_without_workers_fails_clearly_within_the_timeout(platform: dict[str, Any]) -> None:
 
     client = platform["client"]
@@ -159,6 +167,7 @@ def test_work_for_a_region_without_workers_fails_clearly_within_the_timeout(plat
     ({"pool_us-east-1": 1}, r"pool_us-east-1 is not a pool .*pool-us-east-1=2"),
     ({"pool-ap-south-1": 1}, r"region ap-south-1 is not a configured region; configured regions: eu-north-1, "),
 ], ids=["more-slots-than-a-worker-has", "mistyped-pool", "pool-of-no-configured-region"])
+@pytest.mark.processes
 def test_a_task_no_worker_can_run_fails_within_the_timeout(platform: dict[str, Any], resources: dict[str, float],
                                                            message: str) -> None:
     from dask_regions.errors import UnrunnableTaskError
@@ -168,6 +177,7 @@ def test_a_task_no_worker_can_run_fails_within_the_timeout(platform: dict[str, A
         client.submit(sum, [1, 2], resources=resources, pure=False).result(timeout=60)
 
 
+@pytest.mark.processes
 def test_data_of_a_region_that_is_not_configured_fails_naming_it(platform: dict[str, Any]) -> None:
     from dask_regions.errors import UnrunnableTaskError
 
@@ -176,6 +186,7 @@ def test_data_of_a_region_that_is_not_configured_fails_naming_it(platform: dict[
         client.compute(region_data("ca-west-1", (4, 4), 2).sum()).result(timeout=60)
 
 
+@pytest.mark.processes
 def test_versions_are_checked_at_connect(platform: dict[str, Any]) -> None:
     """Dask's own comparison over Dask's packages and the platform's: a worker whose data plane is another version
     (simulated where Dask reads versions) is named with both versions."""
@@ -206,6 +217,8 @@ def test_versions_are_checked_at_connect(platform: dict[str, Any]) -> None:
     dask_regions.check_versions(client)
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_a_pool_killed_mid_computation_ends_in_a_clear_error(platform: dict[str, Any]) -> None:
     import time
 
@@ -228,6 +241,7 @@ def test_a_pool_killed_mid_computation_ends_in_a_clear_error(platform: dict[str,
         client.wait_for_workers(6, timeout=120)
 
 
+@pytest.mark.processes
 def test_a_retired_workers_data_stays_in_its_region(platform: dict[str, Any]) -> None:
     client = platform["client"]
     data = client.persist(region_data("us-east-1", (40, 40), 10) + 1)
@@ -250,6 +264,9 @@ def test_a_retired_workers_data_stays_in_its_region(platform: dict[str, Any]) ->
     client.wait_for_workers(6, timeout=120)
 
 
+@pytest.mark.slow
+@pytest.mark.processes
+@pytest.mark.root
 def test_the_scheduler_never_needs_the_regions_data(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The scheduler runs in its own mount namespace, where every region's data directory is empty."""
     directory = tmp_path_factory.mktemp("unreadable")
@@ -276,6 +293,7 @@ def test_the_scheduler_never_needs_the_regions_data(tmp_path_factory: pytest.Tem
         cluster.close()
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("query_planning", ["False", "True"])
 def test_dask_arrays_are_routed_in_both_array_modes(platform: dict[str, Any], query_planning: str) -> None:
     """dask_regions.from_array tags the array itself, so placement does not depend on key names, which dask's
@@ -302,7 +320,7 @@ def test_dask_arrays_are_routed_in_both_array_modes(platform: dict[str, Any], qu
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180,
                             env={**os.environ, "DASK_ARRAY__QUERY_PLANNING": query_planning}, check=False,
-                            cwd=Path(__file__).resolve().parent.parent)
+                            cwd=PROJECT_DIR)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     # Every task that depends on the array (its 16 chunk reads and all downstream) is known to be us-west-2's
@@ -311,6 +329,7 @@ def test_dask_arrays_are_routed_in_both_array_modes(platform: dict[str, Any], qu
     assert report["placement"]["pool-us-west-2"] >= report["regional"], report
 
 
+@pytest.mark.processes
 def test_opening_hands_back_metadata_not_the_data(platform: dict[str, Any]) -> None:
     import pickle
 
@@ -320,6 +339,7 @@ def test_opening_hands_back_metadata_not_the_data(platform: dict[str, Any]) -> N
     assert len(pickle.dumps(cmip6)) < cmip6.tas.nbytes / 4  # Dask's sizeof used to load it all into the result
 
 
+@pytest.mark.processes
 def test_opening_several_datasets_at_once_gives_what_opening_each_gives(platform: dict[str, Any]) -> None:
     from functools import partial
 
@@ -339,6 +359,7 @@ def test_opening_several_datasets_at_once_gives_what_opening_each_gives(platform
                                "bad": partial(dask_regions.open_dataset, client, 42)})
 
 
+@pytest.mark.processes
 def test_the_scheduler_holds_a_connection_to_each_worker_before_it_first_fetches_from_it(
         platform: dict[str, Any]) -> None:
     from dask_regions.routing import WARMER_NAME
@@ -353,6 +374,7 @@ def test_the_scheduler_holds_a_connection_to_each_worker_before_it_first_fetches
     assert found["warmed"] >= len(found["workers"])
 
 
+@pytest.mark.processes
 def test_each_regions_result_is_fetched_as_soon_as_it_is_done_and_named_as_given(
         platform: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from distributed import Event, Future

@@ -86,6 +86,7 @@ def _connect(address: str, security: Any) -> Any:
     return Client(address, security=security, timeout=5)
 
 
+@pytest.mark.processes
 def test_a_client_with_the_platform_certificate_computes_over_tls(tls_cluster: dict[str, Any]) -> None:
     from distributed import Client
 
@@ -98,6 +99,7 @@ def test_a_client_with_the_platform_certificate_computes_over_tls(tls_cluster: d
         assert client.submit(sum, [1, 2, 3]).result() == 6
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("credentials", ["foreign-certificate", "plain-tcp"])
 def test_dask_clients_without_the_platform_certificate_are_refused(tls_cluster: dict[str, Any], tmp_path: Path,
                                                                      credentials: str) -> None:
@@ -116,6 +118,7 @@ def test_dask_clients_without_the_platform_certificate_are_refused(tls_cluster: 
     assert tls_cluster["scheduler"].poll() is None  # refusing a client does not hurt the scheduler
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("client_certificate", [False, True])
 def test_the_scheduler_itself_demands_a_client_certificate(tls_cluster: dict[str, Any],
                                                            client_certificate: bool) -> None:
@@ -140,6 +143,7 @@ def test_the_scheduler_itself_demands_a_client_certificate(tls_cluster: dict[str
                 connection.recv(1)
 
 
+@pytest.mark.processes
 def test_the_entrypoint_keeps_keys_private(tls_cluster: dict[str, Any]) -> None:
     for role in ("scheduler", "worker"):
         directory = tls_cluster["root"] / f"run-{role}"
@@ -167,6 +171,7 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.processes
 def test_the_entrypoint_refuses_to_start_without_certificates_or_on_plain_tcp(tmp_path: Path) -> None:
     bare = {k: v for k, v in os.environ.items() if not k.startswith("DASK_TLS")}
     result = subprocess.run([sys.executable, str(ENTRYPOINT), "scheduler"], env=bare, capture_output=True,

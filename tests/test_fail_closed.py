@@ -24,9 +24,9 @@ import yaml
 from dask_regions import ConnectError, connect, settings
 from dask_regions.audit import audit
 from platform_facts import PLATFORM_HEALTH_PATH
+from stackconfig import PROJECT_DIR as ROOT
 from tests.regional_cluster import DASK
 
-ROOT = Path(__file__).resolve().parent.parent
 HEALTHCHECK = ROOT / "images" / "dask" / "healthcheck.py"
 PRELOADS = ["--preload", "dask_regions.routing", "--preload", "dask_regions.demand"]
 EXIT_WITHIN = 60  # seconds: a generous bound on a 2-core machine; it takes about one
@@ -57,6 +57,7 @@ BAD = {
 }
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("variable", sorted(BAD))
 def test_a_scheduler_with_a_bad_setting_exits_naming_it(variable: str, tmp_path: Path) -> None:
     value, key, form = BAD[variable]
@@ -72,6 +73,7 @@ def test_a_scheduler_with_a_bad_setting_exits_naming_it(variable: str, tmp_path:
     assert time.monotonic() - started < EXIT_WITHIN
 
 
+@pytest.mark.processes
 def test_every_bad_setting_is_named_at_once() -> None:
     done = _run(["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", *PRELOADS],
                 _environment(**{variable: value for variable, (value, _, _) in BAD.items()}))
@@ -81,6 +83,7 @@ def test_every_bad_setting_is_named_at_once() -> None:
         assert f"{key} ({variable})" in line and form in line, (key, line)
 
 
+@pytest.mark.processes
 def test_a_worker_with_a_bad_setting_exits_naming_it(tmp_path: Path) -> None:
     """The workers' preload (scale-in protection) fails closed too: the worker process stops, so the nanny and the
     `dask worker` command exit non-zero."""
@@ -143,6 +146,7 @@ RESTORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.processes
 def test_settings_survive_a_config_restored_from_before_the_import() -> None:
     done = subprocess.run([sys.executable, "-c", RESTORED], env=_environment(), capture_output=True, text=True,
                           timeout=EXIT_WITHIN, check=False)
@@ -200,12 +204,14 @@ def _container_health(url: str) -> int:
     (["dask_regions.routing"], 503, "runs without dask_regions.demand"),
     ([], 404, ""),
 ], indirect=["scheduler"], ids=["both", "no router", "no demand", "none"])
+@pytest.mark.processes
 def test_the_scheduler_is_healthy_only_with_both_plugins(scheduler: dict[str, Any], status: int, says: str) -> None:
     code, text = _health(scheduler["health"])
     assert code == status and says in text, (code, text)
     assert _container_health(scheduler["health"]) == (0 if status == 200 else 1)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("scheduler", [["dask_regions.demand"]], indirect=True)
 def test_connect_and_the_audit_refuse_a_scheduler_without_the_router(scheduler: dict[str, Any]) -> None:
     with pytest.raises(ConnectError) as caught:
@@ -220,6 +226,7 @@ def test_connect_and_the_audit_refuse_a_scheduler_without_the_router(scheduler: 
     assert str(refused.value) == message
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("scheduler", [["dask_regions.routing", "dask_regions.demand"]], indirect=True)
 def test_connect_refuses_a_scheduler_routing_other_regions_than_the_stacks(scheduler: dict[str, Any]) -> None:
     outputs = {"schedulerAddress": scheduler["address"],
@@ -232,6 +239,7 @@ def test_connect_refuses_a_scheduler_routing_other_regions_than_the_stacks(sched
         assert platform.client.status == "running"
 
 
+@pytest.mark.processes
 def test_the_twins_up_reports_a_scheduler_whose_preload_cannot_start(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The dev stack's scheduler declared with a bad setting: the agent runs its task as ECS would, the scheduler

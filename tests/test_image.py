@@ -13,10 +13,12 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from components.distribution import extra, wheel, wheel_name
-from components.image import DASK_IMAGE, content_tag
+import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from components.distribution import constraints, extra, wheel, wheel_name
+from components.image import DASK_IMAGE, content_tag
+from stackconfig import PROJECT_DIR as ROOT
+
 DOCKERFILE = ROOT / "images" / "dask" / "Dockerfile"
 
 
@@ -45,11 +47,13 @@ def installed_extra(dockerfile: Path) -> str:
     return match.group(1)
 
 
+@pytest.mark.processes
 def test_hadolint_passes() -> None:
     result = subprocess.run([hadolint(), str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.processes
 def test_hadolint_would_catch_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:latest\nRUN pip install dask\n")
@@ -131,6 +135,7 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@pytest.mark.processes
 def test_the_wheel_holds_the_whole_data_plane_and_imports_without_the_source_tree(tmp_path: Path) -> None:
     built = wheel()
     assert built.name == wheel_name() and built.parent == ROOT / "dist"
@@ -174,6 +179,7 @@ def test_the_constraints_file_carries_every_pin_without_extras() -> None:
     assert written == declared and "moto" in written
 
 
+@pytest.mark.processes
 def test_the_start_script_hands_the_kernel_its_declared_environment(tmp_path: Path) -> None:
     """The kernel install line of the SageMaker start script, run by bash as the instance would (with a stand-in
     python that records its arguments): every declared setting arrives intact, $HOME expanded, JSON unharmed."""
@@ -197,3 +203,18 @@ def test_the_start_script_hands_the_kernel_its_declared_environment(tmp_path: Pa
                                           f"{tmp_path}/.dask-platform-tls", dashboard_link=DASHBOARD_LINK,
                                           log_groups=groups)
     assert words[words.index("--name") + 1] == KERNEL.name
+
+
+@pytest.mark.processes
+@pytest.mark.slow
+def test_pip_install_without_an_extra_gives_an_importable_library(tmp_path: Path) -> None:
+    """`pip install cross-region-dask` alone (the core dependencies, at the project's pins, into an empty directory)
+    gives a `dask_regions` that imports in an interpreter that sees nothing else."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--target",
+                    str(target), "--constraint", str(constraints()), str(wheel())], check=True, timeout=600)
+    code = "import dask_regions, dask_regions.routing, dask_regions.connect; print(dask_regions.__version__)"
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); "
+                             f"{code}"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not (target / "bokeh").exists() and not (target / "opensearchpy").exists()  # no extra came with it

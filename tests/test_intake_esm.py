@@ -21,6 +21,8 @@ from dask_regions import Catalog, CatalogQueryError, audit, mark
 from tests.regional_cluster import RegionalCluster
 from tests.regional_data import CMIP6_PREFIX, build_catalog, write_era5
 
+pytestmark = [pytest.mark.processes, pytest.mark.root]
+
 MEMBERS, VARIABLES = ("r1i1p1f2", "r2i1p1f2"), ("pr", "tas")
 CMIP6_DATASET = "ScenarioMIP.MOHC.UKESM1-0-LL.ssp585.Amon.gn"
 ERA5_DATASET = "era5-pds.air_temperature_at_2_metres"

@@ -16,7 +16,11 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from stackconfig import PROJECT_DIR as ROOT
+
+pytestmark = pytest.mark.processes
+
+
 
 
 def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -42,6 +46,7 @@ def group_gone(pid: int) -> bool:
     return not group_alive(pid)
 
 
+@pytest.mark.slow
 def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     started = cli("up", "--stack", "dev", "--state-dir", str(state_dir))
@@ -75,6 +80,7 @@ def test_up_status_down_leaves_nothing_running(tmp_path: Path) -> None:
     assert cli("status", "--state-dir", str(state_dir)).returncode == 1
 
 
+@pytest.mark.slow
 def test_demo_prints_the_audit_writes_the_plot_and_stops_everything(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     result = cli("demo", "--stack", "dev", "--state-dir", str(state_dir), "--catalog", "opensearch")
@@ -90,6 +96,7 @@ def test_demo_prints_the_audit_writes_the_plot_and_stops_everything(tmp_path: Pa
     assert not (state_dir / "platform.json").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_demo_tears_down(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     process = subprocess.Popen([sys.executable, "-m", "local_platform", "demo", "--state-dir", str(state_dir)],
@@ -149,6 +156,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         cli("down", "--state-dir", str(state_dir))
 
 
+@pytest.mark.slow
 def test_the_example_notebook_runs_headless_against_the_local_platform(running: dict[str, Any], tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import papermill
@@ -171,20 +179,27 @@ def test_the_example_notebook_runs_headless_against_the_local_platform(running: 
     assert abs(warming - 4.0) < 0.05  # the sample data's warming, by construction
 
 
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_examples() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return [block.split("\n", 1)[1] for block in text.split("```")[1::2] if block.startswith("python\n")]
+    """Every Python example of the README and the docs, in order."""
+    examples = []
+    for doc in DOCS:
+        text = doc.read_text()
+        examples += [block.split("\n", 1)[1] for block in text.split("```")[1::2] if block.startswith("python\n")]
+    return examples
 
 
 @pytest.mark.parametrize("index", range(len(readme_examples())))
-def test_every_readme_python_example_runs_against_the_local_platform(running: dict[str, Any], index: int,
+def test_every_python_example_of_the_docs_runs_against_the_local_platform(running: dict[str, Any], index: int,
                                                                      tmp_path: Path) -> None:
     """As written: in a fresh interpreter with the environment `python -m local_platform env` gives."""
     example = readme_examples()[index]
     result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300, check=False, env={**os.environ, **running["environment"],
                                                            "PYTHONPATH": str(ROOT)})
-    assert result.returncode == 0, f"README example {index + 1} failed:\n{example}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, f"docs example {index + 1} failed:\n{example}\n{result.stderr[-3000:]}"
     assert "Traceback" not in result.stderr
 
 
@@ -218,6 +233,7 @@ with dr.connect() as platform:
                                           "logs True True"], result.stdout
 
 
+@pytest.mark.slow
 def test_the_example_notebook_runs_in_the_declared_kernel(running: dict[str, Any], tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernel as AWS builds it (components/kernel.py): a venv with the data plane's wheel and its notebook

@@ -14,10 +14,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from local_platform.agent import STOP_GRACE_SECONDS
 from local_platform.platform import MARKER, members, runs_from
 from local_platform.state import LOCK_FILE
 from tests.test_local_platform import cli, group_gone, recorded_pids
+
+pytestmark = pytest.mark.processes
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> None:
@@ -54,6 +58,7 @@ def listening_addresses(pids: list[int]) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 def test_a_running_platform_survives_a_refused_demo_and_wrong_stack_verbs(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     assert cli("up", "--stack", "dev", "--state-dir", str(state_dir)).returncode == 0
@@ -102,6 +107,7 @@ def test_down_ends_a_recorded_group_whose_leader_died(tmp_path: Path) -> None:
     wait_until(lambda: not members(leader.pid), 10, "the orphaned group to end")
 
 
+@pytest.mark.slow
 def test_listeners_bind_loopback_and_the_agent_stops_without_a_scheduler(tmp_path: Path) -> None:
     from distributed import Client
 

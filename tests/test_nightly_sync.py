@@ -14,6 +14,7 @@ import pytest
 from catalog_sync import handlers
 from catalog_sync.sinks import SQLiteSink
 from components.nightly_sync import IMPORT_MAX_POLLS, workflow_definition
+from stackconfig import PROJECT_DIR
 from stackgraph.synth import Graph
 from tests.catalog_fixtures import CMIP6_PREFIX, cmip6_keys, s3_client
 from tests.conftest import cached_graph
@@ -320,3 +321,22 @@ def test_import_polling_is_capped_in_the_definition() -> None:
     choices = workflow_definition("f")["States"]["ImportFinished?"]["Choices"]
     cap = next(c for c in choices if c.get("Variable") == "$.import.result.polls")
     assert (cap["NumericGreaterThanEquals"], cap["Next"]) == (IMPORT_MAX_POLLS, "ImportFailed")
+
+
+def test_the_functions_environment_is_declared_once(stack: Graph) -> None:
+    """catalog_sync/environment.py names every variable: the program writes exactly those, and neither the handler nor
+    the program nor the modules reading one spell a name themselves."""
+    import ast
+
+    from catalog_sync import environment
+
+    names = {value for key, value in vars(environment).items() if key.isupper() and isinstance(value, str)}
+    functions = [function for function in stack.of_type("aws:lambda/function:Function")
+                 if "catalog_sync.handlers.handle" in str(function.inputs.get("imageConfig"))]
+    assert functions and all(set(function.inputs["environment"]["variables"]) == names for function in functions)
+    root = PROJECT_DIR
+    for module in ("catalog_sync/handlers.py", "catalog_sync/published.py", "catalog_sync/references.py",
+                   "components/nightly_sync.py"):
+        literals = {node.value for node in ast.walk(ast.parse((root / module).read_text()))
+                    if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+        assert literals & names == set(), module

@@ -28,8 +28,11 @@ from typing import Any
 import pytest
 
 from components.client_region import DASHBOARD_LINK
+from stackconfig import PROJECT_DIR
 from tests.conftest import cached_graph
 from tests.regional_cluster import DASK
+
+pytestmark = [pytest.mark.processes, pytest.mark.root]
 
 LIFECYCLE = "aws:sagemaker/notebookInstanceLifecycleConfiguration:NotebookInstanceLifecycleConfiguration"
 START_WITHIN = 90  # seconds, for the scheduler and the Jupyter server to answer
@@ -91,7 +94,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     hosts = root / "hosts"
     hosts.write_text(Path("/etc/hosts").read_text() + f"\n127.0.0.1 {host}\n")
     dashboard, jupyter, token = free_port(), free_port(), secrets.token_hex(16)
-    environment = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    environment = {**os.environ, "PYTHONPATH": str(PROJECT_DIR)}
     processes = []
     try:
         with (root / "scheduler.log").open("wb") as log:

@@ -143,6 +143,7 @@ def sync_calls(moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPat
     yield graph, calls
 
 
+@pytest.mark.processes
 def test_every_call_of_the_nightly_sync_is_allowed_to_its_role(sync_calls: tuple[Graph, AwsCalls]) -> None:
     graph, calls = sync_calls
     actions = {call.action for call in calls.calls}
@@ -193,6 +194,7 @@ def test_workers_may_read_their_regions_reference_sets_and_nothing_else(moto_end
                               Call(role, "s3:GetObject", f"arn:aws:s3:::{other}/x.json")])) == 2  # own region only
 
 
+@pytest.mark.processes
 def test_a_call_the_role_may_not_make_fails_naming_the_call_role_and_statement(
         sync_calls: tuple[Graph, AwsCalls]) -> None:
     graph, calls = sync_calls

@@ -30,6 +30,8 @@ from dask_regions.errors import OverBudgetError, UnrunnableTaskError
 from local_platform.data import ERA5_VARIABLE, write_era5_like
 from tests.regional_cluster import RegionalCluster
 
+pytestmark = [pytest.mark.processes, pytest.mark.root]
+
 REGIONS = ["us-east-1", "ap-southeast-2", "eu-central-2", "ca-west-1", "il-central-1", "me-south-1"]
 PAIRS = [("us-east-1", "ap-southeast-2"), ("eu-central-2", "ca-west-1"), ("il-central-1", "me-south-1")]
 CLIENT_POOL = "pool-eu-west-2"
@@ -110,6 +112,7 @@ ONE_REGION: dict[str, Callable[[xr.Dataset], Any]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workload", sorted(ONE_REGION))
 def test_one_region_workloads_run_in_their_region_on_every_region_name(cluster: dict[str, Any], workload: str) -> None:
     for region in REGIONS:
@@ -286,6 +289,7 @@ def test_dataframe_all_to_all_operations_run_in_their_region(cluster: dict[str, 
     np.testing.assert_allclose(float(result), float(expected), rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_a_task_pinned_outside_its_pool_fails_within_the_timeout(cluster: dict[str, Any]) -> None:
     """A task pinned to a worker (as P2P pins its outputs, here by the client) and restricted to another pool's
     resource can never run: it fails within the missing-pool timeout naming both, instead of waiting forever."""

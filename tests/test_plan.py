@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from plan import diagram_dot, evaluate
+from stackconfig import PROJECT_DIR as ROOT
 from tests.conftest import cached_graph
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -22,6 +21,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300, check=False)
 
 
+@pytest.mark.processes
 def test_plan_of_the_dev_stack_prints_the_matrix_and_exits_0() -> None:
     result = run("--stack", "dev")
     assert result.returncode == 0, result.stderr
@@ -30,6 +30,7 @@ def test_plan_of_the_dev_stack_prints_the_matrix_and_exits_0() -> None:
     assert "lustre us-east-1 988" in result.stdout and "```mermaid" in result.stdout
 
 
+@pytest.mark.processes
 def test_plan_json_has_inventory_matrix_estimate_and_diagram() -> None:
     result = run("--stack", "dev", "--json")
     plan = json.loads(result.stdout)
@@ -62,6 +63,7 @@ def test_reachable_where_it_must_not_be_and_unreachable_where_it_must_be_are_vio
     assert any(v.startswith("scheduler 8786 is not reachable from worker-us-west-2: no route") for v in violations)
 
 
+@pytest.mark.processes
 def test_a_bad_stack_file_gets_the_same_messages_as_pulumi_up(tmp_path: Path) -> None:
     path = ROOT / "Pulumi.plan-broken.yaml"
     path.write_text("config:\n  cross-region-dask:client: {region: eu-west-2, cidr: 10.0.0.0/12}\n"
@@ -75,6 +77,7 @@ def test_a_bad_stack_file_gets_the_same_messages_as_pulumi_up(tmp_path: Path) ->
     assert "client.cidr: '10.0.0.0/12' is larger than AWS allows" in result.stderr
 
 
+@pytest.mark.processes
 def test_plan_reports_policy_results_and_fails_on_a_policy_violation() -> None:
     result = run("--stack", "dev")
     assert "## Policies (0 violations)" in result.stdout and "every mandatory policy passes" in result.stdout
@@ -101,6 +104,7 @@ def test_plan_draws_a_png_with_graphviz(tmp_path: Path) -> None:
     assert (tmp_path / "plan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.processes
 def test_without_graphviz_the_plan_says_so_and_still_succeeds(tmp_path: Path) -> None:
     bare = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # the venv only: no `dot`
     result = subprocess.run([sys.executable, "-m", "plan", "--stack", "dev", "--png",

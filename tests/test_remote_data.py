@@ -17,6 +17,8 @@ from local_platform.data import CMIP6_STORE, ERA5_VARIABLE, publish, write_cmip6
 from tests.catalog_fixtures import s3_client
 from tests.regional_cluster import RegionalCluster
 
+pytestmark = pytest.mark.processes
+
 POOLS = {"pool-us-east-1": 1, "pool-us-west-2": 1}
 
 

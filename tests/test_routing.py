@@ -21,6 +21,7 @@ from dask_regions.keys import check_region
 from dask_regions.routing import RegionRouter
 from dask_regions.settings import regions as regions_setting
 from local_platform.data import ERA5_VARIABLE, write_era5_like
+from stackconfig import PROJECT_DIR
 from tests.regional_data import LazyOnes
 
 REGION = "ap-southeast-2"
@@ -72,6 +73,7 @@ SHAPES: dict[str, Callable[[Path], Any]] = {
 }
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_every_task_of_a_rewritten_graph_keeps_its_region(tmp_path: Path, shape: str) -> None:
     router, states = routed(SHAPES[shape](tmp_path))
@@ -183,6 +185,7 @@ def test_the_regions_setting_takes_a_list_or_text() -> None:
             regions_setting(bad)
 
 
+@pytest.mark.processes
 def test_array_expression_mode_keeps_the_tag(tmp_path: Path) -> None:
     """dask's array-expression mode renames every key; the tag rides on the array object."""
     import os
@@ -195,7 +198,7 @@ def test_array_expression_mode_keeps_the_tag(tmp_path: Path) -> None:
               "print(json.dumps(sorted({r for key in states for r in router.regions[key]})))\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False,
                             env={**os.environ, "DASK_ARRAY__QUERY_PLANNING": "True"},
-                            cwd=Path(__file__).resolve().parent.parent)
+                            cwd=PROJECT_DIR)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == f'["{REGION}"]'
 

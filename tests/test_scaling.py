@@ -36,6 +36,8 @@ def wait_until(condition: Any, timeout: float, what: str) -> Any:
 
 
 # -------------------------------------------------------------------------------------- the demand figure
+@pytest.mark.slow
+@pytest.mark.processes
 def test_only_the_busy_pools_demand_rises_and_it_decays_to_zero_after_the_idle_timeout(tmp_path: Path) -> None:
     cluster = RegionalCluster(tmp_path, {EAST: 1, WEST: 1}, demand=FAST).start()
     try:
@@ -60,6 +62,7 @@ def test_only_the_busy_pools_demand_rises_and_it_decays_to_zero_after_the_idle_t
         cluster.close()
 
 
+@pytest.mark.processes
 def test_a_pool_holding_wanted_results_keeps_a_worker(tmp_path: Path) -> None:
     cluster = RegionalCluster(tmp_path, {EAST: 1}, demand=FAST).start()
     try:
@@ -76,6 +79,7 @@ def test_a_pool_holding_wanted_results_keeps_a_worker(tmp_path: Path) -> None:
         cluster.close()
 
 
+@pytest.mark.processes
 def test_configured_pools_are_reported_in_tasks_within_their_bounds(tmp_path: Path) -> None:
     pools = {EAST: {"workers_per_task": 2, "threads_per_worker": 2, "min_tasks": 1, "max_tasks": 2}}
     cluster = RegionalCluster(tmp_path, {EAST: 1}, demand={**FAST, "pools": pools}).start()
@@ -92,6 +96,7 @@ def test_configured_pools_are_reported_in_tasks_within_their_bounds(tmp_path: Pa
         cluster.close()
 
 
+@pytest.mark.processes
 def test_the_router_waits_for_a_configured_pool_to_scale_up_instead_of_failing(tmp_path: Path) -> None:
     """An empty configured pool is expected to grow (minutes on EC2): its tasks wait; an unknown pool's fail."""
     scalable = {"pool-eu-north-1": {"max_tasks": 1}}
@@ -112,6 +117,7 @@ def test_the_router_waits_for_a_configured_pool_to_scale_up_instead_of_failing(t
         cluster.close()
 
 
+@pytest.mark.processes
 def test_a_task_no_worker_of_the_pool_can_run_holds_no_capacity_up(tmp_path: Path) -> None:
     """More slots than a worker offers: the demand figure ignores it, and the router fails it in its timeout."""
     from dask_regions.errors import UnrunnableTaskError
@@ -176,6 +182,8 @@ def test_a_failed_publish_is_logged_and_retried_never_raised(caplog: pytest.LogC
         "(attempt 1 of 3)", "(attempt 2 of 3)", "(attempt 3 of 3)"]
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_a_scheduler_whose_publishing_fails_keeps_scheduling(tmp_path: Path) -> None:
     cluster = RegionalCluster(tmp_path, {EAST: 1}, demand={**FAST, "publisher": "cloudwatch", "stack": "s"})
     cluster.env |= {"AWS_ENDPOINT_URL_CLOUDWATCH": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x",
@@ -193,6 +201,8 @@ def test_a_scheduler_whose_publishing_fails_keeps_scheduling(tmp_path: Path) -> 
 
 
 # ------------------------------------------------------------------------------ draining on interruption
+@pytest.mark.slow
+@pytest.mark.processes
 def test_a_draining_worker_hands_its_work_back_to_its_own_pool(tmp_path: Path) -> None:
     """SIGTERM to a worker task (scale-in, or ECS draining a Spot instance on its two-minute notice): the image's
     entrypoint retires the task's workers first: results move to the same pool, running work is redone there."""
@@ -250,6 +260,7 @@ def test_worker_names_get_the_ecs_task_id(tmp_path: Path) -> None:
     assert entrypoint.unique_worker_name(arguments, None) == arguments
 
 
+@pytest.mark.processes
 def test_busy_workers_protect_their_task_from_scale_in_and_idle_ones_let_it_expire(tmp_path: Path) -> None:
     """Against a stand-in for the ECS agent's task protection endpoint: renewals only while there is work."""
     import threading
@@ -300,6 +311,8 @@ def _live_workers_of(pool: str, state_dir: Path) -> list[int]:
     return processes_of(state_dir, b"worker", pool.encode() + b"=")
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_the_local_agent_starts_and_stops_real_worker_tasks_on_demand(tmp_path: Path) -> None:
     from distributed import Client
 

@@ -31,7 +31,6 @@ from local_platform.step_functions import DefinitionError, TaskFailedError, run
 from stackgraph.synth import synthesize
 from tests.conftest import SHAPES, cached_graph
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMAND_POOLS = "DASK_DASK_REGIONS__DEMAND__POOLS"
 
 
@@ -150,6 +149,8 @@ def changed_component(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_a_changed_worker_command_and_environment_reach_the_local_worker(changed_component: None,
                                                                          tmp_path: Path) -> None:
     from distributed import Client
@@ -175,6 +176,8 @@ def test_a_changed_worker_command_and_environment_reach_the_local_worker(changed
     assert processes_of(tmp_path / "state") == []
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_dask_settings_are_the_declared_ones_and_the_scheduler_is_started_again(tmp_path: Path) -> None:
     from distributed import Client
 
@@ -217,6 +220,8 @@ def test_dask_settings_are_the_declared_ones_and_the_scheduler_is_started_again(
     assert processes_of(tmp_path / "state") == []
 
 
+@pytest.mark.slow
+@pytest.mark.processes
 def test_the_declared_schedules_run_the_state_machine_and_handler_with_the_declared_environment(
         tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
@@ -272,6 +277,7 @@ def sleeping_tasks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.mark.processes
 def test_the_agent_keeps_services_at_their_count_and_passes_over_protected_tasks(sleeping_tasks: Path) -> None:
     import urllib.request
 

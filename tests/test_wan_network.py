@@ -3,7 +3,6 @@ byte counters, and nothing left behind."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -13,8 +12,8 @@ import pytest
 
 from bench.wan_network import hostname, leftovers, wan
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"),
-                                reason="network namespaces need root and iproute2")
+pytestmark = [pytest.mark.processes, pytest.mark.root, pytest.mark.xdist_group("wan"),
+              pytest.mark.skipif(not shutil.which("ip") or not shutil.which("tc"), reason="needs iproute2 (ip, tc)")]
 SINK = "import socket; s = socket.socket(); s.bind(('0.0.0.0', 7777)); s.listen(); print('ready', flush=True)\n" \
        "c, _ = s.accept()\nwhile c.recv(1 << 16): pass"
 PAYLOAD = 6_000_000  # bytes: 0.96 s at 50 Mbit/s

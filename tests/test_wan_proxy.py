@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bench.wan_proxy import is_foreign, measure_rtt
+from stackconfig import PROJECT_DIR as ROOT
 from tests.catalog_fixtures import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 DELAY_MS = 30
 
 
@@ -38,6 +38,7 @@ def proxy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int,
         process.wait(timeout=10)
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("proxy", ["10.99.0.0/24"], indirect=True)
 def test_connections_from_another_region_wait_the_delay_each_way(proxy: tuple[int, Path]) -> None:
     echo, account = proxy
@@ -50,12 +51,14 @@ def test_connections_from_another_region_wait_the_delay_each_way(proxy: tuple[in
     assert entry["round_trips"] == 5  # each answered message: the round trips that crossed
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("proxy", ["127.0.0.0/8"], indirect=True)
 def test_the_regions_own_connections_are_not_delayed(proxy: tuple[int, Path]) -> None:
     echo, _ = proxy
     assert measure_rtt("127.0.0.2", echo, 5)["median_ms"] < DELAY_MS
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize("proxy", ["10.99.0.0/24"], indirect=True)
 def test_data_passes_intact_and_is_accounted(proxy: tuple[int, Path]) -> None:
     echo, account = proxy
@@ -82,6 +85,7 @@ def test_foreign_means_outside_the_regions_network() -> None:
     assert is_foreign("10.77.1.2", network) and not is_foreign("10.77.2.2", network)
 
 
+@pytest.mark.processes
 def test_bad_ports_are_named() -> None:
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "wan_proxy.py"), "serve", "--listen", "127.0.0.2",
                              "--ports", "80,http", "--own-network", "10.0.0.0/24"], capture_output=True, text=True,

@@ -265,6 +265,7 @@ def free_port_range(count: int) -> int:
     raise RuntimeError("no free port range")
 
 
+@pytest.mark.processes
 def test_the_task_definition_command_starts_real_workers_with_the_pool_resource(tmp_path: Path) -> None:
     from distributed import Client, LocalCluster
 
@@ -302,6 +303,7 @@ def wait_with_the_others(_: int) -> bool:
     return True
 
 
+@pytest.mark.processes
 def test_pool_slots_let_a_worker_run_a_pinned_task_on_every_thread() -> None:
     from distributed import Client, LocalCluster
 
@@ -314,6 +316,7 @@ def test_pool_slots_let_a_worker_run_a_pinned_task_on_every_thread() -> None:
         assert not PINNED_STARTED.broken
 
 
+@pytest.mark.processes
 def test_one_slot_per_worker_would_serialise_pinned_tasks() -> None:
     """The trap the rule avoids: with `pool=1`, a 3-thread worker runs pinned tasks one at a time."""
     from distributed import Client, LocalCluster

@@ -1,4 +1,4 @@
-"""`python -m catalog_sync`: run one region's sync against given endpoints, with progress."""
+"""`python -m catalog_cli`: run one region's sync against given endpoints, with progress."""
 
 from __future__ import annotations
 
@@ -17,14 +17,14 @@ from catalog_sync.records import Association
 from catalog_sync.references import References
 from catalog_sync.sinks import SinkError, open_sink
 from catalog_sync.sync import sync_region
-from stackconfig import ConfigError, load_stack_file
+from stackconfig import PROJECT_DIR, TOP_LEVEL_KEYS, ConfigError, load_stack_file
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 console = Console(stderr=True)
 app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None)
 
 
-DEFAULT_MAX_DROP = 0.5
+# Without a stack, the stack config's own default drop limit (syncMaxDropPercent).
+DEFAULT_MAX_DROP = next(key.default for key in TOP_LEVEL_KEYS if key.name == "syncMaxDropPercent") / 100
 
 
 def _association(stack: str | None, region: str, dataset: str | None, lustre_path: str | None

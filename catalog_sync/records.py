@@ -6,7 +6,8 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from platform_facts import DOCUMENT_INDEX, FACETS, FSX_MOUNT, CatalogDocument, pool_of_region
+from platform_facts import FACETS, FSX_MOUNT, pool_of_region
+from platform_facts.document import DOCUMENT_INDEX, CatalogDocument
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import platform_facts as facts
+from catalog_client import opensearch_client as signed_client
 from catalog_sync.access import READ_ALIAS
 from catalog_sync.records import DatasetRecord, opensearch_mapping
-from platform_facts import DOCUMENT_FIELDS, DOCUMENT_INDEX, FACETS
+from platform_facts import FACETS
+from platform_facts.document import DOCUMENT_FIELDS, DOCUMENT_INDEX
 
 BULK_CHUNK_BYTES = 5 * 1024 * 1024  # well under the domain's 10 MiB request limit
 BULK_CHUNK_DOCS = 500
@@ -177,9 +178,9 @@ class OpenSearchSink:
 
 
 def opensearch_client(endpoint: str, region: str | None = None) -> Any:
-    """The platform's catalog client (platform_facts.opensearch_client: signed for `es` in the DOMAIN's region)."""
+    """The platform's catalog client (catalog_client.opensearch_client: signed for `es` in the DOMAIN's region)."""
     try:
-        return facts.opensearch_client(endpoint, region)
+        return signed_client(endpoint, region)
     except PermissionError as error:
         raise SinkError(str(error)) from None
 

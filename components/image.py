@@ -18,8 +18,8 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_docker as docker
 
-from components.distribution import DIST_DIR, constraints, wheel
 from stackconfig import PROJECT_DIR
+from wheel_build import DIST_DIR, constraints, wheel
 
 KEEP_IMAGES = 20
 
@@ -33,7 +33,7 @@ class ImageSpec:
     packages: tuple[str, ...]
 
 
-# Both images install the data plane's one wheel (components/distribution.py): its sources are inputs of both.
+# Both images install the data plane's one wheel (wheel_build/__init__.py): its sources are inputs of both.
 WHEEL_PACKAGES = ("dask_regions", "catalog_sync", "platform_facts")
 DASK_IMAGE = ImageSpec("images/dask/Dockerfile", ("requirements.txt", "pyproject.toml", "images/dask/healthcheck.py",
                                                  "images/dask/entrypoint.py"), WHEEL_PACKAGES)

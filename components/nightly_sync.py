@@ -13,15 +13,12 @@ import pulumi
 import pulumi_aws as aws
 
 from catalog_sync import environment as sync_environment
+from components.iam import catalog_writer_statements, lambda_in_vpc_statements
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.ports import HTTPS_PORT
-from components.resources import (
-    RegionalComponent,
-    catalog_writer_statements,
-    lambda_in_vpc_statements,
-    security_group,
-)
+from components.regional import RegionalComponent
+from components.security_groups import security_group
 from stackconfig import WorkerConfig
 
 LAMBDA_TIMEOUT_SECONDS = 900
@@ -133,10 +130,21 @@ class NightlySync(RegionalComponent):
     def __init__(self, name: str, args: NightlySyncArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("crossregiondask:index:NightlySync", name, args.vpc.vpc_id, opts)
         self._args = args
-        region = args.config.region
-        identity = aws.get_caller_identity_output(opts=self._invoke)
-        account = identity.account_id
+        account = aws.get_caller_identity_output(opts=self._invoke).account_id
+        role, function = self._function(name, account)
+        machine = self._workflow(name, function)
+        dead_letters = self._schedules(name, machine, account)
+        topic = self._alarms(name, machine, dead_letters)
+        self.role_arn = role.arn
+        self.state_machine_arn = machine.arn
+        self.alarm_topic_arn = topic.arn
+        self.register_outputs({"roleArn": self.role_arn, "stateMachineArn": self.state_machine_arn,
+                               "alarmTopicArn": self.alarm_topic_arn})
 
+    def _function(self, name: str, account: pulumi.Output[str]) -> tuple[aws.iam.Role, aws.lambda_.Function]:
+        """The sync's Lambda function (the catalog-sync image), its role, its security group and the region's
+        published count."""
+        args, region = self._args, self._args.config.region
         function_name = args.naming.resource(region, "catalog-sync", max_length=64)
         function_logs = self._log_group("function", f"/aws/lambda/{function_name}")
         sync_sg = security_group(name, "Catalog sync: AWS APIs and the catalog only", args.vpc.vpc_id, self._child)
@@ -167,7 +175,11 @@ class NightlySync(RegionalComponent):
             logging_config=aws.lambda_.FunctionLoggingConfigArgs(log_format="JSON", log_group=function_logs.name),
             tracing_config=aws.lambda_.FunctionTracingConfigArgs(mode="Active"),
             opts=self._child)
+        return role, function
 
+    def _workflow(self, name: str, function: aws.lambda_.Function) -> aws.sfn.StateMachine:
+        """The state machine that runs the sync's steps (workflow_definition), with its role and logs."""
+        args, region = self._args, self._args.config.region
         workflow_logs = self._log_group("workflow", args.naming.log_group(region, "catalog-sync", "workflow"))
         workflow_role = self._role("workflow", "states.amazonaws.com", function.arn.apply(lambda arn: [
             {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": [arn, f"{arn}:*"]},
@@ -186,7 +198,11 @@ class NightlySync(RegionalComponent):
                 log_destination=workflow_logs.arn.apply(lambda arn: f"{arn}:*")),
             tracing_configuration=aws.sfn.StateMachineTracingConfigurationArgs(enabled=True),
             opts=self._child)
+        return machine
 
+    def _schedules(self, name: str, machine: aws.sfn.StateMachine, account: pulumi.Output[str]) -> aws.sqs.Queue:
+        """The nightly schedule and the first sync at deploy, with their role and dead-letter queue."""
+        args, region = self._args, self._args.config.region
         dead_letters = aws.sqs.Queue(f"{name}-dead-letters", kms_master_key_id=args.key_arn,
                                      message_retention_seconds=14 * 24 * 3600, opts=self._child)
         self._tls_only_queue(dead_letters)
@@ -217,7 +233,11 @@ class NightlySync(RegionalComponent):
             description=pulumi.Output.concat(f"First catalog sync of {region} for association ", args.association_id),
             flexible_time_window=on_time, target=target,
             opts=self._opts(ignore_changes=["scheduleExpression"], replace_on_changes=["description"]))
+        return dead_letters
 
+    def _alarms(self, name: str, machine: aws.sfn.StateMachine, dead_letters: aws.sqs.Queue) -> aws.sns.Topic:
+        """Alarms on a failed, timed-out or aborted run and on a run that could not start, to one topic."""
+        args, region = self._args, self._args.config.region
         topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=args.key_arn, opts=self._child)
         self._tls_only_topic(topic)
         for metric in ("ExecutionsFailed", "ExecutionsTimedOut", "ExecutionsAborted"):
@@ -233,12 +253,7 @@ class NightlySync(RegionalComponent):
             threshold=1, comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching",
             alarm_description=f"The nightly catalog sync of {region} could not be started", alarm_actions=[topic.arn],
             opts=self._child)
-
-        self.role_arn = role.arn
-        self.state_machine_arn = machine.arn
-        self.alarm_topic_arn = topic.arn
-        self.register_outputs({"roleArn": self.role_arn, "stateMachineArn": self.state_machine_arn,
-                               "alarmTopicArn": self.alarm_topic_arn})
+        return topic
 
     def _function_statements(self, log_group_arn: str, file_system_arn: str, domain_arn: str, account: str,
                              counts_arn: str, references_arn: str, key_arn: str) -> list[dict[str, Any]]:

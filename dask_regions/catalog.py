@@ -12,15 +12,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from catalog_client import opensearch_client
 from platform_facts import (
     CATALOG_READ_ALIAS,
-    DOCUMENT_INDEX,
     ERA5_TIME_DIM,
     FACETS,
-    CatalogDocument,
     catalog_index_prefix,
-    opensearch_client,
 )
+from platform_facts.document import DOCUMENT_INDEX, CatalogDocument
 
 FIELDS = ("kind", "region", "pool", "bucket")  # top-level fields find() also filters on
 SEARCH_LIMIT = 10_000

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import math
 import time
@@ -38,7 +37,7 @@ from distributed.scheduler import Scheduler, TaskState, WorkerState
 from dask_regions import settings
 from dask_regions.internals import prefix_duration
 from dask_regions.startup import DEMAND_PLUGIN, serve_health, start_preload
-from platform_facts import METRIC_NAME, METRIC_NAMESPACE, is_pool, region_of_pool, regions_variable
+from platform_facts import METRIC_NAME, METRIC_NAMESPACE, is_pool, region_of_pool
 
 logger = logging.getLogger("dask_regions.demand")
 PLUGIN_NAME = DEMAND_PLUGIN
@@ -280,11 +279,6 @@ class PoolDemand(SchedulerPlugin):
         if not self.figures and self.scheduler is not None:  # asked before the first round
             self._compute()
         return {pool: asdict(figure) for pool, figure in self.figures.items()}
-
-
-def settings_environment(settings: Mapping[str, Any]) -> dict[str, str]:
-    """Demand settings as the environment of a scheduler process (dask reads DASK_ variables as its config)."""
-    return {regions_variable(f"demand.{key}"): json.dumps(value) for key, value in settings.items()}
 
 
 def pool_demand(client: Any) -> dict[str, dict[str, Any]]:

@@ -79,13 +79,6 @@ def covered(uri: str, paths: Sequence[str]) -> list[tuple[int, int]] | None:
     return [spans[path] for path in paths]
 
 
-def open_set(uri: str, paths: Sequence[str], concat_dim: str, options: dict[str, Any]) -> Any:
-    """The files `paths` of the set at `uri`, joined along `concat_dim` in the order given, lazily; None when the
-    set does not cover them all."""
-    spans = covered(uri, paths)
-    return None if spans is None else open_spans(uri, spans, concat_dim, options)
-
-
 def open_spans(uri: str, spans: list[tuple[int, int]], concat_dim: str, options: dict[str, Any]) -> Any:
     """The steps `spans` (from `covered`) of the set at `uri`, in the order given, lazily."""
     import numpy as np

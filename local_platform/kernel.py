@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from components.distribution import constraints, wheel
 from components.kernel import KERNEL
 from local_platform.tls import LocalTls
 from stackconfig import PROJECT_DIR
+from wheel_build import constraints, wheel
 
 CACHE = PROJECT_DIR / ".kernel-venvs"
 

@@ -208,8 +208,3 @@ class Schedules:
         for thread in self.running.values():
             thread.join(timeout=30)
         self.functions.close()
-
-
-def sync_history(state_dir: Path) -> list[dict[str, Any]]:
-    path = state_dir / SYNC_HISTORY_FILE
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []

@@ -5,12 +5,8 @@ both images and the notebook kernel."""
 
 from __future__ import annotations
 
-from typing import Any
-
-# The catalog's document, declared once (platform_facts/document.py): its fields and how each is indexed.
-from platform_facts.document import DOCUMENT_FIELDS, DOCUMENT_INDEX, CatalogDocument
-
-__all__ = ["DOCUMENT_FIELDS", "DOCUMENT_INDEX", "CatalogDocument"]  # and the constants below
+# The catalog's document is declared in platform_facts/document.py (imported from there: this module stays
+# standalone, as the catalog-access function ships it alone).
 
 # ---------------------------------------------------------------------------------------------- pools
 # Each region's workers carry the Dask resource `pool-<region>`; a task restricted to it runs in that region.
@@ -97,19 +93,3 @@ FACETS = (*CMIP6_FACETS, *ERA5_FACETS)
 def catalog_index_prefix(region: str) -> str:
     """Every load index of `region` starts with this; only that region's sync may write them."""
     return f"{CATALOG_READ_ALIAS}-{region}-"
-
-
-def opensearch_client(endpoint: str, region: str | None = None, *, timeout: int = 60) -> Any:
-    """A client for a catalog domain. With `region` (the DOMAIN's region), every request is signed with SigV4 for
-    the service `es`, with the environment's AWS credentials; without, it is a plain client (local stand-ins)."""
-    import boto3
-    from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
-
-    options: dict[str, Any] = {"hosts": [endpoint], "timeout": timeout, "max_retries": 3, "retry_on_timeout": True}
-    if region:
-        credentials = boto3.Session().get_credentials()
-        if credentials is None:
-            raise PermissionError("no AWS credentials to sign catalog requests with")
-        options |= {"http_auth": AWSV4SignerAuth(credentials, region, "es"), "connection_class": RequestsHttpConnection,
-                    "use_ssl": endpoint.startswith("https"), "verify_certs": True}
-    return OpenSearch(**options)

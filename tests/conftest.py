@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from components.distribution import wheel
 from stackconfig import StackConfig, parse_stack_config, raw_stack_config
 from stackgraph.synth import PROJECT_DIR, Graph, synthesize
+from wheel_build import wheel
 
 CLIENT = {"region": "eu-west-2", "cidr": "10.0.0.0/16"}
 WORKER_REGIONS = ["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "ca-central-1", "sa-east-1",

@@ -37,7 +37,7 @@ class RegionalCluster:
         self.preloads = ["dask_regions.routing"]
         if demand is not None:  # the per-pool demand plugin, with settings as the platform passes them
             self.preloads.append("dask_regions.demand")
-            from dask_regions.demand import settings_environment
+            from tests.platform_helpers import settings_environment
 
             self.env |= settings_environment(demand)
         if fsx_root:

@@ -8,7 +8,6 @@ from itertools import combinations
 
 import pytest
 
-from stackgraph.graph_checks import ordering_violations
 from stackgraph.reachability import (
     ACCEPTER,
     PEERING,
@@ -21,6 +20,7 @@ from stackgraph.reachability import (
 )
 from stackgraph.synth import Graph, RecordedResource
 from tests.conftest import site_regions
+from tests.graph_checks import ordering_violations
 
 
 def regions_of(graph: Graph) -> list[str]:

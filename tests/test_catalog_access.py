@@ -178,3 +178,29 @@ def test_iam_paths_alone_would_let_a_writer_delete_another_regions_index() -> No
     both = [f"catalog-{mine}-x", f"catalog-{theirs}-y"]
     assert denied(graph, [es_call(graph, role, f"DELETE {','.join(both)}")]) == []
     assert not allows(applied(graph)["config"], role_arn(graph, role), "indices:admin/delete", both)
+
+
+@pytest.mark.processes
+def test_the_deploy_functions_archive_imports_alone(tmp_path: Any) -> None:
+    """The catalog-access function ships only the files its archive names (the runtime adds botocore): its handler
+    imports from them, in an interpreter that sees nothing of this project."""
+    import shutil
+    import subprocess
+    import sys
+    import sysconfig
+
+    from stackconfig import PROJECT_DIR
+
+    (function,) = [f for f in cached_graph("dev").of_type("aws:lambda/function:Function")
+                   if f.inputs.get("handler") == "catalog_sync.access.handler"]
+    archive = function.inputs["code"]
+    names = sorted(archive.assets) if hasattr(archive, "assets") else sorted(archive["archive"])
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_DIR / name, tmp_path / name)
+    purelib = sysconfig.get_paths()["purelib"]
+    code = (f"import sys; sys.path[:] = [{str(tmp_path)!r}] + [p for p in sys.path if 'python3' in p and "
+            f"'site-packages' not in p] + [{purelib!r}]; import catalog_sync.access as a; print(a.handler.__name__)")
+    result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 0 and result.stdout.strip() == "handler", result.stderr[-2000:]

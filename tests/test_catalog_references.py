@@ -27,7 +27,7 @@ from catalog_sync.references import References, collection_of
 from catalog_sync.sinks import SQLiteSink
 from catalog_sync.sync import rebuild_catalog
 from dask_regions.catalog import Catalog
-from dask_regions.references import RegionalReferences, open_set, read_set
+from dask_regions.references import RegionalReferences, covered, open_spans, read_set
 from local_platform.data import ERA5_VARIABLE, publish, write_era5_like
 from platform_facts import ERA5_TIME_DIM, REFERENCES_LAYOUT_KEY
 from tests.catalog_fixtures import s3_client
@@ -38,6 +38,13 @@ REGION = "us-east-1"
 MONTHS = 6
 STEPS = 4
 
+
+
+def open_set(uri: str, paths: list[str], concat_dim: str, options: dict[str, Any]) -> Any:
+    """The files `paths` of the set at `uri`, joined along `concat_dim` in the order given; None when the set does
+    not cover them all (as dask_regions.opening decides)."""
+    spans = covered(uri, paths)
+    return None if spans is None else open_spans(uri, spans, concat_dim, options)
 
 def _sync_data(directory: Path, moto_endpoint: str, *, broken: bool = True) -> dict[str, Any]:
     """Six ERA5-like months (and a `.nc` file that is not HDF5) in a fresh dataset bucket, the same files in the

@@ -240,7 +240,7 @@ def test_the_document_is_declared_once_and_every_form_of_it_follows() -> None:
 
     from catalog_sync.records import DatasetRecord, opensearch_mapping
     from dask_regions.catalog import Dataset
-    from platform_facts import DOCUMENT_FIELDS, CatalogDocument
+    from platform_facts.document import DOCUMENT_FIELDS, CatalogDocument
 
     for form in (DatasetRecord, Dataset):
         assert issubclass(form, CatalogDocument) and tuple(f.name for f in fields(form)) == DOCUMENT_FIELDS

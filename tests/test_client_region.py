@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from components.client_region import DASHBOARD_LINK
-from components.distribution import wheel_name
+from components.client_notebook import DASHBOARD_LINK
 from stackgraph.synth import Graph, RecordedResource, synthesize
 from tests.conftest import cached_graph
+from wheel_build import wheel_name
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"

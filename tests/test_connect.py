@@ -21,10 +21,11 @@ import pytest
 import dask_regions
 from catalog_sync.sinks import SQLiteSink
 from dask_regions import ConnectError, Platform, budget, connect
-from dask_regions.demand import pool_demand, settings_environment
+from dask_regions.demand import pool_demand
 from local_platform.tls import LocalTls, create_local_tls
 from platform_facts import CLIENT_PRELOADS
 from stackconfig import PROJECT_DIR as ROOT
+from tests.platform_helpers import settings_environment
 from tests.test_dask_tls import ENTRYPOINT, _role_environment, _stop
 
 

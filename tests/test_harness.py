@@ -89,7 +89,7 @@ def test_unmocked_invokes_fail_loudly(tmp_path: Path) -> None:
 
 
 def test_a_resource_on_the_default_provider_is_reported_unpinned(tmp_path: Path) -> None:
-    from stackgraph.graph_checks import unpinned_resources
+    from tests.graph_checks import unpinned_resources
 
     project = tiny_project(tmp_path, """
         import pulumi_aws as aws

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from components.distribution import constraints, extra, wheel, wheel_name
 from components.image import DASK_IMAGE, content_tag
 from stackconfig import PROJECT_DIR as ROOT
+from wheel_build import constraints, extra, wheel, wheel_name
 
 DOCKERFILE = ROOT / "images" / "dask" / "Dockerfile"
 
@@ -103,10 +103,11 @@ def test_the_kernel_declares_every_package_the_notebook_and_the_library_import()
     for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(notebook.read_text())["cells"]
         modules |= _imports("\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code"))
-    for path in sorted(p for package in ("dask_regions", "platform_facts") for p in (ROOT / package).rglob("*.py")):
+    for path in sorted(p for package in ("dask_regions", "catalog_client", "platform_facts")
+                       for p in (ROOT / package).rglob("*.py")):
         modules |= _imports(path.read_text())
     third_party = modules - set(sys.stdlib_module_names) - {"__future__", "dask_regions", "catalog_sync",
-                                                             "platform_facts"}
+                                                             "catalog_client", "platform_facts"}
     assert {"matplotlib", "distributed", "xarray", "opensearchpy"} <= third_party
     owners = importlib.metadata.packages_distributions()
     kernel = {canonical(p) for p in extra("notebook")}
@@ -119,10 +120,11 @@ def test_the_sync_image_declares_every_package_the_sync_imports() -> None:
     """Every third-party module catalog_sync (and the facts it shares) imports, also inside functions (kerchunk,
     when it writes the reference sets), comes from a distribution the catalog-sync image installs: `sync`."""
     modules: set[str] = set()
-    for path in sorted(p for package in ("catalog_sync", "platform_facts") for p in (ROOT / package).rglob("*.py")):
-        if path.name != "__main__.py":  # the command line runs on a developer's machine, not in the Lambda
-            modules |= _imports(path.read_text())
-    third_party = modules - set(sys.stdlib_module_names) - {"__future__", "catalog_sync", "platform_facts"}
+    for path in sorted(p for package in ("catalog_sync", "catalog_client", "platform_facts")
+                       for p in (ROOT / package).rglob("*.py")):
+        modules |= _imports(path.read_text())
+    third_party = modules - set(sys.stdlib_module_names) - {"__future__", "catalog_sync", "catalog_client",
+                                                             "platform_facts"}
     assert {"boto3", "kerchunk", "opensearchpy"} <= third_party
     owners = importlib.metadata.packages_distributions()
     image = {canonical(p) for p in extra("sync")}
@@ -169,7 +171,7 @@ def test_the_tag_changes_exactly_when_the_image_inputs_change(tmp_path: Path) ->
 def test_the_constraints_file_carries_every_pin_without_extras() -> None:
     """pip refuses extras in a constraints file (`moto[server]==...`): the images and the kernel install with
     requirements.txt's pins written without them."""
-    from components.distribution import constraints
+    from wheel_build import constraints
 
     text = constraints().read_text()
     assert "[" not in text.replace("# ", "")
@@ -183,7 +185,7 @@ def test_the_constraints_file_carries_every_pin_without_extras() -> None:
 def test_the_start_script_hands_the_kernel_its_declared_environment(tmp_path: Path) -> None:
     """The kernel install line of the SageMaker start script, run by bash as the instance would (with a stand-in
     python that records its arguments): every declared setting arrives intact, $HOME expanded, JSON unharmed."""
-    from components.client_region import DASHBOARD_LINK, _notebook_start_script
+    from components.client_notebook import DASHBOARD_LINK, _notebook_start_script
     from components.kernel import KERNEL
 
     groups = {"scheduler": {"region": "eu-west-2", "group": "/cross-region-dask/dev/eu-west-2/client/scheduler"}}

@@ -8,8 +8,8 @@ import ipaddress
 import pytest
 
 from stackconfig import load_stack_file
-from stackgraph.graph_checks import unpinned_resources
 from stackgraph.synth import PROJECT_DIR, Graph, synthesize
+from tests.graph_checks import unpinned_resources
 
 VPC = "aws:ec2/vpc:Vpc"
 SUBNET = "aws:ec2/subnet:Subnet"

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from components.client_region import DASHBOARD_LINK
+from components.client_notebook import DASHBOARD_LINK
 from stackconfig import PROJECT_DIR
 from tests.conftest import cached_graph
 from tests.regional_cluster import DASK

@@ -14,8 +14,8 @@ import pytest
 
 from stackconfig import PROJECT_DIR
 
-PACKAGES = ("catalog_sync", "components", "dask_regions", "local_platform", "plan", "platform_facts", "policy",
-            "stackconfig", "stackgraph", "bench", "images")
+PACKAGES = ("catalog_sync", "catalog_cli", "components", "wheel_build", "dask_regions", "local_platform", "plan",
+            "platform_facts", "catalog_client", "policy", "stackconfig", "stackgraph", "bench", "images")
 
 
 def sources() -> Iterator[Path]:

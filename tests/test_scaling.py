@@ -306,7 +306,7 @@ def test_busy_workers_protect_their_task_from_scale_in_and_idle_ones_let_it_expi
 def _live_workers_of(pool: str, state_dir: Path) -> list[int]:
     """Worker processes of `pool` started by the platform of `state_dir` (never another platform's, or anyone's
     else on this machine)."""
-    from local_platform.platform import processes_of
+    from tests.platform_helpers import processes_of
 
     return processes_of(state_dir, b"worker", pool.encode() + b"=")
 

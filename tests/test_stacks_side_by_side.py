@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from components.naming import LOG_GROUP_NAME_MAX, Naming
-from stackgraph.graph_checks import physical_name_collisions, physical_names
 from stackgraph.synth import synthesize
 from tests.conftest import workers
+from tests.graph_checks import physical_name_collisions, physical_names
 
 TEAM_A = {"team": "a", "workers": workers(["us-east-1", "eu-west-2"])}
 TEAM_B = {"team": "b", "workers": workers(["us-east-1", "us-west-2"])}

@@ -24,12 +24,13 @@ import pytest
 
 from dask_regions.catalog import Catalog
 from local_platform.declared import LOCAL_SIZES, RUN, UNRUN, read_deployment, sized_demand_pools
-from local_platform.nightly import ScheduleError, Schedules, next_time, sync_history
-from local_platform.platform import LocalPlatform, processes_of
+from local_platform.nightly import ScheduleError, Schedules, next_time
+from local_platform.platform import LocalPlatform
 from local_platform.state import TWIN_FILE, PlatformState
 from local_platform.step_functions import DefinitionError, TaskFailedError, run
 from stackgraph.synth import synthesize
 from tests.conftest import SHAPES, cached_graph
+from tests.platform_helpers import processes_of, sync_history
 
 DEMAND_POOLS = "DASK_DASK_REGIONS__DEMAND__POOLS"
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from components.worker_region import worker_command
+from components.worker_pool import worker_command
 from stackconfig import S3Location, StackConfig, WorkerConfig, load_stack_file
 from stackgraph.reachability import service_reachability
 from stackgraph.synth import PROJECT_DIR, Graph

@@ -1,5 +1,5 @@
-"""Small builders the components share: service roles with inline policies, security groups without inline
-rules, and one TCP rule per resource (so that no rule is silently replaced by another)."""
+"""IAM the components share: trust policies, service roles with their inline policy, and the statements several
+roles need (pulling the image and logging, reading and writing the catalog, running a Lambda function in a VPC)."""
 
 from __future__ import annotations
 
@@ -81,63 +81,3 @@ def service_role(name: str, service: str, opts: pulumi.ResourceOptions, *,
     for index, policy_arn in enumerate(managed):
         aws.iam.RolePolicyAttachment(f"{name}-managed-{index}", role=role.name, policy_arn=policy_arn, opts=opts)
     return role
-
-
-def security_group(name: str, description: str, vpc_id: pulumi.Input[str],
-                   opts: pulumi.ResourceOptions) -> aws.ec2.SecurityGroup:
-    """`<name>-sg` with no inline rules: add rules with tcp_rule."""
-    return aws.ec2.SecurityGroup(f"{name}-sg", description=description, vpc_id=vpc_id, tags={"Name": name},
-                                 opts=opts)
-
-
-def tcp_rule(name: str, direction: str, group: aws.ec2.SecurityGroup, ports: tuple[int, int],
-             opts: pulumi.ResourceOptions, *, cidr: str | None = None, source: aws.ec2.SecurityGroup | None = None,
-             description: str | None = None, formerly: str | None = None) -> None:
-    """One ingress ("in") or egress ("out") TCP rule for a port range, from/to a CIDR or another group.
-    `formerly`: the rule's earlier name, so that a stack deployed before the rename keeps the rule (an alias)."""
-    kind = aws.vpc.SecurityGroupIngressRule if direction == "in" else aws.vpc.SecurityGroupEgressRule
-    if formerly is not None:
-        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(name=formerly)]))
-    kind(name, security_group_id=group.id, ip_protocol="tcp", from_port=ports[0], to_port=ports[1], cidr_ipv4=cidr,
-         referenced_security_group_id=source.id if source else None,
-         description=description or name.split("-", 1)[-1], opts=opts)
-
-
-class RegionalComponent(pulumi.ComponentResource):
-    """A component whose children all go through one region's provider and are named after it."""
-
-    def __init__(self, type_: str, name: str, vpc_id: pulumi.Input[str], opts: pulumi.ResourceOptions) -> None:
-        super().__init__(type_, name, None, opts)
-        if not isinstance(opts.provider, aws.Provider):
-            raise ValueError(f"{type_.rsplit(':', 1)[-1]} {name}: pass the region's aws.Provider in opts.provider")
-        self._name = name
-        self._vpc_id = vpc_id
-        self._child = pulumi.ResourceOptions(parent=self, provider=opts.provider)
-        self._invoke = pulumi.InvokeOutputOptions(parent=self, provider=opts.provider)
-
-    def _opts(self, **kwargs: Any) -> pulumi.ResourceOptions:
-        return pulumi.ResourceOptions.merge(self._child, pulumi.ResourceOptions(**kwargs))
-
-    def _security_group(self, role: str, description: str) -> aws.ec2.SecurityGroup:
-        return security_group(f"{self._name}-{role}", description, self._vpc_id, self._child)
-
-    def _rule(self, direction: str, group: aws.ec2.SecurityGroup, rule: str, ports: tuple[int, int], *,
-              cidr: str | None = None, source: aws.ec2.SecurityGroup | None = None,
-              description: str | None = None, formerly: str | None = None) -> None:
-        tcp_rule(f"{self._name}-{rule}", direction, group, ports, self._child, cidr=cidr, source=source,
-                 description=description or rule, formerly=f"{self._name}-{formerly}" if formerly else None)
-
-    def _ingress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
-                 source: aws.ec2.SecurityGroup | None = None, formerly: str | None = None) -> None:
-        self._rule("in", group, rule, (port, port), cidr=cidr, source=source, formerly=formerly)
-
-    def _egress(self, group: aws.ec2.SecurityGroup, rule: str, port: int, *, cidr: str | None = None,
-                source: aws.ec2.SecurityGroup | None = None, to_port: int | None = None,
-                formerly: str | None = None) -> None:
-        self._rule("out", group, rule, (port, to_port if to_port is not None else port), cidr=cidr, source=source,
-                   formerly=formerly)
-
-    def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]] | None = None, *,
-              managed: Sequence[str] = (), account: pulumi.Input[str] | None = None) -> aws.iam.Role:
-        return service_role(f"{self._name}-{purpose}", service, self._child, statements=statements, managed=managed,
-                            account=account)

@@ -75,7 +75,7 @@ def constraints(root: Path = PROJECT_DIR) -> Path:
     lines = [re.sub(r"\[[^\]]*\]", "", line) for line in (root / "requirements.txt").read_text().splitlines()]
     target = root / "dist" / "constraints.txt"
     target.parent.mkdir(exist_ok=True)
-    text = "# Generated from requirements.txt by components/distribution.py: its pins, without extras.\n" + \
+    text = "# Generated from requirements.txt by wheel_build/__init__.py: its pins, without extras.\n" + \
         "\n".join(lines) + "\n"
     if not target.exists() or target.read_text() != text:
         target.write_text(text)

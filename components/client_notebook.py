@@ -1,0 +1,147 @@
+"""ClientRegion's SageMaker notebook: its assets (the examples, the data plane's wheel and its constraints), its
+role, and the start script (notebook_start.sh, a template) that builds the "Dask platform" kernel and gives the Jupyter
+server the dashboard proxy and JupyterLab's Dask sidebar."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.buckets import secure_bucket
+from components.client_part import ClientPart
+from components.iam import catalog_reader_statements
+from components.kernel import KERNEL
+from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
+from stackconfig import PROJECT_DIR
+from wheel_build import constraints, pin, wheel
+
+# Installed in SageMaker's Jupyter server environment (not the kernel's), at requirements.txt's pin: the version
+# the tests run a Jupyter server with.
+JUPYTER_SERVER_PROXY = pin("jupyter-server-proxy")
+# The start script's step that merges a setting (argv[2], JSON) into a Jupyter config file (argv[1]).
+MERGE_SETTING = """import json, pathlib, sys
+path, setting = pathlib.Path(sys.argv[1]), json.loads(sys.argv[2])
+config = json.loads(path.read_text()) if path.exists() else {}
+for section, values in setting.items():
+    config.setdefault(section, {}).update(values)
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_text(json.dumps(config, indent=1))
+"""
+# The notebook's user's home, and the systemd drop-in that gives SageMaker's Jupyter server its environment.
+NOTEBOOK_HOME = "/home/ec2-user"
+SERVER_DROP_IN = "/etc/systemd/system/jupyter-server.service.d/dask-platform.conf"
+# Dask formats it with the scheduler's host and dashboard port: a path on the notebook's own origin.
+DASHBOARD_LINK = "/proxy/{host}:{port}/status"
+
+
+class NotebookPart(ClientPart):
+    catalog_endpoint: pulumi.Output[str]
+    catalog_domain_arn: pulumi.Output[str]
+    scheduler_address: str
+    notebook_name: pulumi.Output[str]
+    notebook_url: pulumi.Output[str]
+    notebook_role_arn: pulumi.Output[str]
+    log_groups: dict[str, dict[str, str]]  # process -> {region, group}: where `dr.connect().get_logs()` reads
+
+    def _notebook(self, log_bucket: aws.s3.Bucket) -> None:
+        config, args = self._args.config, self._args
+        assets = secure_bucket(f"{self._name}-notebook-assets", self._child, kms_key_arn=args.key_arn,
+                               access_log_bucket=log_bucket)
+        aws.s3.BucketObjectv2(f"{self._name}-notebook-constraints", bucket=assets.id,
+                              key="notebook-env/requirements.txt",
+                              source=pulumi.FileAsset(str(constraints())), opts=self._child)
+        # The data plane's one wheel, as the images install it; the kernel takes its `notebook` extra.
+        aws.s3.BucketObjectv2(f"{self._name}-notebook-wheel", bucket=assets.id, key=f"notebook-env/{wheel().name}",
+                              source=pulumi.FileAsset(str(wheel())), opts=self._child)
+        for path in sorted((PROJECT_DIR / "notebooks").glob("*.ipynb")):
+            aws.s3.BucketObjectv2(f"{self._name}-notebook-{path.stem}", bucket=assets.id, key=f"notebooks/{path.name}",
+                                  source=pulumi.FileAsset(str(path)), opts=self._child)
+        region = self._region
+        # The servers' logs, which `dr.connect().get_logs()` reads: the scheduler's here, each pool's in its region.
+        self.log_groups = {"scheduler": {"region": region, "group": args.naming.log_group(region, "client",
+                                                                                            "scheduler")}}
+        self.log_groups |= {f"workers-{w.region}": {"region": w.region,
+                                                    "group": args.naming.log_group(w.region, "workers")}
+                            for w in args.workers}
+        role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
+            self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id,
+            args.client_tls_secret_arn).apply(lambda v: [
+                *catalog_reader_statements(v[0]),
+                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": v[1]},
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[1]}/*"},
+                {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": v[2]},
+                {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": f"arn:aws:logs:{region}:{v[3]}:log-group:/aws/sagemaker/NotebookInstances:*"},
+                {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": v[4]},
+                {"Effect": "Allow", "Action": "logs:FilterLogEvents", "Resource": [
+                    f"arn:aws:logs:{where['region']}:{v[3]}:log-group:{where['group']}"
+                    for where in self.log_groups.values()]}]))
+        notebook_sg = self._security_group("notebook", "SageMaker notebook")
+        # The dashboard in the notebook: the notebook server's proxy reaches the scheduler's dashboard directly.
+        self._ingress(self._scheduler_sg, "dashboard-from-notebook", DASHBOARD_PORT, source=notebook_sg)
+        self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.cidr,
+                     to_port=DASHBOARD_PORT)
+        self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
+        on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, args.client_tls_secret_arn).apply(
+            lambda v: base64.b64encode(_notebook_start_script(v[0], self.scheduler_address, v[1], v[2],
+                                                              region, self.log_groups).encode()).decode())
+        lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
+            f"{self._name}-notebook", name=args.naming.resource("notebook", max_length=63), on_start=on_start,
+            opts=self._child)
+        notebook = aws.sagemaker.NotebookInstance(
+            f"{self._name}-notebook", name=args.naming.resource("notebook", max_length=63),
+            instance_type=config.notebook_instance_type, volume_size=config.notebook_volume_gib, role_arn=role.arn,
+            subnet_id=args.vpc.private_subnet_ids[0], security_groups=[notebook_sg.id],
+            direct_internet_access="Disabled", root_access="Disabled", kms_key_id=args.key_arn,
+            lifecycle_config_name=lifecycle.name, opts=self._child)
+        self.notebook_name = notebook.name
+        self.notebook_url = pulumi.Output.concat("https://", notebook.url)
+        self.notebook_role_arn = role.arn
+
+
+def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str, tls_secret_arn: str,
+                           region: str, log_groups: Mapping[str, Any] | None = None) -> str:
+    """Runs at every notebook start: the example notebooks, the client certificate (fetched from Secrets
+    Manager at each start into a 0700 directory, never stored in the bucket), and a kernel with the data plane's
+    wheel and its `notebook` extra, pinned as the images are, whose environment points at this stack's scheduler,
+    catalog and certificate. The install runs in the background because lifecycle scripts must finish within
+    five minutes."""
+    tls = "$HOME/.dask-platform-tls"
+    environment = KERNEL.environment(scheduler_address, catalog_endpoint, tls, dashboard_link=DASHBOARD_LINK,
+                                     log_groups=log_groups)
+    server_environment = KERNEL.lab_environment({name: value.replace("$HOME", NOTEBOOK_HOME)
+                                                 for name, value in environment.items()})
+    host = scheduler_address.split("://", 1)[-1].rsplit(":", 1)[0]
+    proxy = json.dumps({"ServerProxy": {"host_allowlist": [host]}})
+    dist = f"{NOTEBOOK_HOME}/.dask-platform-dist/{wheel().name}"
+    return _StartScript((Path(__file__).with_name("notebook_start.sh")).read_text()).substitute(
+        jupyter_server_proxy=JUPYTER_SERVER_PROXY, merge_setting=MERGE_SETTING, proxy=proxy, home=NOTEBOOK_HOME,
+        drop_in=SERVER_DROP_IN, drop_in_dir=SERVER_DROP_IN.rsplit("/", 1)[0],
+        server_environment=_systemd_environment(server_environment), bucket=bucket, wheel=wheel().name, tls=tls,
+        region=region, tls_secret_arn=tls_secret_arn, kernel_extra=KERNEL.extra, kernel_name=KERNEL.name,
+        kernel_display_name=KERNEL.display_name, kernel_environment=KERNEL.shell_environment(environment),
+        dist=dist, lab_extra=KERNEL.lab_extra)
+
+
+class _StartScript(Template):
+    """`@{name}` placeholders: the script's own `$` and braces are bash's."""
+
+    delimiter = "@"
+
+
+def _systemd_environment(environment: Mapping[str, str]) -> str:
+    """`Environment='NAME=value'` lines of a systemd unit (single quotes keep the value whole; `%` is systemd's
+    specifier character, so it is doubled)."""
+    lines = []
+    for name, value in environment.items():
+        if "'" in value or "\n" in value:
+            raise ValueError(f"{name}: a Jupyter server setting cannot hold a single quote or a line break")
+        lines.append(f"Environment='{name}={value.replace('%', '%%')}'")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""What ClientRegion's parts share: its arguments, and the base each part (client_scheduler.py, client_catalog.py,
+client_notebook.py) builds on: the region's provider, its names, and its log groups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.naming import Naming
+from components.network import RegionalVpc
+from components.regional import RegionalComponent
+from stackconfig import ClientConfig, WorkerConfig
+
+
+@dataclass
+class ClientRegionArgs:
+    config: ClientConfig
+    vpc: RegionalVpc
+    worker_vpcs: Sequence[RegionalVpc]  # each resolves the scheduler's name and may reach it
+    providers: Mapping[str, aws.Provider]  # region -> its provider (each worker VPC's zone association)
+    peers: Mapping[str, str]  # every worker site -> its CIDR (StackConfig.peers)
+    image: pulumi.Input[str]  # the Dask image by digest, in this region
+    repository_arn: pulumi.Input[str]  # the ECR repository it is pulled from
+    key_arn: pulumi.Input[str]  # this region's KMS key
+    scheduler_tls_secret_arn: pulumi.Input[str]  # DaskTls: the scheduler's certificate, in this region
+    client_tls_secret_arn: pulumi.Input[str]  # DaskTls: the notebook's client certificate, in this region
+    naming: Naming
+    log_retention_days: int
+    workers: Sequence[WorkerConfig] = ()  # the pools the scheduler publishes demand for
+    create_opensearch_service_linked_role: bool = False
+
+
+class ClientPart(RegionalComponent):
+    """ClientRegion's state as every part reads it (set by ClientRegion.__init__)."""
+
+    _args: ClientRegionArgs
+    _region: str
+    _identity: aws.GetCallerIdentityResult | pulumi.Output[aws.GetCallerIdentityResult]
+    _scheduler_sg: aws.ec2.SecurityGroup
+
+    def _log_group(self, purpose: str) -> aws.cloudwatch.LogGroup:
+        return aws.cloudwatch.LogGroup(
+            f"{self._name}-{purpose}-log", name=self._args.naming.log_group(self._region, "client", purpose),
+            retention_in_days=self._args.log_retention_days, opts=self._child)

@@ -1,0 +1,168 @@
+"""ClientRegion's scheduler: its private DNS name (resolved by every worker VPC), the dashboard behind a load
+balancer, and the scheduler's ECS service (Fargate) with its roles."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from components.buckets import access_log_bucket
+from components.client_part import ClientPart, ClientRegionArgs
+from components.dask_tls import container_secrets, read_secret_statements
+from components.iam import pull_and_log_statements
+from components.naming import private_dns_namespace, scheduler_host
+from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
+from components.scaling import scheduler_environment
+from platform_facts import METRIC_NAMESPACE, PLATFORM_HEALTH_PATH
+
+ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+
+
+class SchedulerPart(ClientPart):
+    scheduler_address: str
+    dashboard_url: pulumi.Output[str]
+    scheduler_service: dict[str, pulumi.Output[str]]  # its ECS cluster and service (operators: ECS Exec)
+
+    # ------------------------------------------------------------------------------------ private DNS
+    def _private_dns(self, args: ClientRegionArgs) -> tuple[pulumi.Output[str], aws.servicediscovery.Service]:
+        """A Cloud Map namespace (ECS keeps the scheduler's record current as Fargate tasks move), its
+        hosted zone associated with every worker VPC, each in its own region."""
+        namespace = aws.servicediscovery.PrivateDnsNamespace(
+            f"{self._name}-dns", name=private_dns_namespace(args.naming), vpc=args.vpc.vpc_id,
+            description="Private names of the Dask platform", opts=self._child)
+        for worker_vpc in args.worker_vpcs:
+            aws.route53.ZoneAssociation(
+                f"{self._name}-dns-{worker_vpc.site_name}", zone_id=namespace.hosted_zone, vpc_id=worker_vpc.vpc_id,
+                vpc_region=worker_vpc.region,
+                opts=pulumi.ResourceOptions(parent=self, provider=args.providers[worker_vpc.region]))
+        service = aws.servicediscovery.Service(
+            f"{self._name}-scheduler-dns", name=scheduler_host(args.naming).split(".")[0],
+            dns_config=aws.servicediscovery.ServiceDnsConfigArgs(
+                namespace_id=namespace.id, routing_policy="MULTIVALUE",
+                dns_records=[aws.servicediscovery.ServiceDnsConfigDnsRecordArgs(ttl=10, type="A")]),
+            opts=self._child)
+        self.scheduler_address = f"tls://{scheduler_host(args.naming)}:{SCHEDULER_PORT}"
+        return namespace.hosted_zone, service
+
+    # -------------------------------------------------------------------------------------- dashboard
+    def _access_log_bucket(self) -> aws.s3.Bucket:
+        elb_account = aws.elb.get_service_account_output(opts=pulumi.InvokeOutputOptions(
+            parent=self, provider=self._child.provider))
+
+        def delivery(arn: str, elb_account_arn: str) -> list[dict[str, Any]]:
+            # Regions before 2022 deliver from the regional ELB account, newer ones from the service principal.
+            return [{"Sid": "LoadBalancerLogDelivery", "Effect": "Allow", "Action": "s3:PutObject",
+                     "Principal": {"AWS": elb_account_arn, "Service": "logdelivery.elasticloadbalancing.amazonaws.com"},
+                     "Resource": f"{arn}/alb/*"}]
+
+        account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(
+            parent=self, provider=self._child.provider)).account_id
+        return access_log_bucket(f"{self._name}-access-logs", self._child, account, self._args.log_retention_days,
+                                 more=delivery, more_input=elb_account.arn)
+
+    def _dashboard(self, dashboard_sg: aws.ec2.SecurityGroup,
+                   log_bucket: aws.s3.Bucket) -> tuple[aws.lb.TargetGroup, aws.lb.Listener]:
+        config, vpc = self._args.config, self._args.vpc
+        https = config.dashboard_certificate_arn is not None
+        # Internal, the client VPC (a site, named so); allow-listed, the listed networks (named by their CIDRs).
+        sources = ([(cidr, cidr) for cidr in config.dashboard_allowed_cidrs] if config.dashboard_public
+                   else [(vpc.site_name, vpc.cidr)])
+        for label, cidr in sources:
+            self._ingress(dashboard_sg, f"dashboard-http-from-{label}", HTTP_PORT, cidr=cidr,
+                          formerly=f"dashboard-http-from-{cidr}" if label != cidr else None)
+            if https:
+                self._ingress(dashboard_sg, f"dashboard-https-from-{label}", HTTPS_PORT, cidr=cidr,
+                              formerly=f"dashboard-https-from-{cidr}" if label != cidr else None)
+        balancer = aws.lb.LoadBalancer(
+            f"{self._name}-dashboard", load_balancer_type="application", internal=not config.dashboard_public,
+            security_groups=[dashboard_sg.id],
+            subnets=vpc.public_subnet_ids if config.dashboard_public else vpc.private_subnet_ids,
+            drop_invalid_header_fields=True, idle_timeout=300,  # the dashboard keeps websockets open
+            access_logs=aws.lb.LoadBalancerAccessLogsArgs(bucket=log_bucket.id, prefix="alb", enabled=True),
+            opts=self._child)
+        target_group = aws.lb.TargetGroup(
+            f"{self._name}-dashboard", port=DASHBOARD_PORT, protocol="HTTP", target_type="ip", vpc_id=vpc.vpc_id,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(path=PLATFORM_HEALTH_PATH, matcher="200",
+                                                           interval=30, healthy_threshold=2),
+            opts=self._child)
+        forward = [aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=target_group.arn)]
+        if https:
+            listener = aws.lb.Listener(f"{self._name}-dashboard-https", load_balancer_arn=balancer.arn,
+                                       port=HTTPS_PORT, protocol="HTTPS", ssl_policy=ALB_TLS_POLICY,
+                                       certificate_arn=config.dashboard_certificate_arn, default_actions=forward,
+                                       opts=self._child)
+            aws.lb.Listener(f"{self._name}-dashboard-redirect", load_balancer_arn=balancer.arn, port=HTTP_PORT,
+                            protocol="HTTP", default_actions=[aws.lb.ListenerDefaultActionArgs(
+                                type="redirect", redirect=aws.lb.ListenerDefaultActionRedirectArgs(
+                                    port=str(HTTPS_PORT), protocol="HTTPS", status_code="HTTP_301"))],
+                            opts=self._child)
+        else:
+            listener = aws.lb.Listener(f"{self._name}-dashboard-http", load_balancer_arn=balancer.arn, port=HTTP_PORT,
+                                       protocol="HTTP", default_actions=forward, opts=self._child)
+        self.dashboard_url = pulumi.Output.concat("https://" if https else "http://", balancer.dns_name)
+        return target_group, listener
+
+    # -------------------------------------------------------------------------------------- scheduler
+    def _scheduler(self, scheduler_sg: aws.ec2.SecurityGroup, discovery: aws.servicediscovery.Service,
+                   target_group: aws.lb.TargetGroup, listener: aws.lb.Listener) -> None:
+        config = self._args.config
+        log_group = self._log_group("scheduler")
+        execution_role = self._role("scheduler-execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
+            self._args.repository_arn, log_group.arn, self._args.scheduler_tls_secret_arn,
+            self._args.key_arn).apply(lambda v: [*pull_and_log_statements(v[0], v[1]),
+                                                 *read_secret_statements(v[2], v[3])]))
+        # The demand plugin publishes each pool's figure to CloudWatch in the pool's region.
+        task_statements: list[dict[str, Any]] = [{
+            "Sid": "PutMetricDataHasNoResourceScoping", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
+            "Resource": "*", "Condition": {"StringEquals": {"cloudwatch:namespace": METRIC_NAMESPACE}}}]
+        if config.scheduler_exec:  # ECS Exec: the SSM agent's channels (for operators' port forwarding)
+            task_statements.append({"Sid": "SsmMessagesHaveNoResourceScoping", "Effect": "Allow", "Action": [
+                "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
+                "ssmmessages:OpenDataChannel"], "Resource": "*"})
+        task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", task_statements)
+        environment = scheduler_environment(self._args.naming.project, self._args.naming.stack, self._args.workers,
+                                            config.scale_in_window_seconds)
+        cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
+            aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
+        containers = pulumi.Output.all(self._args.image, log_group.name, self._args.scheduler_tls_secret_arn).apply(
+            lambda v: json.dumps([{
+            "name": "scheduler",
+            "image": v[0],
+            "essential": True,
+            # The entrypoint adds the TLS flags from the secrets (images/dask/entrypoint.py).
+            "command": ["scheduler", "--protocol", "tls", "--port", str(SCHEDULER_PORT),
+                        "--dashboard-address", f":{DASHBOARD_PORT}",
+                        "--preload", "dask_regions.routing", "--preload", "dask_regions.demand"],
+            "environment": environment,
+            "secrets": container_secrets(v[2]),
+            "portMappings": [{"containerPort": SCHEDULER_PORT, "protocol": "tcp"},
+                             {"containerPort": DASHBOARD_PORT, "protocol": "tcp"}],
+            "healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30,
+                            "timeout": 5, "retries": 3, "startPeriod": 60},
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": v[1], "awslogs-region": self._region, "awslogs-stream-prefix": "scheduler"}},
+        }]))
+        task = aws.ecs.TaskDefinition(
+            f"{self._name}-scheduler", family=self._args.naming.resource("scheduler", max_length=255),
+            cpu=str(config.scheduler_cpu), memory=str(config.scheduler_memory_mib), network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"], execution_role_arn=execution_role.arn, task_role_arn=task_role.arn,
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(operating_system_family="LINUX",
+                                                                      cpu_architecture="X86_64"),
+            container_definitions=containers, opts=self._child)
+        service = aws.ecs.Service(
+            f"{self._name}-scheduler", cluster=cluster.arn, task_definition=task.arn, desired_count=1,
+            launch_type="FARGATE", platform_version="LATEST",
+            # One scheduler at a time: two behind one name would split the workers between them.
+            deployment_minimum_healthy_percent=0, deployment_maximum_percent=100,
+            health_check_grace_period_seconds=120, propagate_tags="SERVICE", enable_ecs_managed_tags=True,
+            enable_execute_command=config.scheduler_exec,
+            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
+                subnets=self._args.vpc.private_subnet_ids, security_groups=[scheduler_sg.id], assign_public_ip=False),
+            service_registries=aws.ecs.ServiceServiceRegistriesArgs(registry_arn=discovery.arn),
+            load_balancers=[aws.ecs.ServiceLoadBalancerArgs(target_group_arn=target_group.arn,
+                                                            container_name="scheduler", container_port=DASHBOARD_PORT)],
+            opts=self._opts(depends_on=[listener]))
+        self.scheduler_service = {"cluster": cluster.name, "service": service.name}

@@ -1,0 +1,48 @@
+"""What WorkerRegion's parts share: its arguments, and the base each part (worker_lustre.py, worker_pool.py) builds
+on."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+
+from components.naming import Naming
+from components.network import RegionalVpc
+from components.regional import RegionalComponent
+from stackconfig import WorkerConfig
+
+
+@dataclass
+class CatalogTarget:
+    """Where a worker region publishes its datasets, and the sync's image and schedule."""
+
+    endpoint: pulumi.Input[str]
+    domain_arn: pulumi.Input[str]
+    domain_region: str
+    sync_image: pulumi.Input[str]  # the catalog-sync Lambda image by digest, in this region
+    schedule: str
+    max_drop_percent: int
+
+
+@dataclass
+class WorkerRegionArgs:
+    config: WorkerConfig
+    vpc: RegionalVpc
+    peers: Mapping[str, str]  # every other site -> its CIDR (StackConfig.peers): the client and the other workers
+    scheduler_address: str
+    image: pulumi.Input[str]  # the Dask image by digest, in this region
+    repository_arn: pulumi.Input[str]
+    key_arn: pulumi.Input[str]
+    tls_secret_arn: pulumi.Input[str]  # DaskTls: the workers' certificate, in this region
+    naming: Naming
+    log_retention_days: int
+    catalog: CatalogTarget
+
+
+class WorkerPart(RegionalComponent):
+    """WorkerRegion's state as every part reads it (set by WorkerRegion.__init__)."""
+
+    _args: WorkerRegionArgs
+    _region: str

@@ -13,10 +13,12 @@ address is then reached directly from its own region and through the proxy from 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +26,10 @@ from dataclasses import dataclass
 PREFIX = "crdwan"  # every namespace and interface name starts with it, so leftovers are easy to find
 SUBNET = "10.77"
 NETNS_ETC = "/etc/netns"
+# The namespaces' names are fixed, so one WAN exists at a time on a machine: a second run (another benchmark, a
+# test on another pytest worker) waits for this lock, at most LOCK_WAIT_SECONDS, then says who holds it.
+LOCK_FILE = "/run/crdwan.lock"
+LOCK_WAIT_SECONDS = 1800.0
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,44 @@ def counters(link: RegionLink, router: str) -> tuple[int, int]:
 
 
 @contextmanager
-def wan(regions: Sequence[str], rate_mbit: float = 50.0) -> Iterator[tuple[str, dict[str, RegionLink]]]:
-    """Create the router and one namespace per region; yields (router namespace, region -> link)."""
+def _only_wan(wait_seconds: float) -> Iterator[None]:
+    """Hold the machine's one WAN: wait for another run to finish (bounded), then keep others waiting."""
+    with open(LOCK_FILE, "a+") as lock:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    lock.seek(0)
+                    holder = lock.read().strip() or "unknown"
+                    raise TimeoutError(f"another WAN run (process {holder}) has held the namespaces {PREFIX}-* for "
+                                       f"over {wait_seconds:.0f} s: wait for it to end, or stop it") from None
+                time.sleep(1.0)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def wan(regions: Sequence[str], rate_mbit: float = 50.0,
+        wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[tuple[str, dict[str, RegionLink]]]:
+    """Create the router and one namespace per region; yields (router namespace, region -> link). One WAN at a
+    time on a machine: a run waits (at most `wait_seconds`) while another holds it."""
     if os.geteuid() != 0:
         raise PermissionError("the WAN simulation needs root (network namespaces); run it as root")
+    with _only_wan(wait_seconds), _built(regions, rate_mbit) as built:
+        yield built
+
+
+@contextmanager
+def _built(regions: Sequence[str], rate_mbit: float) -> Iterator[tuple[str, dict[str, RegionLink]]]:
     router = f"{PREFIX}-router"
     created: list[str] = []
     links: dict[str, RegionLink] = {}

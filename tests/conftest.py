@@ -139,12 +139,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         pytest.skip(ROOT_REASON)
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With `-n` (pytest-xdist, `--dist loadgroup`), a module's tests share one worker and its module fixtures; a
-    module may name a wider group (the WAN tests share their namespaces' names, so they run one after another)."""
+    """A test using a fixture that starts a process is marked `processes` (a fixture's mark would not reach it)."""
     for item in items:
         if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.processes)
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__ if item.module else item.nodeid))

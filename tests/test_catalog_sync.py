@@ -216,7 +216,7 @@ def test_abort_action_drops_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 # --------------------------------------------------------------------------------------- the command line
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "catalog_sync", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "catalog_cli", *args], capture_output=True, text=True,
                           cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120, check=False)
 
 

@@ -101,11 +101,13 @@ def test_ctrl_c_during_the_demo_tears_down(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     process = subprocess.Popen([sys.executable, "-m", "local_platform", "demo", "--state-dir", str(state_dir)],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # interrupt once the Dask processes exist
+    deadline = time.monotonic() + 300  # generous: the other pytest worker may load both cores meanwhile
+    while True:  # interrupt once the Dask processes exist
         state = state_dir / "platform.json"
         if state.exists() and "agent" in json.loads(state.read_text() or "{}").get("processes", {}):
             break
+        assert process.poll() is None, f"the demo ended before its platform was up: {process.communicate()[0]}"
+        assert time.monotonic() < deadline, "the demo's platform did not come up within 300 s"
         time.sleep(0.2)
     pids = recorded_pids(state_dir)
     process.send_signal(signal.SIGINT)

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from catalog_client import opensearch_client as signed_client
-from catalog_sync.access import READ_ALIAS
 from catalog_sync.records import DatasetRecord, opensearch_mapping
+from platform_facts import CATALOG_READ_ALIAS as READ_ALIAS
 from platform_facts import FACETS
 from platform_facts.document import DOCUMENT_FIELDS, DOCUMENT_INDEX
 
@@ -130,7 +130,7 @@ class OpenSearchLoad:
         serving = [name for name in _serving(self.client, self.region) if name != self.load_id]
         previous = sum(int(self.client.count(index=name)["count"]) for name in serving)
         _guard(self.region, documents, previous, max_drop, force, published)
-        # Every request names this region's own indices only (catalog_sync/access.py: the writer may touch
+        # Every request names this region's own indices only (catalog_access/: the writer may touch
         # nothing else): the read alias goes on the new index, then the old index goes, taking its alias with it.
         # Between the two, readers see both loads of this region, never a partial one; the catalog client keeps
         # one document per dataset id, the newest load's.

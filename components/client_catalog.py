@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from catalog_sync.access import SECURITY_API, security_config
+from catalog_access import SECURITY_API, security_config
 from components.client_part import ClientPart
 from components.iam import catalog_reader_statements, catalog_writer_statements, lambda_in_vpc_statements
 from components.ports import HTTPS_PORT
@@ -73,7 +73,7 @@ class CatalogPart(ClientPart):
             log_publishing_options=[aws.opensearch.DomainLogPublishingOptionArgs(
                 log_type=kind, cloudwatch_log_group_arn=group.arn) for kind, group in logs.items()],
             # Fine-grained access control: every index a request touches is checked against the roles mapped to
-            # the caller's IAM role (catalog_sync/access.py). The master user is the function that applies those
+            # the caller's IAM role (catalog_access/). The master user is the function that applies those
             # roles; no internal users, no anonymous access.
             advanced_security_options=aws.opensearch.DomainAdvancedSecurityOptionsArgs(
                 enabled=True, internal_user_database_enabled=False, anonymous_auth_enabled=False,
@@ -104,10 +104,10 @@ class CatalogPart(ClientPart):
         # Standalone (standard library, botocore, which the runtime has, and the shared facts).
         function = aws.lambda_.Function(
             f"{self._name}-catalog-access", name=function_name, runtime=CATALOG_ACCESS_RUNTIME,
-            handler="catalog_sync.access.handler", role=role.arn, timeout=120, memory_size=256,
+            handler="catalog_access.handler", role=role.arn, timeout=120, memory_size=256,
             reserved_concurrent_executions=1,
             code=pulumi.AssetArchive({path: pulumi.FileAsset(str(PROJECT_DIR / path))
-                                      for path in ("catalog_sync/__init__.py", "catalog_sync/access.py",
+                                      for path in ("catalog_access/__init__.py",
                                                    "platform_facts/__init__.py")}),
             vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=args.vpc.private_subnet_ids,
                                                          security_group_ids=[access_sg.id]),

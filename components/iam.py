@@ -51,7 +51,7 @@ def catalog_writer_statements(domain_arn: str, region: str) -> list[dict[str, An
     """A region's nightly sync may create, fill, alias and delete its own region's load indices only. No
     domain-level path (`/_aliases`, `/_bulk`): each of those could touch other regions. Paths cannot see request
     bodies or multi-index paths, so the domain's fine-grained access control enforces the same rule per index
-    (catalog_sync/access.py); both must allow."""
+    (catalog_access/); both must allow."""
     own = f"{domain_arn}/{CATALOG_READ_ALIAS}-{region}"
     return [{"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPut", "es:ESHttpPost",
                                            "es:ESHttpDelete"], "Resource": f"{own}-*"}]

@@ -106,6 +106,20 @@ def _pool_of(resources: dict[str, float]) -> str | None:
     return pools[0] if pools else None
 
 
+def _between_pools(logs: dict[str, list[tuple[str, int]]], pool_of_worker: dict[str, str | None], *,
+                   logged_by: str) -> dict[tuple[str, str], int]:
+    """(from pool, to pool) -> bytes, from each worker's log of (its peer, bytes); `logged_by` says whether the
+    logging worker is the one that received or the one that sent."""
+    found: dict[tuple[str, str], int] = defaultdict(int)
+    for worker, entries in logs.items():
+        for peer, size in entries:
+            source, destination = (peer, worker) if logged_by == "receiver" else (worker, peer)
+            pools = pool_of_worker.get(source), pool_of_worker.get(destination)
+            if pools[0] and pools[1]:
+                found[(pools[0], pools[1])] += size
+    return dict(found)
+
+
 def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None = None) -> Audit:
     """Placement and cross-pool transfers of everything that finished since `since` (see `mark`)."""
     def placements(dask_scheduler: Any, since: float = since) -> list[Any] | list[str]:
@@ -141,23 +155,17 @@ def audit(client: Any, since: float, prices: dict[tuple[str, str], float] | None
             combining += task.combining
             if task.pool != task.expected:
                 misplaced.append((task.key, task.expected, task.pool))
+    # Transfers are logged by the worker that received them, P2P's shards by the one that sent them.
+    received = _between_pools(client.run(transfers), pool_of_worker, logged_by="receiver")
+    shuffled = _between_pools(client.run(shards), pool_of_worker, logged_by="sender")
     moved: dict[tuple[str, str], int] = defaultdict(int)
-    for receiver, entries in client.run(transfers).items():
-        for sender, size in entries:
-            source, destination = pool_of_worker.get(sender), pool_of_worker.get(receiver)
-            if source and destination and source != destination:
+    for pairs in (received, shuffled):
+        for (source, destination), size in pairs.items():
+            if source != destination:
                 moved[(source, destination)] += size
-    shuffled: dict[tuple[str, str], int] = defaultdict(int)
-    for sender, entries in client.run(shards).items():
-        for receiver, size in entries:
-            source, destination = pool_of_worker.get(sender), pool_of_worker.get(receiver)
-            if source and destination:
-                shuffled[(source, destination)] += size
-                if source != destination:
-                    moved[(source, destination)] += size
     cost = {pair: size / 1e9 * egress_price(region_of_pool(pair[0]), prices, region_of_pool(pair[1]))
             for pair, size in moved.items()}
     cost |= {(pool, CLIENT): size / 1e9 * egress_price(region_of_pool(pool), prices)
              for pool, size in to_client.items()}
     return Audit(len(finished), dict(placement), misplaced, regional, dict(moved), cost, ambiguous, combining,
-                 dict(shuffled), dict(to_client))
+                 shuffled, dict(to_client))

@@ -245,7 +245,7 @@ class _OpenSearch(_Backend):
     def _search(self, query: dict[str, Any]) -> list[Dataset]:
         hits = self.client.search(index=self.ALIAS, body={"query": query, "size": SEARCH_LIMIT})["hits"]["hits"]
         # A document speaks for a region only from that region's own load indices, which only that region's sync
-        # may write (catalog_sync/access.py): no region can publish datasets in another's name.
+        # may write (catalog_access/): no region can publish datasets in another's name.
         hits = [hit for hit in hits
                 if str(hit.get("_index", "")).startswith(catalog_index_prefix(str(hit["_source"].get("region"))))]
         # While a region swaps its load, both loads are in the alias for a moment: one document per dataset id,

@@ -19,9 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from dask._expr import FinalizeCompute
+from dask._task_spec import convert_legacy_graph
+from dask.base import collections_to_expr
+from dask.core import flatten
 
 from dask_regions.audit import CLIENT, EGRESS_USD_PER_GB_SOURCE, egress_price
+from dask_regions.demand import pool_demand
 from dask_regions.errors import ConnectError
+from dask_regions.routing import RegionRouter
 from dask_regions.startup import missing_message, platform_on_scheduler
 from platform_facts import is_pool, region_of_pool
 
@@ -124,9 +130,6 @@ def _result_nbytes(obj: Any) -> int | None:
 def _as_the_scheduler_gets_it(obj: Any) -> tuple[Any, list[Any]]:
     """The expression (optimised: its graph fused as the scheduler will run it) and output keys `Client.compute`
     sends."""
-    from dask._expr import FinalizeCompute
-    from dask.base import collections_to_expr
-    from dask.core import flatten
 
     expr = FinalizeCompute(collections_to_expr([obj], optimize_graph=True)).optimize()  # type: ignore[no-untyped-call]
     return expr, list(flatten(expr.__dask_keys__()))  # type: ignore[no-untyped-call]
@@ -143,8 +146,6 @@ def _block_sizes_of(expression: Any) -> dict[Any, int]:
 
 
 def _router_like_the_schedulers(client: Any, described: dict[str, Any]) -> Any:
-    from dask_regions.demand import pool_demand
-    from dask_regions.routing import RegionRouter
 
     router = RegionRouter(regions=described["regions"], combine_pool=described["combine_pool"],
                           missing_pool_timeout=described["missing_pool_timeout"], route=True)
@@ -155,7 +156,6 @@ def _router_like_the_schedulers(client: Any, described: dict[str, Any]) -> Any:
 
 
 def _stand_ins(graph: dict[Any, Any], sizes: dict[Any, int]) -> dict[Any, _Planned]:
-    from dask._task_spec import convert_legacy_graph
 
     tasks = convert_legacy_graph(graph)
     planned = {key: _Planned(key, task, sizes.get(key)) for key, task in tasks.items()}

@@ -26,7 +26,7 @@ from pulumi_policy import (
     StackValidationPolicy,
 )
 
-from catalog_sync.access import SECURITY_API, widenings
+from catalog_access import SECURITY_API, widenings
 from platform_facts import DASHBOARD_PORT, REGION_PATTERN, SCHEDULER_PORT
 from stackgraph.permissions import as_list, policies, reference_findings_by_owner
 from stackgraph.reachability import analyse
@@ -394,7 +394,7 @@ def _catalog_least_privilege(resources: list[PolicyResource]) -> Iterable[tuple[
 def _catalog_fine_grained_access(resources: list[PolicyResource]) -> Iterable[tuple[str, str]]:
     """Every catalog domain checks each index a request touches (fine-grained access control, no internal users,
     no anonymous access, a master user), and the roles applied to it at deploy hold readers to reading and each
-    region's writer to its own region's indices (catalog_sync/access.py). IAM paths alone cannot: request bodies
+    region's writer to its own region's indices (catalog_access/). IAM paths alone cannot: request bodies
     and multi-index paths pass them."""
     graph = graph_of(resources)
     problems = []

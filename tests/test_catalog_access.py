@@ -1,4 +1,4 @@
-"""Least privilege on the catalog beyond what IAM paths can say (catalog_sync/access.py): the security plugin's
+"""Least privilege on the catalog beyond what IAM paths can say (catalog_access/): the security plugin's
 roles as the recorded graph applies them at deploy, held to the catalog's rule by the documented model of the
 plugin, and the deploy function run against a stand-in domain, every request it sends evaluated against the
 recorded IAM policies of the role it runs as.
@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from catalog_sync import access
-from catalog_sync.access import READ_ALIAS, allows, security_config, widenings
+import catalog_access as access
+from catalog_access import READ_ALIAS, allows, security_config, widenings
 from stackgraph.synth import Graph
 from tests.conftest import cached_graph
 from tests.json_stub import JsonHandler, serving
@@ -93,7 +93,7 @@ def test_the_roles_name_the_recorded_roles_and_the_master_user_is_the_deploy_fun
     master = domain.inputs["advancedSecurityOptions"]["masterUserOptions"]["masterUserArn"]
     assert master == role_arn(graph, "client-catalog-admin-role")
     (function,) = [f for f in graph.of_type("aws:lambda/function:Function") if f.name == "client-catalog-access"]
-    assert function.inputs["role"] == master and function.inputs["handler"] == "catalog_sync.access.handler"
+    assert function.inputs["role"] == master and function.inputs["handler"] == "catalog_access.handler"
     assert event["endpoint"] == graph.outputs["catalogEndpoint"] and event["region"] == domain.region
 
 
@@ -192,7 +192,7 @@ def test_the_deploy_functions_archive_imports_alone(tmp_path: Any) -> None:
     from stackconfig import PROJECT_DIR
 
     (function,) = [f for f in cached_graph("dev").of_type("aws:lambda/function:Function")
-                   if f.inputs.get("handler") == "catalog_sync.access.handler"]
+                   if f.inputs.get("handler") == "catalog_access.handler"]
     archive = function.inputs["code"]
     names = sorted(archive.assets) if hasattr(archive, "assets") else sorted(archive["archive"])
     for name in names:
@@ -200,7 +200,7 @@ def test_the_deploy_functions_archive_imports_alone(tmp_path: Any) -> None:
         shutil.copy(PROJECT_DIR / name, tmp_path / name)
     purelib = sysconfig.get_paths()["purelib"]
     code = (f"import sys; sys.path[:] = [{str(tmp_path)!r}] + [p for p in sys.path if 'python3' in p and "
-            f"'site-packages' not in p] + [{purelib!r}]; import catalog_sync.access as a; print(a.handler.__name__)")
+            f"'site-packages' not in p] + [{purelib!r}]; import catalog_access as a; print(a.handler.__name__)")
     result = subprocess.run([sys.executable, "-I", "-S", "-c", code], cwd=tmp_path, capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == 0 and result.stdout.strip() == "handler", result.stderr[-2000:]

@@ -144,7 +144,7 @@ def test_the_wheel_holds_the_whole_data_plane_and_imports_without_the_source_tre
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(built)], check=True, timeout=120)
-    code = ("import dask_regions, dask_regions.routing, dask_regions.climate, catalog_sync.access, "
+    code = ("import dask_regions, dask_regions.routing, dask_regions.climate, "
             "catalog_sync.handlers, catalog_sync.sinks; print(dask_regions.__file__)")
     result = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(target)!r}); "
                              f"sys.path.append({sysconfig.get_paths()['purelib']!r}); {code}"],

@@ -15,7 +15,7 @@ import pytest
 from stackconfig import PROJECT_DIR as ROOT
 
 PACKAGES = ("plan", "policy", "local_platform", "catalog_cli", "stackgraph", "components", "wheel_build",
-            "catalog_sync", "dask_regions", "stackconfig", "catalog_client", "platform_facts")
+            "catalog_access", "catalog_sync", "dask_regions", "stackconfig", "catalog_client", "platform_facts")
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:

@@ -355,7 +355,7 @@ def test_each_regions_writer_touches_only_its_own_indices_and_aliases(shape: str
 
 
 def test_the_catalog_names_in_the_policies_are_the_ones_the_sync_writes_and_the_notebook_reads() -> None:
-    from catalog_sync.access import READ_ALIAS
+    from catalog_access import READ_ALIAS
     from dask_regions.catalog import _OpenSearch
 
     assert _OpenSearch.ALIAS == READ_ALIAS  # the Dask image ships dask_regions alone

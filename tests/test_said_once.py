@@ -14,8 +14,9 @@ import pytest
 
 from stackconfig import PROJECT_DIR
 
-PACKAGES = ("catalog_sync", "catalog_cli", "components", "wheel_build", "dask_regions", "local_platform", "plan",
-            "platform_facts", "catalog_client", "policy", "stackconfig", "stackgraph", "bench", "images")
+PACKAGES = ("catalog_access", "catalog_sync", "catalog_cli", "components", "wheel_build", "dask_regions",
+            "local_platform", "plan", "platform_facts", "catalog_client", "policy", "stackconfig", "stackgraph",
+            "bench", "images")
 
 
 def sources() -> Iterator[Path]:

@@ -7,8 +7,9 @@ catalog-eu-west-1-y`) pass any path-scoped policy, so one region's writer could 
 catalog. The security plugin checks every index a request touches against the roles mapped to the caller's IAM
 role, so the per-region rule holds whatever the request looks like. IAM still scopes paths (both must allow).
 
-Standalone on purpose (standard library, botocore and the shared facts, all in the Lambda runtime or the zip): the
-deploy zips this file with platform_facts into the function that applies the roles at `pulumi up`.
+A package of its own, standalone on purpose (standard library, botocore and the shared facts, all in the Lambda
+runtime or the zip): the deploy zips it with platform_facts into the function that applies the roles at `pulumi up`.
+The program and the policy pack read its roles; the nightly sync does not need it.
 """
 
 from __future__ import annotations

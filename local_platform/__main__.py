@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -116,6 +117,32 @@ def up(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catal
     _print_state(state)
 
 
+class _Interrupt:
+    """Ctrl-C and SIGTERM stop the demo. The signal is also remembered and raised again at the next progress
+    report: Python drops an exception raised while a finaliser runs (a Dask object collected mid-run), so a signal
+    landing there would otherwise be lost and the demo would run on."""
+
+    def __init__(self) -> None:
+        self.received = False
+        signal.signal(signal.SIGINT, self._handle)
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+
+    def checked(self, report: Callable[..., None]) -> Callable[..., None]:
+        """`report`, after checking for a signal."""
+        def checked_report(*args: Any) -> None:
+            self.check()
+            report(*args)
+        return checked_report
+
+
 @app.command()
 def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), catalog: CatalogOption = "sqlite",
          size: SizeOption = 1, idle_timeout_minutes: IdleOption = DEMO_IDLE_MINUTES,
@@ -128,11 +155,12 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
                                  overrides=overrides(stack, idle_timeout_minutes, scale_in_window))
     except PlatformError as error:
         raise _fail(error) from None
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # tear down on SIGTERM as on Ctrl-C
+    interrupt = _Interrupt()  # tear down on SIGTERM as on Ctrl-C, even if the first signal is swallowed
     try:
         with console.status("starting the platform") as status:
-            platform.report = lambda message: status.update(message)
+            platform.report = interrupt.checked(status.update)
             state = platform.up()  # refused: nothing changed; failed: up stopped what it had started
+            interrupt.check()
     except PlatformError as error:
         raise _fail(error) from None
     except KeyboardInterrupt:
@@ -142,8 +170,8 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             step = bar.add_task("the reference analysis", total=None)
-            result = run_demo(state, lambda message: bar.update(step, description=message),
-                              lambda done, total: bar.update(step, completed=done, total=total))
+            result = run_demo(state, interrupt.checked(lambda message: bar.update(step, description=message)),
+                              interrupt.checked(lambda done, total: bar.update(step, completed=done, total=total)))
         table = Table(title="where the work ran and what crossed regions")
         for column in ("pool", "tasks"):
             table.add_column(column)
@@ -157,7 +185,7 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
                       f"{result.mean_warming_kelvin:.2f} K")
         console.print(f"plot: {result.plot}")
         with console.status("waiting for the idle pools to scale in"):
-            story = wait_for_idle_pools(state)
+            story = wait_for_idle_pools(state, check=interrupt.check)
         for pool, sizes in sorted(story.items()):
             console.print(f"{pool} workers over time: {' -> '.join(map(str, sizes))}")
         if not result.audit.proven:

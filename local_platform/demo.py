@@ -5,6 +5,7 @@ no pool runs in the client region); the audit; a plot."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,11 @@ def warming(difference: Any) -> float:
     return float(global_mean(difference).mean())
 
 
-def wait_for_idle_pools(state: PlatformState, slack: float = 30.0) -> dict[str, list[int]]:
+def wait_for_idle_pools(state: PlatformState, slack: float = 30.0,
+                        check: Callable[[], None] = lambda: None) -> dict[str, list[int]]:
     """Wait until every scaled pool is back at its minimum (the declared idle timeout and scale-in window, then
-    draining), then return each pool's sizes over the run, e.g. [0, 2, 1, 0]."""
+    draining), then return each pool's sizes over the run, e.g. [0, 2, 1, 0]. `check` runs at every look (it may
+    raise to stop waiting)."""
     import time
 
     from dask.utils import parse_timedelta
@@ -99,6 +102,7 @@ def wait_for_idle_pools(state: PlatformState, slack: float = 30.0) -> dict[str, 
     window = float(parse_timedelta(scheduler.get(SCALE_IN_WINDOW, "120s"), default="s"))
     deadline = time.monotonic() + idle + window + slack
     while time.monotonic() < deadline:
+        check()
         sizes = current_sizes(state_dir)
         if all(sizes.get(pool, 0) <= low for pool, low in minimum.items()):
             break

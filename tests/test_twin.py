@@ -141,11 +141,11 @@ def _wait(condition: Any, timeout: float, what: str) -> Any:
 @pytest.fixture
 def changed_component(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The worker component declares one more flag and one more setting (as a change to it would)."""
-    import components.worker_region as worker_region
+    import components.worker_pool as worker_pool
 
-    command, environment = worker_region.worker_command, worker_region.worker_environment
-    monkeypatch.setattr(worker_region, "worker_command", lambda *a: [*command(*a), "--lifetime", "1h"])
-    monkeypatch.setattr(worker_region, "worker_environment",
+    command, environment = worker_pool.worker_command, worker_pool.worker_environment
+    monkeypatch.setattr(worker_pool, "worker_command", lambda *a: [*command(*a), "--lifetime", "1h"])
+    monkeypatch.setattr(worker_pool, "worker_environment",
                         lambda config: [*environment(config), {"name": "DASK_TWIN_PROBE", "value": "declared"}])
     yield
 

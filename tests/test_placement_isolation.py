@@ -263,7 +263,8 @@ def test_a_p2p_shuffle_of_two_regions_counts_the_shards_that_cross(cluster: dict
 
 def frame_of(ds: xr.Dataset) -> Any:
     """One region's data as a DataFrame (a row per time step and latitude, a column per longitude) with a key."""
-    values = ds[T].data.reshape(-1, ds.sizes["lon"])
+    # In float64: a float32 sum's last bits depend on the order of its partitions, which a shuffle may change.
+    values = ds[T].data.reshape(-1, ds.sizes["lon"]).astype("f8")
     frame = dd.from_dask_array(values, columns=[f"c{i}" for i in range(ds.sizes["lon"])]) \
         if isinstance(values, da.Array) else pd.DataFrame(values, columns=[f"c{i}" for i in range(ds.sizes["lon"])])
     return frame.assign(key=(frame.c0 * 10).round() % 7)

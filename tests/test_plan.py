@@ -97,6 +97,7 @@ def test_the_dot_diagram_has_every_region_vpc_and_peering() -> None:
         assert f'"{site}" [label="{site}\\n{cidr}"' in dot
 
 
+@pytest.mark.processes
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed on this machine")
 def test_plan_draws_a_png_with_graphviz(tmp_path: Path) -> None:
     result = run("--stack", "dev", "--png", str(tmp_path / "plan.png"))

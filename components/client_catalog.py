@@ -23,8 +23,6 @@ OPENSEARCH_TLS_POLICY = "Policy-Min-TLS-1-2-PFS-2023-10"
 
 
 class CatalogPart(ClientPart):
-    catalog_endpoint: pulumi.Output[str]
-    catalog_domain_arn: pulumi.Output[str]
     catalog_domain_name: pulumi.Output[str]
     catalog_access_function_name: pulumi.Output[str]
     catalog_admin_role_arn: pulumi.Output[str]

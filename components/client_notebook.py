@@ -42,9 +42,6 @@ DASHBOARD_LINK = "/proxy/{host}:{port}/status"
 
 
 class NotebookPart(ClientPart):
-    catalog_endpoint: pulumi.Output[str]
-    catalog_domain_arn: pulumi.Output[str]
-    scheduler_address: str
     notebook_name: pulumi.Output[str]
     notebook_url: pulumi.Output[str]
     notebook_role_arn: pulumi.Output[str]

@@ -40,6 +40,10 @@ class ClientPart(RegionalComponent):
     _region: str
     _identity: aws.GetCallerIdentityResult | pulumi.Output[aws.GetCallerIdentityResult]
     _scheduler_sg: aws.ec2.SecurityGroup
+    # What one part makes and another reads (the notebook reads the scheduler's address and the catalog's domain).
+    scheduler_address: str
+    catalog_endpoint: pulumi.Output[str]
+    catalog_domain_arn: pulumi.Output[str]
 
     def _log_group(self, purpose: str) -> aws.cloudwatch.LogGroup:
         return aws.cloudwatch.LogGroup(

@@ -22,7 +22,6 @@ ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 
 class SchedulerPart(ClientPart):
-    scheduler_address: str
     dashboard_url: pulumi.Output[str]
     scheduler_service: dict[str, pulumi.Output[str]]  # its ECS cluster and service (operators: ECS Exec)
 

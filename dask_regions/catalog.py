@@ -91,7 +91,7 @@ class Dataset(CatalogDocument):
             value = document[each.name]
             if DOCUMENT_INDEX[each.name] == "long":
                 value = int(value)
-            elif each.name == "facets":
+            elif DOCUMENT_INDEX[each.name] == "facets":
                 value = dict(json.loads(value) if isinstance(value, str) else value)
             else:
                 value = str(value)

@@ -32,7 +32,7 @@ class LustrePart(WorkerPart):
             f"{self._name}-lustre", deployment_type="PERSISTENT_2", file_system_type_version=LUSTRE_VERSION,
             storage_capacity=args.config.lustre_storage_gib,
             per_unit_storage_throughput=args.config.lustre_throughput_per_tib,
-            data_compression_type="LZ4", kms_key_id=args.key_arn, subnet_ids=vpc.private_subnet_ids[0],
+            data_compression_type="LZ4", kms_key_id=args.key_arn, subnet_ids=self._data_zone_subnet_ids[0],
             security_group_ids=[lustre_sg.id],
             log_configuration=aws.fsx.LustreFileSystemLogConfigurationArgs(level="WARN_ERROR",
                                                                            destination=log_group.arn),

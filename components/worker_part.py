@@ -46,3 +46,11 @@ class WorkerPart(RegionalComponent):
 
     _args: WorkerRegionArgs
     _region: str
+
+    @property
+    def _data_zone_subnet_ids(self) -> list[pulumi.Output[str]]:
+        """The one private subnet (so one Availability Zone) that holds the region's Lustre file system and every
+        worker host and task: a Lustre file system lives in one zone, and a read from another zone is billed per
+        GB each way and slower. One zone trades zonal redundancy of the hosts for that; the pools scale to zero
+        and start again in the same zone."""
+        return self._args.vpc.private_subnet_ids[:1]

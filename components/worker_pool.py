@@ -108,7 +108,7 @@ class PoolPart(WorkerPart):
                     spot_types: Sequence[str] | None) -> aws.ecs.CapacityProvider:
         """An auto scaling group of worker hosts (min 0: no tasks, no instances) behind a capacity provider.
         With `spot_types`: Spot only, over several instance types of one size, rebalanced before interruptions."""
-        config, vpc = self._args.config, self._args.vpc
+        config = self._args.config
         launch = aws.autoscaling.GroupLaunchTemplateArgs(id=template.id, version="$Latest")
         mixed = None
         if spot_types is not None:
@@ -124,7 +124,7 @@ class PoolPart(WorkerPart):
                     spot_allocation_strategy=SPOT_ALLOCATION))
         group = aws.autoscaling.Group(
             f"{self._name}-{group_name}", min_size=config.min_instances if spot_types is None else 0,
-            max_size=config.max_instances, vpc_zone_identifiers=vpc.private_subnet_ids, protect_from_scale_in=True,
+            max_size=config.max_instances, vpc_zone_identifiers=self._data_zone_subnet_ids, protect_from_scale_in=True,
             launch_template=launch if mixed is None else None, mixed_instances_policy=mixed,
             capacity_rebalance=spot_types is not None,
             tags=[aws.autoscaling.GroupTagArgs(key="AmazonECSManaged", value="true", propagate_at_launch=True)],
@@ -217,7 +217,7 @@ class PoolPart(WorkerPart):
             f"{self._name}-workers", cluster=cluster.arn, task_definition=task.arn, desired_count=config.min_tasks,
             capacity_provider_strategies=self._strategy(providers),
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
-                subnets=vpc.private_subnet_ids, security_groups=[worker_sg.id], assign_public_ip=False),
+                subnets=self._data_zone_subnet_ids, security_groups=[worker_sg.id], assign_public_ip=False),
             deployment_minimum_healthy_percent=50, deployment_maximum_percent=200,
             propagate_tags="SERVICE", enable_ecs_managed_tags=True,
             # Application auto scaling owns the desired count.

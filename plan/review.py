@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from plan.diagram import diagram
 from plan.journeys import journeys, services
 from plan.timing import critical_path
+from plan.zones import cross_zone_paths
 from policy.rules import evaluate_policies
 from stackgraph.permissions import reference_findings, service_findings
 from stackgraph.reachability import INGRESS, analyse, service_reachability, vpc_label
@@ -72,6 +73,7 @@ def evaluate(graph: Graph) -> Plan:
         if reason is not None:
             plan.violations.append(f"journey {journey.name} has no path: {reason}")
     plan.violations += world_open(graph)
+    plan.violations += cross_zone_paths(graph)
     plan.violations += [f"IAM: {finding}" for finding in reference_findings(graph)]
     plan.violations += [f"IAM: {finding}" for finding in service_findings(graph)]
     policies = evaluate_policies(graph)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from plan import diagram_dot, evaluate
+from plan.zones import cross_zone_paths
 from stackconfig import PROJECT_DIR as ROOT
+from stackgraph.synth import Graph
 from tests.conftest import cached_graph
 
 
@@ -154,3 +156,22 @@ def test_a_legitimate_dashboard_allow_list_is_no_violation() -> None:
     assert plan.violations == [] and plan.policy_violations == []
     assert any(r.inputs.get("cidrIpv4") == "203.0.113.0/24"
                for r in graph.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"))
+
+
+def test_every_pool_reads_its_lustre_file_system_in_the_file_systems_zone(graph: Graph) -> None:
+    file_systems = graph.of_type("aws:fsx/lustreFileSystem:LustreFileSystem")
+    assert file_systems and cross_zone_paths(graph) == []
+
+
+@pytest.mark.parametrize(("kind", "type_"), [("hosts", "aws:autoscaling/group:Group"),
+                                             ("workers", "aws:ecs/service:Service")])
+def test_a_pool_placed_in_a_second_zone_is_a_cross_zone_violation(kind: str, type_: str) -> None:
+    graph = cached_graph("dev")
+    other_zone = graph.named("worker-us-east-1-private-1", "aws:ec2/subnet:Subnet")
+    pool = graph.named(f"worker-us-east-1-{kind}", type_)
+    if kind == "hosts":
+        pool.inputs["vpcZoneIdentifiers"] = [*pool.inputs["vpcZoneIdentifiers"], other_zone.id]
+    else:
+        pool.inputs["networkConfiguration"]["subnets"].append(other_zone.id)
+    assert (f"cross-zone path: worker-us-east-1-{kind} may run in us-east-1b, but worker-us-east-1-lustre is in "
+            "us-east-1a: its reads would cross zones (billed per GB each way)") in evaluate(graph).violations

@@ -30,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -366,6 +367,62 @@ class Cluster:
                         {**environment, **(overrides or {})}, mount)
 
 
+class SchedulerUsage:
+    """The scheduler process's CPU and memory while a run lasts, sampled from /proc every `every` seconds: peak
+    resident memory (the kernel's high-water mark), CPU seconds, the mean and the busiest one-second window in
+    cores. What the scheduler's Fargate size (`client.schedulerCpu`, `schedulerMemoryMiB`) must cover."""
+
+    def __init__(self, pid: int, every: float = 0.25) -> None:
+        self._pid, self._every = pid, every
+        self._stop = threading.Event()
+        self._samples: list[tuple[float, float]] = []  # (monotonic time, CPU seconds)
+        self._peak_kib = 0
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> tuple[float, int] | None:
+        try:
+            fields = Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{self._pid}/status").read_text()
+        except OSError:
+            return None
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime (fields 14 and 15 of stat)
+        peak = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+        return cpu, peak
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self._every):
+            if (read := self._read()) is None:
+                return
+            self._samples.append((time.monotonic(), read[0]))
+            self._peak_kib = max(self._peak_kib, read[1])
+
+    def finish(self) -> dict[str, float]:
+        """Stop sampling (before the scheduler stops) and summarise."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if len(self._samples) < 2:
+            return {}
+        windows = [(c2 - c1) / (t2 - t1) for (t1, c1), (t2, c2) in zip(self._samples, self._samples[1:], strict=False)
+                   if t2 > t1]
+        per_second = max(self._per_second(), default=max(windows))
+        elapsed = self._samples[-1][0] - self._started
+        return {"peak_rss_mib": round(self._peak_kib / 1024, 1), "cpu_seconds": round(self._samples[-1][1], 2),
+                "mean_cores": round(self._samples[-1][1] / elapsed, 3), "peak_cores_1s": round(per_second, 3)}
+
+    def _per_second(self) -> list[float]:
+        """CPU cores used in each window of about one second."""
+        found, first = [], 0
+        for last in range(1, len(self._samples)):
+            (t1, c1), (t2, c2) = self._samples[first], self._samples[last]
+            if t2 - t1 >= 1.0:
+                found.append((c2 - c1) / (t2 - t1))
+                first = last
+        return found
+
+
 def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, links: dict[str, RegionLink],
              processes: Processes, index: int, analysis_timeout: float) -> dict[str, Any]:
     """One run of one mode on a fresh cluster, as the graph declares it: the scheduler's task in the client region
@@ -381,6 +438,7 @@ def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, link
     cluster.task(processes, names[0], client.namespace, deployment.scheduler(),
                  local_arguments(deployment.scheduler(), deployment, SCHEDULER_PORT, DASHBOARD_PORT), overrides)
     try:
+        usage = SchedulerUsage(processes.running[names[0]].pid)  # `ip netns exec` and the entrypoint exec: one pid
         agent(client.namespace, "wait-port", "--port", str(SCHEDULER_PORT))
         for container in deployment.pools():
             names.append(f"{mode}{index}-{container.service}")
@@ -399,6 +457,7 @@ def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, link
                        f"http://127.0.0.1:{CATALOG_PORT}", "--s3-port", str(S3_PORT),
                        timeout=analysis_timeout, tls=cluster.tls)
         result["link_bytes"] = crossed(before, link_bytes(router, links))
+        result["scheduler"] = usage.finish()
     finally:
         processes.stop(names)
     result["load"] = {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)}
@@ -466,7 +525,10 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "ambiguous_tasks": max(r["ambiguous_tasks"] for r in mine),
             "regional_tasks": mine[0]["regional_tasks"], "combining_tasks": mine[0]["combining_tasks"],
             "checksums": sorted({r["checksum"] for r in mine}),
-            "result_bytes": mine[0]["result_bytes"], "input_bytes": mine[0]["input_bytes"]}
+            "result_bytes": mine[0]["result_bytes"], "input_bytes": mine[0]["input_bytes"],
+            # the most any run needed: what a size must cover
+            "scheduler": {figure: max(r.get("scheduler", {}).get(figure, 0) for r in mine)
+                          for figure in ("peak_rss_mib", "peak_cores_1s", "mean_cores", "cpu_seconds")}}
     return by_mode
 
 

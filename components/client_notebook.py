@@ -67,9 +67,15 @@ class NotebookPart(ClientPart):
         self.log_groups |= {f"workers-{w.region}": {"region": w.region,
                                                     "group": args.naming.log_group(w.region, "workers")}
                             for w in args.workers}
+        name = args.naming.resource("notebook", max_length=63)
+        # The idle stop (notebook_idle.py) stops this instance and no other.
+        stop_itself = [{"Effect": "Allow", "Action": "sagemaker:StopNotebookInstance",
+                        "Resource": f"arn:aws:sagemaker:{region}:{{account}}:notebook-instance/{name.lower()}"}
+                       ] if config.notebook_idle_minutes else []
         role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
             self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id,
             args.client_tls_secret_arn).apply(lambda v: [
+                *({**s, "Resource": s["Resource"].format(account=v[3])} for s in stop_itself),
                 *catalog_reader_statements(v[0]),
                 {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": v[1]},
                 {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[1]}/*"},
@@ -87,13 +93,13 @@ class NotebookPart(ClientPart):
                      to_port=DASHBOARD_PORT)
         self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
         on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, args.client_tls_secret_arn).apply(
-            lambda v: base64.b64encode(_notebook_start_script(v[0], self.scheduler_address, v[1], v[2],
-                                                              region, self.log_groups).encode()).decode())
+            lambda v: base64.b64encode(_notebook_start_script(
+                v[0], self.scheduler_address, v[1], v[2], region, self.log_groups,
+                idle=(name, config.notebook_idle_minutes)).encode()).decode())
         lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
-            f"{self._name}-notebook", name=args.naming.resource("notebook", max_length=63), on_start=on_start,
-            opts=self._child)
+            f"{self._name}-notebook", name=name, on_start=on_start, opts=self._child)
         notebook = aws.sagemaker.NotebookInstance(
-            f"{self._name}-notebook", name=args.naming.resource("notebook", max_length=63),
+            f"{self._name}-notebook", name=name,
             instance_type=config.notebook_instance_type, volume_size=config.notebook_volume_gib, role_arn=role.arn,
             subnet_id=args.vpc.private_subnet_ids[0], security_groups=[notebook_sg.id],
             direct_internet_access="Disabled", root_access="Disabled", kms_key_id=args.key_arn,
@@ -104,12 +110,13 @@ class NotebookPart(ClientPart):
 
 
 def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str, tls_secret_arn: str,
-                           region: str, log_groups: Mapping[str, Any] | None = None) -> str:
+                           region: str, log_groups: Mapping[str, Any] | None = None,
+                           idle: tuple[str, int] = ("", 0)) -> str:
     """Runs at every notebook start: the example notebooks, the client certificate (fetched from Secrets
     Manager at each start into a 0700 directory, never stored in the bucket), and a kernel with the data plane's
     wheel and its `notebook` extra, pinned as the images are, whose environment points at this stack's scheduler,
     catalog and certificate. The install runs in the background because lifecycle scripts must finish within
-    five minutes."""
+    five minutes. `idle`: the instance's name and its idle minutes before it stops itself (0: never)."""
     tls = "$HOME/.dask-platform-tls"
     environment = KERNEL.environment(scheduler_address, catalog_endpoint, tls, dashboard_link=DASHBOARD_LINK,
                                      log_groups=log_groups)
@@ -124,7 +131,8 @@ def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint
         server_environment=_systemd_environment(server_environment), bucket=bucket, wheel=wheel().name, tls=tls,
         region=region, tls_secret_arn=tls_secret_arn, kernel_extra=KERNEL.extra, kernel_name=KERNEL.name,
         kernel_display_name=KERNEL.display_name, kernel_environment=KERNEL.shell_environment(environment),
-        dist=dist, lab_extra=KERNEL.lab_extra)
+        dist=dist, lab_extra=KERNEL.lab_extra, notebook_name=idle[0], idle_minutes=idle[1],
+        idle_script=Path(__file__).with_name("notebook_idle.py").read_text())
 
 
 class _StartScript(Template):

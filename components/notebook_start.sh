@@ -47,3 +47,14 @@ nohup bash -c 'source /home/ec2-user/anaconda3/bin/activate JupyterSystemEnv \
   && grep -iv "^jupyter" @{home}/.dask-platform-constraints.txt > /tmp/dask-platform-server-constraints.txt \
   && pip install --quiet --constraint /tmp/dask-platform-server-constraints.txt "@{dist}[@{lab_extra}]" \
   && systemctl restart jupyter-server.service' > /var/log/dask-platform-lab.log 2>&1 &
+# Stops the instance after @{idle_minutes} idle minutes (client.notebookIdleMinutes; 0: never), checked every five
+# minutes by cron with the instance's own python3 (components/notebook_idle.py).
+cat > /usr/local/bin/dask-platform-idle-stop <<'IDLE'
+@{idle_script}IDLE
+chmod 0755 /usr/local/bin/dask-platform-idle-stop
+if [ "@{idle_minutes}" -gt 0 ]; then
+  echo "*/5 * * * * root /usr/bin/python3 /usr/local/bin/dask-platform-idle-stop --minutes @{idle_minutes} --name @{notebook_name} --region @{region} >> /var/log/dask-platform-idle.log 2>&1" \
+    > /etc/cron.d/dask-platform-idle-stop
+else
+  rm -f /etc/cron.d/dask-platform-idle-stop
+fi

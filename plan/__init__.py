@@ -4,7 +4,8 @@ Runs the program under the same mocks as the tests, then prints the inventory pe
 reachability matrix (for every VPC and service port: reachable or not, and through which hops), any
 violation (reachable where it must not be, unreachable where it must be, ingress open to the world), the
 security policy pack's results (policy/rules.py) with its exemptions, an
-estimated deploy time with its critical path, and a Mermaid diagram of regions, VPCs, Transit Gateways and
+estimated deploy time with its critical path, what the stack costs idle (a month) and busy (an hour) by the price
+table plan/prices.json (plan/cost.py), and a Mermaid diagram of regions, VPCs, Transit Gateways and
 peerings. Exits 2 on config errors, 1 on violations; `--json` for machines.
 """
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="also draw the diagram as a PNG (needs Graphviz's `dot`; skipped with a note without it)")
     args = parser.parse_args(argv)
     try:
-        load_stack_file(PROJECT_DIR, args.stack)
+        config = load_stack_file(PROJECT_DIR, args.stack)
         graph = synthesize(args.stack)
     except ConfigError as error:
         print(error, file=sys.stderr)
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     except SynthesisError as error:
         print(f"the program failed: {error}", file=sys.stderr)
         return 2
-    plan = evaluate(graph)
+    plan = evaluate(graph, config)
+    if plan.cost is not None and plan.cost.errors:
+        print("cannot price this stack:\n" + "\n".join(f"  - {e}" for e in plan.cost.errors), file=sys.stderr)
     if args.png is not None:
         plan.diagram_png = render_png(graph, args.png)
     print(json.dumps(asdict(plan), indent=2) if args.json else render(plan))

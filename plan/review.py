@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
+from plan.cost import Cost, estimate, render_cost
 from plan.diagram import diagram
 from plan.journeys import journeys, services
 from plan.timing import critical_path
 from plan.zones import cross_zone_paths
 from policy.rules import evaluate_policies
+from stackconfig import StackConfig
 from stackgraph.permissions import reference_findings, service_findings
 from stackgraph.reachability import INGRESS, analyse, service_reachability, vpc_label
 from stackgraph.synth import Graph, RecordedResource
@@ -30,6 +32,7 @@ class Plan:
     critical_path: list[str] = field(default_factory=list)
     diagram_png: str = ""  # what `--png` did: the file written, or why there is none
     diagram: str = ""
+    cost: Cost | None = None  # with the stack's config: idle and busy figures (plan/cost.py)
 
 
 def world_open(graph: Graph) -> list[str]:
@@ -44,7 +47,7 @@ def _group_name(graph: Graph, rule: RecordedResource) -> str:
                  if g.id == rule.inputs.get("securityGroupId")), "an unknown group")
 
 
-def evaluate(graph: Graph) -> Plan:
+def evaluate(graph: Graph, config: StackConfig | None = None) -> Plan:
     inventory: dict[str, dict[str, int]] = defaultdict(dict)
     for (region, kind), count in sorted(Counter((str(r.region), r.type) for r in graph.aws_resources).items()):
         inventory[region][kind] = count
@@ -81,6 +84,8 @@ def evaluate(graph: Graph) -> Plan:
     plan.policy_exemptions = sorted(f"[{name}] {resource}: {reason}" for name, resource, reason in policies.exemptions)
     plan.deploy_minutes, plan.critical_path = critical_path(graph)
     plan.diagram = diagram(graph)
+    if config is not None:
+        plan.cost = estimate(graph, config)
     return plan
 
 
@@ -109,6 +114,8 @@ def render(plan: Plan) -> str:
     out += ["", f"## Estimated deploy time: {plan.deploy_minutes:.0f} minutes (rough typical creation times, "
             "not measured)", "critical path:"]
     out += [f"  {step}" for step in plan.critical_path]
+    if plan.cost is not None:
+        out += ["", *render_cost(plan.cost)]
     out += ["", "## Diagram", "", "```mermaid", plan.diagram, "```"]
     if plan.diagram_png:
         out += ["", plan.diagram_png]

@@ -34,8 +34,8 @@ def cross_zone_paths(graph: Graph) -> list[str]:
     storage: dict[str, set[str]] = {}  # vpc id -> zones holding a file system
     names: dict[str, list[str]] = {}
     for file_system in graph.of_type(LUSTRE):
-        for subnet in _subnet_ids(file_system.inputs.get("subnetIds")):
-            vpc, zone = zone_of[subnet]
+        for subnet_id in _subnet_ids(file_system.inputs.get("subnetIds")):
+            vpc, zone = zone_of[subnet_id]
             storage.setdefault(vpc, set()).add(zone)
             names.setdefault(vpc, []).append(file_system.name)
     found = []

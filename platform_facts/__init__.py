@@ -42,6 +42,10 @@ def regions_variable(key: str) -> str:
     return dask_variable(f"{DASK_REGIONS_SECTION}.{key}")
 
 
+# The scheduler stops when no client has been connected this long (`client.idleShutdownMinutes`, set on its task).
+SCHEDULER_IDLE_SHUTDOWN_VARIABLE = regions_variable("idle-shutdown")
+
+
 # --------------------------------------------------------------------------------------------- places
 # Where every worker sees its region's Lustre file system: the hosts mount it there, the ECS task maps it to the same
 # path, and the catalog's paths start with it (/fsx/<region>/...).

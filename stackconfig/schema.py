@@ -19,6 +19,7 @@ DEFAULT_SYNC_SCHEDULE = "cron(0 0 * * ? *)"
 SCALE_ON = ("demand", "cpu", "both")
 
 MIN_MEMORY_PER_WORKER_MIB = 1024
+MAX_IDLE_MINUTES = 1440  # a day: longer is no idle stop at all, and more likely a mistaken unit
 MAX_WORKER_REGIONS = 10  # README: `plan` takes under 2 minutes at this size on 2 cores
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -85,10 +86,12 @@ CLIENT_KEYS: tuple[Key, ...] = (
         "with `aws ssm start-session` (see \"The dashboard for operators\"). Off by default: whoever may "
         "`ecs:ExecuteCommand` could also open a shell in the scheduler.", False),
     Key("schedulerCpu", "integer",
-        "Fargate CPU units of the scheduler task (1024 = 1 vCPU): 256, 512, 1024, 2048, 4096, 8192 or 16384.", 16384),
+        "Fargate CPU units of the scheduler task (1024 = 1 vCPU): 256, 512, 1024, 2048, 4096, 8192 or 16384. The "
+        "default is what the reference analysis needs: its scheduler peaked at 1.0 core and 218 MiB "
+        "(bench/results/scheduler-usage.json); Dask's scheduler runs on one core.", 2048),
     Key("schedulerMemoryMiB", "integer",
         "Fargate memory of the scheduler task, MiB; a value Fargate pairs with `schedulerCpu` (e.g. 16384 "
-        "takes 32768-122880 in steps of 8192).", 32768),
+        "takes 32768-122880 in steps of 8192).", 4096),
     Key("scaleInWindowSeconds", "integer",
         "Seconds the scheduler's demand figure for a pool must stay lower before it falls, so that a pool does not "
         "shrink between two bursts of work; 1-3600.", 120, minimum=1, maximum=3600),
@@ -104,6 +107,15 @@ CLIENT_KEYS: tuple[Key, ...] = (
         "SageMaker notebook instance type (`ml.<family>.<size>`).", "ml.t3.2xlarge"),
     Key("notebookVolumeGiB", "integer",
         "SageMaker notebook volume, GiB; 5-16384.", 50, minimum=5, maximum=16384),
+    Key("idleShutdownMinutes", "integer",
+        "Minutes with no client connected after which the scheduler's service goes to zero tasks (it bills nothing"
+        " then); `dask_regions.connect()` starts it again and waits for it. 0 keeps the scheduler always on; "
+        "0-1440.", 0, minimum=0, maximum=MAX_IDLE_MINUTES),
+    Key("notebookIdleMinutes", "integer",
+        "Minutes without notebook activity (no kernel busy, no terminal or kernel in use) after which the "
+        "notebook instance stops itself (its volume keeps your files; start it again from the SageMaker console or "
+        "`aws sagemaker start-notebook-instance`). 0 keeps it always on; 0-1440.", 60, minimum=0,
+        maximum=MAX_IDLE_MINUTES),
 )
 
 WORKER_KEYS: tuple[Key, ...] = (
@@ -180,8 +192,8 @@ class ClientConfig:
     dashboard_allowed_cidrs: tuple[str, ...] = ()
     dashboard_certificate_arn: str | None = None
     scheduler_exec: bool = False
-    scheduler_cpu: int = 16384
-    scheduler_memory_mib: int = 32768
+    scheduler_cpu: int = 2048
+    scheduler_memory_mib: int = 4096
     scale_in_window_seconds: int = 120
     catalog_instance_type: str = "r6g.large.search"
     catalog_instance_count: int = 2
@@ -189,6 +201,8 @@ class ClientConfig:
     catalog_volume_gib: int = 20
     notebook_instance_type: str = "ml.t3.2xlarge"
     notebook_volume_gib: int = 50
+    idle_shutdown_minutes: int = 0
+    notebook_idle_minutes: int = 60
 
     @property
     def dashboard_public(self) -> bool:

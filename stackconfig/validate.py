@@ -293,7 +293,8 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
         catalog_instance_type=values["catalogInstanceType"], catalog_instance_count=count,
         catalog_master_instance_type=values["catalogMasterInstanceType"],
         catalog_volume_gib=values["catalogVolumeGiB"], notebook_instance_type=values["notebookInstanceType"],
-        notebook_volume_gib=values["notebookVolumeGiB"],
+        notebook_volume_gib=values["notebookVolumeGiB"], idle_shutdown_minutes=values["idleShutdownMinutes"],
+        notebook_idle_minutes=values["notebookIdleMinutes"],
     )
 
 

@@ -101,7 +101,7 @@ def test_exactly_one_scheduler_on_fargate_registered_in_private_dns(stack: Graph
 
 def test_scheduler_task_runs_the_image_by_digest_with_configured_size(stack: Graph) -> None:
     (task,) = [t for t in stack.of_type("aws:ecs/taskDefinition:TaskDefinition") if t.name == "client-scheduler"]
-    assert (task.inputs["cpu"], task.inputs["memory"]) == ("16384", "32768")
+    assert (task.inputs["cpu"], task.inputs["memory"]) == ("2048", "4096")
     assert task.inputs["requiresCompatibilities"] == ["FARGATE"] and task.inputs["networkMode"] == "awsvpc"
     (container,) = json.loads(task.inputs["containerDefinitions"])
     assert container["command"][:5] == ["scheduler", "--protocol", "tls", "--port", "8786"]

@@ -135,7 +135,7 @@ BAD_INPUTS = [
     ("client.dashboardAllowedCidrs", ["203.0.113.0/24", "0.0.0.0/0"], "client.dashboardAllowedCidrs[1]",
      "opens it to the whole internet"),
     ("client.dashboardAllowedCidrs", ["::/0"], "client.dashboardAllowedCidrs[0]", "whole internet"),
-    ("client.schedulerMemoryMiB", 4096, "client.schedulerMemoryMiB", "CPU 16384 takes memory 32768 to 122880"),
+    ("client.schedulerMemoryMiB", 32768, "client.schedulerMemoryMiB", "CPU 2048 takes memory 4096 to 16384"),
     ("client.schedulerCpu", 3000, "client.schedulerCpu", "not a Fargate size"),
     ("client.catalogInstanceType", "r6g.large", "client.catalogInstanceType", "not an OpenSearch instance type"),
     ("client.catalogMasterInstanceType", "m6g.large.elasticsearch", "client.catalogMasterInstanceType",

@@ -30,6 +30,7 @@ def test_plan_of_the_dev_stack_prints_the_matrix_and_exits_0() -> None:
     assert "## Reachability (routes and security groups)" in result.stdout and "## Violations (0)" in result.stdout
     assert "from worker-us-east-1     yes via worker-us-east-1-private-rt > backbone-tgw-us-east-1" in result.stdout
     assert "lustre us-east-1 988" in result.stdout and "```mermaid" in result.stdout
+    assert "## Cost (list prices checked" in result.stdout and "  idle: $" in result.stdout
 
 
 @pytest.mark.processes
@@ -42,6 +43,9 @@ def test_plan_json_has_inventory_matrix_estimate_and_diagram() -> None:
     assert plan["matrix"]["lustre us-west-2 988"]["client"].startswith("no:")
     assert plan["deploy_minutes"] >= 25 and any("client-catalog" in step for step in plan["critical_path"])
     assert "peering" in plan["diagram"] and plan["violations"] == []
+    cost = plan["cost"]
+    assert cost["idle_usd_per_month"] > 1000 and cost["busy_usd_per_hour"] > 10 and cost["errors"] == []
+    assert {line["resource"] for line in cost["by_resource"]} >= {"client-scheduler", "worker-us-east-1-lustre"}
 
 
 def test_a_world_open_port_fails_the_plan_naming_the_rule_and_group() -> None:

@@ -72,10 +72,13 @@ class NotebookPart(ClientPart):
         stop_itself = [{"Effect": "Allow", "Action": "sagemaker:StopNotebookInstance",
                         "Resource": f"arn:aws:sagemaker:{region}:{{account}}:notebook-instance/{name.lower()}"}
                        ] if config.notebook_idle_minutes else []
+        on_demand = config.idle_shutdown_minutes > 0  # connect() starts the scheduler stopped when idle
         role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
             self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id,
-            args.client_tls_secret_arn).apply(lambda v: [
+            args.client_tls_secret_arn, self.scheduler_service_arn).apply(lambda v: [
                 *({**s, "Resource": s["Resource"].format(account=v[3])} for s in stop_itself),
+                *([{"Effect": "Allow", "Action": ["ecs:DescribeServices", "ecs:UpdateService"], "Resource": v[5]}]
+                  if on_demand else []),
                 *catalog_reader_statements(v[0]),
                 {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": v[1]},
                 {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[1]}/*"},
@@ -92,10 +95,13 @@ class NotebookPart(ClientPart):
         self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.cidr,
                      to_port=DASHBOARD_PORT)
         self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
-        on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, args.client_tls_secret_arn).apply(
+        on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, args.client_tls_secret_arn,
+                                     self.scheduler_service["cluster"]).apply(
             lambda v: base64.b64encode(_notebook_start_script(
                 v[0], self.scheduler_address, v[1], v[2], region, self.log_groups,
-                idle=(name, config.notebook_idle_minutes)).encode()).decode())
+                idle=(name, config.notebook_idle_minutes),
+                scheduler_service={**self.scheduler_service, "cluster": v[3]} if on_demand else None,
+            ).encode()).decode())
         lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
             f"{self._name}-notebook", name=name, on_start=on_start, opts=self._child)
         notebook = aws.sagemaker.NotebookInstance(
@@ -111,15 +117,17 @@ class NotebookPart(ClientPart):
 
 def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str, tls_secret_arn: str,
                            region: str, log_groups: Mapping[str, Any] | None = None,
-                           idle: tuple[str, int] = ("", 0)) -> str:
+                           idle: tuple[str, int] = ("", 0),
+                           scheduler_service: Mapping[str, str] | None = None) -> str:
     """Runs at every notebook start: the example notebooks, the client certificate (fetched from Secrets
     Manager at each start into a 0700 directory, never stored in the bucket), and a kernel with the data plane's
     wheel and its `notebook` extra, pinned as the images are, whose environment points at this stack's scheduler,
     catalog and certificate. The install runs in the background because lifecycle scripts must finish within
-    five minutes. `idle`: the instance's name and its idle minutes before it stops itself (0: never)."""
+    five minutes. `idle`: the instance's name and its idle minutes before it stops itself (0: never).
+    `scheduler_service`: the scheduler's service, when it stops when idle (the kernel's connect() starts it)."""
     tls = "$HOME/.dask-platform-tls"
     environment = KERNEL.environment(scheduler_address, catalog_endpoint, tls, dashboard_link=DASHBOARD_LINK,
-                                     log_groups=log_groups)
+                                     log_groups=log_groups, scheduler_service=scheduler_service)
     server_environment = KERNEL.lab_environment({name: value.replace("$HOME", NOTEBOOK_HOME)
                                                  for name, value in environment.items()})
     host = scheduler_address.split("://", 1)[-1].rsplit(":", 1)[0]

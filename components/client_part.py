@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -40,8 +41,11 @@ class ClientPart(RegionalComponent):
     _region: str
     _identity: aws.GetCallerIdentityResult | pulumi.Output[aws.GetCallerIdentityResult]
     _scheduler_sg: aws.ec2.SecurityGroup
-    # What one part makes and another reads (the notebook reads the scheduler's address and the catalog's domain).
+    # What one part makes and another reads (the notebook reads the scheduler's address and service, and the
+    # catalog's domain).
     scheduler_address: str
+    scheduler_service: dict[str, Any]  # its region, ECS cluster and service (connect() starts it; ECS Exec)
+    scheduler_service_arn: pulumi.Output[str]
     catalog_endpoint: pulumi.Output[str]
     catalog_domain_arn: pulumi.Output[str]
 

@@ -23,7 +23,6 @@ ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
 class SchedulerPart(ClientPart):
     dashboard_url: pulumi.Output[str]
-    scheduler_service: dict[str, pulumi.Output[str]]  # its ECS cluster and service (operators: ECS Exec)
 
     # ------------------------------------------------------------------------------------ private DNS
     def _private_dns(self, args: ClientRegionArgs) -> tuple[pulumi.Output[str], aws.servicediscovery.Service]:
@@ -121,21 +120,33 @@ class SchedulerPart(ClientPart):
             task_statements.append({"Sid": "SsmMessagesHaveNoResourceScoping", "Effect": "Allow", "Action": [
                 "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
                 "ssmmessages:OpenDataChannel"], "Resource": "*"})
-        task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", task_statements)
-        environment = scheduler_environment(self._args.naming.project, self._args.naming.stack, self._args.workers,
-                                            config.scale_in_window_seconds)
         cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
-        containers = pulumi.Output.all(self._args.image, log_group.name, self._args.scheduler_tls_secret_arn).apply(
-            lambda v: json.dumps([{
+        # The service's name is fixed here, not generated: the scheduler's task may stop this service when idle
+        # (dask_regions/idle.py), and the notebook may start it, each allowed to update it and nothing else.
+        service_name = self._args.naming.resource("scheduler", max_length=255)
+        service_arn = pulumi.Output.all(self._identity.account_id, cluster.name).apply(
+            lambda v: f"arn:aws:ecs:{self._region}:{v[0]}:service/{v[1]}/{service_name}")
+        self.scheduler_service = {"region": self._region, "cluster": cluster.name, "service": service_name}
+        self.scheduler_service_arn = service_arn
+        task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", service_arn.apply(lambda arn: [
+            *task_statements,
+            *([{"Sid": "StopItsOwnServiceWhenIdle", "Effect": "Allow", "Action": "ecs:UpdateService",
+                "Resource": arn}] if config.idle_shutdown_minutes else [])]))
+        environment = pulumi.Output.from_input(cluster.name).apply(lambda cluster_name: scheduler_environment(
+            self._args.naming.project, self._args.naming.stack, self._args.workers, config.scale_in_window_seconds,
+            idle=(config.idle_shutdown_minutes, self._region, cluster_name, service_name)))
+        containers = pulumi.Output.all(self._args.image, log_group.name, self._args.scheduler_tls_secret_arn,
+                                       environment).apply(lambda v: json.dumps([{
             "name": "scheduler",
             "image": v[0],
             "essential": True,
             # The entrypoint adds the TLS flags from the secrets (images/dask/entrypoint.py).
             "command": ["scheduler", "--protocol", "tls", "--port", str(SCHEDULER_PORT),
                         "--dashboard-address", f":{DASHBOARD_PORT}",
-                        "--preload", "dask_regions.routing", "--preload", "dask_regions.demand"],
-            "environment": environment,
+                        "--preload", "dask_regions.routing", "--preload", "dask_regions.demand",
+                        "--preload", "dask_regions.idle"],
+            "environment": v[3],
             "secrets": container_secrets(v[2]),
             "portMappings": [{"containerPort": SCHEDULER_PORT, "protocol": "tcp"},
                              {"containerPort": DASHBOARD_PORT, "protocol": "tcp"}],
@@ -151,8 +162,9 @@ class SchedulerPart(ClientPart):
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(operating_system_family="LINUX",
                                                                       cpu_architecture="X86_64"),
             container_definitions=containers, opts=self._child)
-        service = aws.ecs.Service(
-            f"{self._name}-scheduler", cluster=cluster.arn, task_definition=task.arn, desired_count=1,
+        aws.ecs.Service(
+            f"{self._name}-scheduler", name=service_name, cluster=cluster.arn, task_definition=task.arn,
+            desired_count=1,
             launch_type="FARGATE", platform_version="LATEST",
             # One scheduler at a time: two behind one name would split the workers between them.
             deployment_minimum_healthy_percent=0, deployment_maximum_percent=100,
@@ -163,5 +175,6 @@ class SchedulerPart(ClientPart):
             service_registries=aws.ecs.ServiceServiceRegistriesArgs(registry_arn=discovery.arn),
             load_balancers=[aws.ecs.ServiceLoadBalancerArgs(target_group_arn=target_group.arn,
                                                             container_name="scheduler", container_port=DASHBOARD_PORT)],
-            opts=self._opts(depends_on=[listener]))
-        self.scheduler_service = {"cluster": cluster.name, "service": service.name}
+            # Stopped when idle and started by connect(): the desired count is the platform's to set.
+            opts=self._opts(depends_on=[listener],
+                            ignore_changes=["desiredCount"] if config.idle_shutdown_minutes else None))

@@ -14,6 +14,7 @@ from platform_facts import (
     JUPYTERLAB_FACTORY,
     LOG_DIR_VARIABLE,
     LOG_GROUPS_VARIABLE,
+    SCHEDULER_SERVICE_VARIABLE,
     TLS_ENVIRONMENT,
 )
 
@@ -27,9 +28,11 @@ class Kernel:
 
     def environment(self, scheduler_address: str, catalog_endpoint: str, tls_dir: str, *,
                     dashboard_link: str | None = None, log_groups: Mapping[str, object] | None = None,
-                    log_dir: str | None = None) -> dict[str, str]:
+                    log_dir: str | None = None, scheduler_service: Mapping[str, str] | None = None
+                    ) -> dict[str, str]:
         """What the kernel's processes see: where the scheduler and catalog are, the client certificate (files in
-        `tls_dir`), where the dashboard is linked and where the servers' logs are."""
+        `tls_dir`), where the dashboard is linked, where the servers' logs are and the scheduler's service (when it
+        stops when idle)."""
         environment = {"DASK_SCHEDULER_ADDRESS": scheduler_address, "CATALOG_ENDPOINT": catalog_endpoint,
                        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
                        CLIENT_PRELOAD_VARIABLE: json.dumps(list(CLIENT_PRELOADS)),
@@ -40,6 +43,9 @@ class Kernel:
             environment[LOG_GROUPS_VARIABLE] = json.dumps(dict(log_groups), separators=(",", ":"), sort_keys=True)
         if log_dir:
             environment[LOG_DIR_VARIABLE] = log_dir
+        if scheduler_service:  # a scheduler that stops when idle: connect() starts it (dask_regions.idle)
+            environment[SCHEDULER_SERVICE_VARIABLE] = json.dumps(dict(scheduler_service), separators=(",", ":"),
+                                                                 sort_keys=True)
         return environment
 
     def lab_environment(self, environment: Mapping[str, str]) -> dict[str, str]:

@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Sequence
 
-from platform_facts import METRIC_NAMESPACE, regions_variable
+from platform_facts import METRIC_NAMESPACE, SCHEDULER_IDLE_SHUTDOWN_VARIABLE, regions_variable
 from stackconfig import WorkerConfig
 
 MAX_STEPS = 20  # step adjustments per scaling policy (Application Auto Scaling limit)
@@ -30,10 +30,12 @@ def demand_pools(workers: Sequence[WorkerConfig]) -> dict[str, dict[str, float |
 
 
 def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConfig],
-                          scale_in_window_seconds: int) -> list[dict[str, str]]:
+                          scale_in_window_seconds: int,
+                          idle: tuple[int, str, str, str] = (0, "", "", "")) -> list[dict[str, str]]:
     """Environment of the scheduler container: the router's regions and the demand plugin's settings (dask config
     via DASK_ variables). No combining pool: AWS runs no workers in the client region, so a task that combines
-    regions runs in the pool holding most of its inputs (dask_regions.routing)."""
+    regions runs in the pool holding most of its inputs (dask_regions.routing). `idle`: (minutes, region, cluster,
+    service): the scheduler stops its own service after that many minutes unused (dask_regions.idle); 0: always on."""
     pools = demand_pools(workers)
     values = {
         regions_variable("demand.publisher"): "cloudwatch" if pools else "none",
@@ -47,6 +49,11 @@ def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConf
         # Connections to workers across the WAN opened as they join, not at the first fetch (dask_regions.routing).
         regions_variable("warm-connections"): "True",
     }
+    minutes, region, cluster, service = idle  # the scheduler stops its own service after `minutes` unused
+    if minutes:
+        values |= {SCHEDULER_IDLE_SHUTDOWN_VARIABLE: f"{minutes} minutes", regions_variable("idle-shutdown.region"):
+                   region, regions_variable("idle-shutdown.cluster"): cluster,
+                   regions_variable("idle-shutdown.service"): service}
     return [{"name": name, "value": value} for name, value in sorted(values.items())]
 
 

@@ -3,7 +3,8 @@
 It reads where the platform is from the kernel's environment (the "Dask platform" kernel sets the scheduler
 address, the catalog endpoint and the client certificate), or from a stack's outputs, checks the connection
 before Dask tries it (so a missing certificate, a wrong CA, `tcp://` to a TLS scheduler or a scheduler that is
-down each get one sentence, not a timeout), connects, runs Dask's own version check, and returns a small object
+down each get one sentence, not a timeout), starts the scheduler if it stopped when idle (dask_regions.idle),
+connects, runs Dask's own version check, and returns a small object
 in the style of Dask's cluster managers.
 """
 
@@ -28,6 +29,7 @@ from dask_regions.budget import guard
 from dask_regions.catalog import Catalog
 from dask_regions.demand import BOUNDS_HANDLER, pool_demand
 from dask_regions.errors import ConnectError, VersionMismatchError
+from dask_regions.idle import OBSERVER, SchedulerService, start_scheduler
 from dask_regions.startup import missing_message, platform_on_scheduler
 from dask_regions.versions import check_versions
 from platform_facts import (
@@ -45,11 +47,13 @@ TLS_KEYS = {"ca": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.
 
 
 def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: float = 10.0,
-            compare_versions: bool = True) -> Platform:
+            compare_versions: bool = True, observer: bool = False) -> Platform:
     """Connect to the platform. `outputs`: a stack's outputs (`pulumi stack output --json`, as a mapping or a
     file), else the kernel's environment (DASK_SCHEDULER_ADDRESS, CATALOG_ENDPOINT, and the client certificate
-    in Dask's TLS settings). `compare_versions=False` skips Dask's version comparison, for a process that
-    computes nothing (the Jupyter server's Dask sidebar, whose Python is SageMaker's)."""
+    in Dask's TLS settings). A scheduler stopped when idle is started, and waited for. `compare_versions=False`
+    skips Dask's version comparison, for a process that computes nothing (the Jupyter server's Dask sidebar, whose
+    Python is SageMaker's). `observer=True` (the sidebar): a stopped scheduler stays stopped, and the connection
+    does not keep the scheduler from stopping when idle."""
     from distributed import Client
 
     outputs = _read_outputs(outputs) if isinstance(outputs, str | Path) else outputs
@@ -58,9 +62,10 @@ def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: f
     if secret and address.startswith("tls://") and not all(dask.config.get(k, None) for k in TLS_KEYS.values()):
         _use_certificate_from(secret)
     tls = _tls_files(address)
-    preflight(address, tls, timeout)
+    _reach(address, tls, timeout, None if observer else _scheduler_service(outputs))
     try:
-        client = Client(address, timeout=timeout, set_as_default=True)  # type: ignore[no-untyped-call]
+        client = Client(address, timeout=timeout, set_as_default=not observer,  # type: ignore[no-untyped-call]
+                        name=OBSERVER if observer else None)
     except (OSError, TimeoutError) as error:  # preflight passed: something between the handshake and Dask's hello
         raise ConnectError(f"the scheduler at {address} accepted the connection but Dask's handshake failed: "
                                 f"{error}") from None
@@ -81,12 +86,13 @@ def for_jupyterlab(outputs: Mapping[str, Any] | str | Path | None = None, *, asy
     platform, connected as connect() connects, without the version comparison: the Jupyter server lists, scales and
     opens the dashboard, and computes nothing. The extension calls it with `asynchronous=True` on the Jupyter
     server's event loop and awaits the result; the connection is then made in a thread, so that the server keeps
-    answering while it waits."""
+    answering while it waits. It connects as an observer: it neither starts a stopped scheduler nor keeps one from
+    stopping when idle (the kernel's connect() does start it)."""
     if not asynchronous:
-        return connect(outputs, timeout=timeout, compare_versions=False)
+        return connect(outputs, timeout=timeout, compare_versions=False, observer=True)
 
     def connected() -> Platform:
-        platform = connect(outputs, timeout=timeout, compare_versions=False)
+        platform = connect(outputs, timeout=timeout, compare_versions=False, observer=True)
         platform.awaited_close = True
         return platform
 
@@ -199,6 +205,38 @@ def _tls_files(address: str) -> dict[str, str]:
     return {name: str(value) for name, value in files.items()}
 
 
+def _scheduler_service(outputs: Mapping[str, Any] | None) -> SchedulerService | None:
+    """The scheduler's ECS service, when it may be stopped and started (a stack's outputs, or the kernel's)."""
+    if outputs is None:
+        return SchedulerService.from_environment()
+    found = outputs.get("schedulerService") or {}
+    if not all(found.get(key) for key in ("region", "cluster", "service")):
+        return None
+    return SchedulerService(str(found["region"]), str(found["cluster"]), str(found["service"]))
+
+
+def _reach(address: str, tls: Mapping[str, str], timeout: float, service: SchedulerService | None) -> None:
+    """The preflight; a scheduler that does not answer and may be stopped (its service is known) is started and
+    waited for (dask_regions.idle.start_scheduler), saying so."""
+    try:
+        preflight(address, tls, timeout)
+        return
+    except ConnectError as error:
+        if service is None or not error.down:
+            raise
+
+    def answers() -> bool:
+        try:
+            preflight(address, tls, min(timeout, 5.0))
+        except ConnectError as error:
+            if error.down:
+                return False
+            raise
+        return True
+
+    start_scheduler(service, answers)
+
+
 def preflight(address: str, tls: Mapping[str, str], timeout: float) -> None:
     """Open the connection Dask would open, and say plainly why it cannot be made."""
     scheme, _, where = address.partition("://")
@@ -207,15 +245,16 @@ def preflight(address: str, tls: Mapping[str, str], timeout: float) -> None:
         raise ConnectError(f"{address!r} is not a scheduler address. Fix: tls://<host>:<port>")
     try:
         raw = socket.create_connection((host, int(port_text)), timeout=timeout)
-    except socket.gaierror:
+    except socket.gaierror:  # also a stopped scheduler in AWS: its name leaves DNS with its task
         raise ConnectError(f"the scheduler's name {host} does not resolve here. Fix: run in a VPC of the "
-                                "platform (the name is private to it)") from None
+                           "platform (the name is private to it); if the scheduler was stopped, start its service",
+                           down=True) from None
     except ConnectionRefusedError:
         raise ConnectError(f"nothing listens at {host}:{port_text}: the scheduler is down. Fix: check its "
-                                "service (ECS) or start the local platform") from None
+                           "service (ECS) or start the local platform", down=True) from None
     except (TimeoutError, OSError) as error:
         raise ConnectError(f"no answer from {host}:{port_text} within {timeout:g} s ({error}). Fix: check "
-                                "the routes and security groups (`python -m plan`)") from None
+                           "the routes and security groups (`python -m plan`)", down=True) from None
     with raw:
         if scheme == "tcp":
             if _speaks_tls(raw, host, timeout):

@@ -16,7 +16,12 @@ class UnrunnableTaskError(MissingPoolError):
 
 class ConnectError(ConnectionError):
     """The platform cannot be reached, refuses us, or is not the platform (a scheduler without its plugins, or
-    routing other regions than the stack's); the message says why and what to do."""
+    routing other regions than the stack's); the message says why and what to do. `down`: nothing answers at the
+    scheduler's address (a stopped scheduler, which `connect()` may start)."""
+
+    def __init__(self, message: str, *, down: bool = False) -> None:
+        super().__init__(message)
+        self.down = down
 
 
 class OverBudgetError(ValueError):

@@ -190,6 +190,12 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "demand.pools": _pools,
     "protection.interval": _duration,
     "protection.minutes": _whole(1),
+    "idle-shutdown.after": lambda value, key: None if value is None else _duration(value, key),
+    "idle-shutdown.interval": _duration,
+    "idle-shutdown.region": _text,
+    "idle-shutdown.cluster": _text,
+    "idle-shutdown.service": _text,
+    "start-timeout": _duration,
 }
 
 

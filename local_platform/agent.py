@@ -57,6 +57,9 @@ class TaskSpec:
     pool: str | None  # the worker pool whose demand moves it; None: a fixed service
     task_root: str  # where each task's own directories (its tmpfs mounts) go
     log_name: str  # its log files' prefix: the process names `get_logs()` gives in AWS (scheduler, workers-<region>)
+    # a fixed service whose desired count is set through ECS (a scheduler that stops when idle): its region, cluster,
+    # service and the AWS emulation holding it; None: its declared count
+    ecs: dict[str, str] | None = None
 
 
 @dataclass
@@ -89,7 +92,7 @@ class Agent:
             current = self._reap(spec)
             active = [t for t in current if t.stopping_since is None]
             if spec.pool is None:
-                wanted = spec.minimum
+                wanted = self._desired(spec, len(active))
             elif demand is None:
                 wanted = max(len(active), spec.minimum)
             else:
@@ -104,6 +107,29 @@ class Agent:
             if spec.pool is not None:
                 sizes[spec.pool] = len([t for t in current if t.stopping_since is None])
         return sizes
+
+    def scheduler_running(self) -> bool:
+        return any(t.process.poll() is None and t.stopping_since is None
+                   for s in self.services if s.pool is None for t in self.tasks.get(s.service, []))
+
+    def _desired(self, spec: TaskSpec, running: int) -> int:
+        """A fixed service's count: declared, or what its ECS service is set to now (unchanged if unreadable)."""
+        if spec.ecs is None:
+            return spec.minimum
+        import boto3
+
+        ecs = spec.ecs
+        try:
+            client = boto3.client("ecs", region_name=ecs["region"], endpoint_url=ecs["endpoint"],
+                                  aws_access_key_id="local", aws_secret_access_key="local")
+            found = client.describe_services(cluster=ecs["cluster"], services=[ecs["service"]])["services"]
+            wanted = int(found[0]["desiredCount"])
+        except Exception as error:  # the emulation is stopping, say: keep what runs
+            print(f"agent: cannot read {ecs['service']}'s desired count ({error}); keeping {running}", flush=True)
+            return running
+        if wanted != running:
+            print(f"agent: {spec.service} set to {wanted} task(s) through ECS", flush=True)
+        return wanted
 
     def _reap(self, spec: TaskSpec) -> list[Task]:
         alive = []
@@ -215,11 +241,14 @@ class Demand:
         from distributed import Client
 
         from dask_regions.demand import pool_demand
+        from dask_regions.idle import OBSERVER
 
         try:
             if self.client is None:
+                # An observer, as the demand reader is none in AWS: it does not keep the scheduler from stopping
+                # when idle (dask_regions.idle).
                 self.client = Client(self.state.scheduler_address, security=self.state.tls.security(),  # type: ignore[no-untyped-call]
-                                     timeout=5)
+                                     timeout=5, name=OBSERVER)
             return pool_demand(self.client)
         except Exception as error:  # the scheduler is starting or restarting: ask again next time
             print(f"agent: no demand figures ({type(error).__name__}: {error})", flush=True)
@@ -269,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                 previous = sizes
             time.sleep(float(twin["interval"]))
             schedules.fire_due(datetime.now(UTC))
-            sizes = agent.step(demand.read() if pools else {})
+            # No scheduler task (stopped when idle): no figures to read, and the pools keep their size, as in AWS.
+            sizes = agent.step((demand.read() if agent.scheduler_running() else None) if pools else {})
     except Stopping:
         pass
     finally:

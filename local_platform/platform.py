@@ -50,7 +50,13 @@ from local_platform.state import (
     PlatformState,
 )
 from local_platform.tls import LocalTls, create_local_tls
-from platform_facts import FSX_MOUNT, PLATFORM_HEALTH_PATH, SCHEDULER_PORT, regions_variable
+from platform_facts import (
+    FSX_MOUNT,
+    PLATFORM_HEALTH_PATH,
+    SCHEDULER_IDLE_SHUTDOWN_VARIABLE,
+    SCHEDULER_PORT,
+    regions_variable,
+)
 from stackconfig import PROJECT_DIR as ROOT
 
 BIN = Path(sys.executable).parent
@@ -235,6 +241,14 @@ def task_environment(container: Container, secrets: Mapping[str, Mapping[str, st
     return environment
 
 
+def _on_demand(container: Container) -> dict[str, str] | None:
+    """A scheduler's own ECS service (region, cluster, service) when it stops when idle (dask_regions.idle)."""
+    if SCHEDULER_IDLE_SHUTDOWN_VARIABLE not in container.environment:
+        return None
+    return {key: container.environment[regions_variable(f"idle-shutdown.{key}")]
+            for key in ("region", "cluster", "service")}
+
+
 class LocalPlatform:
     def __init__(self, stack: str, state_dir: Path, *, catalog: str = "sqlite", size: int = 1,
                  overrides: Mapping[str, Any] | None = None, report: Callable[[str], None] = lambda _: None) -> None:
@@ -299,6 +313,7 @@ class LocalPlatform:
         self.report("generating sample data and uploading it to the AWS emulations")
         self._create_parameters(state, deployment)
         self._create_buckets(state, deployment)
+        self._create_scheduler_services(state, deployment)
         for association in deployment.associations:
             self._publish_dataset(state, association.region, association.repository)
 
@@ -356,7 +371,9 @@ class LocalPlatform:
         environment = task_environment(container, secrets, task_root, self.state_dir,
                                        state.s3_endpoints[container.region], self._fsx_root(container.region))
         pool = container.flag("--resources")
+        ecs = _on_demand(container)
         return {"service": container.service, "region": container.region,
+                "ecs": {**ecs, "endpoint": state.s3_endpoints[ecs["region"]]} if ecs else None,
                 "arguments": local_arguments(container, deployment, scheduler_port, dashboard_port),
                 "environment": environment, "minimum": min(container.min_tasks, LOCAL_SIZES.tasks(container.max_tasks)),
                 "maximum": LOCAL_SIZES.tasks(container.max_tasks) if container.scaled else container.max_tasks,
@@ -370,6 +387,21 @@ class LocalPlatform:
             environment[name] = state.catalog if value in deployment.catalog_endpoints else value
         environment[FILE_SYSTEMS_VARIABLE] = file_systems
         return environment
+
+    def _create_scheduler_services(self, state: PlatformState, deployment: Deployment) -> None:
+        """A scheduler that stops when idle sets its own ECS service's desired count, and connect() sets it again:
+        the service, as declared (region, cluster, name from its environment), is created in its region's AWS
+        emulation, where the agent reads its desired count as ECS would."""
+        for container in deployment.containers:
+            if (ecs := _on_demand(container)) is None:
+                continue
+            client = self._client("ecs", state, ecs["region"])
+            client.create_cluster(clusterName=ecs["cluster"])
+            client.register_task_definition(family=ecs["service"], containerDefinitions=[
+                {"name": container.name, "image": "local", "memory": 512}])
+            client.create_service(cluster=ecs["cluster"], serviceName=ecs["service"], taskDefinition=ecs["service"],
+                                  desiredCount=container.min_tasks)
+            state.scheduler_service = {**ecs, "endpoint": state.s3_endpoints[ecs["region"]]}
 
     # ------------------------------------------------------------------------ what AWS holds before the first sync
     def _client(self, service: str, state: PlatformState, region: str) -> Any:

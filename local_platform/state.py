@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from local_platform.tls import LocalTls, load_local_tls
-from platform_facts import LOG_DIR_VARIABLE
+from platform_facts import LOG_DIR_VARIABLE, SCHEDULER_SERVICE_VARIABLE
 
 STATE_FILE = "platform.json"
 LOCK_FILE = ".starting.lock"  # held while `up` starts a platform: a second `up` is refused, not interleaved
@@ -31,6 +31,9 @@ class PlatformState:
     pools: list[str] = field(default_factory=list)
     processes: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {pid, command}
     tls_dir: str = ""  # this run's CA and certificates: every Dask connection is mutual TLS
+    # the scheduler's ECS service in its region's AWS emulation, when it stops when idle (region, cluster, service,
+    # endpoint)
+    scheduler_service: dict[str, str] = field(default_factory=dict)
 
     @property
     def tls(self) -> LocalTls:
@@ -38,8 +41,14 @@ class PlatformState:
 
     def client_environment(self) -> dict[str, str]:
         """What a shell or kernel needs to reach this platform (`python -m local_platform env`)."""
-        return {"DASK_SCHEDULER_ADDRESS": self.scheduler_address, "CATALOG_ENDPOINT": self.catalog,
-                LOG_DIR_VARIABLE: str(Path(self.state_dir).resolve() / "logs"), **self.tls.client_environment()}
+        environment = {"DASK_SCHEDULER_ADDRESS": self.scheduler_address, "CATALOG_ENDPOINT": self.catalog,
+                       LOG_DIR_VARIABLE: str(Path(self.state_dir).resolve() / "logs"), **self.tls.client_environment()}
+        if self.scheduler_service:  # connect() starts a stopped scheduler through ECS: here, the AWS emulation
+            handle = {k: v for k, v in self.scheduler_service.items() if k != "endpoint"}
+            environment |= {SCHEDULER_SERVICE_VARIABLE: json.dumps(handle, separators=(",", ":"), sort_keys=True),
+                            "AWS_ENDPOINT_URL_ECS": self.scheduler_service["endpoint"],
+                            "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+        return environment
 
     def save(self) -> None:
         (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))

@@ -43,7 +43,9 @@ def regions_variable(key: str) -> str:
 
 
 # The scheduler stops when no client has been connected this long (`client.idleShutdownMinutes`, set on its task).
-SCHEDULER_IDLE_SHUTDOWN_VARIABLE = regions_variable("idle-shutdown")
+SCHEDULER_IDLE_SHUTDOWN_VARIABLE = regions_variable("idle-shutdown.after")
+# The scheduler's ECS service as JSON (region, cluster, service), in the kernel's environment: connect() starts it.
+SCHEDULER_SERVICE_VARIABLE = "DASK_PLATFORM_SCHEDULER_SERVICE"
 
 
 # --------------------------------------------------------------------------------------------- places

@@ -110,7 +110,8 @@ CLIENT_KEYS: tuple[Key, ...] = (
     Key("idleShutdownMinutes", "integer",
         "Minutes with no client connected after which the scheduler's service goes to zero tasks (it bills nothing"
         " then); `dask_regions.connect()` starts it again and waits for it. 0 keeps the scheduler always on; "
-        "0-1440.", 0, minimum=0, maximum=MAX_IDLE_MINUTES),
+        "0-1440. It waits until the pools are down to `minTasks` (after their `idleTimeoutMinutes`).", 60, minimum=0,
+        maximum=MAX_IDLE_MINUTES),
     Key("notebookIdleMinutes", "integer",
         "Minutes without notebook activity (no kernel busy, no terminal or kernel in use) after which the "
         "notebook instance stops itself (its volume keeps your files; start it again from the SageMaker console or "
@@ -201,7 +202,7 @@ class ClientConfig:
     catalog_volume_gib: int = 20
     notebook_instance_type: str = "ml.t3.2xlarge"
     notebook_volume_gib: int = 50
-    idle_shutdown_minutes: int = 0
+    idle_shutdown_minutes: int = 60
     notebook_idle_minutes: int = 60
 
     @property

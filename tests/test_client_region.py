@@ -155,7 +155,7 @@ def test_ecs_exec_on_the_scheduler_only_when_asked_for(stack: Graph) -> None:
     from stackgraph.permissions import reference_findings
 
     assert reference_findings(enabled) == []  # the SSM channel actions as AWS's reference knows them
-    assert set(enabled.outputs["schedulerService"]) == {"cluster", "service"}
+    assert set(enabled.outputs["schedulerService"]) == {"region", "cluster", "service"}
 
 
 def test_dashboard_is_internet_facing_only_for_the_allow_list_and_https_with_a_certificate() -> None:

@@ -309,7 +309,7 @@ def test_jupyterlabs_dask_sidebar_lists_scales_and_closes_the_platform(kernel: d
     declared = declared_server_environment()
     lab = {name: value for name, value in declared.items() if name.startswith("DASK_LABEXTENSION__")}
     kernels = KERNEL.environment("tls://scheduler", "https://catalog", "/tls", dashboard_link="/proxy",
-                                 log_groups={"scheduler": {}})
+                                 log_groups={"scheduler": {}}, scheduler_service={"service": "s"})
     assert set(declared) - set(lab) == set(kernels) and lab
     assert declared["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == "/home/ec2-user/.dask-platform-tls/ca.pem"
     # Imported before the extension's settings are set: the module's own manager (made at import) starts nothing.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pytest
@@ -82,10 +83,12 @@ def test_the_dev_stacks_figures_trace_to_the_graph_and_the_prices() -> None:
     assert lustre.idle_usd_per_month == pytest.approx(1200 * table.price("lustre-PERSISTENT_2-1000-gb-month",
                                                                          "us-east-1").usd)
     assert lustre.labels == ["approximation"]  # a tier ratio, not a quote
-    scheduler = line(cost, "client-scheduler")  # 2 vCPU / 4 GB, always on by default
+    scheduler = line(cost, "client-scheduler")  # 2 vCPU / 4 GB, stopped when idle by default
     hourly = 2 * table.price("fargate-vcpu-hour", "eu-west-2").usd + 4 * table.price("fargate-gb-hour",
                                                                                         "eu-west-2").usd
-    assert scheduler.idle_usd_per_month == pytest.approx(hourly * HOURS, abs=0.01)
+    assert scheduler.idle_usd_per_month == 0 and scheduler.busy_usd_per_hour == pytest.approx(hourly, abs=1e-4)
+    always_on = line(estimate(*overridden(idleShutdownMinutes=0)), "client-scheduler")
+    assert always_on.idle_usd_per_month == pytest.approx(hourly * HOURS, abs=0.01)
     notebook = line(cost, "client-notebook")  # stops after 60 idle minutes by default: only its volume idles
     assert notebook.idle_usd_per_month == pytest.approx(
         50 * table.price("sagemaker-notebook-storage-gb-month", "eu-west-2").usd, abs=0.01)
@@ -133,3 +136,29 @@ def test_absurd_idle_minutes_are_refused_naming_the_key(key: str, value: Any, me
     with pytest.raises(ConfigError) as caught:
         parse_stack_config(raw, stack="dev", project=project)
     assert [p.path for p in caught.value.problems] == [message]
+
+
+def _figures(row: str) -> list[float]:
+    return [float(x.replace(",", "")) for x in re.findall(r"\$([\d,]+(?:\.\d+)?)", row)]
+
+
+def test_the_readmes_figures_are_what_plan_computes() -> None:
+    from stackconfig import PROJECT_DIR as ROOT
+
+    rows = {line.split("|")[1].strip(): line for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| now |") or line.startswith("| before the scheduler")}
+    now = estimate(cached_graph("dev"), shape_config("dev"))
+    before = estimate(*overridden(notebookIdleMinutes=0, idleShutdownMinutes=0, schedulerCpu=16384,
+                                  schedulerMemoryMiB=32768))
+    for label, cost in (("now", now), ("before the scheduler and notebook stopped when idle (16-vCPU scheduler)",
+                                       before)):
+        assert _figures(rows[label]) == [round(cost.idle_usd_per_month or 0), cost.busy_usd_per_hour], label
+
+
+def test_the_operators_sample_is_the_dev_stacks_cost_section() -> None:
+    from plan.cost import render_cost
+    from stackconfig import PROJECT_DIR as ROOT
+
+    text = (ROOT / "docs" / "operators.md").read_text()
+    sample = text.split("<!-- plan cost: dev -->\n```\n", 1)[1].split("\n```\n<!-- end of plan cost -->", 1)[0]
+    assert sample == "\n".join(render_cost(estimate(cached_graph("dev"), shape_config("dev"))))

@@ -379,7 +379,8 @@ def test_each_worker_region_scales_on_its_pools_demand_down_to_zero(dev_graph: G
 def test_the_scheduler_publishes_demand_for_the_configured_pools(dev_graph: Graph) -> None:
     task = _of(dev_graph, "aws:ecs/taskDefinition:TaskDefinition", "client-scheduler")
     (container,) = json.loads(task.inputs["containerDefinitions"])
-    assert container["command"][-4:] == ["--preload", "dask_regions.routing", "--preload", "dask_regions.demand"]
+    assert container["command"][-6:] == ["--preload", "dask_regions.routing", "--preload", "dask_regions.demand",
+                                         "--preload", "dask_regions.idle"]
     environment = {e["name"]: e["value"] for e in container["environment"]}
     assert environment["DASK_DASK_REGIONS__DEMAND__PUBLISHER"] == "cloudwatch"
     pools = json.loads(environment["DASK_DASK_REGIONS__DEMAND__POOLS"])
@@ -387,7 +388,9 @@ def test_the_scheduler_publishes_demand_for_the_configured_pools(dev_graph: Grap
                            "idle_timeout": 1800}
     role = next(r for r in dev_graph.of_type("aws:iam/role:Role") if r.outputs["arn"] == task.inputs["taskRoleArn"])
     policy = next(p for p in dev_graph.of_type("aws:iam/rolePolicy:RolePolicy") if p.inputs["role"] == role.id)
-    (statement,) = json.loads(policy.inputs["policy"])["Statement"]
+    # publishing the figures; and stopping its own service when idle (tests/test_scheduler_on_demand.py)
+    statement, stop = json.loads(policy.inputs["policy"])["Statement"]
+    assert stop["Sid"] == "StopItsOwnServiceWhenIdle"
     assert statement["Action"] == "cloudwatch:PutMetricData"
     assert statement["Condition"] == {"StringEquals": {"cloudwatch:namespace": "CrossRegionDask"}}
 

@@ -9,6 +9,7 @@ from components.image import CATALOG_SYNC_IMAGE, DASK_IMAGE, RegionalImage, Regi
 from components.kms import RegionalKeys, RegionalKeysArgs
 from components.naming import Naming, scheduler_host
 from components.network import RegionalVpc, RegionalVpcArgs
+from components.peering_backbone import PeeringBackbone, PeeringBackboneArgs
 from components.providers import regional_providers
 from components.worker_region import CatalogTarget, WorkerRegion, WorkerRegionArgs
 from stackconfig import CLIENT_SITE, ConfigError, load_from_pulumi
@@ -32,7 +33,14 @@ vpcs = {
     )
     for site in config.sites
 }
-backbone = BackboneNetwork("backbone", BackboneNetworkArgs(vpcs=list(vpcs.values()), providers=providers))
+# The backbone joining every VPC: Transit Gateways (hourly per attachment), or VPC peering (no hourly charge).
+if config.backbone == "vpc-peering":
+    peerings = PeeringBackbone("backbone", PeeringBackboneArgs(vpcs=list(vpcs.values()), providers=providers))
+    transit_gateway_ids, peering_attachment_ids, peering_connection_ids = {}, {}, peerings.peering_connection_ids
+else:
+    backbone = BackboneNetwork("backbone", BackboneNetworkArgs(vpcs=list(vpcs.values()), providers=providers))
+    transit_gateway_ids, peering_attachment_ids = backbone.transit_gateway_ids, backbone.peering_attachment_ids
+    peering_connection_ids = {}
 keys = RegionalKeys("keys", RegionalKeysArgs(providers=providers, naming=naming))
 image = RegionalImage("dask-image", RegionalImageArgs(spec=DASK_IMAGE, home_region=home, providers=providers,
                                                       key_arns=keys.key_arns))
@@ -91,8 +99,10 @@ CatalogAccess(
 pulumi.export("regions", list(config.regions))
 pulumi.export("vpcIds", {name: vpc.vpc_id for name, vpc in vpcs.items()})
 pulumi.export("vpcCidrs", {site.name: site.cidr for site in config.sites})
-pulumi.export("transitGatewayIds", backbone.transit_gateway_ids)
-pulumi.export("peeringAttachmentIds", backbone.peering_attachment_ids)
+pulumi.export("backbone", config.backbone)
+pulumi.export("transitGatewayIds", transit_gateway_ids)
+pulumi.export("peeringAttachmentIds", peering_attachment_ids)
+pulumi.export("peeringConnectionIds", peering_connection_ids)
 pulumi.export("workerPools", {worker.region: worker.pool_name for worker in config.workers})
 pulumi.export("schedulerAddress", client.scheduler_address)
 pulumi.export("dashboardUrl", client.dashboard_url)

@@ -76,6 +76,8 @@ UNRUN = {
     "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": _WAN,
     "aws:ec2transitgateway/peeringAttachmentAccepter:PeeringAttachmentAccepter": _WAN,
     "aws:ec2transitgateway/route:Route": _WAN,
+    "aws:ec2/vpcPeeringConnection:VpcPeeringConnection": _WAN,
+    "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter": _WAN,
     "aws:ec2/securityGroup:SecurityGroup": "processes listen on loopback only; rules are checked by `plan`",
     "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule": "checked by `plan` (reachability), not enforced",
     "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule": "checked by `plan` (reachability), not enforced",

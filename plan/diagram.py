@@ -1,5 +1,5 @@
-"""The stack's picture: regions, VPCs, Transit Gateways and peerings, as Mermaid (in the report) and as Graphviz DOT
-(a PNG where Graphviz is installed)."""
+"""The stack's picture: regions, VPCs, Transit Gateways and peerings (or VPC peering connections), as Mermaid (in
+the report) and as Graphviz DOT (a PNG where Graphviz is installed)."""
 
 from __future__ import annotations
 
@@ -10,45 +10,61 @@ from pathlib import Path
 from stackgraph.reachability import vpc_label
 from stackgraph.synth import Graph
 
+TGW = "aws:ec2transitgateway/transitGateway:TransitGateway"
+TGW_PEERING = "aws:ec2transitgateway/peeringAttachment:PeeringAttachment"
+VPC_PEERING = "aws:ec2/vpcPeeringConnection:VpcPeeringConnection"
+
+
+def _picture(graph: Graph) -> tuple[dict[str, tuple[str | None, list[tuple[str, str]]]], list[tuple[str, str, str]]]:
+    """Per region: its Transit Gateway's node name (None with a peering backbone) and its VPCs (node, label); then
+    the links between nodes: Transit Gateway peerings, and VPC peering connections between VPCs."""
+    tgw_of_region = {str(t.region): t for t in graph.of_type(TGW)}
+    vpcs = {v.id: v for v in graph.of_type("aws:ec2/vpc:Vpc")}
+    regions: dict[str, tuple[str | None, list[tuple[str, str]]]] = {}
+    for region in sorted({str(v.region) for v in vpcs.values()}):
+        tgw = tgw_of_region.get(region)
+        members = [(vpc_label(graph, v), f"{vpc_label(graph, v)} {v.inputs['cidrBlock']}")
+                   for v in vpcs.values() if v.region == region]
+        regions[region] = (tgw.name if tgw else None, sorted(members))
+    names = {t.id: t.name for t in tgw_of_region.values()}
+    links = [(names[p.inputs["transitGatewayId"]], names[p.inputs["peerTransitGatewayId"]], "peering")
+             for p in sorted(graph.of_type(TGW_PEERING), key=lambda p: p.name)]
+    links += [(vpc_label(graph, vpcs[str(p.inputs["vpcId"])]), vpc_label(graph, vpcs[str(p.inputs["peerVpcId"])]),
+               "VPC peering") for p in sorted(graph.of_type(VPC_PEERING), key=lambda p: p.name)]
+    return regions, links
+
 
 def diagram(graph: Graph) -> str:
+    def node(name: str) -> str:
+        return name.replace("-", "_")
+
     lines = ["flowchart LR"]
-    tgw_of_region = {t.region: t for t in graph.of_type("aws:ec2transitgateway/transitGateway:TransitGateway")}
-    for region, tgw in sorted(tgw_of_region.items(), key=lambda item: str(item[0])):
+    regions, links = _picture(graph)
+    for region, (tgw, members) in regions.items():
         lines.append(f'  subgraph {region}["{region}"]')
-        lines.append(f'    {tgw.name.replace("-", "_")}(("TGW"))')
-        for vpc in graph.of_type("aws:ec2/vpc:Vpc"):
-            if vpc.region == region:
-                label = vpc_label(graph, vpc)
-                lines.append(f'    {label.replace("-", "_")}["{label} {vpc.inputs["cidrBlock"]}"] --- '
-                             f'{tgw.name.replace("-", "_")}')
+        if tgw:
+            lines.append(f'    {node(tgw)}(("TGW"))')
+        for name, label in members:
+            lines.append(f'    {node(name)}["{label}"]' + (f" --- {node(tgw)}" if tgw else ""))
         lines.append("  end")
-    names = {t.id: t.name.replace("-", "_") for t in tgw_of_region.values()}
-    for peering in sorted(graph.of_type("aws:ec2transitgateway/peeringAttachment:PeeringAttachment"),
-                          key=lambda p: p.name):
-        lines.append(f'  {names[peering.inputs["transitGatewayId"]]} <-- peering --> '
-                     f'{names[peering.inputs["peerTransitGatewayId"]]}')
+    lines += [f"  {node(a)} <-- {label} --> {node(b)}" for a, b, label in links]
     return "\n".join(lines)
 
 
 def diagram_dot(graph: Graph) -> str:
     """The same picture as `diagram`, in Graphviz's DOT language (for a PNG when Graphviz is installed)."""
     lines = ["graph platform {", "  rankdir=LR; node [fontname=Helvetica]; edge [fontname=Helvetica];"]
-    tgw_of_region = {t.region: t for t in graph.of_type("aws:ec2transitgateway/transitGateway:TransitGateway")}
-    for index, (region, tgw) in enumerate(sorted(tgw_of_region.items(), key=lambda item: str(item[0]))):
-        lines += [f"  subgraph cluster_{index} {{", f'    label="{region}"; style=rounded;',
-                  f'    "{tgw.name}" [label="TGW", shape=circle];']
-        for vpc in graph.of_type("aws:ec2/vpc:Vpc"):
-            if vpc.region == region:
-                label = vpc_label(graph, vpc)
-                lines += [f'    "{label}" [label="{label}\\n{vpc.inputs["cidrBlock"]}", shape=box];',
-                          f'    "{label}" -- "{tgw.name}";']
+    regions, links = _picture(graph)
+    for index, (region, (tgw, members)) in enumerate(regions.items()):
+        lines += [f"  subgraph cluster_{index} {{", f'    label="{region}"; style=rounded;']
+        if tgw:
+            lines.append(f'    "{tgw}" [label="TGW", shape=circle];')
+        for name, label in members:
+            lines.append(f'    "{name}" [label="{label.replace(" ", chr(92) + "n", 1)}", shape=box];')
+            if tgw:
+                lines.append(f'    "{name}" -- "{tgw}";')
         lines.append("  }")
-    names = {t.id: t.name for t in tgw_of_region.values()}
-    for peering in sorted(graph.of_type("aws:ec2transitgateway/peeringAttachment:PeeringAttachment"),
-                          key=lambda p: p.name):
-        lines.append(f'  "{names[peering.inputs["transitGatewayId"]]}" -- '
-                     f'"{names[peering.inputs["peerTransitGatewayId"]]}" [label="peering", style=dashed];')
+    lines += [f'  "{a}" -- "{b}" [label="{label}", style=dashed];' for a, b, label in links]
     lines.append("}")
     return "\n".join(lines)
 

@@ -15,6 +15,8 @@ CREATION_MINUTES = {
     "aws:ec2transitgateway/vpcAttachment:VpcAttachment": 3,
     "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": 4,
     "aws:ec2transitgateway/peeringAttachmentAccepter:PeeringAttachmentAccepter": 2,
+    "aws:ec2/vpcPeeringConnection:VpcPeeringConnection": 1,
+    "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter": 1,
     "aws:sagemaker/notebookInstance:NotebookInstance": 7, "aws:ec2/natGateway:NatGateway": 2,
     "aws:lb/loadBalancer:LoadBalancer": 3, "aws:ecs/service:Service": 2,
     "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": 2, "aws:route53/zoneAssociation:ZoneAssociation": 1,

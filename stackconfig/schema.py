@@ -17,6 +17,10 @@ PROJECT_NAME = "cross-region-dask"
 DEFAULT_SYNC_SCHEDULE = "cron(0 0 * * ? *)"
 
 SCALE_ON = ("demand", "cpu", "both")
+BACKBONES = ("transit-gateway", "vpc-peering")
+# AWS's default quota of active VPC peering connections per VPC (adjustable to 125): a full mesh of n VPCs puts
+# each in n - 1.
+MAX_PEERINGS_PER_VPC = 50
 
 MIN_MEMORY_PER_WORKER_MIB = 1024
 MAX_IDLE_MINUTES = 1440  # a day: longer is no idle stop at all, and more likely a mistaken unit
@@ -63,6 +67,10 @@ TOP_LEVEL_KEYS: tuple[Key, ...] = (
         "Validity of the Dask TLS certificates (scheduler, workers, notebook client; the private CA lives 3x "
         "as long); 31-825. `pulumi up` replaces a certificate in its last 30 days and the tasks pick it up at"
         " their next start.", 365, minimum=31, maximum=825),
+    Key("backbone", "string",
+        "How the VPCs are joined: `transit-gateway` (a Transit Gateway per region, full-mesh peering; hourly per "
+        "attachment) or `vpc-peering` (a full mesh of VPC peering connections; no hourly charge, data transfer only;"
+        " at most 50 per VPC by AWS's default quota).", "transit-gateway"),
     Key("createOpenSearchServiceLinkedRole", "boolean",
         "Create the account-wide OpenSearch service-linked role. It exists once per account: only the first "
         "stack in an account sets this (creating it twice fails).", False),
@@ -302,6 +310,7 @@ class StackConfig:
     create_opensearch_service_linked_role: bool = False
     sync_max_drop_percent: int = 50
     dask_tls_validity_days: int = 365
+    backbone: str = "transit-gateway"
 
     @property
     def sites(self) -> tuple[Site, ...]:

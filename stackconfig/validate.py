@@ -32,8 +32,10 @@ from stackconfig.aws import (
     tag_value_problem,
 )
 from stackconfig.schema import (
+    BACKBONES,
     CLIENT_KEYS,
     DEFAULT_SYNC_SCHEDULE,
+    MAX_PEERINGS_PER_VPC,
     MAX_WORKER_REGIONS,
     MIN_MEMORY_PER_WORKER_MIB,
     PROJECT_NAME,
@@ -422,6 +424,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         close = min(LOG_RETENTION_DAYS, key=lambda d: abs(d - top["logRetentionDays"]))
         c.add("logRetentionDays", f"{top['logRetentionDays']} is not a retention CloudWatch Logs accepts.",
               f"use one of {', '.join(map(str, LOG_RETENTION_DAYS))} (nearest: {close}).")
+    _check_backbone(c, top["backbone"], 1 + len(raw_workers or []))
     tags = _check_tags(c, top["tags"], "tags")
     if isinstance(top["team"], str) and (reason := tag_value_problem(top["team"])):
         c.add("team", f"becomes the 'team' tag on every resource and {reason}.", "shorten it to a tag value.")
@@ -434,7 +437,19 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         log_retention_days=top["logRetentionDays"],
         create_opensearch_service_linked_role=top["createOpenSearchServiceLinkedRole"],
         sync_max_drop_percent=top["syncMaxDropPercent"], dask_tls_validity_days=top["daskTlsValidityDays"],
+        backbone=top["backbone"],
     )
+
+
+def _check_backbone(c: _Checker, backbone: Any, sites: int) -> None:
+    if backbone is None:
+        return
+    if backbone not in BACKBONES:
+        c.add("backbone", f"{backbone!r} is not a backbone.", f"use one of {', '.join(map(repr, BACKBONES))}.")
+    elif backbone == "vpc-peering" and sites - 1 > MAX_PEERINGS_PER_VPC:
+        c.add("backbone", f"'vpc-peering' joins {sites} VPCs in a full mesh, {sites - 1} peering connections per "
+                          f"VPC, over AWS's default quota of {MAX_PEERINGS_PER_VPC} (peering is not transitive).",
+              "use 'transit-gateway', or raise the quota (up to 125) and split the stack.")
 
 
 def _check_relations(c: _Checker, top: Mapping[str, Any], client: Mapping[str, Any] | None,

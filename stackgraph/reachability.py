@@ -1,10 +1,11 @@
 """Prove from a recorded graph that every VPC can route to every other VPC, and how.
 
 The walk follows what AWS would do with the declared resources: the source subnets' route table
-(longest prefix match), the local Transit Gateway's default route table (static routes plus the CIDRs its
-VPC attachments propagate), accepted peering attachments to the next Transit Gateway, and finally the
-destination VPC's attachment. Anything missing (a route, an attachment, an accepter) breaks the path and
-is reported with the reason.
+(longest prefix match), then either the local Transit Gateway's default route table (static routes plus the CIDRs
+its VPC attachments propagate), accepted peering attachments to the next Transit Gateway, and finally the
+destination VPC's attachment; or a VPC peering connection that joins the source VPC to the destination VPC,
+accepted in the peer's region (peering is not transitive: one hop, straight to the destination). Anything missing
+(a route, an attachment, an accepter) breaks the path and is reported with the reason.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ VPC_ATTACHMENT = "aws:ec2transitgateway/vpcAttachment:VpcAttachment"
 PEERING = "aws:ec2transitgateway/peeringAttachment:PeeringAttachment"
 ACCEPTER = "aws:ec2transitgateway/peeringAttachmentAccepter:PeeringAttachmentAccepter"
 TGW_ROUTE = "aws:ec2transitgateway/route:Route"
+VPC_PEERING = "aws:ec2/vpcPeeringConnection:VpcPeeringConnection"
+VPC_PEERING_ACCEPTER = "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter"
 MAX_TGW_HOPS = 8
 
 
@@ -83,6 +86,8 @@ class _Network:
         self.peerings = {r.id: r for r in graph.of_type(PEERING)}
         self.accepters = graph.of_type(ACCEPTER)
         self.tgw_routes = graph.of_type(TGW_ROUTE)
+        self.vpc_peerings = {r.id: r for r in graph.of_type(VPC_PEERING)}
+        self.vpc_peering_accepters = graph.of_type(VPC_PEERING_ACCEPTER)
         self.vpc_routes = graph.of_type(VPC_ROUTE)
         subnet_vpc = {s.id: s.inputs.get("vpcId") for s in graph.of_type(SUBNET)}
         tables = {t.id: t for t in graph.of_type(ROUTE_TABLE)}
@@ -118,6 +123,12 @@ class _Network:
                         entries.append((vpc.inputs.get("cidrBlock", ""), attachment.id))
         return entries
 
+    def vpc_peering_accepted(self, connection: RecordedResource) -> bool:
+        """Accepted, automatically, in the peer VPC's region (the requester's when it names none)."""
+        region = connection.inputs.get("peerRegion") or connection.region
+        return any(a.inputs.get("vpcPeeringConnectionId") == connection.id and a.inputs.get("autoAccept")
+                   and a.region == region for a in self.vpc_peering_accepters)
+
     def accepted(self, peering: RecordedResource) -> bool:
         return any(a.inputs.get("transitGatewayAttachmentId") == peering.id
                    and a.region == peering.inputs.get("peerRegion") for a in self.accepters)
@@ -135,6 +146,12 @@ def _walk(net: _Network, src: RecordedResource, dst: RecordedResource) -> tuple[
         best = _longest_match(entries, dst_cidr)
         if best is None or best == "local":
             return None, f"route table {table.name} has no route to {dst_cidr}"
+        if best.inputs.get("vpcPeeringConnectionId"):
+            path, why = _through_vpc_peering(net, best, src, dst, table)
+            if path is None:
+                return None, why
+            hops = path
+            continue
         tgw = net.tgws.get(str(best.inputs.get("transitGatewayId", "")))
         if tgw is None:
             return None, f"route table {table.name} sends {dst_cidr} to something that is not our Transit Gateway"
@@ -148,6 +165,24 @@ def _walk(net: _Network, src: RecordedResource, dst: RecordedResource) -> tuple[
             return None, why
         hops = path
     return hops, ""
+
+
+def _through_vpc_peering(net: _Network, route: RecordedResource, src: RecordedResource, dst: RecordedResource,
+                         table: RecordedResource) -> tuple[list[str] | None, str]:
+    connection = net.vpc_peerings.get(str(route.inputs.get("vpcPeeringConnectionId")))
+    if connection is None:
+        return None, f"route table {table.name} sends {dst.inputs.get('cidrBlock')} to a peering that is not ours"
+    ends = {connection.inputs.get("vpcId"), connection.inputs.get("peerVpcId")}
+    if ends != {src.id, dst.id}:
+        return None, (f"{connection.name} does not join this VPC to {vpc_label(net.graph, dst)} (VPC peering is not "
+                      "transitive)")
+    peer = dst if connection.inputs.get("peerVpcId") == dst.id else src
+    if (connection.inputs.get("peerRegion") or connection.region) != peer.region:
+        return None, f"{connection.name} names peer region {connection.inputs.get('peerRegion')}, but the peer VPC " \
+                     f"is in {peer.region}"
+    if not net.vpc_peering_accepted(connection):
+        return None, f"{connection.name} is never accepted in its peer region {peer.region}"
+    return [table.name, connection.name, vpc_label(net.graph, dst)], ""
 
 
 def _through_tgws(net: _Network, tgw: RecordedResource, dst: RecordedResource, hops: list[str],
@@ -194,7 +229,8 @@ def analyse(graph: Graph) -> Reachability:
                 result.paths[key] = path
     ours = {_net(v.inputs.get("cidrBlock")) for v in net.vpcs}
     for route in net.vpc_routes + net.tgw_routes:
-        via_backbone = route.type == TGW_ROUTE or route.inputs.get("transitGatewayId")
+        via_backbone = (route.type == TGW_ROUTE or route.inputs.get("transitGatewayId")
+                        or route.inputs.get("vpcPeeringConnectionId"))
         if via_backbone and _net(route.inputs.get("destinationCidrBlock")) not in ours:
             result.foreign_routes.append(
                 f"{route.name} routes {route.inputs.get('destinationCidrBlock')} over the backbone, "

@@ -44,6 +44,7 @@ _ID_PREFIX = {
     "aws:ec2transitgateway/transitGateway:TransitGateway": "tgw",
     "aws:ec2transitgateway/vpcAttachment:VpcAttachment": "tgw-attach",
     "aws:ec2transitgateway/peeringAttachment:PeeringAttachment": "tgw-attach",
+    "aws:ec2/vpcPeeringConnection:VpcPeeringConnection": "pcx",
     "aws:fsx/lustreFileSystem:LustreFileSystem": "fs",
     "aws:fsx/dataRepositoryAssociation:DataRepositoryAssociation": "dra",
 }
@@ -170,6 +171,8 @@ class RealisticMocks(pulumi_mocks.Mocks):
         if args.typ == "aws:ec2transitgateway/peeringAttachmentAccepter:PeeringAttachmentAccepter":
             # The accepter manages the same attachment from the peer side: it has the peering's id.
             resource_id = str(args.inputs.get("transitGatewayAttachmentId", resource_id))
+        if args.typ == "aws:ec2/vpcPeeringConnectionAccepter:VpcPeeringConnectionAccepter":
+            resource_id = str(args.inputs.get("vpcPeeringConnectionId", resource_id))  # likewise
         state |= self._computed(args.typ, args.inputs, region, digest, state.get("name"), resource_id)
         return resource_id, {**args.inputs, **state}
 

@@ -28,11 +28,15 @@ class LustrePart(WorkerPart):
             f"{self._name}-lustre-log",  # FSx only writes to groups under /aws/fsx
             name="/aws/fsx" + args.naming.log_group(self._region, "lustre"),
             retention_in_days=args.log_retention_days, opts=self._child)
+        # SCRATCH_2 takes neither a throughput tier (200 MB/s per TiB) nor a key of ours (FSx encrypts it with its
+        # own): a cache of a public dataset, read again from S3 through the association when a server fails.
+        persistent = args.config.lustre_deployment_type == "PERSISTENT_2"
         file_system = aws.fsx.LustreFileSystem(
-            f"{self._name}-lustre", deployment_type="PERSISTENT_2", file_system_type_version=LUSTRE_VERSION,
-            storage_capacity=args.config.lustre_storage_gib,
-            per_unit_storage_throughput=args.config.lustre_throughput_per_tib,
-            data_compression_type="LZ4", kms_key_id=args.key_arn, subnet_ids=self._data_zone_subnet_ids[0],
+            f"{self._name}-lustre", deployment_type=args.config.lustre_deployment_type,
+            file_system_type_version=LUSTRE_VERSION, storage_capacity=args.config.lustre_storage_gib,
+            per_unit_storage_throughput=args.config.lustre_throughput_per_tib if persistent else None,
+            data_compression_type="LZ4", kms_key_id=args.key_arn if persistent else None,
+            subnet_ids=self._data_zone_subnet_ids[0],
             security_group_ids=[lustre_sg.id],
             log_configuration=aws.fsx.LustreFileSystemLogConfigurationArgs(level="WARN_ERROR",
                                                                            destination=log_group.arn),

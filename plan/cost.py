@@ -122,7 +122,8 @@ class _Pricing:
     # --------------------------------------------------------------------------- per resource type
     def lustre(self, r: RecordedResource) -> tuple[float, float, str]:
         gib = float(r.inputs["storageCapacity"])
-        tier = f"{r.inputs['deploymentType']}-{int(float(r.inputs['perUnitStorageThroughput']))}"
+        throughput = r.inputs.get("perUnitStorageThroughput")  # none for SCRATCH_2
+        tier = str(r.inputs["deploymentType"]) + (f"-{int(float(throughput))}" if throughput else "")
         per_gb = self.p(f"lustre-{tier}-gb-month", str(r.region))
         return self.monthly(gib * per_gb, f"{gib:g} GB {tier} at ${per_gb:.3f}/GB-month")
 

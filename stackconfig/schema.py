@@ -18,6 +18,7 @@ DEFAULT_SYNC_SCHEDULE = "cron(0 0 * * ? *)"
 
 SCALE_ON = ("demand", "cpu", "both")
 BACKBONES = ("transit-gateway", "vpc-peering")
+LUSTRE_DEPLOYMENT_TYPES = ("PERSISTENT_2", "SCRATCH_2")
 # AWS's default quota of active VPC peering connections per VPC (adjustable to 125): a full mesh of n VPCs puts
 # each in n - 1.
 MAX_PEERINGS_PER_VPC = 50
@@ -176,10 +177,16 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("spotInstanceTypes", "array",
         "Instance types the Spot group may use, all of `instanceType`'s size (more types: fewer "
         "interruptions), e.g. `m5d.4xlarge`, `m5ad.4xlarge`, `m6id.4xlarge`; empty: `instanceType` only.", []),
+    Key("lustreDeploymentType", "string",
+        "FSx for Lustre deployment type: `PERSISTENT_2` (replicated within its zone, `lustreThroughputPerTiB`, "
+        "encrypted with the region's key) or `SCRATCH_2` (not replicated: a failed server loses its cached copy, "
+        "read again from S3; 200 MB/s per TiB; encrypted with a key FSx manages; priced lower, see `plan`).",
+        "PERSISTENT_2"),
     Key("lustreStorageGiB", "integer",
-        "FSx for Lustre PERSISTENT_2 capacity: 1200 or a multiple of 2400 GiB.", 1200),
+        "FSx for Lustre capacity: 1200 or a multiple of 2400 GiB.", 1200),
     Key("lustreThroughputPerTiB", "integer",
-        "FSx for Lustre PERSISTENT_2 throughput per TiB: 125, 250, 500 or 1000 MB/s.", 1000),
+        "FSx for Lustre PERSISTENT_2 throughput per TiB: 125, 250, 500 or 1000 MB/s (not used by SCRATCH_2).",
+        1000),
 )
 
 
@@ -240,6 +247,7 @@ class WorkerConfig:
     spot_percent: int = 0
     on_demand_base_tasks: int = 0
     spot_instance_types: tuple[str, ...] = ()
+    lustre_deployment_type: str = "PERSISTENT_2"
     lustre_storage_gib: int = 1200
     lustre_throughput_per_tib: int = 1000
 

@@ -35,6 +35,7 @@ from stackconfig.schema import (
     BACKBONES,
     CLIENT_KEYS,
     DEFAULT_SYNC_SCHEDULE,
+    LUSTRE_DEPLOYMENT_TYPES,
     MAX_PEERINGS_PER_VPC,
     MAX_WORKER_REGIONS,
     MIN_MEMORY_PER_WORKER_MIB,
@@ -366,8 +367,12 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
     if storage is not None and storage != LUSTRE_MIN_STORAGE_GIB and (
         storage < LUSTRE_STORAGE_STEP_GIB or storage % LUSTRE_STORAGE_STEP_GIB
     ):
-        c.add(f"{path}.lustreStorageGiB", f"{storage} GiB is not a PERSISTENT_2 size FSx accepts.",
+        c.add(f"{path}.lustreStorageGiB", f"{storage} GiB is not a size FSx accepts for Lustre.",
               f"use {LUSTRE_MIN_STORAGE_GIB} or a multiple of {LUSTRE_STORAGE_STEP_GIB} (2400, 4800, ...).")
+    kind = values["lustreDeploymentType"]
+    if kind is not None and kind not in LUSTRE_DEPLOYMENT_TYPES:
+        c.add(f"{path}.lustreDeploymentType", f"{kind!r} is not a deployment type the platform deploys.",
+              f"use one of {', '.join(map(repr, LUSTRE_DEPLOYMENT_TYPES))}.")
     throughput = values["lustreThroughputPerTiB"]
     if throughput is not None and throughput not in LUSTRE_THROUGHPUTS_PER_TIB:
         c.add(f"{path}.lustreThroughputPerTiB", f"{throughput} MB/s/TiB is not a PERSISTENT_2 throughput.",
@@ -382,7 +387,7 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
         cpu_target_percent=values["cpuTargetPercent"], scale_on=values["scaleOn"],
         idle_timeout_minutes=values["idleTimeoutMinutes"], spot_percent=values["spotPercent"],
         on_demand_base_tasks=base, spot_instance_types=spot_types, lustre_storage_gib=storage,
-        lustre_throughput_per_tib=throughput,
+        lustre_throughput_per_tib=throughput, lustre_deployment_type=kind,
     )
 
 

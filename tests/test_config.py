@@ -123,7 +123,7 @@ BAD_INPUTS = [
     ("workers.0.minInstances", 13, "workers[0].minInstances", "greater than workers[0].maxInstances (12)"),
     ("workers.0.minTasks", 20, "workers[0].minTasks", "greater than workers[0].maxTasks (16)"),
     ("workers.0.maxTasks", 0, "workers[0].maxTasks", "must be at least 1"),
-    ("workers.0.lustreStorageGiB", 2000, "workers[0].lustreStorageGiB", "not a PERSISTENT_2 size"),
+    ("workers.0.lustreStorageGiB", 2000, "workers[0].lustreStorageGiB", "not a size FSx accepts for Lustre"),
     ("workers.0.lustreStorageGiB", 3600, "workers[0].lustreStorageGiB", "multiple of 2400"),
     ("workers.0.lustreThroughputPerTiB", 200, "workers[0].lustreThroughputPerTiB", "125, 250, 500, 1000"),
     ("workers.0.taskMemoryMiB", 4096, "workers[0].taskMemoryMiB", "less than 1024 MiB"),

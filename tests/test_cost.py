@@ -162,3 +162,18 @@ def test_the_operators_sample_is_the_dev_stacks_cost_section() -> None:
     text = (ROOT / "docs" / "operators.md").read_text()
     sample = text.split("<!-- plan cost: dev -->\n```\n", 1)[1].split("\n```\n<!-- end of plan cost -->", 1)[0]
     assert sample == "\n".join(render_cost(estimate(cached_graph("dev"), shape_config("dev"))))
+
+
+def test_the_operators_lean_figures_are_what_plan_computes() -> None:
+    from stackconfig import PROJECT_DIR as ROOT
+
+    _, raw = raw_stack_config(PROJECT_DIR, "dev")
+    scratch = [{**worker, "lustreDeploymentType": "SCRATCH_2"} for worker in raw["workers"]]
+    figures = []
+    for overrides in ({"workers": scratch}, {"workers": scratch, "backbone": "vpc-peering"}):
+        project, stack = raw_stack_config(PROJECT_DIR, "dev", overrides)
+        cost = estimate(synthesize("dev", overrides), parse_stack_config(stack, stack="dev", project=project))
+        figures.append(f"${cost.idle_usd_per_month:,.0f}")
+    text = " ".join((ROOT / "docs" / "operators.md").read_text().split())
+    assert (f"both worker regions idles at {figures[0]} a month, and with `backbone: vpc-peering` as well at "
+            f"{figures[1]}") in text

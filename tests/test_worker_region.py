@@ -363,3 +363,37 @@ def test_bad_worker_ports_and_memory_are_config_errors() -> None:
         parse_stack_config(copy.deepcopy(raw), stack="t")
     paths = {p.path for p in caught.value.problems}
     assert paths == {"workers[0].workerPortStart", "workers[0].taskMemoryMiB"}
+
+
+def test_a_scratch_file_system_takes_no_throughput_tier_nor_a_key_and_is_priced_as_scratch() -> None:
+    from plan.cost import default_table, estimate
+    from stackconfig import parse_stack_config, raw_stack_config
+    from stackgraph.synth import PROJECT_DIR, synthesize
+
+    workers = [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",
+                "lustreDeploymentType": "SCRATCH_2"}]
+    graph = synthesize("dev", {"workers": workers})
+    (file_system,) = graph.of_type("aws:fsx/lustreFileSystem:LustreFileSystem")
+    assert file_system.inputs["deploymentType"] == "SCRATCH_2"
+    assert "perUnitStorageThroughput" not in file_system.inputs and "kmsKeyId" not in file_system.inputs
+    assert file_system.inputs["dataCompressionType"] == "LZ4" and graph.of_type(
+        "aws:fsx/dataRepositoryAssociation:DataRepositoryAssociation")  # still linked to its dataset
+    project, raw = raw_stack_config(PROJECT_DIR, "dev", {"workers": workers})
+    cost = estimate(graph, parse_stack_config(raw, stack="dev", project=project))
+    (line,) = [entry for entry in cost.by_resource if entry.resource == "worker-us-east-1-lustre"]
+    assert line.idle_usd_per_month == pytest.approx(
+        1200 * default_table().price("lustre-SCRATCH_2-gb-month", "us-east-1").usd)
+
+
+def test_an_unknown_lustre_deployment_type_is_refused_naming_the_allowed_ones() -> None:
+    from stackconfig import ConfigError, parse_stack_config, raw_stack_config
+    from stackgraph.synth import PROJECT_DIR
+
+    workers = [{"region": "us-east-1", "cidr": "10.1.0.0/16", "dataset": "s3://era5-pds",
+                "lustreDeploymentType": "SCRATCH_1"}]
+    project, raw = raw_stack_config(PROJECT_DIR, "dev", {"workers": workers})
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(raw, stack="dev", project=project)
+    assert [str(p) for p in caught.value.problems] == [
+        "workers[0].lustreDeploymentType: 'SCRATCH_1' is not a deployment type the platform deploys. Fix: use one "
+        "of 'PERSISTENT_2', 'SCRATCH_2'."]

@@ -68,15 +68,14 @@ class NotebookPart(ClientPart):
                                                     "group": args.naming.log_group(w.region, "workers")}
                             for w in args.workers}
         name = args.naming.resource("notebook", max_length=63)
-        # The idle stop (notebook_idle.py) stops this instance and no other.
-        stop_itself = [{"Effect": "Allow", "Action": "sagemaker:StopNotebookInstance",
-                        "Resource": f"arn:aws:sagemaker:{region}:{{account}}:notebook-instance/{name.lower()}"}
-                       ] if config.notebook_idle_minutes else []
+        stops_itself = config.notebook_idle_minutes > 0  # the idle stop (notebook_idle.py): this instance, no other
         on_demand = config.idle_shutdown_minutes > 0  # connect() starts the scheduler stopped when idle
         role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
             self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id,
             args.client_tls_secret_arn, self.scheduler_service_arn).apply(lambda v: [
-                *({**s, "Resource": s["Resource"].format(account=v[3])} for s in stop_itself),
+                *([{"Effect": "Allow", "Action": "sagemaker:StopNotebookInstance",
+                    "Resource": f"arn:aws:sagemaker:{region}:{v[3]}:notebook-instance/{name.lower()}"}]
+                  if stops_itself else []),
                 *([{"Effect": "Allow", "Action": ["ecs:DescribeServices", "ecs:UpdateService"], "Resource": v[5]}]
                   if on_demand else []),
                 *catalog_reader_statements(v[0]),

@@ -209,10 +209,7 @@ def _scheduler_service(outputs: Mapping[str, Any] | None) -> SchedulerService | 
     """The scheduler's ECS service, when it may be stopped and started (a stack's outputs, or the kernel's)."""
     if outputs is None:
         return SchedulerService.from_environment()
-    found = outputs.get("schedulerService") or {}
-    if not all(found.get(key) for key in ("region", "cluster", "service")):
-        return None
-    return SchedulerService(str(found["region"]), str(found["cluster"]), str(found["service"]))
+    return SchedulerService.from_mapping(outputs.get("schedulerService") or {})
 
 
 def _reach(address: str, tls: Mapping[str, str], timeout: float, service: SchedulerService | None) -> None:

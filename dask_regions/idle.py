@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,10 +57,19 @@ class SchedulerService:
             return None
         try:
             found = json.loads(text)
-            return cls(str(found["region"]), str(found["cluster"]), str(found["service"]))
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
+            found = None
+        service = cls.from_mapping(found) if isinstance(found, dict) else None
+        if service is None:
             raise ConnectError(f"{SCHEDULER_SERVICE_VARIABLE} is not the scheduler service's JSON (region, cluster, "
-                               "service). Fix: restart the notebook (its start script sets it) or unset it") from None
+                               "service). Fix: restart the notebook (its start script sets it) or unset it")
+        return service
+
+    @classmethod
+    def from_mapping(cls, found: Mapping[str, Any]) -> SchedulerService | None:
+        """From the stack output `schedulerService` (or its JSON in the kernel); None without all three."""
+        values = [found.get(key) for key in ("region", "cluster", "service")]
+        return cls(*map(str, values)) if all(values) else None
 
     @classmethod
     def from_settings(cls) -> SchedulerService | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import itertools
 import json
 import signal
@@ -116,12 +117,9 @@ class Agent:
         """A fixed service's count: declared, or what its ECS service is set to now (unchanged if unreadable)."""
         if spec.ecs is None:
             return spec.minimum
-        import boto3
-
         ecs = spec.ecs
         try:
-            client = boto3.client("ecs", region_name=ecs["region"], endpoint_url=ecs["endpoint"],
-                                  aws_access_key_id="local", aws_secret_access_key="local")
+            client = _ecs_client(ecs["region"], ecs["endpoint"])
             found = client.describe_services(cluster=ecs["cluster"], services=[ecs["service"]])["services"]
             wanted = int(found[0]["desiredCount"])
         except Exception as error:  # the emulation is stopping, say: keep what runs
@@ -180,6 +178,15 @@ class Agent:
                 except subprocess.TimeoutExpired:
                     task.process.kill()
                     task.process.wait()
+
+
+@functools.cache
+def _ecs_client(region: str, endpoint: str) -> Any:
+    """One client of a region's AWS emulation for the agent's whole life (it asks every step)."""
+    import boto3
+
+    return boto3.client("ecs", region_name=region, endpoint_url=endpoint, aws_access_key_id="local",
+                        aws_secret_access_key="local")
 
 
 def _serve(agent: Agent, region_of: dict[str, str]) -> ThreadingHTTPServer:

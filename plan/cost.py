@@ -159,7 +159,7 @@ class _Pricing:
         how = f"Fargate {vcpu:g} vCPU / {gib:g} GB"
         if _stops_when_idle(task):
             return 0.0, hourly, how + " while a client is connected (stops when idle)"
-        return *self.hourly(hourly, how)[:2], how + ", always on"
+        return hourly * self.table.hours, hourly, how + ", always on"
 
     def _task_definition(self, service: RecordedResource) -> RecordedResource:
         family = str(service.inputs["taskDefinition"]).rsplit("/", 1)[-1].split(":")[0]

@@ -39,8 +39,8 @@ SHAPES: dict[str, dict[str, Any]] = {
 
 
 @cache
-def _graph(shape: str) -> Graph:
-    return synthesize("dev", SHAPES[shape])
+def _graph(shape: str, top: tuple[tuple[str, Any], ...] = ()) -> Graph:
+    return synthesize("dev", {**SHAPES[shape], **dict(top)})
 
 
 @pytest.fixture(params=sorted(SHAPES))
@@ -49,15 +49,16 @@ def graph(request: pytest.FixtureRequest) -> Graph:
     return copy.deepcopy(_graph(request.param))
 
 
-def shape_config(shape: str) -> StackConfig:
-    """The validated config the program saw for a shape."""
-    project, raw = raw_stack_config(PROJECT_DIR, "dev", SHAPES[shape])
+def shape_config(shape: str, **top: Any) -> StackConfig:
+    """The validated config the program saw for a shape (with `top`: more top-level keys, e.g. backbone=...)."""
+    project, raw = raw_stack_config(PROJECT_DIR, "dev", {**SHAPES[shape], **top})
     return parse_stack_config(raw, stack="dev", project=project)
 
 
-def cached_graph(shape: str) -> Graph:
-    """A fresh copy of a shape's graph, synthesised once per test session."""
-    return copy.deepcopy(_graph(shape))
+def cached_graph(shape: str, **top: Any) -> Graph:
+    """A fresh copy of a shape's graph (with `top`: more top-level keys of plain values), synthesised once per test
+    session."""
+    return copy.deepcopy(_graph(shape, tuple(sorted(top.items()))))
 
 
 @pytest.fixture

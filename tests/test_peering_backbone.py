@@ -3,8 +3,6 @@ by the same reachability, journeys and policies as the Transit Gateway backbone,
 
 from __future__ import annotations
 
-import copy
-from functools import cache
 from itertools import combinations
 from typing import Any
 
@@ -15,21 +13,16 @@ from stackconfig import ConfigError, parse_stack_config, raw_stack_config
 from stackconfig.schema import MAX_PEERINGS_PER_VPC
 from stackconfig.validate import _check_backbone, _Checker
 from stackgraph.reachability import TGW, VPC, VPC_PEERING, VPC_PEERING_ACCEPTER, VPC_ROUTE, analyse
-from stackgraph.synth import PROJECT_DIR, Graph, synthesize
-from tests.conftest import SHAPES
+from stackgraph.synth import PROJECT_DIR, Graph
+from tests.conftest import SHAPES, cached_graph, shape_config
 from tests.graph_checks import ordering_violations
 
-PEERED = {shape: {**overrides, "backbone": "vpc-peering"} for shape, overrides in SHAPES.items()}
+PEERING = {"backbone": "vpc-peering"}
 
 
-@cache
-def _peered(shape: str) -> Graph:
-    return synthesize("dev", PEERED[shape])
-
-
-@pytest.fixture(params=sorted(PEERED))
+@pytest.fixture(params=sorted(SHAPES))
 def peered(request: pytest.FixtureRequest) -> Graph:
-    return copy.deepcopy(_peered(request.param))
+    return cached_graph(request.param, **PEERING)
 
 
 def sites(graph: Graph) -> dict[str, Any]:
@@ -75,7 +68,7 @@ def test_plan_proves_journeys_and_policies_the_same_way(peered: Graph) -> None:
     ("route", "does not join this VPC to worker-us-west-2 (VPC peering is not transitive)"),
 ])
 def test_reachability_fails_naming_the_broken_piece(mutation: str, reason: str) -> None:
-    graph = copy.deepcopy(_peered("dev"))
+    graph = cached_graph("dev", **PEERING)
     if mutation == "accepter":
         graph.resources = [r for r in graph.resources if not (
             r.type == VPC_PEERING_ACCEPTER and r.name == "backbone-pcx-accept-client-worker-us-east-1")]
@@ -105,10 +98,8 @@ def test_a_mesh_beyond_the_peering_quota_is_refused_naming_it() -> None:
 
 def test_the_operators_figure_for_the_backbone_is_what_plan_computes() -> None:
     from plan.cost import estimate
-    from tests.conftest import cached_graph, shape_config
 
-    project, raw = raw_stack_config(PROJECT_DIR, "dev", PEERED["dev"])
-    peering = estimate(_peered("dev"), parse_stack_config(raw, stack="dev", project=project))
+    peering = estimate(cached_graph("dev", **PEERING), shape_config("dev", **PEERING))
     transit = estimate(cached_graph("dev"), shape_config("dev"))
     assert peering.idle_usd_per_month is not None and transit.idle_usd_per_month is not None
     saved = round(transit.idle_usd_per_month - peering.idle_usd_per_month)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import time
 from contextlib import redirect_stdout
 from pathlib import Path
 from types import SimpleNamespace
@@ -244,12 +243,10 @@ def test_the_twins_scheduler_stops_when_idle_and_connect_starts_it_again(tmp_pat
         assert "set to 0 task(s) through ECS" in (state_dir / "logs" / "agent.log").read_text()
 
         said = io.StringIO()
-        started = time.monotonic()
         with redirect_stdout(said):
             cluster = dr.connect(timeout=5)
-        waited = time.monotonic() - started
         assert "The scheduler is stopped (no one used it for a while); starting it:" in said.getvalue()
-        assert "The scheduler answers, after" in said.getvalue() and waited < 120
+        assert "The scheduler answers, after" in said.getvalue()  # how long: bench/scheduler_restart.py
         (second,) = processes_of(state_dir, b"scheduler", b"dask_regions.idle")
         assert second != first
         # the same address, and a pool that grows from zero again on the restarted scheduler's demand

@@ -78,8 +78,11 @@ class SchedulerService:
 
     def _ecs(self) -> Any:
         import boto3
+        from botocore.config import Config
 
-        return boto3.client("ecs", region_name=self.region)
+        # Bounded calls: connect()'s wait and the plugin's check both go on after a slow answer.
+        return boto3.client("ecs", region_name=self.region, config=Config(
+            connect_timeout=5, read_timeout=15, retries={"mode": "standard", "max_attempts": 3}))
 
     def desired_and_running(self) -> tuple[int, int]:
         described = self._ecs().describe_services(cluster=self.cluster, services=[self.service])

@@ -78,6 +78,7 @@ class Agent:
     endpoint: str = ""  # this agent's HTTP address (metadata and protection)
     tasks: dict[str, list[Task]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
+    ecs_counts: dict[str, int] = field(default_factory=dict)  # service -> the desired count last read through ECS
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -114,17 +115,20 @@ class Agent:
                    for s in self.services if s.pool is None for t in self.tasks.get(s.service, []))
 
     def _desired(self, spec: TaskSpec, running: int) -> int:
-        """A fixed service's count: declared, or what its ECS service is set to now (unchanged if unreadable)."""
+        """A fixed service's count: declared, or what its ECS service is set to now; while that cannot be read
+        (the emulation busy or stopping), the last count read, at first the declared one."""
         if spec.ecs is None:
             return spec.minimum
         ecs = spec.ecs
+        known = self.ecs_counts.get(spec.service, spec.minimum)
         try:
             client = _ecs_client(ecs["region"], ecs["endpoint"])
             found = client.describe_services(cluster=ecs["cluster"], services=[ecs["service"]])["services"]
             wanted = int(found[0]["desiredCount"])
-        except Exception as error:  # the emulation is stopping, say: keep what runs
-            print(f"agent: cannot read {ecs['service']}'s desired count ({error}); keeping {running}", flush=True)
-            return running
+        except Exception as error:
+            print(f"agent: cannot read {ecs['service']}'s desired count ({error}); keeping {known}", flush=True)
+            return known
+        self.ecs_counts[spec.service] = wanted
         if wanted != running:
             print(f"agent: {spec.service} set to {wanted} task(s) through ECS", flush=True)
         return wanted
@@ -182,11 +186,14 @@ class Agent:
 
 @functools.cache
 def _ecs_client(region: str, endpoint: str) -> Any:
-    """One client of a region's AWS emulation for the agent's whole life (it asks every step)."""
+    """One client of a region's AWS emulation for the agent's whole life (it asks every step), with short bounds: a
+    slow answer must not hold up the loop that keeps every service running."""
     import boto3
+    from botocore.config import Config
 
     return boto3.client("ecs", region_name=region, endpoint_url=endpoint, aws_access_key_id="local",
-                        aws_secret_access_key="local")
+                        aws_secret_access_key="local",
+                        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}))
 
 
 def _serve(agent: Agent, region_of: dict[str, str]) -> ThreadingHTTPServer:

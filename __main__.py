@@ -19,6 +19,8 @@ try:
 except ConfigError as error:
     # RunError ends the program with the message alone: no traceback, nothing declared.
     raise pulumi.RunError(str(error)) from None
+for warning in config.warnings:  # right by every check here, but worth a look before `pulumi up` goes on
+    pulumi.log.warn(str(warning))
 
 naming = Naming(config.project, config.stack)
 providers = regional_providers(config)
@@ -117,8 +119,10 @@ pulumi.export("logGroups", client.log_groups)
 pulumi.export("clientTlsSecret", {"arn": dask_tls.secret_arns["client"][home], "region": home})
 pulumi.export("imageDigest", image.digest)
 pulumi.export("imageReferences", image.references)
+config_of = {worker.region: worker for worker in config.workers}
 pulumi.export("workerRegions", {
     name: {
+        "storage": config_of[name].storage,  # lustre, or s3: no file system (the next four are null)
         "fileSystemId": region.file_system_id, "fileSystemDnsName": region.file_system_dns_name,
         "mountName": region.mount_name, "associationId": region.association_id,
         "clusterName": region.cluster_name, "serviceName": region.service_name, "poolName": region.pool_name,

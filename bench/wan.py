@@ -49,7 +49,7 @@ from local_platform.declared import Container, Deployment, read_deployment
 from local_platform.platform import local_arguments, role_secrets, task_environment
 from local_platform.processes import stop_groups
 from local_platform.tls import LocalTls, create_local_tls
-from platform_facts import regions_variable
+from platform_facts import FSX_MOUNT, regions_variable
 from stackconfig import PROJECT_DIR as ROOT
 from stackconfig import ConfigError, StackConfig, load_stack_file, raw_stack_config
 from stackgraph.synth import SynthesisError, synthesize
@@ -299,7 +299,8 @@ def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], argume
                   flush=True)
             # The nightly job publishes to the catalog in the client region: across the WAN, as in AWS.
             written = ["--references", references[worker.region]] if arguments.references == "on" else []
-            synced = agent(namespace, "sync", *common, "--region", worker.region, "--fsx-path", worker.fsx_path,
+            linked = ["--fsx-path", worker.fsx_path] if worker.on_lustre else []  # storage s3: no import
+            synced = agent(namespace, "sync", *common, "--region", worker.region, *linked,
                            "--catalog", f"http://{client}.wan:{CATALOG_PORT}", "--fsx-root",
                            str(fsx_root(work, worker.region)), *written)
             print(f"  {worker.region}: nightly sync {synced['seconds']:.1f} s, {synced['documents']} datasets"
@@ -307,6 +308,8 @@ def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], argume
             if written and "local" in arguments.modes:  # the floor keeps all storage in the client region
                 agent(namespace, "mirror", "--location", references[worker.region], "--region", worker.region,
                       "--to-region", client, "--s3-port", str(S3_PORT))
+            if not worker.on_lustre and "local" in arguments.modes:  # ... the dataset too, from the same files
+                agent(client_ns, "upload", "--staging", str(staging[worker.region]), "--region", client, *common)
         try:
             yield router, links
         finally:
@@ -360,9 +363,12 @@ class Cluster:
     def task(self, processes: Processes, name: str, namespace: str, container: Container, arguments: list[str],
              overrides: dict[str, str] | None = None) -> None:
         """One declared task, through the image's entrypoint, with its declared environment and secrets."""
+        # Storage s3: a read cache of the task's own (task names are per run: every run reads from S3, cold).
         environment = task_environment(container, self.secrets, processes.logs / "tasks" / name,
-                                       self.work, f"http://127.0.0.1:{S3_PORT}", fsx_mount_point(self.work))
-        mount = (fsx_root(self.work, container.region), fsx_mount_point(self.work)) if container.mounts else None
+                                       self.work, f"http://127.0.0.1:{S3_PORT}", fsx_mount_point(self.work),
+                                       processes.logs / "read-cache" / name)
+        mount = ((fsx_root(self.work, container.region), fsx_mount_point(self.work)) if FSX_MOUNT in container.mounts
+                 else None)
         processes.start(name, namespace, [sys.executable, str(ENTRYPOINT), *arguments],
                         {**environment, **(overrides or {})}, mount)
 

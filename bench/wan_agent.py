@@ -58,12 +58,13 @@ def upload(staging: Path, bucket: str, prefix: str, region: str, port: int) -> d
     return {"region": region, "bytes": size, "seconds": time.monotonic() - started}
 
 
-def sync(bucket: str, prefix: str, fsx_path: str, region: str, port: int, catalog: str,
+def sync(bucket: str, prefix: str, fsx_path: str | None, region: str, port: int, catalog: str,
          fsx_root: Path, references: str | None) -> dict[str, Any]:
     """The nightly job of the region, as declared: the FSx import first (answered by the Lustre stand-in under
     `fsx_root`, which copies each object in: what the region's pool reads, as it reads /fsx in AWS), then the
     catalog rebuild, published across the WAN, with each netCDF collection's reference set written to the
-    region's declared references bucket when `references` names it."""
+    region's declared references bucket when `references` names it. Without `fsx_path` (storage `s3`) there is no
+    import: the catalog's paths are the objects' own."""
     from catalog_sync.records import Association
     from catalog_sync.references import References
     from catalog_sync.sinks import open_sink
@@ -73,20 +74,20 @@ def sync(bucket: str, prefix: str, fsx_path: str, region: str, port: int, catalo
 
     s3 = s3_client(region, port)
     repository = f"s3://{bucket}/{prefix}".rstrip("/")
-    fsx = LocalFsx(s3, {FILE_SYSTEM: StandIn(fsx_root, {fsx_path: repository})})
+    fsx = LocalFsx(s3, {FILE_SYSTEM: StandIn(fsx_root, {fsx_path: repository})}) if fsx_path else None
     if references:  # the declared bucket, as `pulumi up` creates it
         create_bucket(s3, references.removeprefix("s3://").split("/")[0], region)
     started = time.monotonic()
     report, checkpoint = sync_region(s3, Association(region, bucket, prefix, fsx_path), open_sink(catalog), fsx=fsx,
-                                     file_system_id=FILE_SYSTEM, sleep=lambda _: None,
+                                     file_system_id=FILE_SYSTEM if fsx_path else None, sleep=lambda _: None,
                                      references=References(s3, references) if references else None)
     return {"region": region, "documents": report.documents, "seconds": time.monotonic() - started,
             "unreferenced": checkpoint.unreferenced}
 
 
 def mirror(location: str, region: str, to_region: str, port: int) -> dict[str, Any]:
-    """Copy the reference sets under `location` from `region`'s storage into `to_region`'s (same bucket and keys):
-    the floor runs everything, storage included, in one region."""
+    """Copy the reference sets (or, storage `s3`, the dataset) under `location` from `region`'s storage into
+    `to_region`'s (same bucket and keys): the floor runs everything, storage included, in one region."""
     from local_platform.data import create_bucket
 
     source, target = s3_client(region, port), s3_client(to_region, port)
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--prefix", default="")
         command.add_argument("--region", required=True)
         command.add_argument("--s3-port", type=int, required=True)
-    nightly.add_argument("--fsx-path", required=True)
+    nightly.add_argument("--fsx-path", default=None, help="the association's path; none: storage s3")
     nightly.add_argument("--catalog", required=True)
     nightly.add_argument("--fsx-root", type=Path, required=True)
     nightly.add_argument("--references", default=None, help="s3://bucket[/prefix] for the reference sets")

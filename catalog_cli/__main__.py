@@ -43,7 +43,8 @@ def _association(stack: str | None, region: str, dataset: str | None, lustre_pat
             known = ", ".join(w.region for w in config.workers)
             raise typer.BadParameter(f"stack {stack!r} has no worker region {region!r} (it has {known})",
                                      param_hint="--region")
-        return (Association(region, worker.dataset.bucket, worker.dataset.prefix, worker.fsx_path),
+        return (Association(region, worker.dataset.bucket, worker.dataset.prefix,
+                            worker.fsx_path if worker.on_lustre else None),
                 config.sync_max_drop_percent / 100)
     if not dataset.startswith("s3://") or len(dataset) <= len("s3://"):
         raise typer.BadParameter(f"{dataset!r} is not an s3://bucket[/prefix] URI", param_hint="--dataset")

@@ -27,7 +27,7 @@ SAFETY_MARGIN_SECONDS = 60  # stop listing this long before Lambda's own timeout
 def association_from_environment() -> Association:
     bucket, _, prefix = env.required(env.DATASET).removeprefix("s3://").partition("/")
     return Association(region=os.environ["AWS_REGION"], bucket=bucket, prefix=prefix.strip("/"),  # set by Lambda
-                       fsx_path=env.required(env.FSX_PATH))
+                       fsx_path=env.optional(env.FSX_PATH))  # none: storage `s3`, records point into the bucket
 
 
 ACTIONS = ("start_import", "poll_import", "index", "reference", "swap", "abort")

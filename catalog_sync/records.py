@@ -12,12 +12,13 @@ from platform_facts.document import DOCUMENT_INDEX, CatalogDocument
 
 @dataclass(frozen=True)
 class Association:
-    """What the FSx data repository association maps: an S3 prefix onto a file-system path, in a region."""
+    """A region's dataset, an S3 prefix, and where its workers read it: through the FSx data repository
+    association's file-system path, or (storage `s3`, no `fsx_path`) in the bucket itself."""
 
     region: str
     bucket: str
     prefix: str  # without leading/trailing slash; "" for the whole bucket
-    fsx_path: str  # the association's file-system path, e.g. /us-west-2/CMIP6/ScenarioMIP/MOHC
+    fsx_path: str | None  # the association's file-system path, e.g. /us-west-2/CMIP6/ScenarioMIP/MOHC; None: S3
     mount_point: str = FSX_MOUNT
 
     @property
@@ -30,7 +31,9 @@ class Association:
         return f"{self.prefix}/" if self.prefix else ""
 
     def local_path(self, key: str) -> str:
-        """Where an object appears on a worker: the mount point, the association's path, the key's rest."""
+        """Where a worker reads an object: the mount point, the association's path, the key's rest; or its S3 URI."""
+        if self.fsx_path is None:
+            return f"s3://{self.bucket}/{key}".rstrip("/")
         return f"{self.mount_point}{self.fsx_path}/{key[len(self.key_prefix):]}".rstrip("/")
 
 

@@ -30,9 +30,10 @@ RETRYABLE_LAMBDA_ERRORS = ["Lambda.ServiceException", "Lambda.AWSLambdaException
                            "Lambda.TooManyRequestsException"]
 
 
-def workflow_definition(function_arn: str) -> dict[str, Any]:
+def workflow_definition(function_arn: str, *, import_metadata: bool = True) -> dict[str, Any]:
     """The Step Functions (ASL) definition: import -> poll (capped) -> index in steps -> reference sets in steps
-    -> swap; any failure after the load began drops the load."""
+    -> swap; any failure after the load began drops the load. Without `import_metadata` (storage `s3`: no file
+    system) it starts at the index."""
     def invoke(payload: dict[str, Any], result: str, next_state: str, catch: str | None) -> dict[str, Any]:
         state: dict[str, Any] = {
             "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke",
@@ -45,7 +46,7 @@ def workflow_definition(function_arn: str) -> dict[str, Any]:
             state["Catch"] = [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catch}]
         return state
 
-    return {
+    definition: dict[str, Any] = {
         "Comment": "Nightly catalog sync of one worker region",
         "StartAt": "StartImport",
         "States": {
@@ -87,14 +88,20 @@ def workflow_definition(function_arn: str) -> dict[str, Any]:
                            "Cause": "The new catalog was dropped; the previous catalog is still serving."},
         },
     }
+    if not import_metadata:
+        states = definition["States"]
+        for name in ("StartImport", "WaitForImport", "PollImport", "ImportFinished?", "ImportFailed"):
+            del states[name]
+        definition["StartAt"] = "BeginIndex"
+    return definition
 
 
 @dataclass
 class NightlySyncArgs:
     config: WorkerConfig
     vpc: RegionalVpc
-    file_system_id: pulumi.Input[str]
-    file_system_arn: pulumi.Input[str]
+    file_system_id: pulumi.Input[str] | None  # None with storage `s3`: no import, records point into the bucket
+    file_system_arn: pulumi.Input[str] | None
     image: pulumi.Input[str]  # the catalog-sync Lambda image by digest, in this region
     catalog_endpoint: pulumi.Input[str]
     catalog_domain_arn: pulumi.Input[str]
@@ -168,7 +175,8 @@ class NightlySync(RegionalComponent):
             vpc_config=aws.lambda_.FunctionVpcConfigArgs(subnet_ids=args.vpc.private_subnet_ids,
                                                          security_group_ids=[sync_sg.id]),
             environment=aws.lambda_.FunctionEnvironmentArgs(variables=sync_environment.variables(
-                file_system_id=args.file_system_id, dataset=args.config.dataset.uri, fsx_path=args.config.fsx_path,
+                file_system_id=args.file_system_id, dataset=args.config.dataset.uri,
+                fsx_path=args.config.fsx_path if args.config.on_lustre else None,
                 catalog_endpoint=args.catalog_endpoint, catalog_region=args.catalog_region,
                 max_drop_percent=args.max_drop_percent, published_count_parameter=counts.name,
                 references=pulumi.Output.concat("s3://", args.references_bucket, "/sets"))),
@@ -192,7 +200,8 @@ class NightlySync(RegionalComponent):
              "Sid": "XRayHasNoResourceScoping"}]))
         machine = aws.sfn.StateMachine(
             f"{name}-workflow", type="STANDARD", role_arn=workflow_role.arn,
-            definition=function.arn.apply(lambda arn: json.dumps(workflow_definition(arn))),
+            definition=function.arn.apply(lambda arn: json.dumps(workflow_definition(
+                arn, import_metadata=args.config.on_lustre))),
             logging_configuration=aws.sfn.StateMachineLoggingConfigurationArgs(
                 level="ERROR", include_execution_data=True,
                 log_destination=workflow_logs.arn.apply(lambda arn: f"{arn}:*")),
@@ -230,7 +239,8 @@ class NightlySync(RegionalComponent):
             f"{name}-first-sync", schedule_expression=pulumi.Output.all(machine.arn, args.association_id).apply(
                 first_sync_expression),
             schedule_expression_timezone="UTC", action_after_completion="NONE",
-            description=pulumi.Output.concat(f"First catalog sync of {region} for association ", args.association_id),
+            description=pulumi.Output.concat(f"First catalog sync of {region} for association ", args.association_id)
+            if args.config.on_lustre else f"First catalog sync of {region} for {args.config.dataset.uri}",
             flexible_time_window=on_time, target=target,
             opts=self._opts(ignore_changes=["scheduleExpression"], replace_on_changes=["description"]))
         return dead_letters
@@ -255,7 +265,7 @@ class NightlySync(RegionalComponent):
             opts=self._child)
         return topic
 
-    def _function_statements(self, log_group_arn: str, file_system_arn: str, domain_arn: str, account: str,
+    def _function_statements(self, log_group_arn: str, file_system_arn: str | None, domain_arn: str, account: str,
                              counts_arn: str, references_arn: str, key_arn: str) -> list[dict[str, Any]]:
         dataset, region = self._args.config.dataset, self._args.config.region
         listing: dict[str, Any] = {"Effect": "Allow", "Action": "s3:ListBucket",
@@ -263,15 +273,18 @@ class NightlySync(RegionalComponent):
         if dataset.prefix:
             listing["Condition"] = {"StringLike": {"s3:prefix": [dataset.prefix, f"{dataset.prefix}/*"]}}
         objects = f"arn:aws:s3:::{dataset.bucket}/{dataset.prefix + '/' if dataset.prefix else ''}*"
-        return [
-            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-             "Resource": f"{log_group_arn}:*"},
+        imports: list[dict[str, Any]] = [
             {"Effect": "Allow", "Action": "fsx:CreateDataRepositoryTask",
              "Resource": [file_system_arn, f"arn:aws:fsx:{region}:{account}:task/*"]},
             # AWS authorises DescribeDataRepositoryTasks against "*" only (no resource types, no condition keys):
             # granted on the file system's ARN it is denied, and the nightly poll would fail.
             {"Sid": "DescribeTasksHasNoResourceScoping", "Effect": "Allow",
              "Action": "fsx:DescribeDataRepositoryTasks", "Resource": "*"},
+        ] if file_system_arn else []
+        return [
+            {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": f"{log_group_arn}:*"},
+            *imports,
             listing,
             *catalog_writer_statements(domain_arn, region),
             {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"], "Resource": counts_arn},

@@ -13,10 +13,14 @@ LUSTRE_VERSION = "2.15"
 
 
 class LustrePart(WorkerPart):
-    file_system_id: pulumi.Output[str]
-    file_system_dns_name: pulumi.Output[str]
-    mount_name: pulumi.Output[str]
-    association_id: pulumi.Output[str]
+    # None with storage `s3` (no file system)
+    file_system_id: pulumi.Output[str] | None
+    file_system_dns_name: pulumi.Output[str] | None
+    mount_name: pulumi.Output[str] | None
+    association_id: pulumi.Output[str] | None
+
+    def _no_lustre(self) -> None:
+        self.file_system_id = self.file_system_dns_name = self.mount_name = self.association_id = None
 
     def _lustre(self) -> aws.fsx.LustreFileSystem:
         args, vpc = self._args, self._args.vpc

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -17,7 +18,7 @@ from components.iam import pull_and_log_statements
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 from components.scaling import exact_capacity_steps, metric_stack
 from components.worker_part import WorkerPart
-from platform_facts import FSX_MOUNT, METRIC_NAME, METRIC_NAMESPACE
+from platform_facts import FSX_MOUNT, METRIC_NAME, METRIC_NAMESPACE, READ_CACHE_MOUNT, READ_CACHE_VARIABLE
 from stackconfig import CLIENT_SITE, WorkerConfig
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
@@ -35,8 +36,15 @@ ECS_INSTANCE_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerSe
 def worker_environment(config: WorkerConfig) -> list[dict[str, str]]:
     """The worker container's environment: its health check's address, and where the entrypoint writes the TLS
     files (the task's tmpfs)."""
+    cache = [] if config.on_lustre else [{"name": READ_CACHE_VARIABLE, "value": READ_CACHE_MOUNT}]
     return [{"name": "DASK_HEALTH_TCP", "value": f"127.0.0.1:{config.worker_ports[0]}"},
-            {"name": "DASK_TLS_DIR", "value": f"{TLS_DIRECTORY}/worker"}]
+            {"name": "DASK_TLS_DIR", "value": f"{TLS_DIRECTORY}/worker"}, *cache]
+
+
+def data_volume(config: WorkerConfig) -> tuple[str, str]:
+    """The host directory a worker task mounts at the same path: the Lustre file system, read-only, or (storage
+    `s3`) the read cache."""
+    return ("fsx", FSX_MOUNT) if config.on_lustre else ("read-cache", READ_CACHE_MOUNT)
 
 
 def worker_command(config: WorkerConfig, scheduler_address: str) -> list[str]:
@@ -62,21 +70,23 @@ class PoolPart(WorkerPart):
     pool_name: str
 
     # ------------------------------------------------------------------------------------- EC2 hosts
-    def _capacity(self, file_system: aws.fsx.LustreFileSystem) -> tuple[aws.ecs.Cluster,
-                                                                         list[aws.ecs.CapacityProvider]]:
+    def _capacity(self, file_system: aws.fsx.LustreFileSystem | None) -> tuple[aws.ecs.Cluster,
+                                                                                list[aws.ecs.CapacityProvider]]:
         args, config, vpc = self._args, self._args.config, self._args.vpc
         cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
             aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
-        host_sg = self._security_group("host", "Worker hosts: Lustre client and AWS APIs")
-        for first, last in LUSTRE_PORTS:  # Lustre servers also call back to their clients
+        host_sg = self._security_group("host", "Worker hosts: Lustre client and AWS APIs" if file_system else
+                                       "Worker hosts: AWS APIs")
+        for first, last in LUSTRE_PORTS if file_system else ():  # Lustre servers also call back to their clients
             self._rule("in", host_sg, f"host-lustre-{first}-{last}-from-vpc", (first, last), cidr=vpc.cidr)
             self._rule("out", host_sg, f"host-lustre-{first}-{last}-to-vpc", (first, last), cidr=vpc.cidr)
         self._rule("out", host_sg, "host-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), cidr="0.0.0.0/0")
         role = self._role("host", "ec2.amazonaws.com", managed=[ECS_INSTANCE_POLICY])
         profile = aws.iam.InstanceProfile(f"{self._name}-host", role=role.name, opts=self._child)
         ami = aws.ssm.get_parameter_output(name=ECS_AMI_PARAMETER, opts=self._invoke)
-        user_data = pulumi.Output.all(cluster.name, file_system.dns_name, file_system.mount_name).apply(
-            lambda v: _host_user_data(v[0], v[1], v[2]))
+        user_data = (pulumi.Output.all(cluster.name, file_system.dns_name, file_system.mount_name).apply(
+            lambda v: _host_user_data(v[0], _lustre_mount(v[1], v[2]))) if file_system else
+            cluster.name.apply(lambda name: _host_user_data(name, _read_cache())))
         template = aws.ec2.LaunchTemplate(
             f"{self._name}-host", image_id=ami.value, instance_type=config.instance_type,
             iam_instance_profile=aws.ec2.LaunchTemplateIamInstanceProfileArgs(arn=profile.arn),
@@ -186,7 +196,9 @@ class PoolPart(WorkerPart):
                 {"Effect": "Allow", "Action": ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
                  "Resource": f"arn:aws:ecs:{self._region}:{v[0]}:task/{v[1]}/*"},
                 {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[2]}/*"},
-                {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": v[3]}]))
+                {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": v[3]},
+                *([] if config.on_lustre else dataset_read_statements(config))]))
+        volume, mount = data_volume(config)
         command = worker_command(config, args.scheduler_address)
         containers = pulumi.Output.all(args.image, log_group.name, args.tls_secret_arn).apply(lambda v: json.dumps([{
             "name": "worker",
@@ -196,7 +208,7 @@ class PoolPart(WorkerPart):
             "stopTimeout": STOP_TIMEOUT_SECONDS,
             "memoryReservation": config.task_memory_mib,
             "portMappings": [{"containerPort": port, "protocol": "tcp"} for port in range(ports[0], ports[1] + 1)],
-            "mountPoints": [{"sourceVolume": "fsx", "containerPath": FSX_MOUNT, "readOnly": True}],
+            "mountPoints": [{"sourceVolume": volume, "containerPath": mount, "readOnly": config.on_lustre}],
             "secrets": container_secrets(v[2]),
             "linuxParameters": {"tmpfs": [{"containerPath": TLS_DIRECTORY, "size": 1,
                                            "mountOptions": ["noexec", "nosuid", "nodev", "mode=1777"]}]},
@@ -211,7 +223,7 @@ class PoolPart(WorkerPart):
             network_mode="awsvpc", requires_compatibilities=["EC2"], execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             memory=str(config.task_memory_mib),
-            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name="fsx", host_path=FSX_MOUNT)],
+            volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=volume, host_path=mount)],
             container_definitions=containers, opts=self._child)
         service = aws.ecs.Service(
             f"{self._name}-workers", cluster=cluster.arn, task_definition=task.arn, desired_count=config.min_tasks,
@@ -271,8 +283,40 @@ class PoolPart(WorkerPart):
             opts=self._child)
 
 
-def _host_user_data(cluster_name: str, lustre_dns_name: str, mount_name: str) -> str:
-    """Joins the ECS cluster and mounts the region's Lustre file system at /fsx (again at every boot)."""
+def dataset_read_statements(config: WorkerConfig) -> list[dict[str, Any]]:
+    """Storage `s3`: the workers read the dataset's objects (and list its prefix: zarr stores are opened by
+    listing) in the bucket, with their own role."""
+    dataset = config.dataset
+    listing: dict[str, Any] = {"Effect": "Allow", "Action": "s3:ListBucket",
+                               "Resource": f"arn:aws:s3:::{dataset.bucket}"}
+    if dataset.prefix:
+        listing["Condition"] = {"StringLike": {"s3:prefix": [dataset.prefix, f"{dataset.prefix}/*"]}}
+    objects = f"arn:aws:s3:::{dataset.bucket}/{dataset.prefix + '/' if dataset.prefix else ''}*"
+    return [listing, {"Effect": "Allow", "Action": "s3:GetObject", "Resource": objects}]
+
+
+def _lustre_mount(lustre_dns_name: str, mount_name: str) -> str:
+    """Mounts the region's Lustre file system at /fsx (again at every boot)."""
+    return f"""dnf install -y lustre-client
+mkdir -p {FSX_MOUNT}
+LUSTRE_OPTIONS=defaults,relatime,flock,_netdev,x-systemd.automount
+echo "{lustre_dns_name}@tcp:/{mount_name} {FSX_MOUNT} lustre $LUSTRE_OPTIONS 0 0" >> /etc/fstab
+mount {FSX_MOUNT}
+"""
+
+
+def _read_cache() -> str:
+    """The read cache's directory: on the host's first instance-store disk when it has one (m5d: NVMe, emptied
+    when the host stops, which a cache may be), else on the root volume."""
+    return f"""mkdir -p {READ_CACHE_MOUNT}
+DISK=$(lsblk -dnpo NAME,MODEL | awk '/Instance Storage/ {{print $1; exit}}')
+if [ -n "$DISK" ]; then mkfs.xfs -f "$DISK" && mount "$DISK" {READ_CACHE_MOUNT}; fi
+chmod 1777 {READ_CACHE_MOUNT}
+"""
+
+
+def _host_user_data(cluster_name: str, storage: str) -> str:
+    """Joins the ECS cluster, then `storage`: mounts the region's Lustre file system or prepares the read cache."""
     script = f"""#!/bin/bash
 set -euo pipefail
 cat >> /etc/ecs/ecs.config <<'EOF'
@@ -281,10 +325,5 @@ ECS_ENABLE_CONTAINER_METADATA=true
 ECS_ENABLE_SPOT_INSTANCE_DRAINING=true
 ECS_CONTAINER_STOP_TIMEOUT={STOP_TIMEOUT_SECONDS}s
 EOF
-dnf install -y lustre-client
-mkdir -p {FSX_MOUNT}
-LUSTRE_OPTIONS=defaults,relatime,flock,_netdev,x-systemd.automount
-echo "{lustre_dns_name}@tcp:/{mount_name} {FSX_MOUNT} lustre $LUSTRE_OPTIONS 0 0" >> /etc/fstab
-mount {FSX_MOUNT}
-"""
+{storage}"""
     return base64.b64encode(script.encode()).decode()

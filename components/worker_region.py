@@ -32,7 +32,10 @@ class WorkerRegion(LustrePart, PoolPart):
         self._region = args.config.region
         self.pool_name = args.config.pool_name
 
-        file_system = self._lustre()
+        # With storage `s3` the region has no file system: its workers read the dataset's bucket.
+        file_system = self._lustre() if args.config.on_lustre else None
+        if file_system is None:
+            self._no_lustre()
         # Where the nightly sync writes each netCDF collection's reference set, and the region's workers read it.
         # Its server access logs go to the region's own log bucket (S3 delivers them within a region only).
         account = aws.get_caller_identity_output(opts=self._invoke).account_id
@@ -42,17 +45,19 @@ class WorkerRegion(LustrePart, PoolPart):
         cluster, providers = self._capacity(file_system)
         self._workers(cluster, providers, references.arn)
         sync = NightlySync(f"{name}-catalog-sync", NightlySyncArgs(
-            config=args.config, vpc=args.vpc, file_system_id=file_system.id, file_system_arn=file_system.arn,
+            config=args.config, vpc=args.vpc, file_system_id=file_system.id if file_system else None,
+            file_system_arn=file_system.arn if file_system else None,
             image=args.catalog.sync_image, catalog_endpoint=args.catalog.endpoint,
             catalog_domain_arn=args.catalog.domain_arn, catalog_region=args.catalog.domain_region,
             schedule=args.catalog.schedule, max_drop_percent=args.catalog.max_drop_percent, key_arn=args.key_arn,
-            naming=args.naming, log_retention_days=args.log_retention_days, association_id=self.association_id,
+            naming=args.naming, log_retention_days=args.log_retention_days, association_id=self.association_id or "",
             references_bucket=references.bucket, references_bucket_arn=references.arn),
             opts=self._child)
         self.catalog_sync_role_arn = sync.role_arn
         self.sync_state_machine_arn = sync.state_machine_arn
         self.alarm_topic_arn = sync.alarm_topic_arn
         self.register_outputs({
+            "storage": args.config.storage,
             "fileSystemId": self.file_system_id,
             "fileSystemDnsName": self.file_system_dns_name,
             "mountName": self.mount_name,

@@ -13,6 +13,7 @@ from typing import Any
 from fsspec import AbstractFileSystem
 from fsspec.implementations.reference import ReferenceFileSystem
 
+from dask_regions.cache import s3_ranges
 from dask_regions.paths import local_path
 from platform_facts import REFERENCES_LAYOUT_KEY
 
@@ -31,7 +32,8 @@ def read_set(uri: str) -> dict[str, Any]:
 
 
 class RegionalReferences(AbstractFileSystem):  # type: ignore[misc]
-    """The set at `uri` as a read-only file system whose chunks are read from the region's Lustre paths. It reads
+    """The set at `uri` as a read-only file system whose chunks are read from the region's Lustre paths or its
+    dataset's bucket. It reads
     the set on first use, not when made: a graph carries only the URI (fsspec rebuilds a file system from its
     arguments), and unpickling it on the scheduler or the client, in another region, reads nothing. Each process
     that reads a chunk reads the set once, in the region."""
@@ -51,7 +53,9 @@ class RegionalReferences(AbstractFileSystem):  # type: ignore[misc]
                 held = read_set(self.uri)
                 references = {name: [local_path(value[0]), *value[1:]] if isinstance(value, list) and value
                               else value for name, value in held["refs"].items()}
-                self._built = ReferenceFileSystem(fo={"version": 1, "refs": references}, remote_protocol="file")
+                # Targets are the region's Lustre paths (read as files) or, with storage `s3`, the dataset's
+                # objects (read by ranged GETs through the worker's read cache: dask_regions/cache.py).
+                self._built = ReferenceFileSystem(fo={"version": 1, "refs": references}, fs={"s3": s3_ranges()})
             return self._built
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None, **options: Any) -> bytes:

@@ -85,6 +85,14 @@ def size(value: Any, key: str) -> int | None:
     return int(parsed)
 
 
+def _byte_count(value: Any, key: str) -> int:
+    """A size in bytes that must be given (not null)."""
+    parsed = size(value, key) if value is not None else None
+    if parsed is None:
+        raise ValueError(f"{name(key)}={value!r}: give a size such as 20 GB, 500 MiB or a number of bytes")
+    return parsed
+
+
 def _flag(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name(key)}={value!r}: use true or false (True or False in the environment)")
@@ -196,6 +204,9 @@ PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "idle-shutdown.cluster": _text,
     "idle-shutdown.service": _text,
     "start-timeout": _duration,
+    "read-cache.directory": _text,
+    "read-cache.size": lambda value, key: _byte_count(value, key),
+    "read-cache.s3-timeout": _duration,
 }
 
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from catalog_sync.environment import DATASET
 from components.dask_tls import ROLE_USES, SECRET_ENVIRONMENT
 
 if TYPE_CHECKING:
@@ -224,6 +225,13 @@ class Deployment:
 
     def regions(self) -> list[str]:
         return sorted({c.region for c in self.containers} | {a.region for a in self.associations})
+
+    def datasets(self) -> list[tuple[str, str]]:
+        """Each region's dataset (region, s3://bucket[/prefix]): what a file system links, or (storage `s3`, no file
+        system) what the region's sync lists (its DATASET)."""
+        linked = {(a.region, a.repository) for a in self.associations}
+        listed = {(f.region, f.environment[DATASET]) for f in self.functions.values() if DATASET in f.environment}
+        return sorted(linked | listed)
 
     def scheduler(self) -> Container:
         (scheduler,) = [c for c in self.containers if c.command[:1] == ["scheduler"]]

@@ -53,6 +53,8 @@ from local_platform.tls import LocalTls, create_local_tls
 from platform_facts import (
     FSX_MOUNT,
     PLATFORM_HEALTH_PATH,
+    READ_CACHE_MOUNT,
+    READ_CACHE_VARIABLE,
     SCHEDULER_IDLE_SHUTDOWN_VARIABLE,
     SCHEDULER_PORT,
     regions_variable,
@@ -218,7 +220,8 @@ def role_secrets(tls: LocalTls) -> dict[str, dict[str, str]]:
 
 
 def task_environment(container: Container, secrets: Mapping[str, Mapping[str, str]], task_root: Path,
-                     state_dir: Path, aws_endpoint: str, fsx_root: Path | None) -> dict[str, str]:
+                     state_dir: Path, aws_endpoint: str, fsx_root: Path | None,
+                     cache_root: Path | None = None) -> dict[str, str]:
     """A task's whole environment: the declared one (tmpfs paths moved under `task_root`, the demand settings
     sized), its secrets, and the twin's variables (TWIN_VARIABLES). `{task}` in `task_root` is the task's id."""
     environment = {**_base_environment(state_dir), **_aws(container.region, aws_endpoint)}
@@ -233,9 +236,13 @@ def task_environment(container: Container, secrets: Mapping[str, Mapping[str, st
         environment[variable] = secrets[reference.role][reference.field]
     environment.setdefault("DASK_TLS_DIR", str(task_root / "dask-tls"))
     for path, host in container.mounts.items():
+        if path == host == READ_CACHE_MOUNT:  # storage `s3`: the host's read cache, a directory of the region's
+            if cache_root is not None:
+                environment[READ_CACHE_VARIABLE] = str(cache_root)
+            continue
         if path != FSX_MOUNT or host != FSX_MOUNT:
             raise PlatformError(f"service {container.service}: mount {host} at {path}: the twin mounts only the "
-                                f"region's Lustre stand-in, at {FSX_MOUNT}")
+                                f"region's Lustre stand-in, at {FSX_MOUNT}, or its read cache, at {READ_CACHE_MOUNT}")
         if fsx_root is not None:
             environment["DASK_REGIONS_FSX_ROOT"] = str(fsx_root)
     return environment
@@ -277,7 +284,7 @@ class LocalPlatform:
                                 "with `down`")
         self.report("reading the deployment: the Pulumi program under mocks")
         deployment = self._deployment()
-        for stale in ("fsx", "staging", "tasks", CATALOG_FILE, "logs", "tls", SIZES_FILE, HISTORY_FILE,
+        for stale in ("fsx", "read-cache", "staging", "tasks", CATALOG_FILE, "logs", "tls", SIZES_FILE, HISTORY_FILE,
                       SYNC_HISTORY_FILE, TWIN_FILE):
             path = self.state_dir / stale
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
@@ -314,8 +321,8 @@ class LocalPlatform:
         self._create_parameters(state, deployment)
         self._create_buckets(state, deployment)
         self._create_scheduler_services(state, deployment)
-        for association in deployment.associations:
-            self._publish_dataset(state, association.region, association.repository)
+        for region, dataset in deployment.datasets():
+            self._publish_dataset(state, region, dataset)
 
         scheduler_port, dashboard_port = free_port(), free_port()
         state.scheduler_address = f"tls://127.0.0.1:{scheduler_port}"
@@ -369,7 +376,8 @@ class LocalPlatform:
                    dashboard_port: int) -> dict[str, Any]:
         task_root = self.state_dir / "tasks" / "{task}"
         environment = task_environment(container, secrets, task_root, self.state_dir,
-                                       state.s3_endpoints[container.region], self._fsx_root(container.region))
+                                       state.s3_endpoints[container.region], self._fsx_root(container.region),
+                                       self.state_dir / "read-cache" / container.region)
         pool = container.flag("--resources")
         ecs = _on_demand(container)
         return {"service": container.service, "region": container.region,

@@ -65,8 +65,9 @@ def services(graph: Graph) -> list[Service]:
              Service("dashboard 80 (load balancer)", "client-dashboard-sg", 80,
                      {"client"} if graph.named("client-dashboard", "aws:lb/loadBalancer:LoadBalancer").inputs.get(
                          "internal") else set())]
-    for region in graph.outputs.get("workerRegions", {}):
+    for region, outputs in graph.outputs.get("workerRegions", {}).items():
         site, first = f"worker-{region}", _first_worker_port(graph, region)
         found.append(Service(f"workers {region} {first}", f"{site}-workers-sg", first, sites))
-        found.append(Service(f"lustre {region} 988", f"{site}-lustre-sg", 988, {site}))
+        if outputs.get("fileSystemId"):  # storage `s3`: no file system to reach
+            found.append(Service(f"lustre {region} 988", f"{site}-lustre-sg", 988, {site}))
     return found

@@ -33,6 +33,7 @@ class Plan:
     diagram_png: str = ""  # what `--png` did: the file written, or why there is none
     diagram: str = ""
     cost: Cost | None = None  # with the stack's config: idle and busy figures (plan/cost.py)
+    warnings: list[str] = field(default_factory=list)  # the config's (StackConfig.warnings): right, perhaps
 
 
 def world_open(graph: Graph) -> list[str]:
@@ -86,6 +87,7 @@ def evaluate(graph: Graph, config: StackConfig | None = None) -> Plan:
     plan.diagram = diagram(graph)
     if config is not None:
         plan.cost = estimate(graph, config)
+        plan.warnings = [str(warning) for warning in config.warnings]
     return plan
 
 
@@ -96,7 +98,10 @@ def _site_of_group(graph: Graph, group: str) -> str:
 
 
 def render(plan: Plan) -> str:
-    out = [f"# Plan for stack {plan.stack}", "", f"## Inventory ({plan.total} AWS resources)", ""]
+    out = [f"# Plan for stack {plan.stack}", ""]
+    if plan.warnings:
+        out += [f"## Config warnings ({len(plan.warnings)})", "", *(f"  - {w}" for w in plan.warnings), ""]
+    out += [f"## Inventory ({plan.total} AWS resources)", ""]
     for region, kinds in sorted(plan.inventory.items()):
         out.append(f"{region}: {sum(kinds.values())}")
         out += [f"  {count:>4}  {kind}" for kind, count in sorted(kinds.items())]

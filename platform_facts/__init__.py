@@ -52,6 +52,11 @@ SCHEDULER_SERVICE_VARIABLE = "DASK_PLATFORM_SCHEDULER_SERVICE"
 # Where every worker sees its region's Lustre file system: the hosts mount it there, the ECS task maps it to the same
 # path, and the catalog's paths start with it (/fsx/<region>/...).
 FSX_MOUNT = "/fsx"
+# Where a worker region with storage `s3` caches the byte ranges its workers read from the dataset's bucket: a
+# directory of the host (its instance store when it has one) mounted at the same path in the worker task, and named
+# to the workers by the `read-cache.directory` setting (dask_regions/cache.py).
+READ_CACHE_MOUNT = "/var/cache/dask-regions"
+READ_CACHE_VARIABLE = regions_variable("read-cache.directory")
 # An AWS region code (us-east-1, ap-southeast-2, us-gov-west-1); pseudo-regions such as aws-global are none.
 REGION_PATTERN = r"[a-z]{2}(?:-[a-z]+)+-\d+"
 

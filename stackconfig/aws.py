@@ -19,6 +19,11 @@ LUSTRE_THROUGHPUTS_PER_TIB = (125, 250, 500, 1000)  # PERSISTENT_2 SSD, MB/s/TiB
 LUSTRE_MIN_STORAGE_GIB = 1200
 LUSTRE_STORAGE_STEP_GIB = 2400  # PERSISTENT_2 SSD: 1200 GiB, then multiples of 2400 GiB
 
+# Public datasets the platform knows, by bucket, with the region AWS's Registry of Open Data lists for each
+# (registry.opendata.aws/ecmwf-era5 and /cmip6, as of 2026-12): with `storage: s3` a worker region must be the
+# bucket's own, or every read would cross regions.
+PUBLIC_DATASET_REGIONS = {"era5-pds": "us-east-1", "cmip6-pds": "us-west-2"}
+
 RESERVED_TAG_KEYS = ("project", "stack", "team")
 PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 

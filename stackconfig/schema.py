@@ -19,6 +19,10 @@ DEFAULT_SYNC_SCHEDULE = "cron(0 0 * * ? *)"
 SCALE_ON = ("demand", "cpu", "both")
 BACKBONES = ("transit-gateway", "vpc-peering")
 LUSTRE_DEPLOYMENT_TYPES = ("PERSISTENT_2", "SCRATCH_2")
+# Where a worker region's workers read its dataset: a Lustre file system linked to it, or the bucket itself
+# (through the nightly sync's reference sets, byte ranges cached on the hosts' disks).
+STORAGE_KINDS = ("lustre", "s3")
+LUSTRE_KEYS = ("lustreFileSystemPath", "lustreDeploymentType", "lustreStorageGiB", "lustreThroughputPerTiB")
 # AWS's default quota of active VPC peering connections per VPC (adjustable to 125): a full mesh of n VPCs puts
 # each in n - 1.
 MAX_PEERINGS_PER_VPC = 50
@@ -136,6 +140,10 @@ WORKER_KEYS: tuple[Key, ...] = (
     Key("dataset", "string",
         "S3 URI of the public dataset, `s3://bucket[/prefix]` (valid bucket name; no empty, `.` or `..` "
         "segments).", required=True),
+    Key("storage", "string",
+        "Where workers read the dataset: `lustre` (an FSx for Lustre file system linked to it, at `/fsx`) or `s3` "
+        "(the bucket itself, in the region, byte ranges cached on the hosts' local disks; no file system, no "
+        "`lustre*` keys; the dataset's bucket must be in `region`).", "lustre"),
     Key("lustreFileSystemPath", "string",
         "Relative path under `/fsx/<region>/` where the dataset appears: not absolute, no `..`; default the "
         "S3 prefix, or the bucket.", None),
@@ -250,6 +258,12 @@ class WorkerConfig:
     lustre_deployment_type: str = "PERSISTENT_2"
     lustre_storage_gib: int = 1200
     lustre_throughput_per_tib: int = 1000
+    storage: str = "lustre"
+
+    @property
+    def on_lustre(self) -> bool:
+        """Whether the region has a Lustre file system (else its workers read the dataset's bucket)."""
+        return self.storage == "lustre"
 
     @property
     def site_name(self) -> str:
@@ -319,6 +333,7 @@ class StackConfig:
     sync_max_drop_percent: int = 50
     dask_tls_validity_days: int = 365
     backbone: str = "transit-gateway"
+    warnings: tuple[Problem, ...] = ()  # fine by every check, but worth a look (shown by `plan` and `pulumi up`)
 
     @property
     def sites(self) -> tuple[Site, ...]:

@@ -24,6 +24,7 @@ from stackconfig.aws import (
     MAX_TAG_KEY,
     PARTITION,
     PRIVATE_RANGES,
+    PUBLIC_DATASET_REGIONS,
     RESERVED_TAG_KEYS,
     fargate_problem,
     known_regions,
@@ -36,11 +37,13 @@ from stackconfig.schema import (
     CLIENT_KEYS,
     DEFAULT_SYNC_SCHEDULE,
     LUSTRE_DEPLOYMENT_TYPES,
+    LUSTRE_KEYS,
     MAX_PEERINGS_PER_VPC,
     MAX_WORKER_REGIONS,
     MIN_MEMORY_PER_WORKER_MIB,
     PROJECT_NAME,
     SCALE_ON,
+    STORAGE_KINDS,
     TOP_LEVEL_KEYS,
     WORKER_KEYS,
     ClientConfig,
@@ -61,6 +64,7 @@ class _Checker:
 
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []  # what may be right but cannot be checked here (StackConfig.warnings)
 
     def add(self, path: str, message: str, fix: str) -> None:
         self.problems.append(Problem(path, message, fix))
@@ -377,6 +381,7 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
     if throughput is not None and throughput not in LUSTRE_THROUGHPUTS_PER_TIB:
         c.add(f"{path}.lustreThroughputPerTiB", f"{throughput} MB/s/TiB is not a PERSISTENT_2 throughput.",
               f"use one of {', '.join(map(str, LUSTRE_THROUGHPUTS_PER_TIB))}.")
+    _check_storage(c, values["storage"], raw, dataset, values["region"], path)
     if len(c.problems) > before or dataset is None or lustre_path is None:
         return None
     return WorkerConfig(
@@ -387,8 +392,35 @@ def _check_worker(c: _Checker, raw: Any, path: str) -> WorkerConfig | None:
         cpu_target_percent=values["cpuTargetPercent"], scale_on=values["scaleOn"],
         idle_timeout_minutes=values["idleTimeoutMinutes"], spot_percent=values["spotPercent"],
         on_demand_base_tasks=base, spot_instance_types=spot_types, lustre_storage_gib=storage,
-        lustre_throughput_per_tib=throughput, lustre_deployment_type=kind,
+        lustre_throughput_per_tib=throughput, lustre_deployment_type=kind, storage=values["storage"],
     )
+
+
+def _check_storage(c: _Checker, storage: Any, raw: Mapping[str, Any], dataset: S3Location | None, region: Any,
+                   path: str) -> None:
+    """The storage kind; with `s3`, no Lustre key (it would do nothing) and a bucket in the worker's region."""
+    if storage is None:
+        return
+    if storage not in STORAGE_KINDS:
+        c.add(f"{path}.storage", f"{storage!r} is not a storage kind.",
+              f"use one of {', '.join(map(repr, STORAGE_KINDS))}.")
+        return
+    if storage != "s3":
+        return
+    for key in LUSTRE_KEYS:
+        if key in raw:
+            c.add(f"{path}.{key}", "applies only with storage 'lustre': with 's3' the region has no file system.",
+                  f"remove {key}, or set {path}.storage to 'lustre'.")
+    home = PUBLIC_DATASET_REGIONS.get(dataset.bucket) if dataset else None
+    if dataset and home is None:
+        c.warnings.append(Problem(f"{path}.dataset", f"{dataset.bucket!r} is not a public dataset the platform "
+                                  "knows: with storage 's3' its workers read it with their own role, so its bucket "
+                                  f"must be in {region} and its policy must let any AWS principal read it.",
+                                  "check both (e.g. `aws s3api get-bucket-location`), or use storage 'lustre'."))
+    if dataset and isinstance(region, str) and home and home != region:
+        c.add(f"{path}.dataset", f"{dataset.bucket!r} is in {home}, not {region}: with storage 's3' every read "
+                                 "would cross regions (and be billed as such).",
+              f"set {path}.region to {home!r}, or use storage 'lustre' there.")
 
 
 def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PROJECT_NAME) -> StackConfig:
@@ -442,7 +474,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         log_retention_days=top["logRetentionDays"],
         create_opensearch_service_linked_role=top["createOpenSearchServiceLinkedRole"],
         sync_max_drop_percent=top["syncMaxDropPercent"], dask_tls_validity_days=top["daskTlsValidityDays"],
-        backbone=top["backbone"],
+        backbone=top["backbone"], warnings=tuple(c.warnings),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from stackconfig import StackConfig, parse_stack_config, raw_stack_config
+from stackconfig.schema import LUSTRE_KEYS
 from stackgraph.synth import PROJECT_DIR, Graph, synthesize
 from wheel_build import wheel
 
@@ -36,11 +37,26 @@ SHAPES: dict[str, dict[str, Any]] = {
     "four-regions": {"workers": workers(["us-east-1", "us-west-2", "eu-central-1"])},
     "five-workers": {"workers": workers(["us-east-1", "us-west-2", "eu-central-1", "ap-southeast-2", "eu-west-2"])},
 }
+# Shipped stacks other than dev, as shapes (their whole config over dev's): the graph record holds them too. Not in
+# SHAPES: they differ from dev by choices (backbone, storage) that tests of every shape do not assume.
+SHIPPED_SHAPES: dict[str, dict[str, Any]] = {"lean": raw_stack_config(PROJECT_DIR, "lean")[1]}
+ALL_SHAPES = {**SHAPES, **SHIPPED_SHAPES}
+
+
+def storage_workers(shape: str, storage: str) -> list[dict[str, Any]]:
+    """A shape's worker regions with `storage` (no Lustre keys: storage `s3` refuses them)."""
+    _, raw = raw_stack_config(PROJECT_DIR, "dev", ALL_SHAPES[shape])
+    return [{**{k: v for k, v in w.items() if k not in LUSTRE_KEYS}, "storage": storage} for w in raw["workers"]]
+
+
+def _overrides(shape: str, top: dict[str, Any]) -> dict[str, Any]:
+    storage = top.pop("worker_storage", "lustre")  # lustre: the default, the shape as it is (one graph, cached once)
+    return {**ALL_SHAPES[shape], **top, **({"workers": storage_workers(shape, storage)} if storage != "lustre" else {})}
 
 
 @cache
 def _graph(shape: str, top: tuple[tuple[str, Any], ...] = ()) -> Graph:
-    return synthesize("dev", {**SHAPES[shape], **dict(top)})
+    return synthesize("dev", _overrides(shape, dict(top)))
 
 
 @pytest.fixture(params=sorted(SHAPES))
@@ -50,14 +66,15 @@ def graph(request: pytest.FixtureRequest) -> Graph:
 
 
 def shape_config(shape: str, **top: Any) -> StackConfig:
-    """The validated config the program saw for a shape (with `top`: more top-level keys, e.g. backbone=...)."""
-    project, raw = raw_stack_config(PROJECT_DIR, "dev", {**SHAPES[shape], **top})
+    """The validated config the program saw for a shape (with `top`: more top-level keys, e.g. backbone=...; and
+    worker_storage=... for every worker region's `storage`)."""
+    project, raw = raw_stack_config(PROJECT_DIR, "dev", _overrides(shape, top))
     return parse_stack_config(raw, stack="dev", project=project)
 
 
 def cached_graph(shape: str, **top: Any) -> Graph:
-    """A fresh copy of a shape's graph (with `top`: more top-level keys of plain values), synthesised once per test
-    session."""
+    """A fresh copy of a shape's graph (with `top`: more top-level keys of plain values, or worker_storage=...),
+    synthesised once per test session."""
     return copy.deepcopy(_graph(shape, tuple(sorted(top.items()))))
 
 

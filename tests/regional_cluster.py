@@ -23,7 +23,8 @@ class RegionalCluster:
     def __init__(self, directory: Path, pools: dict[str, int], *, threads: int = 2, combine_pool: str | None = None,
                  missing_pool_timeout: float = 30, fsx_root: Path | None = None,
                  hide_data_from_scheduler: bool = False, isolate_regions: bool = False,
-                 demand: dict[str, object] | None = None, regions: list[str] | None = None) -> None:
+                 demand: dict[str, object] | None = None, regions: list[str] | None = None,
+                 pool_env: dict[str, dict[str, str]] | None = None) -> None:
         self.directory, self.pools, self.threads = directory, pools, threads
         self.scheduler_file = directory / "scheduler.json"
         self.env = {**os.environ, "DASK_DASK_REGIONS__MISSING_POOL_TIMEOUT": str(missing_pool_timeout),
@@ -43,6 +44,7 @@ class RegionalCluster:
         if fsx_root:
             self.env["DASK_REGIONS_FSX_ROOT"] = str(fsx_root)
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.pool_env = pool_env or {}  # a pool's own variables, e.g. its region's AWS endpoint
         self.worker_args: list[str] = []  # extra `dask worker` arguments, e.g. preloads
         # The scheduler in its own mount namespace with an empty file system over every region's data.
         self.fsx_root = fsx_root
@@ -56,7 +58,8 @@ class RegionalCluster:
             return []
         return [path for path in sorted(self.fsx_root.iterdir()) if path.is_dir() and f"pool-{path.name}" != pool]
 
-    def _spawn(self, name: str, args: list[str], hide: list[Path] | None = None) -> None:
+    def _spawn(self, name: str, args: list[str], hide: list[Path] | None = None,
+               env: dict[str, str] | None = None) -> None:
         log = (self.directory / f"{name}.log").open("wb")
         command = [DASK, *args]
         if hide:
@@ -64,8 +67,8 @@ class RegionalCluster:
                                  for path in hide)
             command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{mounts} && exec "$0" "$@"',
                        *command]
-        self.processes[name] = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                                start_new_session=True)
+        self.processes[name] = subprocess.Popen(command, env={**self.env, **(env or {})}, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
 
     def start(self) -> RegionalCluster:
         self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
@@ -86,7 +89,7 @@ class RegionalCluster:
                            "--nworkers", str(workers), "--nthreads", str(self.threads), "--no-dashboard",
                            "--resources", f"{pool}={self.threads}", "--name", pool,
                            "--local-directory", str(self.directory / pool), *self.worker_args],
-                    hide=self._hidden_from(pool))
+                    hide=self._hidden_from(pool), env=self.pool_env.get(pool))
 
     def stop_pool(self, pool: str) -> None:
         process = self.processes.pop(pool)

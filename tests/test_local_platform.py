@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -94,6 +95,29 @@ def test_demo_prints_the_audit_writes_the_plot_and_stops_everything(tmp_path: Pa
         (story,) = [line for line in result.stdout.splitlines() if line.startswith(f"{pool} workers over time: 0 -> ")]
         assert story.endswith(" -> 0") and max(int(n) for n in story.split(": ")[1].split(" -> ")) >= 1
     assert not (state_dir / "platform.json").exists()
+
+
+WARMING = re.compile(r"mean warming \(area-weighted global mean\): (-?[0-9.]+) K")
+
+
+@pytest.mark.slow
+def test_the_lean_stack_runs_the_reference_analysis_with_the_dev_stacks_numbers(tmp_path: Path) -> None:
+    """Pulumi.lean.yaml (storage s3, vpc-peering): the twin runs what it declares, reads the data from the buckets
+    through the read cache, and the analysis gives what it gives on dev (Lustre, Transit Gateway)."""
+    from dask_regions.catalog import Catalog
+
+    printed = {}
+    for stack in ("dev", "lean"):
+        result = cli("demo", "--stack", stack, "--state-dir", str(tmp_path / stack))
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        assert "misplaced tasks: 0; ambiguous: 0" in result.stdout
+        printed[stack] = result.stdout
+    found = {stack: WARMING.search(text) for stack, text in printed.items()}
+    assert found["dev"] and found["lean"] and found["lean"].group(1) == found["dev"].group(1)
+    lean = tmp_path / "lean"
+    assert not (lean / "fsx").exists() and list((lean / "read-cache" / "us-east-1").rglob("*"))
+    paths = {record.path.split("/")[2] for record in Catalog.open(f"sqlite:///{lean / 'catalog.db'}").find()}
+    assert paths == {"era5-pds", "cmip6-pds"}  # s3://<bucket>/...: read in the bucket, no /fsx
 
 
 @pytest.mark.slow

@@ -26,8 +26,9 @@ IMPORT = "IMPORT_METADATA_FROM_REPOSITORY"
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_every_policy_matches_the_authorization_reference(shape: str) -> None:
-    assert reference_findings(cached_graph(shape)) == []
+@pytest.mark.parametrize("storage", ["lustre", "s3"])
+def test_every_policy_matches_the_authorization_reference(shape: str, storage: str) -> None:
+    assert reference_findings(cached_graph(shape, worker_storage=storage)) == []
 
 
 # ------------------------------------------------------------------------------ seeded mistakes: the reference
@@ -110,12 +111,16 @@ def sync_calls(moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPat
     """The us-west-2 nightly sync, run as the deployed workflow runs it: the recorded state machine definition
     driving the Lambda handler with the function's declared environment (the catalog endpoint and the S3 endpoint
     pointed at osmem and moto), every call recorded as the sync function's role."""
+    yield record_sync(cached_graph("dev"), moto_endpoint, osmem_url, monkeypatch, tmp_path)
+
+
+def record_sync(graph: Graph, moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPatch,
+                tmp_path: Path) -> tuple[Graph, AwsCalls]:
     from catalog_sync import handlers
     from local_platform.data import write_era5_like
     from tests.catalog_fixtures import cmip6_keys, s3_client
     from tests.test_nightly_sync import LambdaContext, run_workflow
 
-    graph = cached_graph("dev")
     environment = lambda_environment(graph, "us-west-2")
     for key, value in {**environment, "AWS_REGION": "us-west-2", "CATALOG_ENDPOINT": osmem_url}.items():
         monkeypatch.setenv(key, value)
@@ -132,15 +137,16 @@ def sync_calls(moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPat
     ssm = boto3.client("ssm", region_name="us-west-2", endpoint_url=moto_endpoint)
     ssm.put_parameter(Name=environment["PUBLISHED_COUNT_PARAMETER"], Value="none", Type="String", Overwrite=True)
     calls = AwsCalls(domain_arn(graph))
-    clients = {"s3": calls.watch(s3), "fsx": calls.watch(stubbed_fsx("us-west-2", environment["FILE_SYSTEM_ID"])),
-               "ssm": calls.watch(ssm)}
+    clients = {"s3": calls.watch(s3), "ssm": calls.watch(ssm)}
+    if "FILE_SYSTEM_ID" in environment:  # storage `s3`: no file system, no import
+        clients["fsx"] = calls.watch(stubbed_fsx("us-west-2", environment["FILE_SYSTEM_ID"]))
     monkeypatch.setattr(handlers.boto3, "client", lambda service, **_: clients[service])
     (machine,) = [m for m in graph.of_type("aws:sfn/stateMachine:StateMachine") if m.region == "us-west-2"]
     with calls.acting_as("worker-us-west-2-catalog-sync-function-role"), recording_signed_requests(calls):
         end, _ = run_workflow(json.loads(machine.inputs["definition"]),
                               lambda payload: handlers.handle(payload, LambdaContext(0)))
     assert end == "Done"
-    yield graph, calls
+    return graph, calls
 
 
 @pytest.mark.processes
@@ -288,9 +294,10 @@ def test_a_busy_workers_task_protection_is_allowed(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ calls AWS services make for us
+@pytest.mark.parametrize("storage", ["lustre", "s3"])
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_what_aws_services_do_for_us_is_allowed(shape: str) -> None:
-    graph = cached_graph(shape)
+def test_what_aws_services_do_for_us_is_allowed(shape: str, storage: str) -> None:
+    graph = cached_graph(shape, worker_storage=storage)
     calls = service_calls(graph)
     assert {c.action for c in calls} >= {"states:StartExecution", "lambda:InvokeFunction", "ecr:BatchGetImage",
                                          "secretsmanager:GetSecretValue", "kms:Decrypt"}

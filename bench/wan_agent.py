@@ -65,9 +65,9 @@ def sync(bucket: str, prefix: str, fsx_path: str | None, region: str, port: int,
     catalog rebuild, published across the WAN, with each netCDF collection's reference set written to the
     region's declared references bucket when `references` names it. Without `fsx_path` (storage `s3`) there is no
     import: the catalog's paths are the objects' own."""
+    from catalog_sync.catalogs import open_sink
     from catalog_sync.records import Association
     from catalog_sync.references import References
-    from catalog_sync.sinks import open_sink
     from catalog_sync.sync import sync_region
     from local_platform.data import create_bucket
     from local_platform.fsx_standin import LocalFsx, StandIn

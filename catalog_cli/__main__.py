@@ -12,10 +12,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from catalog_sync import fsx_import
+from catalog_sync.catalogs import open_sink
 from catalog_sync.published import FileCounts
 from catalog_sync.records import Association
 from catalog_sync.references import References
-from catalog_sync.sinks import SinkError, open_sink
+from catalog_sync.sinks import SinkError
 from catalog_sync.sync import sync_region
 from stackconfig import PROJECT_DIR, TOP_LEVEL_KEYS, ConfigError, load_stack_file
 

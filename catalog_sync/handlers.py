@@ -15,10 +15,10 @@ import boto3
 
 from catalog_sync import environment as env
 from catalog_sync import fsx_import
+from catalog_sync.catalogs import open_sink
 from catalog_sync.published import counts_from_environment
 from catalog_sync.records import Association
 from catalog_sync.references import References
-from catalog_sync.sinks import open_sink
 from catalog_sync.sync import Checkpoint, index_step, publish
 
 SAFETY_MARGIN_SECONDS = 60  # stop listing this long before Lambda's own timeout

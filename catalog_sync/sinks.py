@@ -198,6 +198,18 @@ _TABLE = "CREATE TABLE IF NOT EXISTS {name} (" + ", ".join(
 _ADDED_COLUMNS = ("references",)
 
 
+def reject_unknown_facets(region: str, records: Iterable[DatasetRecord]) -> list[DatasetRecord]:
+    """The records, or a SinkError if any has a facet the catalog does not declare (as OpenSearch's strict mapping
+    rejects it)."""
+    batch = list(records)
+    rejected = [r for r in batch if set(r.facets) - set(FACETS)]
+    if rejected:
+        unknown = sorted(set(rejected[0].facets) - set(FACETS))
+        raise SinkError(f"{region}: {len(rejected)} documents were rejected (first: {rejected[0].id} has "
+                        f"unknown facets {unknown})")
+    return batch
+
+
 def _row(record: DatasetRecord) -> tuple[Any, ...]:
     document = record.to_document()
     document["facets"] = json.dumps(record.facets, sort_keys=True)
@@ -209,12 +221,7 @@ class SQLiteLoad:
         self.sink, self.region, self.load_id = sink, region, table
 
     def add(self, records: Iterable[DatasetRecord]) -> int:
-        batch = list(records)
-        rejected = [r for r in batch if set(r.facets) - set(FACETS)]  # as OpenSearch's strict mapping would
-        if rejected:
-            unknown = sorted(set(rejected[0].facets) - set(FACETS))
-            raise SinkError(f"{self.region}: {len(rejected)} documents were rejected (first: {rejected[0].id} has "
-                            f"unknown facets {unknown})")
+        batch = reject_unknown_facets(self.region, records)
         rows = [_row(r) for r in batch]
         try:
             with self.sink.connect() as db:
@@ -295,12 +302,3 @@ class SQLiteSink:
     def serving_count(self, region: str) -> int:
         with self.connect() as db:
             return int(db.execute("SELECT count(*) FROM datasets WHERE region = ?", (region,)).fetchone()[0])
-
-
-def open_sink(catalog: str, domain_region: str | None = None) -> CatalogSink:
-    """`sqlite:///path/catalog.db`, or an OpenSearch endpoint URL (signed when `domain_region` is given)."""
-    if catalog.startswith("sqlite:///"):
-        return SQLiteSink(catalog.removeprefix("sqlite:///"))
-    if catalog.startswith(("http://", "https://")):
-        return OpenSearchSink(opensearch_client(catalog, domain_region))
-    raise SinkError(f"catalog {catalog!r}: use sqlite:///<path> or an http(s):// OpenSearch endpoint")

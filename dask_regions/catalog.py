@@ -15,6 +15,8 @@ from typing import Any
 from catalog_client import opensearch_client
 from platform_facts import (
     CATALOG_READ_ALIAS,
+    CATALOG_S3_ENDPOINT_VARIABLE,
+    CATALOG_SNAPSHOT_SUFFIX,
     ERA5_TIME_DIM,
     FACETS,
     catalog_index_prefix,
@@ -111,7 +113,10 @@ class Catalog:
             return cls(_SQLite(Path(location.removeprefix("sqlite:///"))))
         if location.startswith(("http://", "https://")):
             return cls(_OpenSearch(location, domain_region))
-        raise CatalogQueryError(f"catalog {location!r}: use sqlite:///<path> or the catalog's https:// endpoint")
+        if location.startswith("s3://"):
+            return cls(_S3Snapshots(location, domain_region))
+        raise CatalogQueryError(f"catalog {location!r}: use sqlite:///<path>, the catalog's https:// endpoint or its "
+                                "s3://bucket/prefix")
 
     def find(self, **criteria: str | Sequence[str]) -> list[Dataset]:
         """Datasets matching every criterion (a facet or kind/region/pool/bucket; a list means any of)."""
@@ -230,6 +235,121 @@ class _SQLite(_Backend):
     def values(self, name: str) -> set[str]:
         return {str(row["v"]) for row in self._rows(f"SELECT DISTINCT {self._column(name)} AS v FROM datasets", [])
                 if row["v"] is not None}
+
+
+class _S3Snapshots(_Backend):
+    """The S3 catalog (catalog.kind s3): each region's SQLite snapshot (catalog_sync/s3_catalog.py), read into one
+    local SQLite file and queried as the local platform's catalog is. Before each query one listing of the
+    snapshots (one round trip, with their ETags) says which changed: those are read again, so a swap is seen at
+    once. A snapshot that cannot be read is replaced by its previous version, with a warning; a region with no
+    readable version is an error naming it, never a catalog without it."""
+
+    def __init__(self, location: str, region: str | None) -> None:
+        import tempfile
+
+        if not location.removeprefix("s3://").strip("/"):
+            raise CatalogQueryError(f"catalog {location!r}: give s3://bucket[/prefix]")
+        self.location = location.rstrip("/")
+        self.bucket, _, prefix = self.location.removeprefix("s3://").partition("/")
+        self.prefix = prefix.strip("/")
+        self.s3 = _catalog_s3(region)
+        self.directory = Path(tempfile.mkdtemp(prefix="dask-regions-catalog-"))
+        self.held: dict[str, tuple[str, Path]] = {}  # snapshot key -> (ETag read, local copy)
+        self.merged: _SQLite | None = None
+
+    def _current(self) -> _SQLite:
+        listed = {}
+        for page in self.s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", Delimiter="/"):
+            listed |= {entry["Key"]: entry["ETag"] for entry in page.get("Contents", [])
+                       if entry["Key"].endswith(CATALOG_SNAPSHOT_SUFFIX)}
+        if not listed:
+            raise CatalogQueryError(f"the catalog at {self.location} holds no snapshot yet: the first sync of each "
+                                    "region writes one")
+        changed = {key for key, tag in listed.items() if self.held.get(key, ("",))[0] != tag}
+        if changed or set(self.held) != set(listed) or self.merged is None:
+            for key in sorted(changed):
+                self.held[key] = (listed[key], self._read(key))
+            for key in set(self.held) - set(listed):
+                del self.held[key]
+            self.merged = self._merge()
+        return self.merged
+
+    def _read(self, key: str) -> Path:
+        """The newest readable version of a snapshot, as a local file."""
+        import warnings
+
+        versions = [None, *self._older_versions(key)]
+        for position, version in enumerate(versions):
+            local = self.directory / f"{key.replace('/', '_')}.{position}"
+            try:
+                extra = {"VersionId": version} if version else {}
+                local.write_bytes(self.s3.get_object(Bucket=self.bucket, Key=key, **extra)["Body"].read())
+                _check_snapshot(local)
+            except Exception as error:
+                problem = f"{type(error).__name__}: {error}"
+                warnings.warn(f"the catalog snapshot s3://{self.bucket}/{key} ({version or 'newest'} version) cannot "
+                              f"be read ({problem}); trying the version before it", stacklevel=4)
+                continue
+            return local
+        raise CatalogQueryError(f"no version of the catalog snapshot s3://{self.bucket}/{key} can be read: run that "
+                                "region's sync again (it writes a new one)")
+
+    def _older_versions(self, key: str) -> list[str]:
+        found = []
+        for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=key):
+            found += [v for v in page.get("Versions", []) if v["Key"] == key]
+        newest_first = sorted(found, key=lambda v: v["LastModified"], reverse=True)
+        return [str(v["VersionId"]) for v in newest_first if not v.get("IsLatest")]
+
+    def _merge(self) -> _SQLite:
+        """One local SQLite file with every region's rows (replaced whole, so a reader never sees half of it)."""
+        import os
+        import uuid
+
+        target = self.directory / f"merged-{uuid.uuid4().hex[:8]}.sqlite"
+        connection = sqlite3.connect(target, isolation_level=None)
+        try:
+            for position, (_, local) in enumerate(sorted(self.held.values())):
+                connection.execute(f"ATTACH DATABASE ? AS r{position}", (str(local),))
+                if position == 0:
+                    connection.execute("CREATE TABLE datasets AS SELECT * FROM r0.datasets WHERE 0")
+                connection.execute(f"INSERT INTO datasets SELECT * FROM r{position}.datasets")
+                connection.execute(f"DETACH DATABASE r{position}")
+        finally:
+            connection.close()
+        final = self.directory / "merged.sqlite"
+        os.replace(target, final)
+        return _SQLite(final)
+
+    def find(self, wanted: dict[str, list[str]]) -> list[Dataset]:
+        return self._current().find(wanted)
+
+    def locate(self, paths: list[str]) -> dict[str, Dataset]:
+        return self._current().locate(paths)
+
+    def values(self, name: str) -> set[str]:
+        return self._current().values(name)
+
+
+def _check_snapshot(path: Path) -> None:
+    """Raises unless `path` is a SQLite file with a readable `datasets` table."""
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        connection.execute("SELECT count(*) FROM datasets").fetchone()
+    finally:
+        connection.close()
+
+
+def _catalog_s3(region: str | None) -> Any:
+    import os
+
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", region_name=region, endpoint_url=os.environ.get(CATALOG_S3_ENDPOINT_VARIABLE) or None,
+                        config=Config(connect_timeout=10, read_timeout=60, retries={"max_attempts": 3,
+                                                                                     "mode": "standard"}))
 
 
 class _OpenSearch(_Backend):

@@ -104,3 +104,24 @@ FACETS = (*CMIP6_FACETS, *ERA5_FACETS)
 def catalog_index_prefix(region: str) -> str:
     """Every load index of `region` starts with this; only that region's sync may write them."""
     return f"{CATALOG_READ_ALIAS}-{region}-"
+
+
+# ------------------------------------------------------------------------------------ the S3 catalog
+# `catalog.kind: s3`: each region's sync publishes its catalog as one SQLite file (the `datasets` table of the
+# local platform's catalog) at `<location>/<region>.sqlite` in a versioned bucket of the client region; a swap is
+# one PUT (a new version, visible at once), so readers see the old snapshot or the new one. A load is staged
+# under `<location>/loads/<region>/<load id>/` until it is published or dropped.
+CATALOG_SNAPSHOT_SUFFIX = ".sqlite"
+CATALOG_SNAPSHOT_DOCUMENTS = "documents"  # the snapshot object's metadata: how many datasets it holds
+CATALOG_LOADS = "loads"
+# Where the catalog's bucket is served when not at AWS's endpoint for its region: the local platform's client-
+# region emulation (a sync in another region would otherwise reach its own region's).
+CATALOG_S3_ENDPOINT_VARIABLE = "CATALOG_S3_ENDPOINT_URL"
+
+
+def catalog_snapshot_key(prefix: str, region: str) -> str:
+    return "/".join(part for part in (prefix.strip("/"), f"{region}{CATALOG_SNAPSHOT_SUFFIX}") if part)
+
+
+def catalog_load_prefix(prefix: str, region: str, load_id: str = "") -> str:
+    return "/".join(part for part in (prefix.strip("/"), CATALOG_LOADS, region, load_id) if part) + "/"

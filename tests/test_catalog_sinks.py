@@ -45,7 +45,8 @@ class Catalog:
         self.sink, self.serving_ids = sink, ids
 
 
-@pytest.fixture(params=["sqlite", pytest.param("opensearch", marks=pytest.mark.processes)])  # osmem: a process
+@pytest.fixture(params=["sqlite", pytest.param("opensearch", marks=pytest.mark.processes),  # osmem: a process
+                        "s3"])
 def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
     if request.param == "sqlite":
         sink = SQLiteSink(tmp_path / "catalog.db")
@@ -56,6 +57,8 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
                     "SELECT id FROM datasets", ())
                 return {row[0] for row in db.execute(query, args)}
         return Catalog(sink, sqlite_ids)
+    if request.param == "s3":
+        return s3_catalog(request.getfixturevalue("moto_endpoint"), request.getfixturevalue("monkeypatch"))
     client = OpenSearch(hosts=[request.getfixturevalue("osmem_url")])
 
     def opensearch_ids(region: str | None = None) -> set[str]:
@@ -64,6 +67,32 @@ def catalog(request: pytest.FixtureRequest, tmp_path: Path) -> Catalog:
         hits = client.search(index=READ_ALIAS, body={"query": {"match_all": {}}, "size": 10000})["hits"]["hits"]
         return {hit["_id"] for hit in hits if not region or hit["_index"].startswith(f"{READ_ALIAS}-{region}-")}
     return Catalog(OpenSearchSink(client), opensearch_ids)
+
+
+def s3_catalog(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Catalog:
+    """The S3 catalog (catalog.kind s3): snapshots in a versioned bucket, read through dask_regions' reader, one
+    reader kept across loads (as a notebook keeps its catalog open)."""
+    import uuid
+
+    from catalog_sync.s3_catalog import S3SnapshotSink
+    from dask_regions.catalog import Catalog as Reader
+    from dask_regions.catalog import CatalogQueryError
+    from platform_facts import CATALOG_S3_ENDPOINT_VARIABLE
+    from tests.catalog_fixtures import s3_client
+
+    s3 = s3_client(moto_endpoint)
+    bucket = f"catalog-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    monkeypatch.setenv(CATALOG_S3_ENDPOINT_VARIABLE, moto_endpoint)
+    reader = Reader.open(f"s3://{bucket}/catalog", "us-east-1")
+
+    def s3_ids(region: str | None = None) -> set[str]:
+        try:
+            return {d.id for d in reader.find(**({"region": region} if region else {}))}
+        except CatalogQueryError:  # no snapshot yet
+            return set()
+    return Catalog(S3SnapshotSink(s3, f"s3://{bucket}/catalog"), s3_ids)
 
 
 def load(catalog: Catalog, region: str, records: list[DatasetRecord], **commit: Any) -> Any:

@@ -217,9 +217,9 @@ def test_a_call_the_role_may_not_make_fails_naming_the_call_role_and_statement(
 
 
 def test_the_notebooks_catalog_queries_are_allowed_and_it_cannot_write(osmem_url: str) -> None:
+    from catalog_sync.catalogs import open_sink
     from catalog_sync.grouping import DatasetGrouper
     from catalog_sync.records import Association
-    from catalog_sync.sinks import open_sink
     from dask_regions import Catalog
     from tests.catalog_fixtures import era5_keys, objects
 

@@ -258,7 +258,7 @@ class _S3Snapshots(_Backend):
         self.merged: _SQLite | None = None
 
     def _current(self) -> _SQLite:
-        listed = {}
+        listed: dict[str, str] = {}
         for page in self.s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", Delimiter="/"):
             listed |= {entry["Key"]: entry["ETag"] for entry in page.get("Contents", [])

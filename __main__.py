@@ -3,7 +3,7 @@
 import pulumi
 
 from components.backbone import BackboneNetwork, BackboneNetworkArgs
-from components.client_region import CatalogAccess, CatalogAccessArgs, ClientRegion, ClientRegionArgs
+from components.client_region import CatalogAccess, ClientRegion, ClientRegionArgs
 from components.dask_tls import DaskTls, DaskTlsArgs
 from components.image import CATALOG_SYNC_IMAGE, DASK_IMAGE, RegionalImage, RegionalImageArgs
 from components.kms import RegionalKeys, RegionalKeysArgs
@@ -63,6 +63,7 @@ client = ClientRegion(
         client_tls_secret_arn=dask_tls.secret_arns["client"][home],
         naming=naming, log_retention_days=config.log_retention_days, workers=config.workers,
         create_opensearch_service_linked_role=config.create_opensearch_service_linked_role,
+        catalog=config.catalog,
     ),
     opts=pulumi.ResourceOptions(provider=providers[home]),
 )
@@ -80,7 +81,8 @@ worker_regions = {
             tls_secret_arn=dask_tls.secret_arns["worker"][worker.region],
             naming=naming, log_retention_days=config.log_retention_days,
             catalog=CatalogTarget(
-                endpoint=client.catalog_endpoint, domain_arn=client.catalog_domain_arn, domain_region=home,
+                endpoint=client.catalog_endpoint, arn=client.catalog_arn, domain_region=home, kind=config.catalog.kind,
+                key_arn=keys.key_arns[home],
                 sync_image=sync_image.references[worker.region], schedule=config.sync_schedule,
                 max_drop_percent=config.sync_max_drop_percent),
         ),
@@ -88,15 +90,10 @@ worker_regions = {
     )
     for worker in config.workers
 }
-CatalogAccess(
-    "catalog-access",
-    CatalogAccessArgs(domain_name=client.catalog_domain_name, domain_arn=client.catalog_domain_arn,
-                      endpoint=client.catalog_endpoint, region=home,
-                      function_name=client.catalog_access_function_name, admin_role_arn=client.catalog_admin_role_arn,
-                      reader_role_arns=[client.notebook_role_arn],
-                      writer_role_arns={name: region.catalog_sync_role_arn for name, region in worker_regions.items()}),
-    opts=pulumi.ResourceOptions(provider=providers[home]),
-)
+# Who may use the domain (the S3 catalog's readers and writers carry their own statements: no CatalogAccess).
+access = client.catalog_access_args({name: region.catalog_sync_role_arn for name, region in worker_regions.items()})
+if access is not None:
+    CatalogAccess("catalog-access", access, opts=pulumi.ResourceOptions(provider=providers[home]))
 
 pulumi.export("regions", list(config.regions))
 pulumi.export("vpcIds", {name: vpc.vpc_id for name, vpc in vpcs.items()})

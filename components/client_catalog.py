@@ -12,23 +12,76 @@ import pulumi
 import pulumi_aws as aws
 
 from catalog_access import SECURITY_API, security_config
+from components.buckets import secure_bucket
 from components.client_part import ClientPart
-from components.iam import catalog_reader_statements, catalog_writer_statements, lambda_in_vpc_statements
+from components.iam import (
+    S3_CATALOG_PREFIX,
+    catalog_reader_statements,
+    catalog_writer_statements,
+    lambda_in_vpc_statements,
+)
 from components.ports import HTTPS_PORT
-from stackconfig import PROJECT_DIR
+from platform_facts import CATALOG_LOADS
+from stackconfig import PROJECT_DIR, CatalogConfig
 
 CATALOG_ACCESS_RUNTIME = "python3.12"
 OPENSEARCH_ENGINE = "OpenSearch_2.19"
 OPENSEARCH_TLS_POLICY = "Policy-Min-TLS-1-2-PFS-2023-10"
 
 
-class CatalogPart(ClientPart):
-    catalog_domain_name: pulumi.Output[str]
-    catalog_access_function_name: pulumi.Output[str]
-    catalog_admin_role_arn: pulumi.Output[str]
+def _cluster(config: CatalogConfig) -> aws.opensearch.DomainClusterConfigArgs:
+    """The domain's nodes: data nodes spread over two zones with three dedicated masters (the default), or as small
+    as one data node in one zone with no masters (catalog.instanceCount 1, dedicatedMasters false)."""
+    spread = config.instance_count > 1
+    return aws.opensearch.DomainClusterConfigArgs(
+        instance_type=config.instance_type, instance_count=config.instance_count,
+        dedicated_master_enabled=config.dedicated_masters,
+        dedicated_master_type=config.master_instance_type if config.dedicated_masters else None,
+        dedicated_master_count=3 if config.dedicated_masters else None, zone_awareness_enabled=spread,
+        zone_awareness_config=aws.opensearch.DomainClusterConfigZoneAwarenessConfigArgs(
+            availability_zone_count=2) if spread else None)
 
-    def _catalog(self, sites: Mapping[str, str]) -> None:
-        config, args = self._args.config, self._args
+
+# A snapshot replaced by a newer one stays readable this long (readers fall back to it when the newest cannot be
+# read); a load's parts left behind by a sync that died without dropping them go after a week.
+SNAPSHOT_VERSIONS_KEPT_DAYS = 30
+STALE_LOAD_DAYS = 7
+
+
+class CatalogPart(ClientPart):
+    # None with catalog.kind s3 (no domain)
+    catalog_domain_name: pulumi.Output[str] | None
+    catalog_access_function_name: pulumi.Output[str] | None
+    catalog_admin_role_arn: pulumi.Output[str] | None
+
+    def _catalog(self, sites: Mapping[str, str], log_bucket: aws.s3.Bucket) -> None:
+        """The catalog: an OpenSearch domain, or (catalog.kind s3) a versioned bucket of snapshots."""
+        if self._args.catalog.on_opensearch:
+            self._domain(sites)
+        else:
+            self._snapshots(log_bucket)
+
+    def _snapshots(self, log_bucket: aws.s3.Bucket) -> None:
+        """The S3 catalog's bucket: each region's sync writes its snapshot there (catalog_sync/s3_catalog.py)."""
+        bucket = secure_bucket(f"{self._name}-catalog", self._child, kms_key_arn=self._args.key_arn,
+                               access_log_bucket=log_bucket)
+        aws.s3.BucketLifecycleConfiguration(f"{self._name}-catalog-versions", bucket=bucket.id, rules=[
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="earlier-snapshots", status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=f"{S3_CATALOG_PREFIX}/"),
+                noncurrent_version_expiration=aws.s3.BucketLifecycleConfigurationRuleNoncurrentVersionExpirationArgs(
+                    noncurrent_days=SNAPSHOT_VERSIONS_KEPT_DAYS)),
+            aws.s3.BucketLifecycleConfigurationRuleArgs(
+                id="stale-loads", status="Enabled",
+                filter=aws.s3.BucketLifecycleConfigurationRuleFilterArgs(prefix=f"{S3_CATALOG_PREFIX}/{CATALOG_LOADS}/"),
+                expiration=aws.s3.BucketLifecycleConfigurationRuleExpirationArgs(days=STALE_LOAD_DAYS))],
+            opts=self._child)
+        self.catalog_endpoint = pulumi.Output.concat("s3://", bucket.bucket, f"/{S3_CATALOG_PREFIX}")
+        self.catalog_arn = bucket.arn
+        self.catalog_domain_name = self.catalog_access_function_name = self.catalog_admin_role_arn = None
+
+    def _domain(self, sites: Mapping[str, str]) -> None:
+        config, args = self._args.catalog, self._args
         catalog_sg = self._security_group("catalog", "OpenSearch catalog")
         for site, cidr in sites.items():
             self._ingress(catalog_sg, f"catalog-from-{site}", HTTPS_PORT, cidr=cidr, formerly=f"catalog-from-{cidr}")
@@ -54,16 +107,13 @@ class CatalogPart(ClientPart):
         domain = aws.opensearch.Domain(
             f"{self._name}-catalog", domain_name=domain_name,
             engine_version=OPENSEARCH_ENGINE,
-            cluster_config=aws.opensearch.DomainClusterConfigArgs(
-                instance_type=config.catalog_instance_type, instance_count=config.catalog_instance_count,
-                dedicated_master_enabled=True, dedicated_master_type=config.catalog_master_instance_type,
-                dedicated_master_count=3, zone_awareness_enabled=True,
-                zone_awareness_config=aws.opensearch.DomainClusterConfigZoneAwarenessConfigArgs(
-                    availability_zone_count=2)),
-            ebs_options=aws.opensearch.DomainEbsOptionsArgs(ebs_enabled=True, volume_size=config.catalog_volume_gib,
+            cluster_config=_cluster(config),
+            ebs_options=aws.opensearch.DomainEbsOptionsArgs(ebs_enabled=True, volume_size=config.volume_gib,
                                                             volume_type="gp3"),
-            vpc_options=aws.opensearch.DomainVpcOptionsArgs(subnet_ids=args.vpc.private_subnet_ids[:2],
-                                                            security_group_ids=[catalog_sg.id]),
+            # One subnet a zone the domain spans (a one-node domain lives in one zone).
+            vpc_options=aws.opensearch.DomainVpcOptionsArgs(
+                subnet_ids=args.vpc.private_subnet_ids[:2 if config.instance_count > 1 else 1],
+                security_group_ids=[catalog_sg.id]),
             encrypt_at_rest=aws.opensearch.DomainEncryptAtRestArgs(enabled=True, kms_key_id=args.key_arn),
             node_to_node_encryption=aws.opensearch.DomainNodeToNodeEncryptionArgs(enabled=True),
             domain_endpoint_options=aws.opensearch.DomainDomainEndpointOptionsArgs(
@@ -79,7 +129,7 @@ class CatalogPart(ClientPart):
                     master_user_arn=admin.arn)),
             opts=self._opts(depends_on=waits))
         self.catalog_endpoint = pulumi.Output.concat("https://", domain.endpoint)
-        self.catalog_domain_arn = domain.arn
+        self.catalog_arn = domain.arn
         self.catalog_domain_name = domain.domain_name
 
     def _catalog_access_function(self, domain_name: str) -> aws.iam.Role:

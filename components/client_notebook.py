@@ -16,7 +16,7 @@ import pulumi_aws as aws
 
 from components.buckets import secure_bucket
 from components.client_part import ClientPart
-from components.iam import catalog_reader_statements
+from components.iam import catalog_reader_statements, s3_catalog_reader_statements
 from components.kernel import KERNEL
 from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
 from stackconfig import PROJECT_DIR
@@ -71,14 +71,15 @@ class NotebookPart(ClientPart):
         stops_itself = config.notebook_idle_minutes > 0  # the idle stop (notebook_idle.py): this instance, no other
         on_demand = config.idle_shutdown_minutes > 0  # connect() starts the scheduler stopped when idle
         role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
-            self.catalog_domain_arn, assets.arn, args.key_arn, self._identity.account_id,
+            self.catalog_arn, assets.arn, args.key_arn, self._identity.account_id,
             args.client_tls_secret_arn, self.scheduler_service_arn).apply(lambda v: [
                 *([{"Effect": "Allow", "Action": "sagemaker:StopNotebookInstance",
                     "Resource": f"arn:aws:sagemaker:{region}:{v[3]}:notebook-instance/{name.lower()}"}]
                   if stops_itself else []),
                 *([{"Effect": "Allow", "Action": ["ecs:DescribeServices", "ecs:UpdateService"], "Resource": v[5]}]
                   if on_demand else []),
-                *catalog_reader_statements(v[0]),
+                *(catalog_reader_statements(v[0]) if args.catalog.on_opensearch else
+                  s3_catalog_reader_statements(v[0], v[2])),
                 {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": v[1]},
                 {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[1]}/*"},
                 {"Effect": "Allow", "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": v[2]},

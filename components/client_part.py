@@ -4,7 +4,7 @@ client_notebook.py) builds on: the region's provider, its names, and its log gro
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -13,7 +13,7 @@ import pulumi_aws as aws
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.regional import RegionalComponent
-from stackconfig import ClientConfig, WorkerConfig
+from stackconfig import CatalogConfig, ClientConfig, WorkerConfig
 
 
 @dataclass
@@ -32,6 +32,7 @@ class ClientRegionArgs:
     log_retention_days: int
     workers: Sequence[WorkerConfig] = ()  # the pools the scheduler publishes demand for
     create_opensearch_service_linked_role: bool = False
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)  # the domain's size, or the S3 catalog
 
 
 class ClientPart(RegionalComponent):
@@ -47,7 +48,7 @@ class ClientPart(RegionalComponent):
     scheduler_service: dict[str, Any]  # its region, ECS cluster and service (connect() starts it; ECS Exec)
     scheduler_service_arn: pulumi.Output[str]
     catalog_endpoint: pulumi.Output[str]
-    catalog_domain_arn: pulumi.Output[str]
+    catalog_arn: pulumi.Output[str]  # the domain's, or (catalog.kind s3) the bucket's
 
     def _log_group(self, purpose: str) -> aws.cloudwatch.LogGroup:
         return aws.cloudwatch.LogGroup(

@@ -5,6 +5,8 @@ client_scheduler.py, client_catalog.py, client_notebook.py (with client_part.py,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pulumi
 import pulumi_aws as aws
 
@@ -47,7 +49,7 @@ class ClientRegion(SchedulerPart, CatalogPart, NotebookPart):
         log_bucket = self._access_log_bucket()
         target_group, listener = self._dashboard(dashboard_sg, log_bucket)
         self._scheduler(scheduler_sg, discovery, target_group, listener)
-        self._catalog(sites)
+        self._catalog(sites, log_bucket)
         self._notebook(log_bucket)
 
         self.register_outputs({
@@ -58,3 +60,15 @@ class ClientRegion(SchedulerPart, CatalogPart, NotebookPart):
             "notebookUrl": self.notebook_url,
             "dnsZoneId": self.dns_zone_id,
         })
+
+    def catalog_access_args(self, writer_role_arns: Mapping[str, pulumi.Input[str]]) -> CatalogAccessArgs | None:
+        """What CatalogAccess needs to state who may use the domain; None for the S3 catalog, whose readers' and
+        writers' roles carry their own statements."""
+        if (self.catalog_domain_name is None or self.catalog_access_function_name is None
+                or self.catalog_admin_role_arn is None):
+            return None
+        return CatalogAccessArgs(domain_name=self.catalog_domain_name, domain_arn=self.catalog_arn,
+                                 endpoint=self.catalog_endpoint, region=self._region,
+                                 function_name=self.catalog_access_function_name,
+                                 admin_role_arn=self.catalog_admin_role_arn, reader_role_arns=[self.notebook_role_arn],
+                                 writer_role_arns=writer_role_arns)

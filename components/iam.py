@@ -10,7 +10,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from platform_facts import CATALOG_READ_ALIAS
+from platform_facts import CATALOG_READ_ALIAS, CATALOG_SNAPSHOT_SUFFIX, catalog_load_prefix, catalog_snapshot_key
 
 
 def assume_role_policy(service: str, account: str | None = None) -> str:
@@ -55,6 +55,31 @@ def catalog_writer_statements(domain_arn: str, region: str) -> list[dict[str, An
     own = f"{domain_arn}/{CATALOG_READ_ALIAS}-{region}"
     return [{"Effect": "Allow", "Action": ["es:ESHttpGet", "es:ESHttpHead", "es:ESHttpPut", "es:ESHttpPost",
                                            "es:ESHttpDelete"], "Resource": f"{own}-*"}]
+
+
+S3_CATALOG_PREFIX = "catalog"  # the S3 catalog's snapshots: s3://<bucket>/catalog/<region>.sqlite
+
+
+def s3_catalog_reader_statements(bucket_arn: str, key_arn: str) -> list[dict[str, Any]]:
+    """Readers of the S3 catalog (catalog.kind s3) list its snapshots and their versions and read them, nothing
+    else of the bucket; the key decrypts them."""
+    return [{"Effect": "Allow", "Action": ["s3:ListBucket", "s3:ListBucketVersions"], "Resource": bucket_arn,
+             "Condition": {"StringLike": {"s3:prefix": [f"{S3_CATALOG_PREFIX}/", f"{S3_CATALOG_PREFIX}/*"]}}},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+             "Resource": f"{bucket_arn}/{S3_CATALOG_PREFIX}/*{CATALOG_SNAPSHOT_SUFFIX}"},
+            {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": key_arn}]
+
+
+def s3_catalog_writer_statements(bucket_arn: str, key_arn: str, region: str) -> list[dict[str, Any]]:
+    """A region's sync writes its own snapshot and its own loads' parts, nothing of another region's."""
+    loads = catalog_load_prefix(S3_CATALOG_PREFIX, region)
+    return [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
+             "Resource": f"{bucket_arn}/{catalog_snapshot_key(S3_CATALOG_PREFIX, region)}"},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+             "Resource": f"{bucket_arn}/{loads}*"},
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn,
+             "Condition": {"StringLike": {"s3:prefix": [f"{loads}*"]}}},
+            {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": key_arn}]
 
 
 def lambda_in_vpc_statements() -> list[dict[str, Any]]:

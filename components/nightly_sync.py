@@ -13,7 +13,7 @@ import pulumi
 import pulumi_aws as aws
 
 from catalog_sync import environment as sync_environment
-from components.iam import catalog_writer_statements, lambda_in_vpc_statements
+from components.iam import catalog_writer_statements, lambda_in_vpc_statements, s3_catalog_writer_statements
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.ports import HTTPS_PORT
@@ -104,7 +104,7 @@ class NightlySyncArgs:
     file_system_arn: pulumi.Input[str] | None
     image: pulumi.Input[str]  # the catalog-sync Lambda image by digest, in this region
     catalog_endpoint: pulumi.Input[str]
-    catalog_domain_arn: pulumi.Input[str]
+    catalog_arn: pulumi.Input[str]  # the domain's, or (catalog_kind s3) the bucket's
     catalog_region: str
     schedule: str
     max_drop_percent: int
@@ -114,6 +114,8 @@ class NightlySyncArgs:
     references_bucket: pulumi.Input[str]  # where the sync writes the collections' reference sets
     references_bucket_arn: pulumi.Input[str]
     association_id: pulumi.Input[str] = ""  # the data repository association: a new one gets a first sync
+    catalog_kind: str = "opensearch"
+    catalog_key_arn: pulumi.Input[str] | None = None  # the S3 catalog's key (the client region's)
 
 
 FIRST_SYNC_DELAY = timedelta(minutes=5)  # after the state machine exists (the association is ready by then)
@@ -164,9 +166,9 @@ class NightlySync(RegionalComponent):
                                    description="Datasets the catalog sync last published for this region",
                                    opts=self._opts(ignore_changes=["value"]))
         role = self._role("function", "lambda.amazonaws.com", pulumi.Output.all(
-            function_logs.arn, args.file_system_arn, args.catalog_domain_arn, account, counts.arn,
-            args.references_bucket_arn, args.key_arn).apply(
-                lambda v: self._function_statements(v[0], v[1], v[2], v[3], v[4], v[5], v[6])))
+            function_logs.arn, args.file_system_arn, args.catalog_arn, account, counts.arn,
+            args.references_bucket_arn, args.key_arn, args.catalog_key_arn).apply(
+                lambda v: self._function_statements(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7])))
         function = aws.lambda_.Function(
             f"{name}-function", name=function_name, package_type="Image", image_uri=args.image,
             image_config=aws.lambda_.FunctionImageConfigArgs(commands=["catalog_sync.handlers.handle"]),
@@ -265,8 +267,9 @@ class NightlySync(RegionalComponent):
             opts=self._child)
         return topic
 
-    def _function_statements(self, log_group_arn: str, file_system_arn: str | None, domain_arn: str, account: str,
-                             counts_arn: str, references_arn: str, key_arn: str) -> list[dict[str, Any]]:
+    def _function_statements(self, log_group_arn: str, file_system_arn: str | None, catalog_arn: str, account: str,
+                             counts_arn: str, references_arn: str, key_arn: str,
+                             catalog_key_arn: str | None) -> list[dict[str, Any]]:
         dataset, region = self._args.config.dataset, self._args.config.region
         listing: dict[str, Any] = {"Effect": "Allow", "Action": "s3:ListBucket",
                                    "Resource": f"arn:aws:s3:::{dataset.bucket}"}
@@ -286,7 +289,8 @@ class NightlySync(RegionalComponent):
              "Resource": f"{log_group_arn}:*"},
             *imports,
             listing,
-            *catalog_writer_statements(domain_arn, region),
+            *(catalog_writer_statements(catalog_arn, region) if self._args.catalog_kind == "opensearch" else
+              s3_catalog_writer_statements(catalog_arn, str(catalog_key_arn), region)),
             {"Effect": "Allow", "Action": ["ssm:GetParameter", "ssm:PutParameter"], "Resource": counts_arn},
             # The collections' reference sets: each netCDF file's metadata read (ranged GETs), pieces written and
             # read back, sets written, in the region's own bucket under its key.

@@ -18,12 +18,14 @@ from stackconfig import WorkerConfig
 class CatalogTarget:
     """Where a worker region publishes its datasets, and the sync's image and schedule."""
 
-    endpoint: pulumi.Input[str]
-    domain_arn: pulumi.Input[str]
-    domain_region: str
+    endpoint: pulumi.Input[str]  # https://<domain>, or s3://<bucket>/<prefix> (catalog.kind s3)
+    arn: pulumi.Input[str]  # the domain's, or the bucket's
+    domain_region: str  # the client region (where the domain or the bucket is)
     sync_image: pulumi.Input[str]  # the catalog-sync Lambda image by digest, in this region
     schedule: str
     max_drop_percent: int
+    kind: str = "opensearch"
+    key_arn: pulumi.Input[str] | None = None  # the client region's key, which encrypts the S3 catalog
 
 
 @dataclass

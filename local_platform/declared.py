@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from catalog_sync.environment import DATASET
+from catalog_sync.environment import CATALOG_ENDPOINT, DATASET
 from components.dask_tls import ROLE_USES, SECRET_ENVIRONMENT
 
 if TYPE_CHECKING:
@@ -225,6 +225,17 @@ class Deployment:
 
     def regions(self) -> list[str]:
         return sorted({c.region for c in self.containers} | {a.region for a in self.associations})
+
+    def s3_catalog(self) -> tuple[str, str] | None:
+        """The S3 catalog (catalog.kind s3) the syncs publish to, and its bucket's region; None for a domain."""
+        locations = {f.environment[CATALOG_ENDPOINT] for f in self.functions.values()
+                     if f.environment.get(CATALOG_ENDPOINT, "").startswith("s3://")}
+        if not locations:
+            return None
+        (location,) = locations
+        bucket = location.removeprefix("s3://").split("/")[0]
+        (region,) = [region for region, name in self.buckets if name == bucket]
+        return location, region
 
     def datasets(self) -> list[tuple[str, str]]:
         """Each region's dataset (region, s3://bucket[/prefix]): what a file system links, or (storage `s3`, no file

@@ -37,7 +37,7 @@ def run_demo(state: PlatformState, step: Any, progress: Any = lambda done, total
                 security=state.tls.security()) as client:
         step("checking versions of client, scheduler and workers")
         dr.check_versions(client)
-        catalog = dr.Catalog.open(state.catalog)
+        catalog = state.open_catalog()
         step("finding the data in the catalog")
         months = catalog.find(variable="air_temperature_at_2_metres")
         (store,) = catalog.find(variable_id="tas", experiment_id="ssp585")

@@ -315,7 +315,7 @@ class LocalPlatform:
                                   [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
             _wait_for_port(port, f"the AWS emulation of {region}", process, self._log(f"aws-{region}"))
             state.s3_endpoints[region] = f"http://127.0.0.1:{port}"
-        self._start_catalog(state)
+        self._start_catalog(state, deployment)
         state.save()
         self.report("generating sample data and uploading it to the AWS emulations")
         self._create_parameters(state, deployment)
@@ -337,7 +337,11 @@ class LocalPlatform:
         self._first_syncs(twin)
         state.save()
 
-    def _start_catalog(self, state: PlatformState) -> None:
+    def _start_catalog(self, state: PlatformState, deployment: Deployment) -> None:
+        if (declared := deployment.s3_catalog()) is not None:  # catalog.kind s3: the declared bucket, as in AWS
+            state.catalog, state.catalog_region = declared
+            state.catalog_s3_endpoint = state.s3_endpoints[state.catalog_region]
+            return
         if self.catalog_kind == "opensearch":
             from osmem_server import resolve_binary
 
@@ -394,7 +398,7 @@ class LocalPlatform:
         for name, value in declared.items():
             environment[name] = state.catalog if value in deployment.catalog_endpoints else value
         environment[FILE_SYSTEMS_VARIABLE] = file_systems
-        return environment
+        return environment | state.catalog_environment()
 
     def _create_scheduler_services(self, state: PlatformState, deployment: Deployment) -> None:
         """A scheduler that stops when idle sets its own ECS service's desired count, and connect() sets it again:
@@ -425,7 +429,10 @@ class LocalPlatform:
 
     def _create_buckets(self, state: PlatformState, deployment: Deployment) -> None:
         for region, name in deployment.buckets:
-            create_bucket(self._client("s3", state, region), name, region)
+            s3 = self._client("s3", state, region)
+            create_bucket(s3, name, region)
+            # Versioned, as secure_bucket declares every bucket (the S3 catalog's readers fall back to a version).
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
 
     def _publish_dataset(self, state: PlatformState, region: str, repository: str) -> None:
         bucket, _, prefix = repository.removeprefix("s3://").partition("/")

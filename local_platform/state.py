@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from local_platform.tls import LocalTls, load_local_tls
-from platform_facts import LOG_DIR_VARIABLE, SCHEDULER_SERVICE_VARIABLE
+from platform_facts import CATALOG_S3_ENDPOINT_VARIABLE, LOG_DIR_VARIABLE, SCHEDULER_SERVICE_VARIABLE
 
 STATE_FILE = "platform.json"
 LOCK_FILE = ".starting.lock"  # held while `up` starts a platform: a second `up` is refused, not interleaved
@@ -34,6 +34,25 @@ class PlatformState:
     # the scheduler's ECS service in its region's AWS emulation, when it stops when idle (region, cluster, service,
     # endpoint)
     scheduler_service: dict[str, str] = field(default_factory=dict)
+    # the S3 catalog (catalog.kind s3): its bucket's region and that region's AWS emulation
+    catalog_region: str = ""
+    catalog_s3_endpoint: str = ""
+
+    def catalog_environment(self) -> dict[str, str]:
+        """What a process needs to read or write this platform's S3 catalog (nothing for the other catalogs)."""
+        if not self.catalog_s3_endpoint:
+            return {}
+        return {CATALOG_S3_ENDPOINT_VARIABLE: self.catalog_s3_endpoint, "CATALOG_REGION": self.catalog_region,
+                "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+    def open_catalog(self) -> Any:
+        """The platform's catalog, as a notebook opens it."""
+        import os
+
+        import dask_regions as dr
+
+        os.environ.update(self.catalog_environment())  # read as the reader's S3 client is made
+        return dr.Catalog.open(self.catalog, self.catalog_region or None)
 
     @property
     def tls(self) -> LocalTls:
@@ -48,7 +67,7 @@ class PlatformState:
             environment |= {SCHEDULER_SERVICE_VARIABLE: json.dumps(handle, separators=(",", ":"), sort_keys=True),
                             "AWS_ENDPOINT_URL_ECS": self.scheduler_service["endpoint"],
                             "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
-        return environment
+        return environment | self.catalog_environment()
 
     def save(self) -> None:
         (Path(self.state_dir) / STATE_FILE).write_text(json.dumps(asdict(self), indent=2))

@@ -34,22 +34,29 @@ def journeys(graph: Graph) -> list[Journey]:
     and the catalog; every region's workers to the scheduler and back, every worker to every worker, each sync to
     the catalog, and the deploy function that applies the catalog's roles."""
     regions = sorted(graph.outputs.get("workerRegions", {}))
+    domain = has_domain(graph)
     found = [Journey("notebook -> scheduler", "client", "client-notebook-sg", "client-scheduler-sg", SCHEDULER_PORT),
-             Journey("notebook -> dashboard", "client", "client-notebook-sg", "client-scheduler-sg", DASHBOARD_PORT),
-             Journey("notebook -> catalog", "client", "client-notebook-sg", "client-catalog-sg", HTTPS_PORT),
-             Journey("catalog roles -> catalog", "client", "client-catalog-access-sg", "client-catalog-sg",
-                     HTTPS_PORT)]
+             Journey("notebook -> dashboard", "client", "client-notebook-sg", "client-scheduler-sg", DASHBOARD_PORT)]
+    if domain:  # the S3 catalog is reached through S3's API (NAT, gateway endpoint), not a security group
+        found += [Journey("notebook -> catalog", "client", "client-notebook-sg", "client-catalog-sg", HTTPS_PORT),
+                  Journey("catalog roles -> catalog", "client", "client-catalog-access-sg", "client-catalog-sg",
+                          HTTPS_PORT)]
     for region in regions:
         site, port = f"worker-{region}", _first_worker_port(graph, region)
         found += [Journey(f"workers {region} -> scheduler", site, f"{site}-workers-sg", "client-scheduler-sg",
                           SCHEDULER_PORT),
                   Journey(f"scheduler -> workers {region}", "client", "client-scheduler-sg", f"{site}-workers-sg",
                           port),
-                  Journey(f"sync {region} -> catalog", site, f"{site}-catalog-sync-sg", "client-catalog-sg",
-                          HTTPS_PORT)]
+                  *([Journey(f"sync {region} -> catalog", site, f"{site}-catalog-sync-sg", "client-catalog-sg",
+                             HTTPS_PORT)] if domain else [])]
         found += [Journey(f"workers {other} -> workers {region}", f"worker-{other}", f"worker-{other}-workers-sg",
                           f"{site}-workers-sg", port) for other in regions]
     return found
+
+
+def has_domain(graph: Graph) -> bool:
+    """Whether the catalog is an OpenSearch domain (else the S3 catalog: catalog.kind s3)."""
+    return not str(graph.outputs.get("catalogEndpoint", "")).startswith("s3://")
 
 
 def _first_worker_port(graph: Graph, region: str) -> int:
@@ -60,7 +67,7 @@ def _first_worker_port(graph: Graph, region: str) -> int:
 def services(graph: Graph) -> list[Service]:
     sites = set(graph.outputs["vpcIds"])
     found = [Service(f"scheduler {SCHEDULER_PORT}", "client-scheduler-sg", SCHEDULER_PORT, sites),
-             Service(f"catalog {HTTPS_PORT}", "client-catalog-sg", HTTPS_PORT, sites),
+             *([Service(f"catalog {HTTPS_PORT}", "client-catalog-sg", HTTPS_PORT, sites)] if has_domain(graph) else []),
              # Internal, it serves the client VPC; allow-listed, it serves the listed networks (operators) only.
              Service("dashboard 80 (load balancer)", "client-dashboard-sg", 80,
                      {"client"} if graph.named("client-dashboard", "aws:lb/loadBalancer:LoadBalancer").inputs.get(

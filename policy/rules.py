@@ -11,7 +11,7 @@ import fnmatch
 import ipaddress
 import json
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,12 +48,30 @@ EXEMPTIONS: dict[tuple[str, str], str] = {
 }
 
 
-def exemption(policy: str, name: str) -> str | None:
+def _one_data_node(props: Mapping[str, Any]) -> bool:
+    return int((props.get("clusterConfig") or {}).get("instanceCount") or 0) == 1
+
+
+# (policy, logical name) -> (what the resource's properties must show, why it is then exempt): a choice the stack
+# config makes, exempt only where it is made.
+CHOSEN_EXEMPTIONS: dict[tuple[str, str], tuple[Callable[[Mapping[str, Any]], bool], str]] = {
+    ("awssolutions-os4-dedicated-masters", "client-catalog"): (
+        _one_data_node, "a one-node catalog (catalog.instanceCount 1, for a small team): masters would outnumber it"),
+    ("awssolutions-os7-zone-awareness", "client-catalog"): (
+        _one_data_node, "a one-node catalog lives in one zone (catalog.instanceCount 1); the sync rebuilds it nightly"),
+}
+
+
+def exemption(policy: str, name: str, props: Mapping[str, Any] | None = None) -> str | None:
     """Why `name` is exempt from `policy`; each exemption's pattern (a regular expression) must match the whole
-    name, so that it names exactly the resources it exempts."""
+    name, so that it names exactly the resources it exempts. A chosen exemption holds only when the resource's
+    `props` show the choice."""
     for (exempt_policy, pattern), reason in EXEMPTIONS.items():
         if exempt_policy == policy and re.fullmatch(pattern, name):
             return reason
+    for (exempt_policy, pattern), (chosen, why) in CHOSEN_EXEMPTIONS.items():
+        if exempt_policy == policy and re.fullmatch(pattern, name) and props is not None and chosen(props):
+            return why
     return None
 
 
@@ -62,7 +80,7 @@ def _resource(name: str, description: str, types: Iterable[str],
     kinds = set(types)
 
     def validate(args: ResourceValidationArgs, report: Report) -> None:
-        if args.resource_type in kinds and not exemption(name, args.name):
+        if args.resource_type in kinds and not exemption(name, args.name, dict(args.props)):
             message = check(dict(args.props), args)
             if message:
                 report(f"{args.name}: {message}", args.urn)
@@ -519,9 +537,9 @@ def evaluate_policies(graph: Any) -> PolicyReport:
     for stack_policy in STACK_POLICIES:
         for stack_check in _checks(stack_policy.validate):
             stack_check(StackValidationArgs(resources), reporter(stack_policy.name))
-    for policy_name in dict.fromkeys(policy for policy, _ in EXEMPTIONS):
+    for policy_name in dict.fromkeys(policy for policy, _ in [*EXEMPTIONS, *CHOSEN_EXEMPTIONS]):
         for resource in resources:
-            reason = exemption(policy_name, resource.name)
+            reason = exemption(policy_name, resource.name, resource.props)
             if reason:
                 report.exemptions.append((policy_name, resource.name, reason))
     return report

@@ -7,12 +7,14 @@ from stackconfig.aws import fargate_problem, known_regions, schedule_problem, ta
 from stackconfig.load import load_from_pulumi, load_stack_file, raw_stack_config
 from stackconfig.project import PROJECT_DIR
 from stackconfig.schema import (
+    CATALOG_KEYS,
     CLIENT_KEYS,
     CLIENT_SITE,
     MAX_WORKER_REGIONS,
     PROJECT_NAME,
     TOP_LEVEL_KEYS,
     WORKER_KEYS,
+    CatalogConfig,
     ClientConfig,
     ConfigError,
     Key,
@@ -26,6 +28,7 @@ from stackconfig.schema import (
 from stackconfig.validate import parse_stack_config
 
 __all__ = [
+    "CATALOG_KEYS",
     "CLIENT_KEYS",
     "CLIENT_SITE",
     "LARGEST_VPC_PREFIX",
@@ -37,6 +40,7 @@ __all__ = [
     "SMALLEST_VPC_PREFIX",
     "TOP_LEVEL_KEYS",
     "WORKER_KEYS",
+    "CatalogConfig",
     "ClientConfig",
     "ConfigError",
     "Key",

@@ -22,6 +22,11 @@ LUSTRE_DEPLOYMENT_TYPES = ("PERSISTENT_2", "SCRATCH_2")
 # Where a worker region's workers read its dataset: a Lustre file system linked to it, or the bucket itself
 # (through the nightly sync's reference sets, byte ranges cached on the hosts' disks).
 STORAGE_KINDS = ("lustre", "s3")
+# The dataset catalog: an OpenSearch domain, or per-region SQLite snapshots in a versioned S3 bucket.
+CATALOG_KINDS = ("opensearch", "s3")
+# The catalog's keys that lived in `client` before the `catalog` object: refused there, naming their new place.
+MOVED_CLIENT_KEYS = {"catalogInstanceType": "instanceType", "catalogInstanceCount": "instanceCount",
+                     "catalogMasterInstanceType": "masterInstanceType", "catalogVolumeGiB": "volumeGiB"}
 LUSTRE_KEYS = ("lustreFileSystemPath", "lustreDeploymentType", "lustreStorageGiB", "lustreThroughputPerTiB")
 # AWS's default quota of active VPC peering connections per VPC (adjustable to 125): a full mesh of n VPCs puts
 # each in n - 1.
@@ -48,6 +53,8 @@ class Key:
 TOP_LEVEL_KEYS: tuple[Key, ...] = (
     Key("client", "object",
         "The client region: where the scheduler, dashboard, catalog and notebook run.", required=True),
+    Key("catalog", "object",
+        "The dataset catalog (the keys below); default an OpenSearch domain of the default size.", {}),
     Key("workers", "array",
         "Worker regions, one per public dataset; at least one; a worker may share the client's region; one "
         "worker per region.", required=True),
@@ -108,14 +115,6 @@ CLIENT_KEYS: tuple[Key, ...] = (
     Key("scaleInWindowSeconds", "integer",
         "Seconds the scheduler's demand figure for a pool must stay lower before it falls, so that a pool does not "
         "shrink between two bursts of work; 1-3600.", 120, minimum=1, maximum=3600),
-    Key("catalogInstanceType", "string",
-        "OpenSearch data node instance type (`<family>.<size>.search`).", "r6g.large.search"),
-    Key("catalogInstanceCount", "integer",
-        "OpenSearch data nodes; even, at least 2 (spread over 2 AZs).", 2),
-    Key("catalogMasterInstanceType", "string",
-        "OpenSearch dedicated master instance type (3 masters).", "m6g.large.search"),
-    Key("catalogVolumeGiB", "integer",
-        "gp3 volume per OpenSearch data node, GiB; 10-16384.", 20, minimum=10, maximum=16384),
     Key("notebookInstanceType", "string",
         "SageMaker notebook instance type (`ml.<family>.<size>`).", "ml.t3.2xlarge"),
     Key("notebookVolumeGiB", "integer",
@@ -130,6 +129,24 @@ CLIENT_KEYS: tuple[Key, ...] = (
         "notebook instance stops itself (its volume keeps your files; start it again from the SageMaker console or "
         "`aws sagemaker start-notebook-instance`). 0 keeps it always on; 0-1440.", 60, minimum=0,
         maximum=MAX_IDLE_MINUTES),
+)
+
+CATALOG_KEYS: tuple[Key, ...] = (
+    Key("kind", "string",
+        "`opensearch` (a domain in the client region, searched in place) or `s3` (each region's sync publishes a "
+        "SQLite snapshot to a versioned bucket in the client region; `dask_regions.Catalog` reads them; no hourly "
+        "charge; the `instance*`, `master*` and `volume*` keys apply to `opensearch` only).", "opensearch"),
+    Key("instanceType", "string",
+        "OpenSearch data node instance type (`<family>.<size>.search`).", "r6g.large.search"),
+    Key("instanceCount", "integer",
+        "OpenSearch data nodes: 1 (one zone, for a small team) or an even number, spread over 2 AZs.", 2),
+    Key("dedicatedMasters", "boolean",
+        "Three dedicated master nodes (`masterInstanceType`); false for a small domain (with `instanceCount` 1).",
+        True),
+    Key("masterInstanceType", "string",
+        "OpenSearch dedicated master instance type (3 masters).", "m6g.large.search"),
+    Key("volumeGiB", "integer",
+        "gp3 volume per OpenSearch data node, GiB; 10-16384.", 20, minimum=10, maximum=16384),
 )
 
 WORKER_KEYS: tuple[Key, ...] = (
@@ -219,10 +236,6 @@ class ClientConfig:
     scheduler_cpu: int = 2048
     scheduler_memory_mib: int = 4096
     scale_in_window_seconds: int = 120
-    catalog_instance_type: str = "r6g.large.search"
-    catalog_instance_count: int = 2
-    catalog_master_instance_type: str = "m6g.large.search"
-    catalog_volume_gib: int = 20
     notebook_instance_type: str = "ml.t3.2xlarge"
     notebook_volume_gib: int = 50
     idle_shutdown_minutes: int = 60
@@ -232,6 +245,20 @@ class ClientConfig:
     def dashboard_public(self) -> bool:
         """Internet-facing only when an allow-list is configured."""
         return bool(self.dashboard_allowed_cidrs)
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    kind: str = "opensearch"
+    instance_type: str = "r6g.large.search"
+    instance_count: int = 2
+    dedicated_masters: bool = True
+    master_instance_type: str = "m6g.large.search"
+    volume_gib: int = 20
+
+    @property
+    def on_opensearch(self) -> bool:
+        return self.kind == "opensearch"
 
 
 @dataclass(frozen=True)
@@ -324,6 +351,7 @@ class StackConfig:
     stack: str
     client: ClientConfig
     workers: tuple[WorkerConfig, ...]
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
     team: str = "platform"
     tags: Mapping[str, str] = field(default_factory=dict)
     sync_schedule: str = DEFAULT_SYNC_SCHEDULE
@@ -403,5 +431,6 @@ def _did_you_mean(word: str, choices: Sequence[str]) -> str:
 def describe_keys() -> list[tuple[str, Key]]:
     """Every key with its dotted path, for docs and schema consistency tests."""
     return ([(k.name, k) for k in TOP_LEVEL_KEYS] + [(f"client.{k.name}", k) for k in CLIENT_KEYS]
+            + [(f"catalog.{k.name}", k) for k in CATALOG_KEYS]
             + [(f"workers[].{k.name}", k) for k in WORKER_KEYS])
 

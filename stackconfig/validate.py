@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import ipaddress
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,8 @@ from stackconfig.aws import (
 )
 from stackconfig.schema import (
     BACKBONES,
+    CATALOG_KEYS,
+    CATALOG_KINDS,
     CLIENT_KEYS,
     DEFAULT_SYNC_SCHEDULE,
     LUSTRE_DEPLOYMENT_TYPES,
@@ -41,11 +44,13 @@ from stackconfig.schema import (
     MAX_PEERINGS_PER_VPC,
     MAX_WORKER_REGIONS,
     MIN_MEMORY_PER_WORKER_MIB,
+    MOVED_CLIENT_KEYS,
     PROJECT_NAME,
     SCALE_ON,
     STORAGE_KINDS,
     TOP_LEVEL_KEYS,
     WORKER_KEYS,
+    CatalogConfig,
     ClientConfig,
     ConfigError,
     Key,
@@ -279,14 +284,6 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
     if cpu is not None and memory is not None and (reason := fargate_problem(cpu, memory)):
         c.add("client.schedulerMemoryMiB" if cpu in FARGATE_SIZES else "client.schedulerCpu",
               f"{reason}.", "pick a CPU/memory pair Fargate supports (e.g. 4096 with 16384).")
-    for key in ("catalogInstanceType", "catalogMasterInstanceType"):
-        if values[key] is not None and not _OPENSEARCH_TYPE.fullmatch(values[key]):
-            c.add(f"client.{key}", f"{values[key]!r} is not an OpenSearch instance type.",
-                  "use a type ending in '.search', such as 'r6g.large.search'.")
-    count = values["catalogInstanceCount"]
-    if count is not None and (count < 2 or count % 2):
-        c.add("client.catalogInstanceCount", f"{count} data nodes cannot be spread evenly over 2 AZs.",
-              "use an even number, at least 2.")
     _check_bounds(c, CLIENT_KEYS, values, "client.")
     if values["notebookInstanceType"] is not None and not _SAGEMAKER_TYPE.fullmatch(values["notebookInstanceType"]):
         c.add("client.notebookInstanceType", f"{values['notebookInstanceType']!r} is not a SageMaker instance type.",
@@ -297,9 +294,7 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
         region=values["region"], cidr=values["cidr"], dashboard_allowed_cidrs=allowed,
         dashboard_certificate_arn=certificate, scheduler_exec=values["schedulerExec"], scheduler_cpu=cpu,
         scheduler_memory_mib=memory, scale_in_window_seconds=values["scaleInWindowSeconds"],
-        catalog_instance_type=values["catalogInstanceType"], catalog_instance_count=count,
-        catalog_master_instance_type=values["catalogMasterInstanceType"],
-        catalog_volume_gib=values["catalogVolumeGiB"], notebook_instance_type=values["notebookInstanceType"],
+        notebook_instance_type=values["notebookInstanceType"],
         notebook_volume_gib=values["notebookVolumeGiB"], idle_shutdown_minutes=values["idleShutdownMinutes"],
         notebook_idle_minutes=values["notebookIdleMinutes"],
     )
@@ -433,7 +428,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
     if top is None:
         raise ConfigError(c.problems, f"stack {stack!r}")
 
-    client_values = c.section(top["client"], CLIENT_KEYS, "client") if top["client"] is not None else None
+    client_values = (c.section(_moved_out(c, top["client"]), CLIENT_KEYS, "client") if top["client"] is not None
+                     else None)
     client = _check_client(c, client_values) if client_values is not None else None
 
     workers: list[WorkerConfig] = []
@@ -452,6 +448,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
             workers.append(worker)
 
     _check_relations(c, top, client_values, raw_workers or [])
+    catalog = _check_catalog(c, top["catalog"])
 
     if top["syncSchedule"] is not None and (reason := schedule_problem(top["syncSchedule"])):
         c.add("syncSchedule", f"{top['syncSchedule']!r} is not a valid EventBridge Scheduler expression: {reason}.",
@@ -474,8 +471,48 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         log_retention_days=top["logRetentionDays"],
         create_opensearch_service_linked_role=top["createOpenSearchServiceLinkedRole"],
         sync_max_drop_percent=top["syncMaxDropPercent"], dask_tls_validity_days=top["daskTlsValidityDays"],
-        backbone=top["backbone"], warnings=tuple(c.warnings),
+        backbone=top["backbone"], warnings=tuple(c.warnings), catalog=catalog or CatalogConfig(),
     )
+
+
+def _moved_out(c: _Checker, client: Any) -> Any:
+    """The client section without the catalog keys that moved to `catalog`, each refused naming its new place."""
+    if not isinstance(client, Mapping):
+        return client
+    for old, new in MOVED_CLIENT_KEYS.items():
+        if old in client:
+            c.add(f"client.{old}", f"has moved to catalog.{new}.",
+                  f"write it as `catalog: {{{new}: {json.dumps(client[old])}}}` at the top level of the config.")
+    return {key: value for key, value in client.items() if key not in MOVED_CLIENT_KEYS}
+
+
+def _check_catalog(c: _Checker, raw: Any) -> CatalogConfig | None:
+    before = len(c.problems)
+    values = c.section(raw if raw is not None else {}, CATALOG_KEYS, "catalog")
+    if values is None:
+        return None
+    kind = values["kind"]
+    if kind not in CATALOG_KINDS:
+        c.add("catalog.kind", f"{kind!r} is not a catalog kind.", f"use one of {', '.join(map(repr, CATALOG_KINDS))}.")
+    elif kind == "s3":
+        for key in (k.name for k in CATALOG_KEYS if k.name != "kind"):
+            if isinstance(raw, Mapping) and key in raw:
+                c.add(f"catalog.{key}", "applies only with catalog.kind 'opensearch': the 's3' catalog has no "
+                                        "domain.", f"remove catalog.{key}, or set catalog.kind to 'opensearch'.")
+    for key in ("instanceType", "masterInstanceType"):
+        if values[key] is not None and not _OPENSEARCH_TYPE.fullmatch(values[key]):
+            c.add(f"catalog.{key}", f"{values[key]!r} is not an OpenSearch instance type.",
+                  "use a type ending in '.search', such as 'r6g.large.search'.")
+    count = values["instanceCount"]
+    if count is not None and count != 1 and (count < 2 or count % 2):
+        c.add("catalog.instanceCount", f"{count} data nodes cannot be spread evenly over 2 AZs.",
+              "use 1 (one zone, a small team) or an even number, at least 2.")
+    _check_bounds(c, CATALOG_KEYS, values, "catalog.")
+    if len(c.problems) > before:
+        return None
+    return CatalogConfig(kind=kind, instance_type=values["instanceType"], instance_count=count,
+                         dedicated_masters=values["dedicatedMasters"],
+                         master_instance_type=values["masterInstanceType"], volume_gib=values["volumeGiB"])
 
 
 def _check_backbone(c: _Checker, backbone: Any, sites: int) -> None:

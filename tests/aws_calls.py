@@ -19,7 +19,11 @@ Mapping = Callable[[dict[str, Any], str], tuple[str, str, dict[str, Any]]]
 OPERATIONS: dict[tuple[str, str], Mapping] = {
     ("s3", "ListObjectsV2"): lambda p, _: ("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}",
                                            {"s3:prefix": p.get("Prefix", "")}),
-    ("s3", "GetObject"): lambda p, _: ("s3:GetObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}", {}),
+    ("s3", "GetObject"): lambda p, _: ("s3:GetObjectVersion" if p.get("VersionId") else "s3:GetObject",
+                                       f"arn:aws:s3:::{p['Bucket']}/{p['Key']}", {}),
+    ("s3", "DeleteObject"): lambda p, _: ("s3:DeleteObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}", {}),
+    ("s3", "ListObjectVersions"): lambda p, _: ("s3:ListBucketVersions", f"arn:aws:s3:::{p['Bucket']}",
+                                                {"s3:prefix": p.get("Prefix", "")}),
     ("s3", "HeadObject"): lambda p, _: ("s3:GetObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}", {}),
     ("s3", "PutObject"): lambda p, _: ("s3:PutObject", f"arn:aws:s3:::{p['Bucket']}/{p['Key']}", {}),
     ("fsx", "CreateDataRepositoryTask"): lambda p, region: (

@@ -51,7 +51,9 @@ def storage_workers(shape: str, storage: str) -> list[dict[str, Any]]:
 
 def _overrides(shape: str, top: dict[str, Any]) -> dict[str, Any]:
     storage = top.pop("worker_storage", "lustre")  # lustre: the default, the shape as it is (one graph, cached once)
-    return {**ALL_SHAPES[shape], **top, **({"workers": storage_workers(shape, storage)} if storage != "lustre" else {})}
+    kind = top.pop("catalog_kind", None)  # the `catalog` object's kind (a dict cannot be a cache key)
+    return {**ALL_SHAPES[shape], **top, **({"workers": storage_workers(shape, storage)} if storage != "lustre" else {}),
+            **({"catalog": {"kind": kind}} if kind else {})}
 
 
 @cache
@@ -66,14 +68,15 @@ def graph(request: pytest.FixtureRequest) -> Graph:
 
 
 def shape_config(shape: str, **top: Any) -> StackConfig:
-    """The validated config the program saw for a shape (with `top`: more top-level keys, e.g. backbone=...; and
-    worker_storage=... for every worker region's `storage`)."""
+    """The validated config the program saw for a shape (with `top`: more top-level keys, e.g. backbone=...;
+    worker_storage=... for every worker region's `storage`; catalog_kind=... for the catalog's `kind`)."""
     project, raw = raw_stack_config(PROJECT_DIR, "dev", _overrides(shape, top))
     return parse_stack_config(raw, stack="dev", project=project)
 
 
 def cached_graph(shape: str, **top: Any) -> Graph:
-    """A fresh copy of a shape's graph (with `top`: more top-level keys of plain values, or worker_storage=...),
+    """A fresh copy of a shape's graph (with `top`: more top-level keys of plain values, worker_storage=... or
+    catalog_kind=...),
     synthesised once per test session."""
     return copy.deepcopy(_graph(shape, tuple(sorted(top.items()))))
 

@@ -82,7 +82,7 @@ def _set(raw: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     *parents, last = path.split(".")
     node: Any = raw
     for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
     key: Any = int(last) if isinstance(node, list) else last
     if value is ...:
         del node[key]
@@ -137,10 +137,16 @@ BAD_INPUTS = [
     ("client.dashboardAllowedCidrs", ["::/0"], "client.dashboardAllowedCidrs[0]", "whole internet"),
     ("client.schedulerMemoryMiB", 32768, "client.schedulerMemoryMiB", "CPU 2048 takes memory 4096 to 16384"),
     ("client.schedulerCpu", 3000, "client.schedulerCpu", "not a Fargate size"),
-    ("client.catalogInstanceType", "r6g.large", "client.catalogInstanceType", "not an OpenSearch instance type"),
-    ("client.catalogMasterInstanceType", "m6g.large.elasticsearch", "client.catalogMasterInstanceType",
+    ("catalog.instanceType", "r6g.large", "catalog.instanceType", "not an OpenSearch instance type"),
+    ("catalog.masterInstanceType", "m6g.large.elasticsearch", "catalog.masterInstanceType",
      "ending in '.search'"),
-    ("client.catalogInstanceCount", 3, "client.catalogInstanceCount", "cannot be spread evenly over 2 AZs"),
+    ("catalog.instanceCount", 3, "catalog.instanceCount", "cannot be spread evenly over 2 AZs"),
+    ("catalog.kind", "dynamodb", "catalog.kind", "'opensearch', 's3'"),
+    ("catalog.volumeGiB", 5, "catalog.volumeGiB", "between 10 and 16384"),
+    # The catalog's keys moved out of `client` (issue 32): the old names are refused, naming the new ones.
+    ("client.catalogInstanceType", "r6g.large.search", "client.catalogInstanceType",
+     "has moved to catalog.instanceType"),
+    ("client.catalogVolumeGiB", 30, "client.catalogVolumeGiB", "catalog: {volumeGiB: 30}"),
     ("client.notebookInstanceType", "t3.2xlarge", "client.notebookInstanceType", "not a SageMaker instance type"),
     ("client.dashboardCertificateArn", "arn:aws:acm:us-east-1:123456789012:certificate/"
      "0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b", "client.dashboardCertificateArn", "only use one from its own region"),
@@ -366,16 +372,19 @@ def test_the_models_defaults_are_the_declared_ones() -> None:
     import dataclasses
     import re as regex
 
-    from stackconfig import ClientConfig, StackConfig, WorkerConfig
+    from stackconfig import CATALOG_KEYS, CatalogConfig, ClientConfig, StackConfig, WorkerConfig
 
     def snake(name: str) -> str:
         return regex.sub(r"(?<!^)(?=[A-Z])", "_", regex.sub(r"([MGT])iB", r"\1ib", name)).lower()
 
     def same(a: Any, b: Any) -> bool:
+        if dataclasses.is_dataclass(a) and b == {}:  # a section whose every key takes its own default
+            return bool(a == type(a)())
         return (tuple(a) == tuple(b)) if isinstance(a, list | tuple) and isinstance(b, list | tuple) else a == b
 
     compared = 0
-    for model, keys in ((StackConfig, TOP_LEVEL_KEYS), (ClientConfig, CLIENT_KEYS), (WorkerConfig, WORKER_KEYS)):
+    for model, keys in ((StackConfig, TOP_LEVEL_KEYS), (ClientConfig, CLIENT_KEYS), (WorkerConfig, WORKER_KEYS),
+                        (CatalogConfig, CATALOG_KEYS)):
         fields = {f.name: f for f in dataclasses.fields(model)}
         for key in keys:
             field = fields.get(snake(key.name))

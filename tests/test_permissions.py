@@ -122,11 +122,17 @@ def record_sync(graph: Graph, moto_endpoint: str, osmem_url: str, monkeypatch: p
     from tests.test_nightly_sync import LambdaContext, run_workflow
 
     environment = lambda_environment(graph, "us-west-2")
-    for key, value in {**environment, "AWS_REGION": "us-west-2", "CATALOG_ENDPOINT": osmem_url}.items():
+    on_s3 = environment["CATALOG_ENDPOINT"].startswith("s3://")  # catalog.kind s3: the declared bucket, in moto
+    for key, value in {**environment, "AWS_REGION": "us-west-2",
+                       **({} if on_s3 else {"CATALOG_ENDPOINT": osmem_url})}.items():
         monkeypatch.setenv(key, value)
     bucket, _, prefix = environment["DATASET"].removeprefix("s3://").partition("/")
     s3 = s3_client(moto_endpoint)
     s3.create_bucket(Bucket=bucket)
+    if on_s3:
+        catalog_bucket = environment["CATALOG_ENDPOINT"].removeprefix("s3://").split("/")[0]
+        s3.create_bucket(Bucket=catalog_bucket)
+        s3.put_bucket_versioning(Bucket=catalog_bucket, VersioningConfiguration={"Status": "Enabled"})
     for key in cmip6_keys(chunks=1):
         s3.put_object(Bucket=bucket, Key=key.replace("CMIP6/ScenarioMIP/MOHC", prefix), Body=b"x")
     # ... and a collection of netCDF files, whose metadata the sync reads to write its reference set
@@ -136,7 +142,7 @@ def record_sync(graph: Graph, moto_endpoint: str, osmem_url: str, monkeypatch: p
     s3.create_bucket(Bucket=environment["REFERENCES"].removeprefix("s3://").split("/")[0])  # as `pulumi up` does
     ssm = boto3.client("ssm", region_name="us-west-2", endpoint_url=moto_endpoint)
     ssm.put_parameter(Name=environment["PUBLISHED_COUNT_PARAMETER"], Value="none", Type="String", Overwrite=True)
-    calls = AwsCalls(domain_arn(graph))
+    calls = AwsCalls(None if on_s3 else domain_arn(graph))
     clients = {"s3": calls.watch(s3), "ssm": calls.watch(ssm)}
     if "FILE_SYSTEM_ID" in environment:  # storage `s3`: no file system, no import
         clients["fsx"] = calls.watch(stubbed_fsx("us-west-2", environment["FILE_SYSTEM_ID"]))

@@ -19,7 +19,12 @@ from catalog_sync.sinks import SwapRefused
 from catalog_sync.sync import rebuild_catalog
 from dask_regions.catalog import Catalog, CatalogQueryError
 from platform_facts import CATALOG_S3_ENDPOINT_VARIABLE, catalog_load_prefix, catalog_snapshot_key
+from components.iam import S3_CATALOG_PREFIX
+from plan import evaluate
+from stackgraph.permissions import reference_findings
+from stackgraph.synth import Graph
 from tests.catalog_fixtures import cmip6_keys, era5_keys, s3_client
+from tests.conftest import SHAPES, cached_graph, shape_config
 
 PREFIX = "catalog"
 
@@ -124,3 +129,76 @@ def test_a_region_with_no_readable_snapshot_is_an_error_naming_it(world: dict[st
         Catalog.open(world["location"], "eu-west-2").find()
     with pytest.raises(CatalogQueryError, match="holds no snapshot yet"):
         Catalog.open(f"s3://{world['buckets']['us-east-1']}/nothing-here", "eu-west-2").find()
+
+
+# ------------------------------------------------------------------------------ the graph: catalog.kind s3
+S3_CATALOG = "s3"
+
+
+@pytest.fixture(params=sorted(SHAPES))
+def s3_catalog_graph(request: pytest.FixtureRequest) -> tuple[str, Graph]:
+    return request.param, cached_graph(request.param, catalog_kind=S3_CATALOG)
+
+
+def test_every_shape_with_the_s3_catalog_has_no_domain_and_passes_plan(s3_catalog_graph: tuple[str, Graph]) -> None:
+    shape, graph = s3_catalog_graph
+    assert not graph.of_type("aws:opensearch/domain:Domain") and not graph.of_type("aws:lambda/invocation:Invocation")
+    assert graph.outputs["catalogEndpoint"].startswith("s3://") and graph.outputs["catalogEndpoint"].endswith(
+        f"/{S3_CATALOG_PREFIX}")
+    review = evaluate(graph, shape_config(shape, catalog_kind=S3_CATALOG))
+    assert review.violations == [] and review.policy_violations == []
+    assert all(verdict == "yes" for verdict in review.journeys.values())
+    assert review.cost is not None and review.cost.errors == []
+    assert reference_findings(graph) == []  # every statement against AWS's authorization reference
+    bucket = graph.outputs["catalogEndpoint"].removeprefix("s3://").split("/")[0]
+    (versioning,) = [v for v in graph.of_type("aws:s3/bucketVersioning:BucketVersioning")
+                     if v.inputs["bucket"] == bucket]
+    assert versioning.inputs["versioningConfiguration"]["status"] == "Enabled"  # what readers fall back to
+
+
+def test_each_sync_may_write_only_its_own_regions_snapshot_and_the_notebook_only_read(
+        s3_catalog_graph: tuple[str, Graph]) -> None:
+    from stackgraph.permissions import Call
+    from tests.test_permissions import denied
+
+    shape, graph = s3_catalog_graph
+    bucket = graph.outputs["catalogEndpoint"].removeprefix("s3://").split("/")[0]
+    arn = f"arn:aws:s3:::{bucket}"
+    regions = sorted(graph.outputs["workerRegions"])
+    for region in regions:
+        role = f"worker-{region}-catalog-sync-function-role"
+        own = f"{arn}/{catalog_snapshot_key(S3_CATALOG_PREFIX, region)}"
+        assert denied(graph, [Call(role, "s3:PutObject", own), Call(role, "s3:GetObject", own)]) == []
+        for other in set(regions) - {region}:
+            assert denied(graph, [Call(role, "s3:PutObject", f"{arn}/{catalog_snapshot_key(S3_CATALOG_PREFIX, other)}"),
+                                  Call(role, "s3:DeleteObject",
+                                       f"{arn}/{catalog_load_prefix(S3_CATALOG_PREFIX, other, 'load-x')}part.jsonl")])
+    reader = "client-notebook-role"
+    snapshot = f"{arn}/{catalog_snapshot_key(S3_CATALOG_PREFIX, regions[0])}"
+    assert denied(graph, [Call(reader, "s3:GetObject", snapshot), Call(reader, "s3:GetObjectVersion", snapshot),
+                          Call(reader, "s3:ListBucket", arn, {"s3:prefix": f"{S3_CATALOG_PREFIX}/"})]) == []
+    assert denied(graph, [Call(reader, "s3:PutObject", snapshot)])
+
+
+@pytest.mark.processes
+def test_the_declared_workflow_publishes_to_the_s3_catalog_with_its_roles_calls_allowed(
+        moto_endpoint: str, osmem_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.test_permissions import denied, record_sync
+
+    graph, calls = record_sync(cached_graph("dev", catalog_kind=S3_CATALOG), moto_endpoint, osmem_url, monkeypatch,
+                               tmp_path)
+    actions = {call.action for call in calls.calls}
+    assert {"s3:PutObject", "s3:DeleteObject", "s3:ListBucket"} <= actions
+    assert not any(action.startswith("es:") for action in actions)
+    assert denied(graph, calls.calls) == []
+    location = lambda_environment_of(graph, "us-west-2")
+    monkeypatch.undo()  # the recording clients go; a reader of the catalog, as the notebook reads it
+    monkeypatch.setenv(CATALOG_S3_ENDPOINT_VARIABLE, moto_endpoint)
+    found = Catalog.open(location, "eu-west-2").find(region="us-west-2")
+    assert found and all(d.region == "us-west-2" for d in found)
+
+
+def lambda_environment_of(graph: Graph, region: str) -> str:
+    from tests.test_permissions import lambda_environment
+
+    return lambda_environment(graph, region)["CATALOG_ENDPOINT"]

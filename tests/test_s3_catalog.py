@@ -17,10 +17,10 @@ from catalog_sync.records import Association
 from catalog_sync.s3_catalog import S3SnapshotSink
 from catalog_sync.sinks import SwapRefused
 from catalog_sync.sync import rebuild_catalog
-from dask_regions.catalog import Catalog, CatalogQueryError
-from platform_facts import CATALOG_S3_ENDPOINT_VARIABLE, catalog_load_prefix, catalog_snapshot_key
 from components.iam import S3_CATALOG_PREFIX
+from dask_regions.catalog import Catalog, CatalogQueryError
 from plan import evaluate
+from platform_facts import CATALOG_S3_ENDPOINT_VARIABLE, catalog_load_prefix, catalog_snapshot_key
 from stackgraph.permissions import reference_findings
 from stackgraph.synth import Graph
 from tests.catalog_fixtures import cmip6_keys, era5_keys, s3_client

@@ -161,7 +161,7 @@ def test_each_sync_may_write_only_its_own_regions_snapshot_and_the_notebook_only
     from stackgraph.permissions import Call
     from tests.test_permissions import denied
 
-    shape, graph = s3_catalog_graph
+    _, graph = s3_catalog_graph
     bucket = graph.outputs["catalogEndpoint"].removeprefix("s3://").split("/")[0]
     arn = f"arn:aws:s3:::{bucket}"
     regions = sorted(graph.outputs["workerRegions"])

@@ -35,9 +35,10 @@ test: lint typecheck unit
 test-fast: lint typecheck
 	$(BIN)/pytest -q -m "not processes and not root and not slow"
 
-# The local platform's demo: up, the reference analysis with its audit and a plot, down.
+# The local platform's demo: up, the reference analysis with its audit and a plot, down (STACK=lean: the lean stack).
+STACK ?= dev
 demo: $(STAMP)
-	$(BIN)/python -m local_platform demo --stack dev
+	$(BIN)/python -m local_platform demo --stack $(STACK)
 
 # The WAN benchmark (as root: it creates network namespaces); ARGS passes flags, e.g. ARGS="--repeats 1".
 bench-wan: $(STAMP)

@@ -51,6 +51,7 @@ from local_platform.state import (
 )
 from local_platform.tls import LocalTls, create_local_tls
 from platform_facts import (
+    CATALOG_S3_ENDPOINT_VARIABLE,
     FSX_MOUNT,
     PLATFORM_HEALTH_PATH,
     READ_CACHE_MOUNT,
@@ -77,6 +78,8 @@ TWIN_VARIABLES = {
     "ECS_CONTAINER_METADATA_URI_V4": "the local agent's task metadata", "ECS_AGENT_URI": "the local agent",
     FILE_SYSTEMS_VARIABLE: "the FSx stand-ins (Lambda runtime only)", TIMEOUT_VARIABLE: "the function's timeout",
     MARKER: "which platform started the process (how `down` and the tests find its processes)",
+    CATALOG_S3_ENDPOINT_VARIABLE: "the client region's AWS emulation, where the S3 catalog's bucket is",
+    READ_CACHE_VARIABLE: "the pool's read cache on this machine (storage s3: the host's directory in AWS)",
     "PATH": "this checkout's venv", "HOME": "kept",
 }
 

@@ -177,3 +177,24 @@ def test_the_operators_lean_figures_are_what_plan_computes() -> None:
     text = " ".join((ROOT / "docs" / "operators.md").read_text().split())
     assert (f"both worker regions idles at {figures[0]} a month, and with `backbone: vpc-peering` as well at "
             f"{figures[1]}") in text
+
+
+def test_the_lean_stack_idles_under_150_dollars_a_month_and_the_readme_says_what_plan_and_the_benchmark_do() -> None:
+    """Issue 32, point 4: Pulumi.lean.yaml by `plan`; its README row and dev's, against plan and the committed WAN
+    benchmark of each storage option."""
+    from stackconfig import PROJECT_DIR as ROOT
+    from stackconfig import load_stack_file
+
+    lean = estimate(synthesize("lean"), load_stack_file(ROOT, "lean"))
+    assert lean.errors == [] and lean.idle_usd_per_month is not None and lean.idle_usd_per_month <= 150
+    dev = estimate(cached_graph("dev"), shape_config("dev"))
+    rows = {line.split("|")[1].split(":")[0].strip(): line for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith(("| dev: ", "| lean: "))}
+    for name, cost in (("dev", dev), ("lean", lean)):
+        bench = json.loads((ROOT / "bench" / "results" / f"wan-storage-{'lustre' if name == 'dev' else 's3'}.json"
+                            ).read_text())
+        assert bench["stack"] == name
+        pinned = bench["modes"]["pinned"]
+        cells = [cell.strip() for cell in rows[name].split("|")[2:6]]
+        assert cells == [f"${round(cost.idle_usd_per_month or 0):,} a month", f"${cost.busy_usd_per_hour} an hour",
+                         f"{pinned['wall']['median']:.1f} s", f"{pinned['phases']['open']['median']:.2f} s"], name

@@ -202,3 +202,27 @@ def lambda_environment_of(graph: Graph, region: str) -> str:
     from tests.test_permissions import lambda_environment
 
     return lambda_environment(graph, region)["CATALOG_ENDPOINT"]
+
+
+def test_a_one_node_domain_has_no_masters_one_zone_and_is_exempt_only_where_chosen() -> None:
+    from policy.rules import evaluate_policies
+
+    graph = synthesize_with_catalog({"instanceCount": 1, "dedicatedMasters": False, "instanceType": "t3.small.search"})
+    (domain,) = graph.of_type("aws:opensearch/domain:Domain")
+    cluster = domain.inputs["clusterConfig"]
+    assert cluster["instanceCount"] == 1 and cluster["dedicatedMasterEnabled"] is False
+    assert not cluster.get("zoneAwarenessEnabled") and len(domain.inputs["vpcOptions"]["subnetIds"]) == 1
+    report = evaluate_policies(graph)
+    assert report.violations == []
+    assert {(policy, name) for policy, name, _ in report.exemptions} >= {
+        ("awssolutions-os4-dedicated-masters", "client-catalog"), ("awssolutions-os7-zone-awareness", "client-catalog")}
+    # The same domain without masters but with two nodes chose nothing that exempts it.
+    two = evaluate_policies(synthesize_with_catalog({"instanceCount": 2, "dedicatedMasters": False}))
+    assert [policy for policy, _ in two.violations] == ["awssolutions-os4-dedicated-masters"]
+    assert all(name != "client-catalog" for _, name, _ in evaluate_policies(cached_graph("dev")).exemptions)
+
+
+def synthesize_with_catalog(catalog: dict[str, Any]) -> Graph:
+    from stackgraph.synth import synthesize
+
+    return synthesize("dev", {"catalog": catalog})

@@ -12,7 +12,7 @@ from plan.journeys import journeys, services
 from plan.timing import critical_path
 from plan.zones import cross_zone_paths
 from policy.rules import evaluate_policies
-from stackconfig import StackConfig
+from stackconfig import StackConfig, offered
 from stackgraph.permissions import reference_findings, service_findings
 from stackgraph.reachability import INGRESS, analyse, service_reachability, vpc_label
 from stackgraph.synth import Graph, RecordedResource
@@ -34,6 +34,7 @@ class Plan:
     diagram: str = ""
     cost: Cost | None = None  # with the stack's config: idle and busy figures (plan/cost.py)
     warnings: list[str] = field(default_factory=list)  # the config's (StackConfig.warnings): right, perhaps
+    offered: str = ""  # what the regions were checked against (stackconfig/offered.py), and any not checked
 
 
 def world_open(graph: Graph) -> list[str]:
@@ -88,6 +89,8 @@ def evaluate(graph: Graph, config: StackConfig | None = None) -> Plan:
     if config is not None:
         plan.cost = estimate(graph, config)
         plan.warnings = [str(warning) for warning in config.warnings]
+        unknown = [region for region in config.regions if offered.resource_types(region) is None]
+        plan.offered = offered.source() + (f"; not in its data, not checked: {', '.join(unknown)}" if unknown else "")
     return plan
 
 
@@ -101,6 +104,8 @@ def render(plan: Plan) -> str:
     out = [f"# Plan for stack {plan.stack}", ""]
     if plan.warnings:
         out += [f"## Config warnings ({len(plan.warnings)})", "", *(f"  - {w}" for w in plan.warnings), ""]
+    if plan.offered:
+        out += [f"Regions checked for what the stack creates: {plan.offered}.", ""]
     out += [f"## Inventory ({plan.total} AWS resources)", ""]
     for region, kinds in sorted(plan.inventory.items()):
         out.append(f"{region}: {sum(kinds.values())}")

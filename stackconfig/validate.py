@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stackconfig import offered
 from stackconfig.addressing import LARGEST_VPC_PREFIX, MAX_AZS, SMALLEST_VPC_PREFIX
 from stackconfig.aws import (
     _ACM_ARN,
@@ -463,6 +464,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
     if isinstance(top["team"], str) and (reason := tag_value_problem(top["team"])):
         c.add("team", f"becomes the 'team' tag on every resource and {reason}.", "shorten it to a tag value.")
 
+    if not c.problems and client is not None:  # only a config valid in itself: the paths below index its workers
+        _check_offered(c, client, catalog or CatalogConfig(), workers)
     if c.problems or client is None:
         raise ConfigError(c.problems, f"stack {stack!r}")
     return StackConfig(
@@ -473,6 +476,42 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         sync_max_drop_percent=top["syncMaxDropPercent"], dask_tls_validity_days=top["daskTlsValidityDays"],
         backbone=top["backbone"], warnings=tuple(c.warnings), catalog=catalog or CatalogConfig(),
     )
+
+
+def _check_offered(c: _Checker, client: ClientConfig, catalog: CatalogConfig, workers: Sequence[WorkerConfig]) -> None:
+    """What each region must offer for what the stack creates there (stackconfig/offered.py: CloudFormation's
+    registry per region), each lack named with regions or types that would work."""
+    regions = known_regions()
+
+    def need(path: str, region: str, resource_type: str) -> None:
+        types = offered.resource_types(region)
+        if types is not None and resource_type not in types:
+            elsewhere = ", ".join(offered.regions_offering(resource_type, region, regions)) or "none known"
+            c.add(path, f"{region} has no {offered.WHAT[resource_type]} ({resource_type} is not in CloudFormation's "
+                        f"registry there).", f"choose a region that has them, e.g. {elsewhere}.")
+
+    def instance(path: str, region: str, wanted: str, types: frozenset[str] | None, other: str,
+                 x86: bool = False) -> None:
+        if types is not None and wanted not in types:
+            alike = ", ".join(offered.alike(wanted, types, x86=x86)) or "none of its size"
+            c.add(path, f"{wanted!r} is not offered in {region} (CloudFormation's registry).",
+                  f"use one offered there, e.g. {alike}{other}.")
+
+    need("client.region", client.region, offered.NOTEBOOK)
+    if catalog.on_opensearch:
+        need("client.region", client.region, offered.OPENSEARCH)
+        types = offered.opensearch_types(client.region)
+        instance("catalog.instanceType", client.region, catalog.instance_type, types, "; or catalog.kind 's3'")
+        if catalog.dedicated_masters:
+            instance("catalog.masterInstanceType", client.region, catalog.master_instance_type, types,
+                     "; or catalog.dedicatedMasters false")
+    for i, worker in enumerate(workers):
+        if worker.on_lustre:
+            need(f"workers[{i}].region", worker.region, offered.LUSTRE)
+        types = offered.ec2_types(worker.region)
+        instance(f"workers[{i}].instanceType", worker.region, worker.instance_type, types, "", x86=True)
+        for j, spot in enumerate(worker.spot_instance_types):
+            instance(f"workers[{i}].spotInstanceTypes[{j}]", worker.region, spot, types, "", x86=True)
 
 
 def _moved_out(c: _Checker, client: Any) -> Any:

@@ -237,7 +237,7 @@ def test_cli_syncs_a_stack_region_against_given_endpoints(bucket: tuple[Any, str
      "give --stack (to read the dataset from it) or --dataset"),
     (["--region", "eu-north-1", "--catalog", "sqlite:///x.db", "--stack", "dev"], "has no worker region 'eu-north-1'"),
     (["--region", "us-east-1", "--catalog", "sqlite:///x.db", "--dataset", "era5-pds"], "is not an s3://bucket"),
-    (["--region", "us-east-1", "--catalog", "mysql://x", "--dataset", "s3://b"], "use sqlite:///<path> or an http"),
+    (["--region", "us-east-1", "--catalog", "mysql://x", "--dataset", "s3://b"], "use sqlite:///<path>, an http(s):// OpenSearch endpoint or s3://"),
     (["--region", "us-east-1", "--catalog", "sqlite:///x.db", "--stack", "nope"], "Pulumi.nope.yaml: does not exist"),
     (["--region", "us-east-1", "--catalog", "sqlite:///x.db", "--dataset", "s3://b", "--max-drop", "2"],
      "Invalid value for '--max-drop'"),

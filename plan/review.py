@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from plan.cost import Cost, estimate, render_cost
 from plan.diagram import diagram
 from plan.journeys import journeys, services
+from plan.quotas import QuotaUse, quota_use, render_quotas
 from plan.timing import critical_path
 from plan.zones import cross_zone_paths
 from policy.rules import evaluate_policies
@@ -35,6 +36,7 @@ class Plan:
     cost: Cost | None = None  # with the stack's config: idle and busy figures (plan/cost.py)
     warnings: list[str] = field(default_factory=list)  # the config's (StackConfig.warnings): right, perhaps
     offered: str = ""  # what the regions were checked against (stackconfig/offered.py), and any not checked
+    quotas: list[QuotaUse] = field(default_factory=list)  # default service quotas the graph counts toward
 
 
 def world_open(graph: Graph) -> list[str]:
@@ -86,6 +88,7 @@ def evaluate(graph: Graph, config: StackConfig | None = None) -> Plan:
     plan.policy_exemptions = sorted(f"[{name}] {resource}: {reason}" for name, resource, reason in policies.exemptions)
     plan.deploy_minutes, plan.critical_path = critical_path(graph)
     plan.diagram = diagram(graph)
+    plan.quotas = quota_use(graph)
     if config is not None:
         plan.cost = estimate(graph, config)
         plan.warnings = [str(warning) for warning in config.warnings]
@@ -126,6 +129,7 @@ def render(plan: Plan) -> str:
     out += [f"  {step}" for step in plan.critical_path]
     if plan.cost is not None:
         out += ["", *render_cost(plan.cost)]
+    out += ["", *render_quotas(plan.quotas)]
     out += ["", "## Diagram", "", "```mermaid", plan.diagram, "```"]
     if plan.diagram_png:
         out += ["", plan.diagram_png]

@@ -26,7 +26,9 @@ app = typer.Typer(add_completion=False, help=__doc__, rich_markup_mode=None, no_
 
 StackOption = Annotated[str, typer.Option(help="Use Pulumi.<stack>.yaml.")]
 StateOption = Annotated[Path, typer.Option(help="Where the platform keeps its data, logs and pids.")]
-CatalogOption = Annotated[str, typer.Option(help="sqlite (embedded) or opensearch (osmem).")]
+CatalogOption = Annotated[str, typer.Option(
+    help="The OpenSearch catalog's stand-in: sqlite (embedded) or opensearch (osmem); a stack with catalog.kind s3 "
+         "runs its S3 catalog as declared.")]
 SizeOption = Annotated[int, typer.Option(help="Sample data size factor (1: small enough for 2 cores).")]
 RunningStackOption = Annotated[str | None, typer.Option(
     "--stack", help="The stack you expect to find running there (refused if another stack runs).")]

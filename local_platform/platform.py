@@ -287,6 +287,9 @@ class LocalPlatform:
                                 "with `down`")
         self.report("reading the deployment: the Pulumi program under mocks")
         deployment = self._deployment()
+        if self.catalog_kind == "opensearch" and deployment.s3_catalog() is not None:
+            raise PlatformError(f"--catalog opensearch: stack {self.stack}'s catalog is S3 (catalog.kind s3), which "
+                                "the platform runs as declared, in the client region's AWS emulation; drop --catalog")
         for stale in ("fsx", "read-cache", "staging", "tasks", CATALOG_FILE, "logs", "tls", SIZES_FILE, HISTORY_FILE,
                       SYNC_HISTORY_FILE, TWIN_FILE):
             path = self.state_dir / stale

@@ -144,6 +144,14 @@ def test_ctrl_c_during_the_demo_tears_down(tmp_path: Path) -> None:
     assert all(group_gone(pid) for pid in pids), output[-1500:]
 
 
+def test_an_opensearch_stand_in_for_a_stack_with_the_s3_catalog_is_refused_naming_why(tmp_path: Path) -> None:
+    result = cli("up", "--stack", "lean", "--state-dir", str(tmp_path / "state"), "--catalog", "opensearch")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    text = " ".join((result.stdout + result.stderr).split())
+    assert "--catalog opensearch: stack lean's catalog is S3 (catalog.kind s3)" in text and "drop --catalog" in text
+    assert not (tmp_path / "state" / "platform.json").exists()
+
+
 @pytest.mark.parametrize(("stack_file", "message"), [
     ("config:\n  cross-region-dask:client: {region: eu-west-9, cidr: 10.0.0.0/16}\n"
      "  cross-region-dask:workers: []\n", "client.region: 'eu-west-9' is not an AWS region"),

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-requirements
 
-.PHONY: test test-fast demo bench-wan bench-wan-scaling bench-dask-compat lint typecheck unit clean-venv
+.PHONY: test test-fast images demo bench-wan bench-wan-scaling bench-dask-compat lint typecheck unit clean-venv
 
 # The data plane is installed (editable) as the distribution the images and the kernel install, so that every
 # process here sees the same package metadata and version.
@@ -34,6 +34,11 @@ test: lint typecheck unit
 # (the marks of tests/conftest.py; a test that starts a process without its mark fails).
 test-fast: lint typecheck
 	$(BIN)/pytest -q -m "not processes and not root and not slow"
+
+# The images from the real Dockerfiles, on a Debian base debootstrap builds here (root, a running dockerd: see
+# .ci/run); each step is skipped when its inputs are unchanged.
+images: $(STAMP)
+	$(BIN)/python -m local_platform.images
 
 # The local platform's demo: up, the reference analysis with its audit and a plot, down (STACK=lean: the lean stack).
 STACK ?= dev

@@ -172,6 +172,8 @@ class ReferenceWriter:
             try:
                 piece = file_references(s3, bucket, key, record.size, record.path)
                 piece[REFERENCES_LAYOUT_KEY] = {"path": record.path, "steps": steps_along(piece, dimension)}
+            except ImportError:  # the image lacks a package: not the file's fault, and not to be hidden
+                raise
             except Exception as error:  # a broken or non-HDF5 file: it is opened file by file
                 self.failed += 1
                 log.warning("no references for %s: %s", record.s3_uri, error)
@@ -209,6 +211,8 @@ class ReferenceWriter:
         files = [[layout["path"], layout["steps"]] for layout in layouts]
         try:
             combined = combine(pieces, dimension)
+        except ImportError:  # the image lacks a package (s3fs, say): the sync fails, naming it
+            raise
         except Exception as error:  # e.g. files chunked differently: that collection is opened file by file
             log.warning("no reference set for %s: %s", collection, error)
             return False

@@ -148,6 +148,26 @@ def test_files_that_cannot_be_joined_keep_no_set_and_the_sync_goes_on(tmp_path: 
 
 
 @pytest.mark.processes
+def test_a_package_missing_from_the_image_fails_the_sync_instead_of_leaving_no_set(
+        tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files that cannot be joined are the data's business (above); a missing package is the image's, and hiding it
+    left every collection without its set (found by the built catalog-sync image, without s3fs)."""
+    import catalog_sync.references as references
+
+    data = _sync_data(tmp_path, moto_endpoint, broken=False)
+    report, _ = rebuild_catalog(data["s3"], data["association"], SQLiteSink(tmp_path / "catalog.db"),
+                                references=data["references"])
+    writer = data["references"].writer(REGION, report.loaded)
+
+    def missing(*_: Any) -> Any:
+        raise ImportError("Install s3fs to access S3")
+
+    monkeypatch.setattr(references, "combine", missing)
+    with pytest.raises(ImportError, match="s3fs"):
+        writer.combine_collection(f"era5-netcdf.{ERA5_VARIABLE}")
+
+
+@pytest.mark.processes
 def test_the_workflow_writes_pieces_while_indexing_and_sets_in_steps(tmp_path: Path, moto_endpoint: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     data = _sync_data(tmp_path, moto_endpoint)

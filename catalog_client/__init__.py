@@ -7,13 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 
-def opensearch_client(endpoint: str, region: str | None = None, *, timeout: int = 60) -> Any:
+def opensearch_client(endpoint: str, region: str | None = None, *, timeout: int = 60, retries: int = 3) -> Any:
     """A client for a catalog domain. With `region` (the DOMAIN's region), every request is signed with SigV4 for
-    the service `es`, with the environment's AWS credentials; without, it is a plain client (local stand-ins)."""
+    the service `es`, with the environment's AWS credentials; without, it is a plain client (local stand-ins).
+    A request that gets no answer is tried `retries` more times, each waiting `timeout` seconds."""
     import boto3
     from opensearchpy import AWSV4SignerAuth, OpenSearch, RequestsHttpConnection
 
-    options: dict[str, Any] = {"hosts": [endpoint], "timeout": timeout, "max_retries": 3, "retry_on_timeout": True}
+    options: dict[str, Any] = {"hosts": [endpoint], "timeout": timeout, "max_retries": retries,
+                               "retry_on_timeout": True}
     if region:
         credentials = boto3.Session().get_credentials()
         if credentials is None:

@@ -44,7 +44,24 @@ def _deadline(context: Any) -> float:
     return time.monotonic() + max(remaining - SAFETY_MARGIN_SECONDS, 0.0)
 
 
+class CatalogUnreachableError(ConnectionError):
+    """The catalog gave no answer: named, with how long the sync waited, so the failed execution says why."""
+
+
 def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    from opensearchpy.exceptions import ConnectionError as CatalogConnectionError
+
+    try:
+        return _handle(event, context)
+    except CatalogConnectionError as error:
+        from catalog_sync.sinks import SYNC_RETRIES, SYNC_TIMEOUT_SECONDS
+
+        raise CatalogUnreachableError(
+            f"the catalog at {env.required(env.CATALOG_ENDPOINT)} did not answer {SYNC_RETRIES + 1} tries of "
+            f"{SYNC_TIMEOUT_SECONDS} s ({type(error).__name__}); the published catalog is untouched") from error
+
+
+def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     action = event.get("action")
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}: one of {', '.join(ACTIONS)}")

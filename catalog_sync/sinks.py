@@ -177,10 +177,16 @@ class OpenSearchSink:
         return sum(int(self.client.count(index=name)["count"]) for name in names)
 
 
+# A catalog that does not answer fails the sync's step within about a minute (two tries of 30 s), not four (the
+# client's default, four tries of 60 s, found by bench/faults.py's catalog-unreachable): the workflow then drops
+# the load and alarms while the published catalog keeps serving.
+SYNC_TIMEOUT_SECONDS, SYNC_RETRIES = 30, 1
+
+
 def opensearch_client(endpoint: str, region: str | None = None) -> Any:
     """The platform's catalog client (catalog_client.opensearch_client: signed for `es` in the DOMAIN's region)."""
     try:
-        return signed_client(endpoint, region)
+        return signed_client(endpoint, region, timeout=SYNC_TIMEOUT_SECONDS, retries=SYNC_RETRIES)
     except PermissionError as error:
         raise SinkError(str(error)) from None
 

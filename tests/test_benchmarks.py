@@ -120,3 +120,46 @@ def test_dask_compat_names_a_wrong_repository(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2 and "--repo" in result.stderr and "not a git directory" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--faults", "partition"], "unknown fault 'partition': the faults are region-cut, client-cut, scheduler-kill"),
+    (["--faults", "slow-link"], "slow-link: not built yet"),
+    (["--bound", "soon"], "--bound 'soon' is not a duration: give one like 30s"),
+    (["--bound", "0s"], "--bound '0s' must be longer than zero"),
+])
+def test_the_fault_benchmark_names_bad_flags_and_the_valid_ones(flags: list[str], said: str) -> None:
+    result = subprocess.run([sys.executable, "bench/faults.py", *flags], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert said in result.stderr
+
+
+def test_the_committed_fault_results_lost_nothing_and_recovered() -> None:
+    results = json.loads((ROOT / "bench" / "results" / "faults.json").read_text())
+    assert results["faults"]
+    for name, fault in results["faults"].items():
+        assert "hang_or_failure" not in fault, name
+        assert fault["data_lost"] == {"catalog_documents": False, "reference_sets": False}, name
+        assert fault["result_correct"] and fault["time_to_recovery_s"] < results["bound_s"], name
+
+
+def test_the_readmes_fault_table_gives_the_committed_figures() -> None:
+    results = json.loads((ROOT / "bench" / "results" / "faults.json").read_text())["faults"]
+    rows = {line.split("`")[1]: [cell.strip() for cell in line.split("|")[3:5]]
+            for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `")}
+    assert set(rows) == set(results)
+    for name, fault in results.items():
+        assert rows[name] == [f"{fault['time_to_detect_s']:.1f} s", f"{fault['time_to_recovery_s']:.0f} s"], name
+
+
+@pytest.mark.slow
+def test_a_scheduler_killed_mid_analysis_gives_a_clear_error_and_a_rerun_recovers(tmp_path: Path) -> None:
+    output = tmp_path / "faults.json"
+    result = subprocess.run([sys.executable, "bench/faults.py", "--faults", "scheduler-kill", "--output", str(output)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fault = json.loads(output.read_text())["faults"]["scheduler-kill"]
+    assert "scheduler-connection-lost" in fault["client_error"] and fault["time_to_detect_s"] < 30
+    assert fault["replacement_pid_differs"] and fault["result_correct"]
+    assert fault["data_lost"] == {"catalog_documents": False, "reference_sets": False}

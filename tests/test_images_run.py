@@ -43,6 +43,22 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
 
 
 @pytest.fixture
+def own_moto() -> Iterator[str]:
+    """An AWS emulation of this test's own: the lean stack's bucket names are fixed by its graph, and the session's
+    emulation may already hold them from another test."""
+    from moto.server import ThreadedMotoServer
+
+    from tests.catalog_fixtures import moto_environment
+
+    moto_environment()
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
 def containers() -> Iterator[list[str]]:
     """Names of the containers a test starts; each is removed at the end, whatever happened."""
     started: list[str] = []
@@ -118,7 +134,8 @@ def _lean_region(deployment: Deployment) -> tuple[dict[str, Any], str]:
 
 
 def test_the_catalog_sync_image_runs_the_declared_nightly_sync_against_the_aws_emulation(
-        built: dict[str, Built], tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        built: dict[str, Built], tmp_path: Path, own_moto: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    moto_endpoint = own_moto
     deployment = read_deployment(cached_graph("lean"))  # storage s3 and the S3 catalog: what moto can hold
     schedule, region = _lean_region(deployment)
     definition = deployment.machines[schedule["target"]].definition

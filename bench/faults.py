@@ -114,19 +114,10 @@ def missing_sets(state: Any) -> list[str]:
 
 
 def scheduler_pids(state_dir: Path) -> list[int]:
-    """The twin's live scheduler processes (the entrypoint's `dask scheduler`)."""
-    from local_platform.platform import runs_from
+    """The twin's live scheduler processes (the entrypoint's `dask scheduler` with the router's preload)."""
+    from local_platform.platform import processes_of
 
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            arguments = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(a.endswith(b"/dask") for a in arguments) and b"scheduler" in arguments and \
-                runs_from(int(cmdline.parent.name), state_dir.resolve()):
-            found.append(int(cmdline.parent.name))
-    return found
+    return processes_of(state_dir, b"scheduler", b"dask_regions.routing")
 
 
 def wait_for(condition: Callable[[], Any], bound: float, what: str) -> Any:

@@ -152,6 +152,21 @@ def runs_from(pid: int, state_dir: Path) -> bool:
     return f"{MARKER}={state_dir}".encode() in environment
 
 
+def processes_of(state_dir: Path, *words: bytes) -> list[int]:
+    """The live processes the platform of `state_dir` started whose command line has every one of `words` (as a
+    part of an argument)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            arguments = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        pid = int(cmdline.parent.name)
+        if all(any(word in a for a in arguments) for word in words) and runs_from(pid, state_dir.resolve()):
+            found.append(pid)
+    return found
+
+
 def _reap(pid: int) -> None:
     """Collect a child's exit status if it is ours, so it leaves no zombie behind."""
     with contextlib.suppress(ChildProcessError):

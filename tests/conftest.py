@@ -98,9 +98,9 @@ def _region_of_vpc(graph: Graph, vpc_id: str) -> str:
     return vpc.region
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A moto server (S3, SSM, Scheduler, ...) on loopback for the whole session, stopped at the end."""
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server (S3, SSM, Scheduler, ...) on loopback, stopped when the block ends."""
     from moto.server import ThreadedMotoServer
 
     from tests.catalog_fixtures import free_port, moto_environment
@@ -109,8 +109,17 @@ def moto_endpoint() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server for the whole session."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 # ------------------------------------------------------------------------------------------- test tiers

@@ -9,28 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from local_platform.nightly import SYNC_HISTORY_FILE
-from local_platform.platform import runs_from
+from local_platform.platform import processes_of
 from platform_facts import regions_variable
+
+__all__ = ["processes_of", "settings_environment", "sync_history"]
 
 
 def settings_environment(settings: Mapping[str, Any]) -> dict[str, str]:
     """Demand settings as the environment of a scheduler process (dask reads DASK_ variables as its config)."""
     return {regions_variable(f"demand.{key}"): json.dumps(value) for key, value in settings.items()}
-
-
-def processes_of(state_dir: Path, *words: bytes) -> list[int]:
-    """The live processes the platform of `state_dir` started whose command line has every one of `words` (as a
-    part of an argument)."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            arguments = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        pid = int(cmdline.parent.name)
-        if all(any(word in a for a in arguments) for word in words) and runs_from(pid, state_dir.resolve()):
-            found.append(pid)
-    return found
 
 
 def sync_history(state_dir: Path) -> list[dict[str, Any]]:

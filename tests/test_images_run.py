@@ -30,7 +30,7 @@ from local_platform.step_functions import run
 from local_platform.tls import LocalTls, create_local_tls
 from platform_facts import CATALOG_S3_ENDPOINT_VARIABLE
 from tests.catalog_fixtures import s3_client
-from tests.conftest import cached_graph
+from tests.conftest import cached_graph, moto_server
 
 pytestmark = [pytest.mark.root, pytest.mark.processes, pytest.mark.slow]
 
@@ -46,16 +46,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
 def own_moto() -> Iterator[str]:
     """An AWS emulation of this test's own: the lean stack's bucket names are fixed by its graph, and the session's
     emulation may already hold them from another test."""
-    from moto.server import ThreadedMotoServer
-
-    from tests.catalog_fixtures import moto_environment
-
-    moto_environment()
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 @pytest.fixture

@@ -220,3 +220,14 @@ def test_pip_install_without_an_extra_gives_an_importable_library(tmp_path: Path
                              f"{code}"], cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (target / "bokeh").exists() and not (target / "opensearchpy").exists()  # no extra came with it
+
+
+def test_make_images_without_an_engine_says_what_is_missing_in_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from local_platform import images
+
+    monkeypatch.setattr(images.shutil, "which", lambda _: None)  # no docker CLI on PATH
+    assert images.main([]) == 2
+    said = capsys.readouterr().err.strip().splitlines()
+    assert said == ["make images: no docker CLI: install Debian's docker.io (as root: apt-get install docker.io "
+                    "debootstrap)"]

@@ -9,6 +9,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,6 +114,27 @@ def moto_server() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def moto_process(log: Path) -> Iterator[str]:
+    """A moto server in a process of its own, for a test that needs AWS state no other test can have touched (moto's
+    state is per process: servers in the tests' process share it), stopped when the block ends."""
+    import sys
+
+    from local_platform.platform import _wait_for_port
+    from tests.catalog_fixtures import free_port, moto_environment
+
+    moto_environment()
+    port = free_port()
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for_port(port, "moto", server, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ from local_platform.step_functions import run
 from local_platform.tls import LocalTls, create_local_tls
 from platform_facts import CATALOG_S3_ENDPOINT_VARIABLE
 from tests.catalog_fixtures import s3_client
-from tests.conftest import cached_graph, moto_server
+from tests.conftest import cached_graph, moto_process
 
 pytestmark = [pytest.mark.root, pytest.mark.processes, pytest.mark.slow]
 
@@ -43,10 +43,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Built]:
 
 
 @pytest.fixture
-def own_moto() -> Iterator[str]:
-    """An AWS emulation of this test's own: the lean stack's bucket names are fixed by its graph, and the session's
-    emulation may already hold them from another test."""
-    with moto_server() as endpoint:
+def own_moto(tmp_path: Path) -> Iterator[str]:
+    """An AWS emulation of this test's own, in its own process: the lean stack's bucket names are fixed by its
+    graph, and every moto server in the tests' process shares one state, which other tests may have filled."""
+    with moto_process(tmp_path / "moto.log") as endpoint:
         yield endpoint
 
 

@@ -64,7 +64,10 @@ from stackconfig import PROJECT_DIR as ROOT
 
 BIN = Path(sys.executable).parent
 
-START_TIMEOUT = 60.0
+# How long `up` waits for each service to listen and for the scheduler to be healthy. Two minutes: on 2 cores
+# beside a container start (which copies a 750 MB image under the vfs driver, tests/test_images_run.py) the agent
+# did not start the scheduler within one (a fresh clone's .ci/run on 32c5006).
+START_TIMEOUT = 120.0
 AGENT_INTERVAL = 1.0
 MARKER = "LOCAL_PLATFORM_STATE"  # in every process's environment: which platform started it
 DEMAND_POOLS = regions_variable("demand.pools")

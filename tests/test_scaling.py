@@ -219,7 +219,13 @@ def test_a_draining_worker_hands_its_work_back_to_its_own_pool(tmp_path: Path) -
         env=_role_environment(tls, "scheduler", tmp_path / "run-s") | extra, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
-        wait_until(scheduler_file.exists, 60, "the scheduler")
+        def written() -> bool:  # Dask writes the file in place: it may exist before its JSON is whole
+            try:
+                return bool(json.loads(scheduler_file.read_text())["address"])
+            except (OSError, ValueError, KeyError):
+                return False
+
+        wait_until(written, 60, "the scheduler")
         address = json.loads(scheduler_file.read_text())["address"]
         workers = {}
         for name, pool in (("us-east-1-task-a", EAST), ("us-east-1-task-b", EAST), ("us-west-2-task-a", WEST)):

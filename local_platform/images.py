@@ -141,8 +141,10 @@ def build_base(log: Path) -> Built:
                 raise ImageError(f"debootstrap did not finish in 900 s (see {log})") from error
             if done.returncode != 0:
                 raise ImageError(f"debootstrap failed (see {log})")
-            subprocess.run(["chroot", str(root), "python3", "-m", "venv", VENV], stdout=output,
-                           stderr=subprocess.STDOUT, timeout=300, check=True)
+            venv = subprocess.run(["chroot", str(root), "python3", "-m", "venv", VENV], stdout=output,
+                                  stderr=subprocess.STDOUT, timeout=300, check=False)
+            if venv.returncode != 0:
+                raise ImageError(f"creating the base's venv at {VENV} failed (see {log})")
         shutil.copyfile(CA_BUNDLE, root / CA_BUNDLE.lstrip("/"))
         for cache in (root / "var/cache/apt/archives").glob("*.deb"):
             cache.unlink()
@@ -164,7 +166,8 @@ def build(name: str, dockerfile: str, tag: str, base: str, log: Path) -> Built:
     result = docker("build", "--network", "host", "--file", str(PROJECT_DIR / dockerfile),
                     "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"WHEEL={wheel().relative_to(DIST_DIR)}",
                     "--tag", reference, str(PROJECT_DIR), timeout=BUILD_TIMEOUT, check=False)
-    log.open("a").write(result.stdout + result.stderr)
+    with log.open("a") as output:
+        output.write(result.stdout + result.stderr)
     if result.returncode != 0:
         raise ImageError(f"building {dockerfile} failed: {result.stderr.strip()[-1500:]} (whole output: {log})")
     return Built(name, reference, round(time.monotonic() - started, 1), _size(reference))

@@ -160,6 +160,7 @@ def test_a_scheduler_killed_mid_analysis_gives_a_clear_error_and_a_rerun_recover
                             cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     fault = json.loads(output.read_text())["faults"]["scheduler-kill"]
+    assert "hang_or_failure" not in fault, fault
     assert "scheduler-connection-lost" in fault["client_error"] and fault["time_to_detect_s"] < 30
     assert fault["replacement_pid_differs"] and fault["result_correct"]
     assert fault["data_lost"] == {"catalog_documents": False, "reference_sets": False}

@@ -135,6 +135,7 @@ class SchedulerPart(ClientPart):
                 "Resource": arn}] if config.idle_shutdown_minutes else [])]))
         environment = pulumi.Output.from_input(cluster.name).apply(lambda cluster_name: scheduler_environment(
             self._args.naming.project, self._args.naming.stack, self._args.workers, config.scale_in_window_seconds,
+            config.region_grace_seconds,
             idle=(config.idle_shutdown_minutes, self._region, cluster_name, service_name)))
         containers = pulumi.Output.all(self._args.image, log_group.name, self._args.scheduler_tls_secret_arn,
                                        environment).apply(lambda v: json.dumps([{

@@ -9,7 +9,7 @@ import json
 import math
 from collections.abc import Sequence
 
-from platform_facts import METRIC_NAMESPACE, SCHEDULER_IDLE_SHUTDOWN_VARIABLE, regions_variable
+from platform_facts import METRIC_NAMESPACE, SCHEDULER_IDLE_SHUTDOWN_VARIABLE, WORKER_TTL_VARIABLE, regions_variable
 from stackconfig import WorkerConfig
 
 MAX_STEPS = 20  # step adjustments per scaling policy (Application Auto Scaling limit)
@@ -30,7 +30,7 @@ def demand_pools(workers: Sequence[WorkerConfig]) -> dict[str, dict[str, float |
 
 
 def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConfig],
-                          scale_in_window_seconds: int,
+                          scale_in_window_seconds: int, region_grace_seconds: int,
                           idle: tuple[int, str, str, str] = (0, "", "", "")) -> list[dict[str, str]]:
     """Environment of the scheduler container: the router's regions and the demand plugin's settings (dask config
     via DASK_ variables). No combining pool: AWS runs no workers in the client region, so a task that combines
@@ -48,6 +48,8 @@ def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConf
         regions_variable("regions"): json.dumps(sorted({w.region for w in workers})),
         # Connections to workers across the WAN opened as they join, not at the first fetch (dask_regions.routing).
         regions_variable("warm-connections"): "True",
+        # A region silent this long is cut off: its workers are removed and the work that needs it fails, naming it.
+        WORKER_TTL_VARIABLE: f"{region_grace_seconds}s",
     }
     minutes, region, cluster, service = idle  # the scheduler stops its own service after `minutes` unused
     if minutes:

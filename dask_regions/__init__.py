@@ -15,7 +15,13 @@ except PackageNotFoundError:  # imported from a source tree that was never insta
 from dask_regions.audit import audit, mark
 from dask_regions.catalog import Catalog, CatalogQueryError, Dataset
 from dask_regions.connect import Platform, connect
-from dask_regions.errors import ConnectError, MissingPoolError, OverBudgetError, VersionMismatchError
+from dask_regions.errors import (
+    ConnectError,
+    MissingPoolError,
+    OverBudgetError,
+    RegionUnreachableError,
+    VersionMismatchError,
+)
 from dask_regions.esm import to_dataset_dict
 from dask_regions.explain import Explanation, explain
 from dask_regions.opening import from_array, open_all, open_dataset, open_many, open_mfdataset, region_of
@@ -31,6 +37,7 @@ __all__ = [
     "MissingPoolError",
     "OverBudgetError",
     "Platform",
+    "RegionUnreachableError",
     "VersionMismatchError",
     "audit",
     "check_versions",

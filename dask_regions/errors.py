@@ -5,6 +5,12 @@ class MissingPoolError(RuntimeError):
     """Work for a region whose pool has no live worker."""
 
 
+class RegionUnreachableError(MissingPoolError):
+    """Work for a region cut off from the scheduler: its pool's workers stopped answering heartbeats for Dask's
+    `distributed.scheduler.worker-ttl` (the platform's grace) and were removed. Rerun once the region's link is
+    back: its pool rejoins by itself."""
+
+
 class VersionMismatchError(RuntimeError):
     """Client, scheduler and workers do not run the same versions."""
 

@@ -37,7 +37,7 @@ from distributed.scheduler import Scheduler, TaskState, WorkerState
 
 from dask_regions import settings
 from dask_regions.demand import PoolDemand
-from dask_regions.errors import MissingPoolError, UnrunnableTaskError
+from dask_regions.errors import MissingPoolError, RegionUnreachableError, UnrunnableTaskError
 from dask_regions.internals import before_shuffle_created, fail_task, narrow_retirement, spec_values
 from dask_regions.keys import region_of_value
 from dask_regions.shards import P2PSends
@@ -48,6 +48,9 @@ logger = logging.getLogger("dask_regions.routing")
 PLUGIN_NAME = ROUTER_PLUGIN
 WARMER_NAME = "dask-regions-connection-warmer"
 CHECK_INTERVAL_SECONDS = 1.0
+# The stimulus of Dask's removal of a worker silent past `distributed.scheduler.worker-ttl` (Scheduler.check_worker_ttl
+# restarts or removes it under this stimulus): how a region cut off from the scheduler shows.
+SILENT_STIMULUS = "check-worker-ttl"
 PLACEMENT_LOG = 200_000  # the newest finished tasks the audit can see
 
 
@@ -97,6 +100,8 @@ class RegionRouter(SchedulerPlugin):
         self.placements: deque[Placement] = deque(maxlen=PLACEMENT_LOG)
         self.seen_pools: set[str] = set()
         self.waiting_since: dict[Any, float] = {}
+        self.worker_pools: dict[str, list[str]] = {}  # live worker -> its pools (a removed worker is gone already)
+        self.silenced: dict[str, tuple[float, float]] = {}  # pool -> (when, ttl): its workers removed for silence
         self.scheduler: Scheduler | None = None
         self._callback: Any = None
 
@@ -131,7 +136,27 @@ class RegionRouter(SchedulerPlugin):
                 "missing_pool_timeout": self.missing_pool_timeout}
 
     def add_worker(self, scheduler: Scheduler, worker: str) -> None:
-        self.seen_pools.update(pools_of(scheduler.workers.get(worker)))
+        pools = pools_of(scheduler.workers.get(worker))
+        self.seen_pools.update(pools)
+        self.worker_pools[worker] = pools
+        for pool in pools:  # its region answers again
+            if self.silenced.pop(pool, None) is not None:
+                logger.warning("region %s is back: a worker of %s joined (%s)", region_of_pool(pool), pool, worker)
+
+    def remove_worker(self, scheduler: Scheduler, worker: str, *, stimulus_id: str, **kwargs: Any) -> None:
+        """A worker removed because it stopped heartbeating (Dask's worker-ttl) marks its pools as silenced: once
+        none of a silenced pool's workers is left, its region is unreachable and the tasks that need it fail at
+        once, naming it, instead of waiting for a scale-up that cannot reach the scheduler either."""
+        pools = self.worker_pools.pop(worker, [])
+        if not stimulus_id.startswith(SILENT_STIMULUS):
+            return
+        from distributed.scheduler import heartbeat_interval
+
+        # What Dask waited: its setting, but at least ten heartbeats of a cluster this size (check_worker_ttl).
+        ttl = max(float(scheduler.worker_ttl or 0), 10 * heartbeat_interval(len(scheduler.workers) + 1))
+        for pool in pools:
+            self.silenced[pool] = (time.time(), ttl)
+            logger.warning("%s of %s stopped answering heartbeats for %.0f s and was removed", worker, pool, ttl)
 
     # ------------------------------------------------------------------------------------- routing
     def update_graph(self, scheduler: Scheduler, *, keys: set[Any], tasks: list[Any], **kwargs: Any) -> None:
@@ -314,6 +339,8 @@ class RegionRouter(SchedulerPlugin):
                 return self.missing_pool_timeout, UnrunnableTaskError(
                     f"task {ts.key!r} asks for {asked}, but each worker of {resource} offers "
                     f"{offers[resource]:g}; ask for at most that many")
+            if resource in self.silenced:
+                return 0.0, self._unreachable(region, resource)
             if isinstance(demand, PoolDemand) and demand.scalable(resource):
                 if amount <= demand.slots_per_worker(resource):
                     return max(self.missing_pool_timeout, demand.settings.scale_up_timeout), MissingPoolError(
@@ -326,6 +353,14 @@ class RegionRouter(SchedulerPlugin):
                 f"no live worker in region {region} ({resource}) for {self.missing_pool_timeout:.0f} s; "
                 f"live pools: {alive}")
         return self._why_pinned_unrunnable(ts)
+
+    def _unreachable(self, region: str, pool: str) -> RegionUnreachableError:
+        when, ttl = self.silenced[pool]
+        return RegionUnreachableError(
+            f"region {region} is unreachable: the workers of {pool} stopped answering the scheduler's heartbeats for "
+            f"over {ttl:.0f} s (distributed.scheduler.worker-ttl, the platform's grace) and were removed at "
+            f"{time.strftime('%H:%M:%S', time.gmtime(when))} UTC. Work that needs {region} fails; work that needs only "
+            f"other regions goes on. Its pool rejoins by itself when its link is back: rerun then")
 
     def _why_pinned_unrunnable(self, ts: TaskState) -> tuple[float, Exception] | None:
         """A task pinned to workers (by P2P, or a client's `workers=`) none of which offers its resources."""

@@ -37,6 +37,11 @@ def dask_variable(key: str) -> str:
     return "DASK_" + key.upper().replace("-", "_").replace(".", "__")
 
 
+# A worker region silent this long is cut off (`client.regionGraceSeconds`): Dask's own heartbeat limit, after which
+# the scheduler removes the region's workers and dask_regions.routing fails the work that needs the region.
+WORKER_TTL_VARIABLE = dask_variable("distributed.scheduler.worker-ttl")
+
+
 def regions_variable(key: str) -> str:
     """The environment variable of a dask_regions setting: `demand.pools` is DASK_DASK_REGIONS__DEMAND__POOLS."""
     return dask_variable(f"{DASK_REGIONS_SECTION}.{key}")

@@ -115,6 +115,11 @@ CLIENT_KEYS: tuple[Key, ...] = (
     Key("scaleInWindowSeconds", "integer",
         "Seconds the scheduler's demand figure for a pool must stay lower before it falls, so that a pool does not "
         "shrink between two bursts of work; 1-3600.", 120, minimum=1, maximum=3600),
+    Key("regionGraceSeconds", "integer",
+        "Seconds a worker region's pool may go without answering the scheduler's heartbeats (its link cut, a zone "
+        "down) before the scheduler removes its workers and fails the work that needs that region, naming it; work "
+        "that needs only other regions goes on, and a link back within this time loses nothing. Dask's "
+        "`distributed.scheduler.worker-ttl` (Dask's default is 300); 10-3600.", 60, minimum=10, maximum=3600),
     Key("notebookInstanceType", "string",
         "SageMaker notebook instance type (`ml.<family>.<size>`).", "ml.t3.2xlarge"),
     Key("notebookVolumeGiB", "integer",
@@ -236,6 +241,7 @@ class ClientConfig:
     scheduler_cpu: int = 2048
     scheduler_memory_mib: int = 4096
     scale_in_window_seconds: int = 120
+    region_grace_seconds: int = 60
     notebook_instance_type: str = "ml.t3.2xlarge"
     notebook_volume_gib: int = 50
     idle_shutdown_minutes: int = 60

@@ -295,6 +295,7 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
         region=values["region"], cidr=values["cidr"], dashboard_allowed_cidrs=allowed,
         dashboard_certificate_arn=certificate, scheduler_exec=values["schedulerExec"], scheduler_cpu=cpu,
         scheduler_memory_mib=memory, scale_in_window_seconds=values["scaleInWindowSeconds"],
+        region_grace_seconds=values["regionGraceSeconds"],
         notebook_instance_type=values["notebookInstanceType"],
         notebook_volume_gib=values["notebookVolumeGiB"], idle_shutdown_minutes=values["idleShutdownMinutes"],
         notebook_idle_minutes=values["notebookIdleMinutes"],

@@ -5,7 +5,7 @@ Results are merged into bench/results/faults.json (a fault run alone replaces on
 
     .venv/bin/python bench/faults.py --faults scheduler-kill [--bound 2m]
 
-The faults the issue names are all listed; those whose injection is not built yet are refused by name, saying so.
+The link faults (region-cut, client-cut, slow-link) run on the WAN benchmark's namespaces (bench/faults_wan.py), as root.
 Ctrl-C stops the run and everything it started (the twin's `down`).
 """
 
@@ -38,7 +38,7 @@ FAULTS = {
     "catalog-unreachable": "the catalog unreachable from a worker region during its nightly sync",
     "slow-link": "a worker region's bandwidth cut to a tenth mid-computation",
 }
-NOT_BUILT = {"region-cut", "client-cut", "slow-link"}  # need the WAN's namespaces: next
+ON_THE_WAN = ("region-cut", "client-cut", "slow-link")  # bench/faults_wan.py: the WAN benchmark's namespaces
 CATALOGS = {"catalog-unreachable": "opensearch"}  # the twin's catalog per fault (default: SQLite)
 
 
@@ -70,21 +70,30 @@ def fault_names(text: str) -> list[str]:
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown fault {', '.join(map(repr, unknown)) or '(none given)'}: the "
                                          f"faults are {', '.join(FAULTS)}")
-    unbuilt = [name for name in names if name in NOT_BUILT]
-    if unbuilt:
-        raise argparse.ArgumentTypeError(f"{', '.join(unbuilt)}: not built yet (the WAN's namespaces); built: "
-                                         f"{', '.join(sorted(set(FAULTS) - NOT_BUILT))}")
     return names
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--faults", type=fault_names, default=sorted(set(FAULTS) - NOT_BUILT),
+    parser.add_argument("--faults", type=fault_names, default=list(FAULTS),
                         help="comma-separated: " + "; ".join(f"{k}: {v}" for k, v in FAULTS.items()))
     parser.add_argument("--bound", type=duration("--bound"), default=120.0,
                         help="the longest any wait of the run may take (default 2m); past it the fault is a hang")
+    parser.add_argument("--grace", type=duration("--grace"), default=60.0,
+                        help="the stack's client.regionGraceSeconds for the link faults (default 60s, the stack's "
+                             "default; at least 10s)")
+    parser.add_argument("--cut-for", type=duration("--cut-for"), default=None,
+                        help="how long the long cut lasts (default: twice the grace and 45 s, past it for sure)")
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/crossregiondask-faults"),
+                        help="the link faults' sample data and logs")
     parser.add_argument("--output", type=Path, default=RESULTS)
-    return parser.parse_args(argv)
+    arguments = parser.parse_args(argv)
+    if arguments.grace < 10:
+        parser.error(f"--grace {arguments.grace:g}s: the stack allows 10 s at least (client.regionGraceSeconds)")
+    if any(name in ON_THE_WAN for name in arguments.faults) and os.geteuid() != 0:
+        parser.error(f"{', '.join(n for n in arguments.faults if n in ON_THE_WAN)} need root (network namespaces); "
+                     f"run as root, or choose among {', '.join(n for n in FAULTS if n not in ON_THE_WAN)}")
+    return arguments
 
 
 # --------------------------------------------------------------------------------------------- observation
@@ -323,6 +332,28 @@ def chart(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = parse(argv)
+    output: Path = arguments.output
+    previous = json.loads(output.read_text()) if output.exists() else {}
+    results: dict[str, Any] = dict(previous.get("faults", {}))
+    try:
+        results |= run_faults(arguments)
+    except KeyboardInterrupt:
+        from bench.wan_network import leftovers
+
+        print(f"interrupted; processes stopped, namespaces left: {leftovers() or 'none'}", file=sys.stderr)
+        return 130
+    document = {"benchmark": "faults (issue 34)", "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "where": "the twin (python -m local_platform): the dev stack's declared tasks on this machine; the "
+                         "link faults on the WAN benchmark's namespaces (bench/faults_wan.py)",
+                "bound_s": arguments.bound, "faults": results}
+    output.write_text(json.dumps(document, indent=1) + "\n")
+    chart(results, output.with_suffix(".png"))
+    print(f"-> {output}")
+    return 0
+
+
+def run_faults(arguments: argparse.Namespace) -> dict[str, Any]:
     import tempfile
 
     import dask.config
@@ -330,10 +361,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from local_platform.__main__ import DEMO_IDLE_MINUTES, DEMO_SCALE_IN_WINDOW, overrides
     from local_platform.platform import LocalPlatform
 
-    output: Path = arguments.output
-    previous = json.loads(output.read_text()) if output.exists() else {}
-    results: dict[str, Any] = dict(previous.get("faults", {}))
-    for name in arguments.faults:
+    results: dict[str, Any] = {}
+    on_the_wan = [name for name in arguments.faults if name in ON_THE_WAN]
+    if on_the_wan:
+        from bench.faults_wan import run as run_on_the_wan
+
+        for name, result in run_on_the_wan(on_the_wan, arguments.bound, arguments.grace, arguments.cut_for,
+                                           arguments.work_dir.resolve()).items():
+            results[name] = {"fault": FAULTS[name], **result}
+            print(json.dumps(results[name], indent=1), flush=True)
+    for name in [name for name in arguments.faults if name not in ON_THE_WAN]:
         with tempfile.TemporaryDirectory(prefix=f"fault-{name}-") as work:
             twin = LocalPlatform("dev", Path(work) / "state", catalog=CATALOGS.get(name, "sqlite"),
                                  overrides=overrides("dev", DEMO_IDLE_MINUTES, DEMO_SCALE_IN_WINDOW))
@@ -357,15 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 twin.down()
         results[name] = {"fault": FAULTS[name], **result}
         print(json.dumps(results[name], indent=1), flush=True)
-    document = {"benchmark": "faults (issue 34)", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "where": "the twin (python -m local_platform): the dev stack's declared tasks on this machine",
-                "bound_s": arguments.bound, "faults": results,
-                "not_built": {name: FAULTS[name] for name in sorted(NOT_BUILT)}}
-    output.write_text(json.dumps(document, indent=1) + "\n")
-    chart(results, output.with_suffix(".png"))
-    print(f"-> {output}")
-    return 0
+    return results
 
 
 if __name__ == "__main__":

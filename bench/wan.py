@@ -429,6 +429,32 @@ class SchedulerUsage:
         return found
 
 
+def scheduler_address(client: RegionLink) -> str:
+    return f"tls://{client.address}:{SCHEDULER_PORT}"
+
+
+def start_scheduler(mode: str, cluster: Cluster, client: RegionLink, processes: Processes, name: str) -> None:
+    """The scheduler's declared task in the client region (unpinned: its router only observes)."""
+    deployment = cluster.deployment
+    overrides = {regions_variable("route"): "False"} if mode == "unpinned" else {}
+    cluster.task(processes, name, client.namespace, deployment.scheduler(),
+                 local_arguments(deployment.scheduler(), deployment, SCHEDULER_PORT, DASHBOARD_PORT), overrides)
+
+
+def start_pool(mode: str, cluster: Cluster, container: Container, links: dict[str, RegionLink], client_region: str,
+               processes: Processes, name: str) -> None:
+    """One task of a pool's declared service: in its own region (local, the floor: in the client region)."""
+    deployment, client = cluster.deployment, links[client_region]
+    if mode == "local":  # the same pool, beside everything else
+        cluster.task(processes, name, client.namespace, container,
+                     local_arguments(container, deployment, SCHEDULER_PORT, 0))
+        return
+    link = links[container.region]
+    cluster.task(processes, name, link.namespace, container, local_arguments(
+        container, deployment, SCHEDULER_PORT, 0, scheduler_host=client.address,
+        worker_contact=f"{link.address}:{WORKER_PORT}"))
+
+
 def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, links: dict[str, RegionLink],
              processes: Processes, index: int, analysis_timeout: float) -> dict[str, Any]:
     """One run of one mode on a fresh cluster, as the graph declares it: the scheduler's task in the client region
@@ -436,28 +462,18 @@ def run_mode(mode: str, config: StackConfig, cluster: Cluster, router: str, link
     floor) runs the same tasks in the client region, each pool still pinned to its own region's Lustre stand-in:
     what is left of pinned beyond it is the WAN's cost."""
     client = links[config.client.region]
-    deployment = cluster.deployment
-    scheduler = f"tls://{client.address}:{SCHEDULER_PORT}"
+    scheduler = scheduler_address(links[config.client.region])
     names = [f"{mode}{index}-scheduler"]
-    overrides = {regions_variable("route"): "False"} if mode == "unpinned" else {}  # the router only observes
     started, load_before = time.time(), os.getloadavg()
-    cluster.task(processes, names[0], client.namespace, deployment.scheduler(),
-                 local_arguments(deployment.scheduler(), deployment, SCHEDULER_PORT, DASHBOARD_PORT), overrides)
+    start_scheduler(mode, cluster, links[config.client.region], processes, names[0])
     try:
         usage = SchedulerUsage(processes.running[names[0]].pid)  # `ip netns exec` and the entrypoint exec: one pid
         agent(client.namespace, "wait-port", "--port", str(SCHEDULER_PORT))
-        for container in deployment.pools():
+        for container in cluster.deployment.pools():
             names.append(f"{mode}{index}-{container.service}")
-            if mode == "local":  # the same pool, beside everything else
-                cluster.task(processes, names[-1], client.namespace, container,
-                             local_arguments(container, deployment, SCHEDULER_PORT, 0))
-                continue
-            link = links[container.region]
-            cluster.task(processes, names[-1], link.namespace, container, local_arguments(
-                container, deployment, SCHEDULER_PORT, 0, scheduler_host=client.address,
-                worker_contact=f"{link.address}:{WORKER_PORT}"))
+            start_pool(mode, cluster, container, links, config.client.region, processes, names[-1])
         agent(client.namespace, "wait-cluster", "--scheduler", scheduler, "--workers",
-              str(len(deployment.pools())), tls=cluster.tls)
+              str(len(cluster.deployment.pools())), tls=cluster.tls)
         before = link_bytes(router, links)
         result = agent(client.namespace, "analyse", "--mode", mode, "--scheduler", scheduler, "--catalog",
                        f"http://127.0.0.1:{CATALOG_PORT}", "--s3-port", str(S3_PORT),

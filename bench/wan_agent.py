@@ -187,6 +187,53 @@ def analyse(mode: str, scheduler: str, catalog: str, s3_port: int) -> dict[str, 
             "placement": report.placement}
 
 
+def probe(scheduler: str, region: str, tasks: int, seconds: float, timeout: float) -> dict[str, Any]:
+    """A computation that needs `region` alone: `tasks` tasks of `seconds` each on data tagged with the region (the
+    router pins them to its pool), summed. Its result, or the error the user gets, and when (wall clock, so that
+    bench/faults.py can set it against the moment of its fault); past `timeout`, a hang."""
+    import numpy as np
+    from distributed import Client
+
+    import dask_regions as dr
+
+    def slow(block: Any) -> Any:
+        time.sleep(seconds)
+        return block
+
+    with Client(scheduler, timeout=60) as client:  # type: ignore[no-untyped-call]
+        submitted = time.time()
+        future = client.compute(dr.from_array(region, np.ones((tasks, 4)), chunks=(1, 4)).map_blocks(slow).sum())
+        try:
+            value, error = float(future.result(timeout=timeout)), None
+        except TimeoutError:
+            value, error = None, f"hang: no result and no error within {timeout:.0f} s"
+        except Exception as failure:  # what the user sees is the measurement
+            value, error = None, f"{type(failure).__name__}: {failure}"
+        return {"region": region, "submitted": submitted, "ended": time.time(), "correct": value == tasks * 4,
+                "error": error}
+
+
+def catalog_state(catalog: str, region: str | None, s3_port: int) -> dict[str, Any]:
+    """What a fault must not lose: a digest of the catalog's documents (without their reference sets' addresses,
+    which each sync moves) and, for `region`, the reference sets its documents name that its storage lacks."""
+    import dataclasses
+
+    import dask_regions as dr
+
+    documents = sorted((dataclasses.asdict(d) for d in dr.Catalog.open(catalog).find()), key=lambda d: str(d["id"]))
+    digest = hashlib.sha256(json.dumps([{k: v for k, v in d.items() if k != "references"} for d in documents],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:16]
+    missing = []
+    for document in documents:
+        if region and document["region"] == region and document["references"]:
+            bucket, _, key = document["references"].removeprefix("s3://").partition("/")
+            try:
+                s3_client(region, s3_port).head_object(Bucket=bucket, Key=key)
+            except Exception:  # absent or unreadable: either way lost to its readers
+                missing.append(document["references"])
+    return {"documents": len(documents), "digest": digest, "missing_sets": sorted(set(missing))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -218,6 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--scheduler", required=True)
     run.add_argument("--catalog", required=True)
     run.add_argument("--s3-port", type=int, required=True)
+    check = commands.add_parser("probe")
+    check.add_argument("--scheduler", required=True)
+    check.add_argument("--region", required=True)
+    check.add_argument("--tasks", type=int, default=40)
+    check.add_argument("--seconds", type=float, default=0.5)
+    check.add_argument("--timeout", type=float, default=600)
+    state = commands.add_parser("catalog-state")
+    state.add_argument("--catalog", required=True)
+    state.add_argument("--region", default=None)
+    state.add_argument("--s3-port", type=int, required=True)
     a = parser.parse_args(argv)
     if a.command == "wait-port":
         result = wait_for_port(a.port, a.timeout)
@@ -229,6 +286,10 @@ def main(argv: list[str] | None = None) -> int:
         result = mirror(a.location, a.region, a.to_region, a.s3_port)
     elif a.command == "wait-cluster":
         result = wait_for_cluster(a.scheduler, a.workers, a.timeout)
+    elif a.command == "probe":
+        result = probe(a.scheduler, a.region, a.tasks, a.seconds, a.timeout)
+    elif a.command == "catalog-state":
+        result = catalog_state(a.catalog, a.region, a.s3_port)
     else:
         result = analyse(a.mode, a.scheduler, a.catalog, a.s3_port)
     print(json.dumps(result), flush=True)

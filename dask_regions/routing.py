@@ -51,6 +51,9 @@ CHECK_INTERVAL_SECONDS = 1.0
 # The stimulus of Dask's removal of a worker silent past `distributed.scheduler.worker-ttl` (Scheduler.check_worker_ttl
 # restarts or removes it under this stimulus): how a region cut off from the scheduler shows.
 SILENT_STIMULUS = "check-worker-ttl"
+# ... and of its removal of a worker whose connection broke without a goodbye (a crash, or a cut link: Dask's TCP
+# timeout, distributed.comm.timeouts.tcp, breaks a connection whose data goes unacknowledged that long).
+BROKEN_STIMULUS = "handle-worker-cleanup"
 PLACEMENT_LOG = 200_000  # the newest finished tasks the audit can see
 
 
@@ -102,6 +105,7 @@ class RegionRouter(SchedulerPlugin):
         self.waiting_since: dict[Any, float] = {}
         self.worker_pools: dict[str, list[str]] = {}  # live worker -> its pools (a removed worker is gone already)
         self.silenced: dict[str, tuple[float, float]] = {}  # pool -> (when, ttl): its workers removed for silence
+        self.broken: dict[str, float] = {}  # pool -> when a worker's connection broke (cleared when one joins)
         self.scheduler: Scheduler | None = None
         self._callback: Any = None
 
@@ -140,6 +144,7 @@ class RegionRouter(SchedulerPlugin):
         self.seen_pools.update(pools)
         self.worker_pools[worker] = pools
         for pool in pools:  # its region answers again
+            self.broken.pop(pool, None)
             if self.silenced.pop(pool, None) is not None:
                 logger.warning("region %s is back: a worker of %s joined (%s)", region_of_pool(pool), pool, worker)
 
@@ -148,6 +153,8 @@ class RegionRouter(SchedulerPlugin):
         none of a silenced pool's workers is left, its region is unreachable and the tasks that need it fail at
         once, naming it, instead of waiting for a scale-up that cannot reach the scheduler either."""
         pools = self.worker_pools.pop(worker, [])
+        if stimulus_id.startswith(BROKEN_STIMULUS):
+            self.broken.update((pool, time.time()) for pool in pools)
         if not stimulus_id.startswith(SILENT_STIMULUS):
             return
         from distributed.scheduler import heartbeat_interval
@@ -342,6 +349,8 @@ class RegionRouter(SchedulerPlugin):
             if resource in self.silenced:
                 return 0.0, self._unreachable(region, resource)
             if isinstance(demand, PoolDemand) and demand.scalable(resource):
+                if resource in self.broken and self._grace() < demand.settings.scale_up_timeout:
+                    return self._grace(), self._broken_off(region, resource)  # not a pool scaling up from zero
                 if amount <= demand.slots_per_worker(resource):
                     return max(self.missing_pool_timeout, demand.settings.scale_up_timeout), MissingPoolError(
                         f"no live worker in region {region} ({resource}) after waiting "
@@ -361,6 +370,18 @@ class RegionRouter(SchedulerPlugin):
             f"over {ttl:.0f} s (distributed.scheduler.worker-ttl, the platform's grace) and were removed at "
             f"{time.strftime('%H:%M:%S', time.gmtime(when))} UTC. Work that needs {region} fails; work that needs only "
             f"other regions goes on. Its pool rejoins by itself when its link is back: rerun then")
+
+    def _grace(self) -> float:
+        """The platform's grace for a silent region: Dask's worker-ttl (the stack's client.regionGraceSeconds)."""
+        return float(self.scheduler.worker_ttl or 0) if self.scheduler is not None else 0.0
+
+    def _broken_off(self, region: str, pool: str) -> RegionUnreachableError:
+        return RegionUnreachableError(
+            f"region {region} is unreachable: the connections of {pool}'s workers to the scheduler broke at "
+            f"{time.strftime('%H:%M:%S', time.gmtime(self.broken[pool]))} UTC and no worker of it has joined for "
+            f"{self._grace():.0f} s (distributed.scheduler.worker-ttl, the platform's grace). Work that needs "
+            f"{region} fails; work that needs only other regions goes on. Its pool rejoins by itself when its link "
+            "is back: rerun then")
 
     def _why_pinned_unrunnable(self, ts: TaskState) -> tuple[float, Exception] | None:
         """A task pinned to workers (by P2P, or a client's `workers=`) none of which offers its resources."""

@@ -124,7 +124,8 @@ def test_dask_compat_names_a_wrong_repository(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("flags", "said"), [
     (["--faults", "partition"], "unknown fault 'partition': the faults are region-cut, client-cut, scheduler-kill"),
-    (["--faults", "slow-link"], "slow-link: not built yet"),
+    (["--grace", "5s"], "--grace 5s: the stack allows 10 s at least (client.regionGraceSeconds)"),
+    (["--cut-for", "a while"], "--cut-for 'a while' is not a duration"),
     (["--bound", "soon"], "--bound 'soon' is not a duration: give one like 30s"),
     (["--bound", "0s"], "--bound '0s' must be longer than zero"),
 ])
@@ -133,6 +134,18 @@ def test_the_fault_benchmark_names_bad_flags_and_the_valid_ones(flags: list[str]
                             timeout=60, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert said in result.stderr
+
+
+def test_the_link_faults_without_root_say_so_and_name_the_faults_that_run(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import faults
+
+    monkeypatch.setattr(faults.os, "geteuid", lambda: 1000)
+    with pytest.raises(SystemExit):
+        faults.parse(["--faults", "region-cut,scheduler-kill"])
+    assert ("region-cut need root (network namespaces); run as root, or choose among scheduler-kill, "
+            "catalog-unreachable") in capsys.readouterr().err
+    assert faults.parse(["--faults", "scheduler-kill"]).faults == ["scheduler-kill"]
 
 
 def test_the_committed_fault_results_lost_nothing_and_recovered() -> None:

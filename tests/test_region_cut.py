@@ -83,6 +83,27 @@ def test_a_region_cut_past_the_grace_fails_its_work_naming_it_and_the_other_regi
 
 
 @pytest.mark.processes
+def test_a_region_whose_connections_broke_fails_its_work_after_the_grace_not_after_a_scale_up(
+        cluster: RegionalCluster) -> None:
+    # A link cut longer than Dask's TCP timeout breaks the connections before the heartbeat limit is reached; a
+    # killed task does it at once. Either way the scalable pool's work fails after the grace, not after the 15
+    # minutes it would wait for a pool to grow from zero.
+    client = cluster.client()
+    try:
+        cut_off = client.compute(slow_sum("us-west-2", 1.0))
+        time.sleep(1.0)
+        cluster.stop_pool("pool-us-west-2")
+        started = time.monotonic()
+        with pytest.raises(RegionUnreachableError, match=r"region us-west-2 is unreachable: the connections of "
+                                                         r"pool-us-west-2's workers to the scheduler broke at .* no "
+                                                         r"worker of it has joined for 3 s"):
+            cut_off.result(timeout=60)
+        assert GRACE_SECONDS <= time.monotonic() - started < GRACE_SECONDS + 5
+    finally:
+        client.close()
+
+
+@pytest.mark.processes
 def test_a_region_back_within_the_grace_loses_nothing(cluster: RegionalCluster) -> None:
     client = cluster.client()
     try:

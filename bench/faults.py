@@ -5,7 +5,8 @@ Results are merged into bench/results/faults.json (a fault run alone replaces on
 
     .venv/bin/python bench/faults.py --faults scheduler-kill [--bound 2m]
 
-The link faults (region-cut, client-cut, slow-link) run on the WAN benchmark's namespaces (bench/faults_wan.py), as root.
+The link faults (region-cut, client-cut, slow-link) run on the WAN benchmark's namespaces (bench/faults_wan.py),
+as root.
 Ctrl-C stops the run and everything it started (the twin's `down`).
 """
 
@@ -317,14 +318,15 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = sorted(results)
-    figure, axis = plt.subplots(figsize=(7, 1.6 + 0.6 * len(names)))
-    for offset, (key, label) in enumerate([("time_to_detect_s", "detected"),
-                                           ("time_to_recovery_s", "recovered")]):
+    figure, axis = plt.subplots(figsize=(8, 1.2 + 0.55 * len(names)))
+    for offset, (key, label) in enumerate([("time_to_detect_s", "a clear error (after the fault)"),
+                                           ("time_to_recovery_s", "recovered (after the fault; a cut: after the "
+                                                                  "link is back)")]):
         axis.barh([i + 0.35 * offset for i in range(len(names))], [results[n].get(key) or 0 for n in names],
                   height=0.35, label=label)
     axis.set_yticks([i + 0.17 for i in range(len(names))], names)
-    axis.set_xlabel("seconds after the fault (twin, 2 cores)")
-    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=2, frameon=False)
+    axis.set_xlabel("seconds (2 cores; the twin, and the WAN's namespaces for the links)")
+    axis.legend(loc="upper right", fontsize="small")  # the rows at the top have the shortest bars
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

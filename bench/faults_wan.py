@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,6 +56,7 @@ MODE = "pinned"  # as deployed: every task in its data's region
 PROBE_TASKS, PROBE_SECONDS = 120, 0.5  # a computation of a minute of task time: still running when the cut comes
 CUT_AFTER_SECONDS = 3.0  # after the probe is started: mid-computation
 BRIEF_CUT_SECONDS = 10.0  # well within any grace the stack allows (10 s at least)
+ECS_POLL_SECONDS = 1.0  # how soon a pool's ended task is replaced (ECS takes tens of seconds on Fargate)
 
 
 def subnet(link: RegionLink) -> str:
@@ -86,7 +88,9 @@ class Fleet:
     processes: Processes
     bound: float
     pools: dict[str, str] = field(default_factory=dict)  # region -> the name of its pool's running task
-    replaced: int = 0
+    replacements: dict[str, list[float]] = field(default_factory=dict)  # region -> when its tasks were replaced
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def client(self) -> RegionLink:
@@ -100,10 +104,35 @@ class Fleet:
         start_scheduler(MODE, self.cluster, self.client, self.processes, "scheduler")
         agent(self.client.namespace, "wait-port", "--port", str(SCHEDULER_PORT))
         for container in self.cluster.deployment.pools():
-            self.pools[container.region] = f"pool-{container.region}"
-            start_pool(MODE, self.cluster, container, self.links, self.config.client.region, self.processes,
-                       self.pools[container.region])
+            self.replacements[container.region] = []
+            self._start_pool(container.region)
+        threading.Thread(target=self._keep_tasks_running, daemon=True).start()
         self.wait_for_workers()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:  # a replacement being started finishes first
+            pass
+
+    def _start_pool(self, region: str) -> None:
+        count = len(self.replacements[region])
+        self.pools[region] = f"pool-{region}" + (f"-{count}" if count else "")
+        (container,) = [c for c in self.cluster.deployment.pools() if c.region == region]
+        start_pool(MODE, self.cluster, container, self.links, self.config.client.region, self.processes,
+                   self.pools[region])
+
+    def _keep_tasks_running(self) -> None:
+        """ECS's part, as each pool's service does: a task that ends is replaced by a new one (its desired count)."""
+        while not self._stop.wait(ECS_POLL_SECONDS):
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                for region, name in list(self.pools.items()):
+                    process = self.processes.running.get(name)
+                    if process is not None and process.poll() is not None:
+                        self.processes.running.pop(name)
+                        self.replacements[region].append(time.time())
+                        self._start_pool(region)
 
     def wait_for_workers(self) -> None:
         agent(self.client.namespace, "wait-cluster", "--scheduler", self.scheduler, "--workers",
@@ -157,24 +186,9 @@ class Fleet:
             for rule in rules:
                 _router(self.router, "iptables", "-D", "FORWARD", *rule)
 
-    def replace_closed_pool(self, region: str) -> float:
-        """ECS's part: the region's task ends once its workers learn they were removed; its service starts a new
-        one. Returns how long the old task took to end after the link came back."""
-        name, started = self.pools[region], time.monotonic()
-        process = self.processes.running[name]
-        while process.poll() is None:
-            if time.monotonic() - started > self.bound:
-                raise BenchError(f"{name}'s task was still running {self.bound:.0f} s after its link came back: its "
-                                 "workers did not learn that the scheduler had removed them")
-            time.sleep(0.5)
-        ended = time.monotonic() - started
-        self.processes.running.pop(name)
-        self.replaced += 1
-        self.pools[region] = f"pool-{region}-{self.replaced}"
-        (container,) = [c for c in self.cluster.deployment.pools() if c.region == region]
-        start_pool(MODE, self.cluster, container, self.links, self.config.client.region, self.processes,
-                   self.pools[region])
-        return ended
+    def replaced_since(self, region: str, since: float) -> list[float]:
+        """How long after `since` (wall clock) the region's task was replaced, each time."""
+        return [round(when - since, 1) for when in self.replacements[region] if when >= since]
 
 
 def link_cut(fleet: Fleet, kind: str, region: str, grace: float, cut_for: float,
@@ -195,8 +209,7 @@ def link_cut(fleet: Fleet, kind: str, region: str, grace: float, cut_for: float,
         unaffected = fleet.outcome(fleet.probe(other))
         failed = fleet.outcome(cut_off)
         time.sleep(max(0.0, began + cut_for - time.time()))
-    restored = time.monotonic()
-    task_ended = fleet.replace_closed_pool(region)
+    restored, back = time.monotonic(), time.time()
     fleet.wait_for_workers()
     rejoined = time.monotonic() - restored
     after = fleet.analyse()
@@ -216,7 +229,9 @@ def link_cut(fleet: Fleet, kind: str, region: str, grace: float, cut_for: float,
             "other_region_finished_after_s": round(unaffected["ended"] - began, 1)},
         "time_to_detect_s": round(failed["ended"] - began, 1) if error else None,
         "time_to_clear_error_s": round(failed["ended"] - began, 1) if error else None,
-        "old_task_ended_after_s": round(task_ended, 1), "pool_rejoined_after_s": round(rejoined, 1),
+        # ECS's part: when the region's task ended (its workers closed) and a new one was started, after the cut
+        "tasks_replaced_after_cut_s": fleet.replaced_since(region, began), "link_back_after_s": round(back - began, 1),
+        "pool_rejoined_after_s": round(rejoined, 1),
         "time_to_recovery_s": round(recovered, 1),
         "result_correct": (within["correct"] and unaffected["correct"] and after["checksum"] == baseline["checksum"]
                            and region in error),
@@ -270,20 +285,26 @@ def run(names: list[str], bound: float, grace: float, cut_for: float | None, wor
         with platform_in_namespaces(config, staging, settings, processes, {}, work,
                                     declared_references(deployment)) as (router, links):
             fleet = Fleet(config, cluster, router, links, processes, bound)
-            fleet.start()
-            baseline = fleet.analyse()
-            before = fleet.state()
-            region = config.workers[-1].region
-            for name in names:
-                print(f"{name}: {region}", flush=True)
-                if name == "slow-link":
-                    result = slow_link(fleet, region, baseline)
-                else:
-                    result = link_cut(fleet, name, region, grace, cut_for, baseline)
-                now = fleet.state()
-                result["data_lost"] = {"catalog_documents": now["digest"] != before["digest"],
-                                       "reference_sets": bool(now["missing_sets"])}
-                results[name] = result
+            try:
+                fleet.start()
+                baseline = fleet.analyse()
+                before = fleet.state()
+                region = config.workers[-1].region
+                for name in names:
+                    print(f"{name}: {region}", flush=True)
+                    try:
+                        result = (slow_link(fleet, region, baseline) if name == "slow-link"
+                                  else link_cut(fleet, name, region, grace, cut_for, baseline))
+                    except BenchError as error:  # recorded under the fault's name; the next fault still runs
+                        results[name] = {"hang_or_failure": str(error)[-2000:]}
+                        fleet.wait_for_workers()
+                        continue
+                    now = fleet.state()
+                    result["data_lost"] = {"catalog_documents": now["digest"] != before["digest"],
+                                           "reference_sets": bool(now["missing_sets"])}
+                    results[name] = result
+            finally:
+                fleet.stop()
     finally:
         processes.stop()
     return results

@@ -256,9 +256,10 @@ def catalog_unreachable(state: Any, bound: float) -> dict[str, Any]:
 
     from catalog_sync.environment import CATALOG_ENDPOINT
     from local_platform.nightly import Functions, function_specs, run_execution
+    from local_platform.state import read_twin
 
     state_dir = Path(state.state_dir)
-    twin = json.loads((state_dir / "twin.json").read_text())
+    twin = read_twin(state_dir)
     schedule = next(s for s in twin["schedules"] if s["expression"].startswith("cron("))
     expected = catalog_contents(state)
     answers: list[bool] = []

@@ -3,7 +3,6 @@ declares for a stack (its resource graph, recorded under mocks) on this machine.
 
 from __future__ import annotations
 
-import json
 import shlex
 import signal
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from rich.table import Table
 
 from local_platform.demo import run_demo, wait_for_idle_pools
 from local_platform.platform import LocalPlatform, PlatformError
-from local_platform.state import TWIN_FILE, PlatformState
+from local_platform.state import PlatformState, read_twin
 from stackconfig import PROJECT_DIR, ConfigError, StackConfig, load_stack_file, raw_stack_config
 
 console = Console()
@@ -93,7 +92,7 @@ def _print_state(state: PlatformState) -> None:
 
 def _print_twin(state: PlatformState) -> None:
     """What of the declared graph runs here, as what, and what does not, with the reason."""
-    twin = json.loads((Path(state.state_dir) / TWIN_FILE).read_text())
+    twin = read_twin(state.state_dir)
     for title, groups in (("runs here", twin["run"]), ("not run here", twin["unrun"])):
         table = Table(title=f"declared resources: {title}", show_lines=False)
         table.add_column("resources")

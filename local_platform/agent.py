@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from local_platform.json_http import JsonHandler
-from local_platform.state import HISTORY_FILE, SIZES_FILE, TWIN_FILE, PlatformState
+from local_platform.state import HISTORY_FILE, SIZES_FILE, PlatformState, read_twin
 from stackconfig import PROJECT_DIR
 
 STOP_GRACE_SECONDS = 30.0  # a stopping task drains first; ECS's stop timeout plays this part in AWS
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if state is None:
         print(f"no platform state in {state_dir}", file=sys.stderr)
         return 2
-    twin = json.loads((state_dir / TWIN_FILE).read_text())
+    twin = read_twin(state_dir)
     services = [TaskSpec(**s) for s in twin["services"]]
     agent = Agent(services, state_dir / "logs")
     server = _serve(agent, {s.service: s.region for s in services})

@@ -15,7 +15,7 @@ from dask_regions.audit import Audit
 from dask_regions.climate import global_mean, is_synthetic, monthly_climatology, plot_maps, regrid
 from local_platform.agent import current_sizes, pool_history
 from local_platform.platform import DEMAND_POOLS
-from local_platform.state import TWIN_FILE, PlatformState
+from local_platform.state import PlatformState, read_twin
 from platform_facts import regions_variable
 
 SCALE_IN_WINDOW = regions_variable("demand.scale-in-window")
@@ -94,7 +94,7 @@ def wait_for_idle_pools(state: PlatformState, slack: float = 30.0,
     from dask.utils import parse_timedelta
 
     state_dir = Path(state.state_dir)
-    twin = json.loads((state_dir / TWIN_FILE).read_text())
+    twin = read_twin(state_dir)
     minimum = {s["pool"]: s["minimum"] for s in twin["services"] if s["pool"]}
     scheduler = next(s["environment"] for s in twin["services"] if s["arguments"][:1] == ["scheduler"])
     idle = max((float(p["idle_timeout"]) for p in json.loads(scheduler.get(DEMAND_POOLS, "{}")).values()),

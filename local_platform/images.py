@@ -59,6 +59,14 @@ class Built:
     size_bytes: int
 
 
+def run_detached(name: str, image: str, command: list[str], environment: dict[str, str], *options: str,
+                 network: str = "host") -> None:
+    """`docker run --detach` of one declared task or function: its environment as `--env` flags (the values stay
+    out of a shell), on the host's network by default (the engine here runs without a bridge)."""
+    flags = [flag for key, value in environment.items() for flag in ("--env", f"{key}={value}")]
+    docker("run", "--detach", "--name", name, "--network", network, *options, *flags, image, *command)
+
+
 def docker(*arguments: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
     """The docker CLI, with the classic builder (the CLI here has no buildx plugin) and a bounded wait."""
     environment = {**os.environ, "DOCKER_BUILDKIT": "0"}

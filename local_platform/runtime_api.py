@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from local_platform.images import docker
+from local_platform.images import docker, run_detached
 from local_platform.lambda_runtime import TIMEOUT_VARIABLE
 from local_platform.nightly import FunctionSpec
 from local_platform.step_functions import TaskFailedError
@@ -151,8 +151,7 @@ class ContainerFunctions:
         name = f"lambda-{spec.name}-{next(self._serial)}-{uuid.uuid4().hex[:6]}"
         environment = {k: v for k, v in spec.environment.items() if k not in HOST_ONLY}
         environment |= {"AWS_LAMBDA_RUNTIME_API": api.address, "AWS_LAMBDA_FUNCTION_NAME": spec.name}
-        flags = [flag for key, value in environment.items() for flag in ("--env", f"{key}={value}")]
-        docker("run", "--detach", "--name", name, "--network", self.network, *flags, self.image, spec.handler)
+        run_detached(name, self.image, [spec.handler], environment, network=self.network)
         return api, name
 
     def invoke(self, arn: str, payload: Any) -> Any:

@@ -20,6 +20,12 @@ SIZES_FILE = "pool-sizes.json"  # the live worker processes per pool now
 HISTORY_FILE = "pool-history.jsonl"  # one line per change: time and sizes
 
 
+def read_twin(state_dir: Path | str) -> dict[str, Any]:
+    """What the agent of the platform in `state_dir` runs: its `twin.json` (services, functions, schedules)."""
+    twin: dict[str, Any] = json.loads((Path(state_dir) / TWIN_FILE).read_text())
+    return twin
+
+
 @dataclass
 class PlatformState:
     stack: str

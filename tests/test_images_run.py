@@ -22,7 +22,7 @@ import pytest
 
 from local_platform.data import create_bucket, publish, sample_kind, write_cmip6_like, write_era5_like
 from local_platform.declared import Container, Deployment, read_deployment
-from local_platform.images import Built, build_all, docker, engine_problem
+from local_platform.images import Built, build_all, docker, engine_problem, run_detached
 from local_platform.nightly import FunctionSpec, first_syncs
 from local_platform.platform import free_port, local_arguments, role_secrets, task_environment
 from local_platform.runtime_api import ContainerFunctions
@@ -80,9 +80,8 @@ def _start(container: Container, deployment: Deployment, image: str, tls: LocalT
     environment = task_environment(container, role_secrets(tls), task_root, root, aws_endpoint, None)
     environment = {k: v for k, v in environment.items() if k not in ("PATH", "HOME")} | {"HOME": "/home/dask"}
     name = f"test-{container.service}-{uuid.uuid4().hex[:6]}"
-    flags = [f for key, value in environment.items() for f in ("--env", f"{key}={value}")]
-    docker("run", "--detach", "--name", name, "--network", "host", "--volume", f"{task_root}:{task_root}", *flags,
-           image, *local_arguments(container, deployment, *ports))
+    run_detached(name, image, local_arguments(container, deployment, *ports), environment, "--volume",
+                 f"{task_root}:{task_root}")
     started.append(name)
     return name
 

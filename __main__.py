@@ -50,8 +50,10 @@ image = RegionalImage("dask-image", RegionalImageArgs(spec=DASK_IMAGE, home_regi
 # workers' in every worker region.
 dask_tls = DaskTls("dask-tls", DaskTlsArgs(
     scheduler_host=scheduler_host(naming),
-    holders={"scheduler": [home], "client": [home], "worker": list(dict.fromkeys(w.region for w in config.workers))},
-    providers=providers, key_arns=keys.key_arns, naming=naming, validity_days=config.dask_tls_validity_days))
+    holders={"scheduler": [home], "worker": list(dict.fromkeys(w.region for w in config.workers)),
+             **({} if config.client.users else {"client": [home]})},  # with users: a certificate each, no team's
+    providers=providers, key_arns=keys.key_arns, naming=naming, validity_days=config.dask_tls_validity_days,
+    users=[user.name for user in config.client.users], user_region=home))
 
 client = ClientRegion(
     "client",
@@ -60,7 +62,8 @@ client = ClientRegion(
         providers=providers, peers=config.peers(CLIENT_SITE),
         image=image.references[home], repository_arn=image.repository_arns[home], key_arn=keys.key_arns[home],
         scheduler_tls_secret_arn=dask_tls.secret_arns["scheduler"][home],
-        client_tls_secret_arn=dask_tls.secret_arns["client"][home],
+        client_tls_secret_arn=dask_tls.secret_arns["client"][home] if "client" in dask_tls.secret_arns else None,
+        user_tls_secret_arns=dask_tls.user_secret_arns,
         naming=naming, log_retention_days=config.log_retention_days, workers=config.workers,
         create_opensearch_service_linked_role=config.create_opensearch_service_linked_role,
         catalog=config.catalog,
@@ -107,13 +110,19 @@ pulumi.export("schedulerAddress", client.scheduler_address)
 pulumi.export("dashboardUrl", client.dashboard_url)
 pulumi.export("schedulerService", client.scheduler_service)
 pulumi.export("catalogEndpoint", client.catalog_endpoint)
-pulumi.export("notebookName", client.notebook_name)
-pulumi.export("notebookUrl", client.notebook_url)
+if config.client.users:  # a notebook, a role and a client certificate per user
+    pulumi.export("userNotebooks", client.notebooks)
+    pulumi.export("userTlsSecrets", {user: {"arn": arn, "region": home}
+                                     for user, arn in dask_tls.user_secret_arns.items()})
+else:
+    pulumi.export("notebookName", client.notebook_name)
+    pulumi.export("notebookUrl", client.notebook_url)
 pulumi.export("dnsZoneId", client.dns_zone_id)
 pulumi.export("logGroups", client.log_groups)
 # The notebook's client certificate (a Secrets Manager secret): `dr.connect(outputs)` fetches it when no
 # certificate is configured; reading it needs secretsmanager:GetSecretValue on it.
-pulumi.export("clientTlsSecret", {"arn": dask_tls.secret_arns["client"][home], "region": home})
+if not config.client.users:
+    pulumi.export("clientTlsSecret", {"arn": dask_tls.secret_arns["client"][home], "region": home})
 pulumi.export("imageDigest", image.digest)
 pulumi.export("imageReferences", image.references)
 config_of = {worker.region: worker for worker in config.workers}

@@ -42,13 +42,15 @@ DASHBOARD_LINK = "/proxy/{host}:{port}/status"
 
 
 class NotebookPart(ClientPart):
-    notebook_name: pulumi.Output[str]
-    notebook_url: pulumi.Output[str]
-    notebook_role_arn: pulumi.Output[str]
+    notebook_name: pulumi.Output[str] | None  # the team's notebook (no client.users), else None
+    notebook_url: pulumi.Output[str] | None
+    notebook_role_arns: list[pulumi.Output[str]]  # every notebook's role (the catalog's readers)
+    notebooks: dict[str, dict[str, pulumi.Output[str]]]  # user -> their notebook's name, url and role (client.users)
     log_groups: dict[str, dict[str, str]]  # process -> {region, group}: where `dr.connect().get_logs()` reads
 
     def _notebook(self, log_bucket: aws.s3.Bucket) -> None:
-        config, args = self._args.config, self._args
+        """The team's notebook, or with `client.users` one per user, each with its own role and certificate."""
+        args = self._args
         assets = secure_bucket(f"{self._name}-notebook-assets", self._child, kms_key_arn=args.key_arn,
                                access_log_bucket=log_bucket)
         aws.s3.BucketObjectv2(f"{self._name}-notebook-constraints", bucket=assets.id,
@@ -67,12 +69,37 @@ class NotebookPart(ClientPart):
         self.log_groups |= {f"workers-{w.region}": {"region": w.region,
                                                     "group": args.naming.log_group(w.region, "workers")}
                             for w in args.workers}
-        name = args.naming.resource("notebook", max_length=63)
+        notebook_sg = self._security_group("notebook", "SageMaker notebook")
+        # The dashboard in the notebook: the notebook server's proxy reaches the scheduler's dashboard directly.
+        self._ingress(self._scheduler_sg, "dashboard-from-notebook", DASHBOARD_PORT, source=notebook_sg)
+        self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.cidr,
+                     to_port=DASHBOARD_PORT)
+        self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
+        self.notebook_name = self.notebook_url = None
+        self.notebook_role_arns, self.notebooks = [], {}
+        if not args.config.users:
+            assert args.client_tls_secret_arn is not None, "the team's notebook needs the client certificate"
+            notebook = self._one_notebook(None, args.client_tls_secret_arn, assets, notebook_sg)
+            self.notebook_name, self.notebook_url = notebook["name"], notebook["url"]
+            self.notebook_role_arns = [notebook["roleArn"]]
+            return
+        for user in args.config.users:
+            self.notebooks[user.name] = self._one_notebook(user.name, args.user_tls_secret_arns[user.name], assets,
+                                                           notebook_sg)
+            self.notebook_role_arns.append(self.notebooks[user.name]["roleArn"])
+
+    def _one_notebook(self, user: str | None, tls_secret_arn: pulumi.Input[str], assets: aws.s3.Bucket,
+                      notebook_sg: aws.ec2.SecurityGroup) -> dict[str, pulumi.Output[str]]:
+        """A notebook instance, its role (which may read this certificate's secret and no other) and its start
+        script. `user`: whose (their name is in every resource's); None: the team's, named as before users."""
+        config, args, region = self._args.config, self._args, self._region
+        suffix = f"-{user}" if user else ""
+        name = args.naming.resource("notebook", *([user] if user else []), max_length=63)
         stops_itself = config.notebook_idle_minutes > 0  # the idle stop (notebook_idle.py): this instance, no other
         on_demand = config.idle_shutdown_minutes > 0  # connect() starts the scheduler stopped when idle
-        role = self._role("notebook", "sagemaker.amazonaws.com", pulumi.Output.all(
+        role = self._role(f"notebook{suffix}", "sagemaker.amazonaws.com", pulumi.Output.all(
             self.catalog_arn, assets.arn, args.key_arn, self._identity.account_id,
-            args.client_tls_secret_arn, self.scheduler_service_arn).apply(lambda v: [
+            tls_secret_arn, self.scheduler_service_arn).apply(lambda v: [
                 *([{"Effect": "Allow", "Action": "sagemaker:StopNotebookInstance",
                     "Resource": f"arn:aws:sagemaker:{region}:{v[3]}:notebook-instance/{name.lower()}"}]
                   if stops_itself else []),
@@ -89,13 +116,7 @@ class NotebookPart(ClientPart):
                 {"Effect": "Allow", "Action": "logs:FilterLogEvents", "Resource": [
                     f"arn:aws:logs:{where['region']}:{v[3]}:log-group:{where['group']}"
                     for where in self.log_groups.values()]}]))
-        notebook_sg = self._security_group("notebook", "SageMaker notebook")
-        # The dashboard in the notebook: the notebook server's proxy reaches the scheduler's dashboard directly.
-        self._ingress(self._scheduler_sg, "dashboard-from-notebook", DASHBOARD_PORT, source=notebook_sg)
-        self._egress(notebook_sg, "notebook-to-scheduler", SCHEDULER_PORT, cidr=args.vpc.cidr,
-                     to_port=DASHBOARD_PORT)
-        self._egress(notebook_sg, "notebook-to-https", HTTPS_PORT, cidr="0.0.0.0/0")  # catalog, S3, PyPI via NAT
-        on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, args.client_tls_secret_arn,
+        on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, tls_secret_arn,
                                      self.scheduler_service["cluster"]).apply(
             lambda v: base64.b64encode(_notebook_start_script(
                 v[0], self.scheduler_address, v[1], v[2], region, self.log_groups,
@@ -103,16 +124,14 @@ class NotebookPart(ClientPart):
                 scheduler_service={**self.scheduler_service, "cluster": v[3]} if on_demand else None,
             ).encode()).decode())
         lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
-            f"{self._name}-notebook", name=name, on_start=on_start, opts=self._child)
+            f"{self._name}-notebook{suffix}", name=name, on_start=on_start, opts=self._child)
         notebook = aws.sagemaker.NotebookInstance(
-            f"{self._name}-notebook", name=name,
+            f"{self._name}-notebook{suffix}", name=name,
             instance_type=config.notebook_instance_type, volume_size=config.notebook_volume_gib, role_arn=role.arn,
             subnet_id=args.vpc.private_subnet_ids[0], security_groups=[notebook_sg.id],
             direct_internet_access="Disabled", root_access="Disabled", kms_key_id=args.key_arn,
             lifecycle_config_name=lifecycle.name, opts=self._child)
-        self.notebook_name = notebook.name
-        self.notebook_url = pulumi.Output.concat("https://", notebook.url)
-        self.notebook_role_arn = role.arn
+        return {"name": notebook.name, "url": pulumi.Output.concat("https://", notebook.url), "roleArn": role.arn}
 
 
 def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str, tls_secret_arn: str,

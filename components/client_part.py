@@ -27,12 +27,13 @@ class ClientRegionArgs:
     repository_arn: pulumi.Input[str]  # the ECR repository it is pulled from
     key_arn: pulumi.Input[str]  # this region's KMS key
     scheduler_tls_secret_arn: pulumi.Input[str]  # DaskTls: the scheduler's certificate, in this region
-    client_tls_secret_arn: pulumi.Input[str]  # DaskTls: the notebook's client certificate, in this region
+    client_tls_secret_arn: pulumi.Input[str] | None  # DaskTls: the team notebook's client certificate, here
     naming: Naming
     log_retention_days: int
     workers: Sequence[WorkerConfig] = ()  # the pools the scheduler publishes demand for
     create_opensearch_service_linked_role: bool = False
     catalog: CatalogConfig = field(default_factory=CatalogConfig)  # the domain's size, or the S3 catalog
+    user_tls_secret_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # user -> their certificate
 
 
 class ClientPart(RegionalComponent):

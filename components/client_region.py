@@ -58,6 +58,7 @@ class ClientRegion(SchedulerPart, CatalogPart, NotebookPart):
             "catalogEndpoint": self.catalog_endpoint,
             "notebookName": self.notebook_name,
             "notebookUrl": self.notebook_url,
+            "notebooks": self.notebooks,
             "dnsZoneId": self.dns_zone_id,
         })
 
@@ -70,5 +71,5 @@ class ClientRegion(SchedulerPart, CatalogPart, NotebookPart):
         return CatalogAccessArgs(domain_name=self.catalog_domain_name, domain_arn=self.catalog_arn,
                                  endpoint=self.catalog_endpoint, region=self._region,
                                  function_name=self.catalog_access_function_name,
-                                 admin_role_arn=self.catalog_admin_role_arn, reader_role_arns=[self.notebook_role_arn],
+                                 admin_role_arn=self.catalog_admin_role_arn, reader_role_arns=self.notebook_role_arns,
                                  writer_role_arns=writer_role_arns)

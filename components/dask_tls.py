@@ -52,10 +52,13 @@ class DaskTlsArgs:
     key_arns: Mapping[str, pulumi.Input[str]]  # region -> KMS key for the secrets there
     naming: Naming
     validity_days: int
+    users: Sequence[str] = ()  # client.users: a client certificate each, in `user_region`
+    user_region: str | None = None
 
 
 class DaskTls(pulumi.ComponentResource):
     secret_arns: dict[str, dict[str, pulumi.Output[str]]]  # role -> region -> secret ARN
+    user_secret_arns: dict[str, pulumi.Output[str]]  # user -> their client certificate's secret ARN
 
     def __init__(self, name: str, args: DaskTlsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("crossregiondask:index:DaskTls", name, None, opts)
@@ -71,30 +74,48 @@ class DaskTls(pulumi.ComponentResource):
                                                   organization=args.naming.project),
             validity_period_hours=hours * CA_VALIDITY_FACTOR, early_renewal_hours=RENEW_BEFORE_HOURS,
             allowed_uses=["cert_signing", "crl_signing", "digital_signature"], opts=child)
+        self._ca = (ca_key, ca)
+        self._args, self._name, self._hours = args, name, hours
         self.secret_arns = {}
         for role, regions in args.holders.items():
-            key = tls.PrivateKey(f"{name}-{role}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
-            request = tls.CertRequest(
-                f"{name}-{role}", private_key_pem=key.private_key_pem,
-                subject=tls.CertRequestSubjectArgs(common_name=f"dask-{role}", organization=args.naming.project),
-                dns_names=[args.scheduler_host] if role == "scheduler" else None, opts=child)
-            certificate = tls.LocallySignedCert(
-                f"{name}-{role}", cert_request_pem=request.cert_request_pem, ca_private_key_pem=ca_key.private_key_pem,
-                ca_cert_pem=ca.cert_pem, validity_period_hours=hours, early_renewal_hours=RENEW_BEFORE_HOURS,
-                allowed_uses=ROLE_USES[role], opts=child)
-            pems = pulumi.Output.all(ca.cert_pem, certificate.cert_pem, key.private_key_pem)
-            value: pulumi.Output[str] = pulumi.Output.secret(
-                pems.apply(lambda v: json.dumps(dict(zip(SECRET_FIELDS, v, strict=True)))))
-            self.secret_arns[role] = {}
-            for region in regions:
-                regional = pulumi.ResourceOptions(parent=self, provider=args.providers[region])
-                secret = aws.secretsmanager.Secret(
-                    f"{name}-{role}-{region}", name=args.naming.resource(region, "dask-tls", role, max_length=256),
-                    description=f"Dask TLS {role} certificate, key and CA (PEM fields ca, cert, key)",
-                    kms_key_id=args.key_arns[region], recovery_window_in_days=7, opts=regional)
-                version = aws.secretsmanager.SecretVersion(f"{name}-{role}-{region}", secret_id=secret.id,
-                                                           secret_string=value, opts=regional)
-                # The ARN as users see it, resolved only once the value is stored: a task defined with it
-                # never starts before its certificate exists.
-                self.secret_arns[role][region] = pulumi.Output.all(secret.arn, version.id).apply(lambda v: str(v[0]))
-        self.register_outputs({"secretArns": self.secret_arns})
+            value = self._pems(role, role)  # one certificate per role, stored in each region that needs it
+            self.secret_arns[role] = {region: self._secret(role, role, value, region) for region in regions}
+        # Each user's own client certificate (its subject names the user), in a secret of its own that only the
+        # user's role is allowed to read (client_notebook.py).
+        self.user_secret_arns = {}
+        for user in args.users:
+            if args.user_region is None:
+                raise ValueError(f"DaskTls {name}: users need a user_region for their certificates")
+            label = f"client-{user}"
+            self.user_secret_arns[user] = self._secret(label, "client", self._pems(label, "client", user),
+                                                       args.user_region)
+        self.register_outputs({"secretArns": self.secret_arns, "userSecretArns": self.user_secret_arns})
+
+    def _pems(self, label: str, role: str, user: str | None = None) -> pulumi.Output[str]:
+        """A key and a certificate for `role` signed by the CA, with the CA, as the secret's JSON (ca, cert, key)."""
+        args, child, (ca_key, ca) = self._args, pulumi.ResourceOptions(parent=self), self._ca
+        key = tls.PrivateKey(f"{self._name}-{label}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        request = tls.CertRequest(
+            f"{self._name}-{label}", private_key_pem=key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(common_name=f"dask-{role}" + (f"-{user}" if user else ""),
+                                               organization=args.naming.project),
+            dns_names=[args.scheduler_host] if role == "scheduler" else None, opts=child)
+        certificate = tls.LocallySignedCert(
+            f"{self._name}-{label}", cert_request_pem=request.cert_request_pem,
+            ca_private_key_pem=ca_key.private_key_pem, ca_cert_pem=ca.cert_pem, validity_period_hours=self._hours,
+            early_renewal_hours=RENEW_BEFORE_HOURS, allowed_uses=ROLE_USES[role], opts=child)
+        pems = pulumi.Output.all(ca.cert_pem, certificate.cert_pem, key.private_key_pem)
+        return pulumi.Output.secret(pems.apply(lambda v: json.dumps(dict(zip(SECRET_FIELDS, v, strict=True)))))
+
+    def _secret(self, label: str, role: str, value: pulumi.Output[str], region: str) -> pulumi.Output[str]:
+        args = self._args
+        regional = pulumi.ResourceOptions(parent=self, provider=args.providers[region])
+        secret = aws.secretsmanager.Secret(
+            f"{self._name}-{label}-{region}", name=args.naming.resource(region, "dask-tls", label, max_length=256),
+            description=f"Dask TLS {role} certificate, key and CA (PEM fields ca, cert, key)",
+            kms_key_id=args.key_arns[region], recovery_window_in_days=7, opts=regional)
+        version = aws.secretsmanager.SecretVersion(f"{self._name}-{label}-{region}", secret_id=secret.id,
+                                                   secret_string=value, opts=regional)
+        # The ARN as users see it, resolved only once the value is stored: a task defined with it never starts
+        # before its certificate exists.
+        return pulumi.Output.all(secret.arn, version.id).apply(lambda v: str(v[0]))

@@ -120,6 +120,12 @@ CLIENT_KEYS: tuple[Key, ...] = (
         "down) before the scheduler removes its workers and fails the work that needs that region, naming it; work "
         "that needs only other regions goes on, and a link back within this time loses nothing. Dask's "
         "`distributed.scheduler.worker-ttl` (Dask's default is 300); 10-3600.", 60, minimum=10, maximum=3600),
+    Key("users", "array",
+        "The platform's users, each `{name, group}`: each gets a notebook, an IAM role and a Dask client "
+        "certificate of their own, the certificate in a secret only that role can read. Empty: one notebook and one "
+        "client certificate for the team.", []),
+    Key("groups", "array",
+        "The groups of `users`, each `{name}`.", []),
     Key("notebookInstanceType", "string",
         "SageMaker notebook instance type (`ml.<family>.<size>`).", "ml.t3.2xlarge"),
     Key("notebookVolumeGiB", "integer",
@@ -134,6 +140,19 @@ CLIENT_KEYS: tuple[Key, ...] = (
         "notebook instance stops itself (its volume keeps your files; start it again from the SageMaker console or "
         "`aws sagemaker start-notebook-instance`). 0 keeps it always on; 0-1440.", 60, minimum=0,
         maximum=MAX_IDLE_MINUTES),
+)
+
+# A user's or group's name is part of resource names (the notebook's, the role's, the secret's): short and plain.
+MEMBER_NAME_PATTERN = r"[a-z][a-z0-9-]{0,19}"
+USER_KEYS: tuple[Key, ...] = (
+    Key("name", "string",
+        "The user's name: 1-20 lowercase letters, digits and hyphens, starting with a letter; it names the user's "
+        "notebook, role and certificate.", required=True),
+    Key("group", "string", "The user's group: a name in `client.groups`.", required=True),
+)
+GROUP_KEYS: tuple[Key, ...] = (
+    Key("name", "string", "The group's name: 1-20 lowercase letters, digits and hyphens, starting with a letter.",
+        required=True),
 )
 
 CATALOG_KEYS: tuple[Key, ...] = (
@@ -232,6 +251,12 @@ class S3Location:
 
 
 @dataclass(frozen=True)
+class UserConfig:
+    name: str
+    group: str
+
+
+@dataclass(frozen=True)
 class ClientConfig:
     region: str
     cidr: str
@@ -246,6 +271,8 @@ class ClientConfig:
     notebook_volume_gib: int = 50
     idle_shutdown_minutes: int = 60
     notebook_idle_minutes: int = 60
+    users: tuple[UserConfig, ...] = ()  # empty: one notebook and client certificate for the team
+    groups: tuple[str, ...] = ()
 
     @property
     def dashboard_public(self) -> bool:
@@ -438,5 +465,7 @@ def describe_keys() -> list[tuple[str, Key]]:
     """Every key with its dotted path, for docs and schema consistency tests."""
     return ([(k.name, k) for k in TOP_LEVEL_KEYS] + [(f"client.{k.name}", k) for k in CLIENT_KEYS]
             + [(f"catalog.{k.name}", k) for k in CATALOG_KEYS]
+            + [(f"client.users[].{k.name}", k) for k in USER_KEYS]
+            + [(f"client.groups[].{k.name}", k) for k in GROUP_KEYS]
             + [(f"workers[].{k.name}", k) for k in WORKER_KEYS])
 

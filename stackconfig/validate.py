@@ -6,6 +6,7 @@ import contextlib
 import difflib
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,16 +41,19 @@ from stackconfig.schema import (
     CATALOG_KINDS,
     CLIENT_KEYS,
     DEFAULT_SYNC_SCHEDULE,
+    GROUP_KEYS,
     LUSTRE_DEPLOYMENT_TYPES,
     LUSTRE_KEYS,
     MAX_PEERINGS_PER_VPC,
     MAX_WORKER_REGIONS,
+    MEMBER_NAME_PATTERN,
     MIN_MEMORY_PER_WORKER_MIB,
     MOVED_CLIENT_KEYS,
     PROJECT_NAME,
     SCALE_ON,
     STORAGE_KINDS,
     TOP_LEVEL_KEYS,
+    USER_KEYS,
     WORKER_KEYS,
     CatalogConfig,
     ClientConfig,
@@ -58,6 +62,7 @@ from stackconfig.schema import (
     Problem,
     S3Location,
     StackConfig,
+    UserConfig,
     WorkerConfig,
     _did_you_mean,
     _fmt,
@@ -259,6 +264,45 @@ def _check_tags(c: _Checker, tags: Mapping[Any, Any] | None, path: str) -> dict[
 
 
 
+def _members(c: _Checker, raw: Any, keys: Sequence[Key], path: str, what: str) -> list[tuple[int, dict[str, Any]]]:
+    """A list of `{name, ...}` objects (users, groups): each checked against its keys, its name's form, and once.
+    Returns (index, values) of those that passed."""
+    if not isinstance(raw, list):
+        return []  # the type's problem is already reported
+    members: list[tuple[int, dict[str, Any]]] = []
+    first: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        values = c.section(item, keys, f"{path}[{i}]")
+        if values is None or values["name"] is None:
+            continue
+        name = values["name"]
+        if not re.fullmatch(MEMBER_NAME_PATTERN, name):
+            c.add(f"{path}[{i}].name", f"{name!r} is not a valid {what} name: it names resources.",
+                  "use 1-20 lowercase letters, digits and hyphens, starting with a letter.")
+        elif name in first:
+            c.add(f"{path}[{i}].name", f"{what} {name!r} is given twice (also {path}[{first[name]}]).",
+                  f"give each {what} once.")
+        else:
+            first[name] = i
+            members.append((i, values))
+    return members
+
+
+def _check_users(c: _Checker, values: Mapping[str, Any]) -> tuple[tuple[UserConfig, ...], tuple[str, ...]]:
+    groups = [g["name"] for _, g in _members(c, values["groups"], GROUP_KEYS, "client.groups", "group")]
+    users = []
+    for i, user in _members(c, values["users"], USER_KEYS, "client.users", "user"):
+        if user["group"] is None:
+            continue
+        if user["group"] not in groups:
+            c.add(f"client.users[{i}].group", f"{user['group']!r} (user {user['name']!r}) is not a group in "
+                                              f"client.groups ({', '.join(groups) or 'none declared'}).",
+                  "declare it in client.groups, or give the user one of the groups there.")
+            continue
+        users.append(UserConfig(user["name"], user["group"]))
+    return tuple(users), tuple(groups)
+
+
 def _check_bounds(c: _Checker, keys: Sequence[Key], values: Mapping[str, Any], prefix: str) -> None:
     """Every integer key's declared bounds (schema.py), with the checker's own message."""
     for key in keys:
@@ -289,9 +333,11 @@ def _check_client(c: _Checker, values: Mapping[str, Any]) -> ClientConfig | None
     if values["notebookInstanceType"] is not None and not _SAGEMAKER_TYPE.fullmatch(values["notebookInstanceType"]):
         c.add("client.notebookInstanceType", f"{values['notebookInstanceType']!r} is not a SageMaker instance type.",
               "use a type starting with 'ml.', such as 'ml.t3.2xlarge'.")
+    users, groups = _check_users(c, values)
     if len(c.problems) > before:
         return None
     return ClientConfig(
+        users=users, groups=groups,
         region=values["region"], cidr=values["cidr"], dashboard_allowed_cidrs=allowed,
         dashboard_certificate_arn=certificate, scheduler_exec=values["schedulerExec"], scheduler_cpu=cpu,
         scheduler_memory_mib=memory, scale_in_window_seconds=values["scaleInWindowSeconds"],

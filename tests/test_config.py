@@ -394,3 +394,41 @@ def test_the_models_defaults_are_the_declared_ones() -> None:
             assert same(default, key.default), (model.__name__, key.name, default, key.default)
             compared += 1
     assert compared >= 30
+
+
+# ------------------------------------------------------------------------------------------------- users
+def with_users(users: Any, groups: Any) -> dict[str, Any]:
+    raw = valid()
+    raw["client"] |= {"users": users, "groups": groups}
+    return raw
+
+
+def test_users_belong_to_declared_groups_and_default_to_none() -> None:
+    from stackconfig.schema import UserConfig
+
+    assert parse_stack_config(valid(), stack="test").client.users == ()
+    config = parse_stack_config(with_users([{"name": "ana", "group": "climate"}, {"name": "bo-2", "group": "ops"}],
+                                           [{"name": "climate"}, {"name": "ops"}]), stack="test")
+    assert config.client.users == (UserConfig("ana", "climate"), UserConfig("bo-2", "ops"))
+    assert config.client.groups == ("climate", "ops")
+
+
+def test_every_bad_user_and_group_is_named_with_its_fix_at_once() -> None:
+    found = problems_of(with_users(
+        [{"name": "ana", "group": "climate"}, {"name": "Ana B", "group": "climate"}, {"name": "ana", "group": "ops"},
+         {"name": "cy", "group": "science"}, {"name": "di"}, "ed"],
+        [{"name": "climate"}, {"name": "ops", "maxWorkers": 3}, {"name": "climate"}]))
+    assert found == [
+        "client.groups[1].maxWorkers: is not a known key. Fix: known keys: name. Remove or rename it.",
+        "client.groups[2].name: group 'climate' is given twice (also client.groups[0]). Fix: give each group once.",
+        "client.users[1].name: 'Ana B' is not a valid user name: it names resources. Fix: use 1-20 lowercase "
+        "letters, digits and hyphens, starting with a letter.",
+        "client.users[2].name: user 'ana' is given twice (also client.users[0]). Fix: give each user once.",
+        "client.users[4].group: is required but missing. Fix: set client.users[4].group (The user's group: a name in "
+        "`client.groups`.)",
+        "client.users[5]: must be a mapping of keys to values, got 'ed'. Fix: write it as an object with keys name, "
+        "group.",
+        "client.users[3].group: 'science' (user 'cy') is not a group in client.groups (climate, ops). Fix: declare "
+        "it in client.groups, or give the user one of the groups there."]
+    assert problems_of(with_users("ana", [])) == [
+        "client.users: must be an array, got 'ana' (str). Fix: give client.users an array value."]

@@ -53,7 +53,7 @@ dask_tls = DaskTls("dask-tls", DaskTlsArgs(
     holders={"scheduler": [home], "worker": list(dict.fromkeys(w.region for w in config.workers)),
              **({} if config.client.users else {"client": [home]})},  # with users: a certificate each, no team's
     providers=providers, key_arns=keys.key_arns, naming=naming, validity_days=config.dask_tls_validity_days,
-    users=[user.name for user in config.client.users], user_region=home))
+    users={user.name: user.tags for user in config.client.users}, user_region=home))
 
 client = ClientRegion(
     "client",

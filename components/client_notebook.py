@@ -19,7 +19,7 @@ from components.client_part import ClientPart
 from components.iam import catalog_reader_statements, s3_catalog_reader_statements
 from components.kernel import KERNEL
 from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
-from stackconfig import PROJECT_DIR
+from stackconfig import PROJECT_DIR, UserConfig
 from wheel_build import constraints, pin, wheel
 
 # Installed in SageMaker's Jupyter server environment (not the kernel's), at requirements.txt's pin: the version
@@ -84,20 +84,21 @@ class NotebookPart(ClientPart):
             self.notebook_role_arns = [notebook["roleArn"]]
             return
         for user in args.config.users:
-            self.notebooks[user.name] = self._one_notebook(user.name, args.user_tls_secret_arns[user.name], assets,
+            self.notebooks[user.name] = self._one_notebook(user, args.user_tls_secret_arns[user.name], assets,
                                                            notebook_sg)
             self.notebook_role_arns.append(self.notebooks[user.name]["roleArn"])
 
-    def _one_notebook(self, user: str | None, tls_secret_arn: pulumi.Input[str], assets: aws.s3.Bucket,
+    def _one_notebook(self, user: UserConfig | None, tls_secret_arn: pulumi.Input[str], assets: aws.s3.Bucket,
                       notebook_sg: aws.ec2.SecurityGroup) -> dict[str, pulumi.Output[str]]:
         """A notebook instance, its role (which may read this certificate's secret and no other) and its start
         script. `user`: whose (their name is in every resource's); None: the team's, named as before users."""
         config, args, region = self._args.config, self._args, self._region
-        suffix = f"-{user}" if user else ""
-        name = args.naming.resource("notebook", *([user] if user else []), max_length=63)
+        suffix = f"-{user.name}" if user else ""
+        name = args.naming.resource("notebook", *([user.name] if user else []), max_length=63)
+        tags = user.tags if user else None  # the user's and group's, for cost allocation
         stops_itself = config.notebook_idle_minutes > 0  # the idle stop (notebook_idle.py): this instance, no other
         on_demand = config.idle_shutdown_minutes > 0  # connect() starts the scheduler stopped when idle
-        role = self._role(f"notebook{suffix}", "sagemaker.amazonaws.com", pulumi.Output.all(
+        role = self._role(f"notebook{suffix}", "sagemaker.amazonaws.com", tags=tags, statements=pulumi.Output.all(
             self.catalog_arn, assets.arn, args.key_arn, self._identity.account_id,
             tls_secret_arn, self.scheduler_service_arn).apply(lambda v: [
                 *([{"Effect": "Allow", "Action": "sagemaker:StopNotebookInstance",
@@ -124,13 +125,13 @@ class NotebookPart(ClientPart):
                 scheduler_service={**self.scheduler_service, "cluster": v[3]} if on_demand else None,
             ).encode()).decode())
         lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
-            f"{self._name}-notebook{suffix}", name=name, on_start=on_start, opts=self._child)
+            f"{self._name}-notebook{suffix}", name=name, on_start=on_start, tags=tags, opts=self._child)
         notebook = aws.sagemaker.NotebookInstance(
             f"{self._name}-notebook{suffix}", name=name,
             instance_type=config.notebook_instance_type, volume_size=config.notebook_volume_gib, role_arn=role.arn,
             subnet_id=args.vpc.private_subnet_ids[0], security_groups=[notebook_sg.id],
             direct_internet_access="Disabled", root_access="Disabled", kms_key_id=args.key_arn,
-            lifecycle_config_name=lifecycle.name, opts=self._child)
+            lifecycle_config_name=lifecycle.name, tags=tags, opts=self._child)
         return {"name": notebook.name, "url": pulumi.Output.concat("https://", notebook.url), "roleArn": role.arn}
 
 

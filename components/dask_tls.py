@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -52,7 +52,8 @@ class DaskTlsArgs:
     key_arns: Mapping[str, pulumi.Input[str]]  # region -> KMS key for the secrets there
     naming: Naming
     validity_days: int
-    users: Sequence[str] = ()  # client.users: a client certificate each, in `user_region`
+    users: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # client.users: name -> tags; a client
+    # certificate each, in `user_region`
     user_region: str | None = None
 
 
@@ -83,12 +84,12 @@ class DaskTls(pulumi.ComponentResource):
         # Each user's own client certificate (its subject names the user), in a secret of its own that only the
         # user's role is allowed to read (client_notebook.py).
         self.user_secret_arns = {}
-        for user in args.users:
+        for user, tags in args.users.items():
             if args.user_region is None:
                 raise ValueError(f"DaskTls {name}: users need a user_region for their certificates")
             label = f"client-{user}"
             self.user_secret_arns[user] = self._secret(label, "client", self._pems(label, "client", user),
-                                                       args.user_region)
+                                                       args.user_region, tags)
         self.register_outputs({"secretArns": self.secret_arns, "userSecretArns": self.user_secret_arns})
 
     def _pems(self, label: str, role: str, user: str | None = None) -> pulumi.Output[str]:
@@ -107,13 +108,15 @@ class DaskTls(pulumi.ComponentResource):
         pems = pulumi.Output.all(ca.cert_pem, certificate.cert_pem, key.private_key_pem)
         return pulumi.Output.secret(pems.apply(lambda v: json.dumps(dict(zip(SECRET_FIELDS, v, strict=True)))))
 
-    def _secret(self, label: str, role: str, value: pulumi.Output[str], region: str) -> pulumi.Output[str]:
+    def _secret(self, label: str, role: str, value: pulumi.Output[str], region: str,
+                tags: Mapping[str, str] | None = None) -> pulumi.Output[str]:
         args = self._args
         regional = pulumi.ResourceOptions(parent=self, provider=args.providers[region])
         secret = aws.secretsmanager.Secret(
             f"{self._name}-{label}-{region}", name=args.naming.resource(region, "dask-tls", label, max_length=256),
             description=f"Dask TLS {role} certificate, key and CA (PEM fields ca, cert, key)",
-            kms_key_id=args.key_arns[region], recovery_window_in_days=7, opts=regional)
+            kms_key_id=args.key_arns[region], recovery_window_in_days=7, tags=dict(tags) if tags else None,
+            opts=regional)
         version = aws.secretsmanager.SecretVersion(f"{self._name}-{label}-{region}", secret_id=secret.id,
                                                    secret_string=value, opts=regional)
         # The ARN as users see it, resolved only once the value is stored: a task defined with it never starts

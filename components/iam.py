@@ -95,11 +95,11 @@ def lambda_in_vpc_statements() -> list[dict[str, Any]]:
 
 def service_role(name: str, service: str, opts: pulumi.ResourceOptions, *,
                  statements: pulumi.Input[list[dict[str, Any]]] | None = None, managed: Sequence[str] = (),
-                 account: pulumi.Input[str] | None = None) -> aws.iam.Role:
+                 account: pulumi.Input[str] | None = None, tags: dict[str, str] | None = None) -> aws.iam.Role:
     """`<name>-role` trusted by `service`, with the inline policy `<name>-policy` and managed policies."""
     trust: pulumi.Input[str] = (pulumi.Output.from_input(account).apply(lambda a: assume_role_policy(service, a))
                                 if account is not None else assume_role_policy(service))
-    role = aws.iam.Role(f"{name}-role", assume_role_policy=trust, opts=opts)
+    role = aws.iam.Role(f"{name}-role", assume_role_policy=trust, tags=tags, opts=opts)
     if statements is not None:
         aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=pulumi.Output.from_input(statements).apply(
             lambda s: json.dumps({"Version": "2012-10-17", "Statement": s})), opts=opts)

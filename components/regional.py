@@ -48,6 +48,7 @@ class RegionalComponent(pulumi.ComponentResource):
                    formerly=formerly)
 
     def _role(self, purpose: str, service: str, statements: pulumi.Input[list[dict[str, Any]]] | None = None, *,
-              managed: Sequence[str] = (), account: pulumi.Input[str] | None = None) -> aws.iam.Role:
+              managed: Sequence[str] = (), account: pulumi.Input[str] | None = None,
+              tags: dict[str, str] | None = None) -> aws.iam.Role:
         return service_role(f"{self._name}-{purpose}", service, self._child, statements=statements, managed=managed,
-                            account=account)
+                            account=account, tags=tags)

@@ -21,6 +21,7 @@ from typing import Any
 
 from platform_facts import SCHEDULER_IDLE_SHUTDOWN_VARIABLE
 from stackconfig import StackConfig, WorkerConfig
+from stackconfig.schema import USER_TAG
 from stackgraph.synth import Graph, RecordedResource
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
@@ -48,6 +49,7 @@ class CostLine:
     busy_usd_per_hour: float
     how: str
     labels: list[str] = field(default_factory=list)
+    user: str | None = None  # the user whose own resource it is (its `user` tag: client.users), else shared
 
 
 @dataclass
@@ -56,6 +58,7 @@ class Cost:
     idle_usd_per_month: float | None = None
     busy_usd_per_hour: float | None = None
     by_region: dict[str, dict[str, float]] = field(default_factory=dict)
+    by_user: dict[str, dict[str, float]] = field(default_factory=dict)  # each user's own resources; "shared": the rest
     by_resource: list[CostLine] = field(default_factory=list)
     usage_only: dict[str, str] = field(default_factory=dict)  # type present in the graph -> what it bills on
     errors: list[str] = field(default_factory=list)
@@ -282,7 +285,9 @@ def _line(pricing: _Pricing, r: RecordedResource) -> CostLine | str | None:
                          "and plan/prices.json, or list it under `usage_only` or `no_charge` there")
     assert figures is not None
     idle, busy, how = figures
-    return CostLine(r.name, r.type, region, round(idle, 2), round(busy, 4), how, sorted(pricing.labels))
+    tags = r.inputs.get("tags")
+    user = tags.get(USER_TAG) if isinstance(tags, dict) else None
+    return CostLine(r.name, r.type, region, round(idle, 2), round(busy, 4), how, sorted(pricing.labels), user)
 
 
 def estimate(graph: Graph, config: StackConfig, table: PriceTable | None = None) -> Cost:
@@ -309,6 +314,14 @@ def estimate(graph: Graph, config: StackConfig, table: PriceTable | None = None)
         region["busy_usd_per_hour"] += line.busy_usd_per_hour
     cost.by_region = {region: {k: round(v, 2) for k, v in figures.items()}
                       for region, figures in sorted(cost.by_region.items())}
+    if any(line.user for line in cost.by_resource):  # a stack with client.users: each one's own, and the rest
+        for line in cost.by_resource:
+            who = cost.by_user.setdefault(line.user or "shared",
+                                          {"idle_usd_per_month": 0.0, "busy_usd_per_hour": 0.0})
+            who["idle_usd_per_month"] += line.idle_usd_per_month
+            who["busy_usd_per_hour"] += line.busy_usd_per_hour
+        cost.by_user = {user: {k: round(v, 2) for k, v in figures.items()}
+                        for user, figures in sorted(cost.by_user.items())}
     cost.idle_usd_per_month = round(sum(line.idle_usd_per_month for line in cost.by_resource), 2)
     cost.busy_usd_per_hour = round(sum(line.busy_usd_per_hour for line in cost.by_resource), 2)
     cost.labels = {label: text for label, text in LABELS.items()
@@ -332,6 +345,8 @@ def render_cost(cost: Cost, top: int = 12) -> list[str]:
     out.append(f"  busy: ${cost.busy_usd_per_hour:,.2f} an hour (every worker region at maxTasks)")
     out += [f"  {region:<16} idle ${figures['idle_usd_per_month']:>9,.2f}/month   busy "
             f"${figures['busy_usd_per_hour']:>7,.2f}/hour" for region, figures in cost.by_region.items()]
+    out += [f"  user {user:<11} idle ${figures['idle_usd_per_month']:>9,.2f}/month   busy "
+            f"${figures['busy_usd_per_hour']:>7,.2f}/hour" for user, figures in cost.by_user.items()]
     out += ["", "  largest items (idle $/month, busy $/hour):"]
     for line in cost.by_resource[:top]:
         mark = f" [{', '.join(line.labels)}]" if line.labels else ""

@@ -22,6 +22,7 @@ from stackconfig.schema import (
     S3Location,
     Site,
     StackConfig,
+    UserConfig,
     WorkerConfig,
     describe_keys,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "S3Location",
     "Site",
     "StackConfig",
+    "UserConfig",
     "WorkerConfig",
     "describe_keys",
     "fargate_problem",

@@ -24,7 +24,7 @@ LUSTRE_STORAGE_STEP_GIB = 2400  # PERSISTENT_2 SSD: 1200 GiB, then multiples of 
 # bucket's own, or every read would cross regions.
 PUBLIC_DATASET_REGIONS = {"era5-pds": "us-east-1", "cmip6-pds": "us-west-2"}
 
-RESERVED_TAG_KEYS = ("project", "stack", "team")
+RESERVED_TAG_KEYS = ("project", "stack", "team", "user", "group")  # the last two: on each user's resources
 PRIVATE_RANGES = tuple(ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
 
 PARTITION = "aws"  # the platform deploys to the commercial partition only (one account, peered across regions)

@@ -250,10 +250,19 @@ class S3Location:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
 
+# Tags on each user's own resources (their notebook, role, certificate): what `plan` and AWS's cost allocation
+# split the bill by.
+USER_TAG, GROUP_TAG = "user", "group"
+
+
 @dataclass(frozen=True)
 class UserConfig:
     name: str
     group: str
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {USER_TAG: self.name, GROUP_TAG: self.group}
 
 
 @dataclass(frozen=True)

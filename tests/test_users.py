@@ -87,3 +87,25 @@ def test_the_operators_guides_users_example_is_a_valid_stack_config() -> None:
     _, raw = raw_stack_config(PROJECT_DIR, "dev")
     config = parse_stack_config({**raw, "client": client}, stack="dev")
     assert [(u.name, u.group) for u in config.client.users] == [("ana", "climate"), ("bo", "ops")]
+
+
+def test_each_users_resources_carry_their_tags_and_plan_splits_the_cost_by_user() -> None:
+    from plan.cost import estimate, render_cost
+    from stackconfig import parse_stack_config
+
+    graph = _graph(("ana", "climate"), ("bo", "ops"))
+    for kind in (NOTEBOOK, "aws:iam/role:Role", SECRET):
+        owned = [r for r in graph.of_type(kind) if (r.inputs.get("tags") or {}).get("user")]
+        assert {(r.inputs["tags"]["user"], r.inputs["tags"]["group"]) for r in owned} == {("ana", "climate"),
+                                                                                            ("bo", "ops")}, kind
+    _, raw = raw_stack_config(PROJECT_DIR, "dev")
+    client = {**raw["client"], "users": [{"name": "ana", "group": "climate"}, {"name": "bo", "group": "ops"}],
+              "groups": GROUPS}
+    cost = estimate(graph, parse_stack_config({**raw, "client": client}, stack="dev"))
+    assert set(cost.by_user) == {"ana", "bo", "shared"}
+    assert cost.by_user["ana"] == cost.by_user["bo"] and cost.by_user["ana"]["busy_usd_per_hour"] > 0
+    assert sum(u["idle_usd_per_month"] for u in cost.by_user.values()) == pytest.approx(cost.idle_usd_per_month,
+                                                                                        abs=0.05)
+    assert any(line.startswith("  user ana") for line in render_cost(cost))
+    team = estimate(synthesize("dev"), parse_stack_config(raw, stack="dev"))
+    assert team.by_user == {}  # no users: no split, the report as before

@@ -150,12 +150,18 @@ class RegionRouter(SchedulerPlugin):
 
     def remove_worker(self, scheduler: Scheduler, worker: str, *, stimulus_id: str, **kwargs: Any) -> None:
         """A worker removed because it stopped heartbeating (Dask's worker-ttl) marks its pools as silenced: once
-        none of a silenced pool's workers is left, its region is unreachable and the tasks that need it fail at
-        once, naming it, instead of waiting for a scale-up that cannot reach the scheduler either."""
+        none of a silenced pool's workers is left, its region is unreachable and the work that needs it fails at
+        once, naming it, instead of waiting for a scale-up that cannot reach the scheduler either. A worker whose
+        connection broke marks its pools as broken: their work fails after the grace. A worker that said goodbye
+        (retired, scaled in) clears both: the scheduler heard from its region."""
         pools = self.worker_pools.pop(worker, [])
         if stimulus_id.startswith(BROKEN_STIMULUS):
             self.broken.update((pool, time.time()) for pool in pools)
         if not stimulus_id.startswith(SILENT_STIMULUS):
+            if not stimulus_id.startswith(BROKEN_STIMULUS):
+                for pool in pools:
+                    self.broken.pop(pool, None)
+                    self.silenced.pop(pool, None)
             return
         from distributed.scheduler import heartbeat_interval
 
@@ -346,10 +352,11 @@ class RegionRouter(SchedulerPlugin):
                 return self.missing_pool_timeout, UnrunnableTaskError(
                     f"task {ts.key!r} asks for {asked}, but each worker of {resource} offers "
                     f"{offers[resource]:g}; ask for at most that many")
-            if resource in self.silenced:
+            if resource in self.silenced and self._lost_with(ts, self.silenced[resource][0]):
                 return 0.0, self._unreachable(region, resource)
             if isinstance(demand, PoolDemand) and demand.scalable(resource):
-                if resource in self.broken and self._grace() < demand.settings.scale_up_timeout:
+                if (resource in self.broken and self._lost_with(ts, self.broken[resource])
+                        and self._grace() < demand.settings.scale_up_timeout):
                     return self._grace(), self._broken_off(region, resource)  # not a pool scaling up from zero
                 if amount <= demand.slots_per_worker(resource):
                     return max(self.missing_pool_timeout, demand.settings.scale_up_timeout), MissingPoolError(
@@ -370,6 +377,12 @@ class RegionRouter(SchedulerPlugin):
             f"over {ttl:.0f} s (distributed.scheduler.worker-ttl, the platform's grace) and were removed at "
             f"{time.strftime('%H:%M:%S', time.gmtime(when))} UTC. Work that needs {region} fails; work that needs only "
             f"other regions goes on. Its pool rejoins by itself when its link is back: rerun then")
+
+    def _lost_with(self, ts: TaskState, lost: float) -> bool:
+        """Whether `ts` was waiting when its region was lost, or came within the grace after: work submitted later
+        waits as for any empty pool (a pool scaled to zero after a cut must be able to grow again)."""
+        started = time.time() - (time.monotonic() - self.waiting_since.get(ts.key, time.monotonic()))
+        return started <= lost + self._grace()
 
     def _grace(self) -> float:
         """The platform's grace for a silent region: Dask's worker-ttl (the stack's client.regionGraceSeconds)."""

@@ -22,13 +22,15 @@ from tests.regional_data import region_data
 GRACE_SECONDS = 3  # Dask waits at least ten heartbeats (5 s for a small cluster) whatever the setting
 POOLS = {"pool-us-east-1": 1, "pool-us-west-2": 1}
 ONES = 16.0  # the sum of a region's 4 x 4 sample (ones)
+SCALE_UP_SECONDS = 8  # how long work waits for an empty scalable pool to grow (900 s in AWS)
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RegionalCluster]:
-    cluster = RegionalCluster(tmp_path, POOLS, regions=["us-east-1", "us-west-2"],
-                              demand={"pools": {pool: {"workers_per_task": 1, "threads_per_worker": 2,
-                                                        "min_tasks": 0, "max_tasks": 4} for pool in POOLS}})
+    cluster = RegionalCluster(tmp_path, POOLS, regions=["us-east-1", "us-west-2"], missing_pool_timeout=2,
+                              demand={"scale_up_timeout": SCALE_UP_SECONDS,
+                                      "pools": {pool: {"workers_per_task": 1, "threads_per_worker": 2,
+                                                       "min_tasks": 0, "max_tasks": 4} for pool in POOLS}})
     cluster.env["DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL"] = f"{GRACE_SECONDS}s"
     cluster.worker_args = ["--no-nanny"]  # the cut stops every process of the pool; a nanny would only add its wait
     cluster.start()
@@ -71,6 +73,13 @@ def test_a_region_cut_past_the_grace_fails_its_work_naming_it_and_the_other_regi
         # 15 minutes a scalable pool's work waits to scale up from zero.
         assert time.monotonic() - started < 5 + GRACE_SECONDS + 5
         assert isinstance(RegionUnreachableError("x"), MissingPoolError)  # code catching the missing pool catches it
+        # Work submitted well after the loss waits as for any empty pool: a pool scaled to zero after a cut must
+        # be able to grow again, so the mark does not fail it at once.
+        time.sleep(5 + GRACE_SECONDS)
+        late = client.compute(slow_sum("us-west-2", 0.0))
+        with pytest.raises(MissingPoolError, match=f"after waiting {SCALE_UP_SECONDS} s for it to scale up") as error:
+            late.result(timeout=60)
+        assert not isinstance(error.value, RegionUnreachableError)
 
         cut(cluster, "pool-us-west-2", signal.SIGCONT)  # the link is back: told it was removed, the worker closes
         cluster.processes.pop("pool-us-west-2").wait(timeout=60)

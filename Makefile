@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 # (loadfile: loadgroup does not group under pytest 9.2, pytest-xdist#1386).
 JOBS ?= 2
 unit: $(STAMP)
-	$(BIN)/pytest -n $(JOBS) --dist loadfile
+	$(BIN)/pytest -n $(JOBS) --dist loadfile --durations=25
 
 # The test command (README, CI): lint, type-check, then every test.
 test: lint typecheck unit

@@ -185,37 +185,3 @@ def test_a_scheduler_killed_mid_analysis_gives_a_clear_error_and_a_rerun_recover
     assert "scheduler-connection-lost" in fault["client_error"] and fault["time_to_detect_s"] < 30
     assert fault["replacement_pid_differs"] and fault["result_correct"]
     assert fault["data_lost"] == {"catalog_documents": False, "reference_sets": False}
-
-
-@pytest.mark.root
-@pytest.mark.slow
-def test_a_link_fault_run_interrupted_removes_its_namespaces_and_processes(tmp_path: Path) -> None:
-    import os
-    import signal
-
-    from bench.wan_network import PREFIX, leftovers
-
-    run = subprocess.Popen([sys.executable, "bench/faults.py", "--faults", "slow-link", "--work-dir",
-                            str(tmp_path / "work"), "--output", str(tmp_path / "faults.json")], cwd=ROOT,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert run.stdout is not None
-        for line in run.stdout:  # the WAN is built and the platform runs in it: interrupt it there
-            if line.startswith("slow-link:"):
-                break
-        namespaces = [name for name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
-                                                      check=True).stdout.split() if name.startswith(PREFIX)]
-        inside = {int(pid) for name in namespaces for pid in subprocess.run(
-            ["ip", "netns", "pids", name], capture_output=True, text=True, check=True).stdout.split()}
-        assert len(inside) >= 8  # proxies, emulations, the catalog, the scheduler and the pools' tasks
-        run.send_signal(signal.SIGINT)
-        _, err = run.communicate(timeout=120)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    assert run.returncode == 130, err[-3000:]
-    assert "interrupted; processes stopped, namespaces left: none" in err and "Traceback" not in err
-    assert leftovers() == [] and not (tmp_path / "faults.json").exists()
-    alive = [pid for pid in inside if os.path.exists(f"/proc/{pid}") and
-             b"zombie" not in Path(f"/proc/{pid}/status").read_bytes().lower()]
-    assert alive == []

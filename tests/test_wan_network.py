@@ -161,3 +161,35 @@ def test_wan_scaling_runs_each_size_and_charts_time_and_bytes_against_size(tmp_p
     assert four["naive"]["link_bytes"] > small["naive"]["link_bytes"]
     assert four["pinned"]["result_bytes"] == 2 * small["pinned"]["result_bytes"]
     assert output.with_suffix(".png").stat().st_size > 10_000 and not list(tmp_path.glob("wan-scaling-*GB.json"))
+
+
+@pytest.mark.slow
+def test_a_link_fault_run_interrupted_removes_its_namespaces_and_processes(tmp_path: Path) -> None:
+    import signal
+
+    from bench.wan_network import PREFIX
+
+    run = subprocess.Popen([sys.executable, "bench/faults.py", "--faults", "slow-link", "--work-dir",
+                            str(tmp_path / "work"), "--output", str(tmp_path / "faults.json")], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert run.stdout is not None
+        for line in run.stdout:  # the WAN is built and the platform runs in it: interrupt it there
+            if line.startswith("slow-link:"):
+                break
+        namespaces = [name for name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
+                                                      check=True).stdout.split() if name.startswith(PREFIX)]
+        inside = {int(pid) for name in namespaces for pid in subprocess.run(
+            ["ip", "netns", "pids", name], capture_output=True, text=True, check=True).stdout.split()}
+        assert len(inside) >= 8  # proxies, emulations, the catalog, the scheduler and the pools' tasks
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 130, err[-3000:]
+    assert "interrupted; processes stopped, namespaces left: none" in err and "Traceback" not in err
+    assert leftovers() == [] and not (tmp_path / "faults.json").exists()
+    alive = [pid for pid in inside if os.path.exists(f"/proc/{pid}") and
+             b"zombie" not in Path(f"/proc/{pid}/status").read_bytes().lower()]
+    assert alive == []

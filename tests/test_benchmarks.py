@@ -66,6 +66,17 @@ def test_wan_scaling_names_bad_sizes() -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr and "--gigabytes '1,x'" in result.stderr
 
 
+def test_wan_scaling_runs_every_size_then_each_other_count_and_charts_the_committed_results(tmp_path: Path) -> None:
+    from bench.wan_scaling import RESULTS, chart, parse, runs
+
+    order = runs(parse(["--gigabytes", "1,0.25,0.5", "--worker-regions", "2,4,8", "--regions-at", "0.5"]))
+    assert order == [(0.25, 2), (0.5, 2), (1.0, 2), (0.5, 4), (0.5, 8)]
+    rows = json.loads(RESULTS.read_text())["sizes"]  # several sizes, two counts: what the chart must draw
+    assert len({r["gigabytes_per_region"] for r in rows}) > 1 and len({r["worker_regions"] for r in rows}) > 1
+    chart(rows, tmp_path / "scaling.png")
+    assert (tmp_path / "scaling.png").stat().st_size > 10_000
+
+
 def test_the_decade_chart_draws_both_runs_and_refuses_swapped_files(tmp_path: Path) -> None:
     results = ROOT / "bench" / "results"
     before, after = results / "wan-decade-files.json", results / "wan-decade-references.json"

@@ -149,10 +149,24 @@ USER_KEYS: tuple[Key, ...] = (
         "The user's name: 1-20 lowercase letters, digits and hyphens, starting with a letter; it names the user's "
         "notebook, role and certificate.", required=True),
     Key("group", "string", "The user's group: a name in `client.groups`.", required=True),
+    Key("maxWorkersPerRegion", "integer",
+        "The most worker tasks the user's own cluster may run in one worker region; at most the group's. Unset: the "
+        "group's quota (or the pool's `maxTasks`); 1-10000.", None, minimum=1, maximum=10000),
 )
 GROUP_KEYS: tuple[Key, ...] = (
     Key("name", "string", "The group's name: 1-20 lowercase letters, digits and hyphens, starting with a letter.",
         required=True),
+    Key("maxClusters", "integer",
+        "The most clusters the group's users may run at once; a user's cluster asked for beyond it is refused, "
+        "naming this quota. Unset: one per user of the group; 1-1000.", None, minimum=1, maximum=1000),
+    Key("maxWorkersPerRegion", "integer",
+        "The most worker tasks the group's running clusters may run together in one worker region (shared among "
+        "them); at least every pool's `minTasks`. Unset: the pool's `maxTasks`; 1-10000.", None, minimum=1,
+        maximum=10000),
+    Key("maxTaskMemoryMiB", "integer",
+        "The largest worker task the group's users may run, MiB: a worker region whose `taskMemoryMiB` is larger is "
+        "refused at config time, naming the group and the region. Unset: no limit; 512-1000000.", None,
+        minimum=512, maximum=1_000_000),
 )
 
 CATALOG_KEYS: tuple[Key, ...] = (
@@ -256,9 +270,20 @@ USER_TAG, GROUP_TAG = "user", "group"
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    """A group of users and its quotas (None: no quota of the group's own)."""
+
+    name: str
+    max_clusters: int | None = None
+    max_workers_per_region: int | None = None
+    max_task_memory_mib: int | None = None
+
+
+@dataclass(frozen=True)
 class UserConfig:
     name: str
     group: str
+    max_workers_per_region: int | None = None  # None: the group's
 
     @property
     def tags(self) -> dict[str, str]:
@@ -281,7 +306,10 @@ class ClientConfig:
     idle_shutdown_minutes: int = 60
     notebook_idle_minutes: int = 60
     users: tuple[UserConfig, ...] = ()  # empty: one notebook and client certificate for the team
-    groups: tuple[str, ...] = ()
+    groups: tuple[GroupConfig, ...] = ()
+
+    def group(self, name: str) -> GroupConfig:
+        return next(g for g in self.groups if g.name == name)
 
     @property
     def dashboard_public(self) -> bool:

@@ -58,6 +58,7 @@ from stackconfig.schema import (
     CatalogConfig,
     ClientConfig,
     ConfigError,
+    GroupConfig,
     Key,
     Problem,
     S3Location,
@@ -288,10 +289,15 @@ def _members(c: _Checker, raw: Any, keys: Sequence[Key], path: str, what: str) -
     return members
 
 
-def _check_users(c: _Checker, values: Mapping[str, Any]) -> tuple[tuple[UserConfig, ...], tuple[str, ...]]:
-    groups = [g["name"] for _, g in _members(c, values["groups"], GROUP_KEYS, "client.groups", "group")]
+def _check_users(c: _Checker, values: Mapping[str, Any]) -> tuple[tuple[UserConfig, ...], tuple[GroupConfig, ...]]:
+    groups = {}
+    for i, group in _members(c, values["groups"], GROUP_KEYS, "client.groups", "group"):
+        _check_bounds(c, GROUP_KEYS, group, f"client.groups[{i}].")
+        groups[group["name"]] = GroupConfig(group["name"], group["maxClusters"], group["maxWorkersPerRegion"],
+                                            group["maxTaskMemoryMiB"])
     users = []
     for i, user in _members(c, values["users"], USER_KEYS, "client.users", "user"):
+        _check_bounds(c, USER_KEYS, user, f"client.users[{i}].")
         if user["group"] is None:
             continue
         if user["group"] not in groups:
@@ -299,8 +305,37 @@ def _check_users(c: _Checker, values: Mapping[str, Any]) -> tuple[tuple[UserConf
                                               f"client.groups ({', '.join(groups) or 'none declared'}).",
                   "declare it in client.groups, or give the user one of the groups there.")
             continue
-        users.append(UserConfig(user["name"], user["group"]))
-    return tuple(users), tuple(groups)
+        own, shared = user["maxWorkersPerRegion"], groups[user["group"]].max_workers_per_region
+        if isinstance(own, int) and isinstance(shared, int) and own > shared:
+            c.add(f"client.users[{i}].maxWorkersPerRegion",
+                  f"is {own} (user {user['name']!r}), above its group {user['group']!r}'s {shared}.",
+                  f"set it to at most {shared}, or raise client.groups' maxWorkersPerRegion for the group.")
+        users.append(UserConfig(user["name"], user["group"], own))
+    return tuple(users), tuple(groups.values())
+
+
+def _check_quotas(c: _Checker, client: ClientConfig, workers: Sequence[WorkerConfig]) -> None:
+    """Quotas a worker region's pool could not live within: fewer workers than the pool keeps running, or tasks
+    smaller than the region's worker task."""
+    for i, group in enumerate(client.groups):
+        for j, worker in enumerate(workers):
+            if group.max_workers_per_region is not None and group.max_workers_per_region < worker.min_tasks:
+                c.add(f"client.groups[{i}].maxWorkersPerRegion",
+                      f"is {group.max_workers_per_region} (group {group.name!r}), below workers[{j}].minTasks "
+                      f"{worker.min_tasks} ({worker.region}): each cluster's pool keeps that many running.",
+                      f"set it to at least {worker.min_tasks}, or lower workers[{j}].minTasks.")
+            if group.max_task_memory_mib is not None and worker.task_memory_mib > group.max_task_memory_mib:
+                c.add(f"client.groups[{i}].maxTaskMemoryMiB",
+                      f"is {group.max_task_memory_mib} (group {group.name!r}), but {worker.region}'s worker task "
+                      f"is {worker.task_memory_mib} MiB (workers[{j}].taskMemoryMiB): the group could not run there.",
+                      f"set it to at least {worker.task_memory_mib}, or lower workers[{j}].taskMemoryMiB.")
+    for i, user in enumerate(client.users):
+        for j, worker in enumerate(workers):
+            if user.max_workers_per_region is not None and user.max_workers_per_region < worker.min_tasks:
+                c.add(f"client.users[{i}].maxWorkersPerRegion",
+                      f"is {user.max_workers_per_region} (user {user.name!r}), below workers[{j}].minTasks "
+                      f"{worker.min_tasks} ({worker.region}).",
+                      f"set it to at least {worker.min_tasks}, or lower workers[{j}].minTasks.")
 
 
 def _check_bounds(c: _Checker, keys: Sequence[Key], values: Mapping[str, Any], prefix: str) -> None:
@@ -512,6 +547,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, stack: str, project: str = PRO
         c.add("team", f"becomes the 'team' tag on every resource and {reason}.", "shorten it to a tag value.")
 
     if not c.problems and client is not None:  # only a config valid in itself: the paths below index its workers
+        _check_quotas(c, client, workers)
         _check_offered(c, client, catalog or CatalogConfig(), workers)
     if c.problems or client is None:
         raise ConfigError(c.problems, f"stack {stack!r}")

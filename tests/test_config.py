@@ -404,13 +404,14 @@ def with_users(users: Any, groups: Any) -> dict[str, Any]:
 
 
 def test_users_belong_to_declared_groups_and_default_to_none() -> None:
-    from stackconfig.schema import UserConfig
+    from stackconfig.schema import GroupConfig, UserConfig
 
     assert parse_stack_config(valid(), stack="test").client.users == ()
     config = parse_stack_config(with_users([{"name": "ana", "group": "climate"}, {"name": "bo-2", "group": "ops"}],
                                            [{"name": "climate"}, {"name": "ops"}]), stack="test")
     assert config.client.users == (UserConfig("ana", "climate"), UserConfig("bo-2", "ops"))
-    assert config.client.groups == ("climate", "ops")
+    assert [g.name for g in config.client.groups] == ["climate", "ops"]
+    assert config.client.group("ops") == GroupConfig("ops")  # no quotas of its own
 
 
 def test_every_bad_user_and_group_is_named_with_its_fix_at_once() -> None:
@@ -419,7 +420,8 @@ def test_every_bad_user_and_group_is_named_with_its_fix_at_once() -> None:
          {"name": "cy", "group": "science"}, {"name": "di"}, "ed"],
         [{"name": "climate"}, {"name": "ops", "maxWorkers": 3}, {"name": "climate"}]))
     assert found == [
-        "client.groups[1].maxWorkers: is not a known key. Fix: known keys: name. Remove or rename it.",
+        "client.groups[1].maxWorkers: is not a known key. Fix: did you mean 'maxWorkersPerRegion'? Remove or rename "
+        "it.",
         "client.groups[2].name: group 'climate' is given twice (also client.groups[0]). Fix: give each group once.",
         "client.users[1].name: 'Ana B' is not a valid user name: it names resources. Fix: use 1-20 lowercase "
         "letters, digits and hyphens, starting with a letter.",
@@ -427,8 +429,45 @@ def test_every_bad_user_and_group_is_named_with_its_fix_at_once() -> None:
         "client.users[4].group: is required but missing. Fix: set client.users[4].group (The user's group: a name in "
         "`client.groups`.)",
         "client.users[5]: must be a mapping of keys to values, got 'ed'. Fix: write it as an object with keys name, "
-        "group.",
+        "group, maxWorkersPerRegion.",
         "client.users[3].group: 'science' (user 'cy') is not a group in client.groups (climate, ops). Fix: declare "
         "it in client.groups, or give the user one of the groups there."]
     assert problems_of(with_users("ana", [])) == [
         "client.users: must be an array, got 'ana' (str). Fix: give client.users an array value."]
+
+
+def test_quotas_are_read_per_group_and_user() -> None:
+    from stackconfig.schema import GroupConfig, UserConfig
+
+    client = parse_stack_config(with_users(
+        [{"name": "ana", "group": "climate", "maxWorkersPerRegion": 2}, {"name": "bo", "group": "climate"}],
+        [{"name": "climate", "maxClusters": 1, "maxWorkersPerRegion": 4, "maxTaskMemoryMiB": 32768}]),
+        stack="test").client
+    assert client.groups == (GroupConfig("climate", 1, 4, 32768),)
+    assert client.users == (UserConfig("ana", "climate", 2), UserConfig("bo", "climate"))
+
+
+def test_quotas_a_pool_could_not_live_within_are_named_with_the_user_or_group_and_the_key() -> None:
+    raw = with_users([{"name": "ana", "group": "climate", "maxWorkersPerRegion": 5},
+                      {"name": "bo", "group": "ops", "maxWorkersPerRegion": 1}],
+                     [{"name": "climate", "maxWorkersPerRegion": 4, "maxClusters": 0},
+                      {"name": "ops", "maxWorkersPerRegion": 1, "maxTaskMemoryMiB": 16384}])
+    raw["workers"][1] |= {"minTasks": 2}
+    assert problems_of(raw) == [
+        "client.groups[0].maxClusters: is 0, must be between 1 and 1000. Fix: set client.groups[0].maxClusters to a "
+        "value between 1 and 1000.",
+        "client.users[0].maxWorkersPerRegion: is 5 (user 'ana'), above its group 'climate''s 4. Fix: set it to at "
+        "most 4, or raise client.groups' maxWorkersPerRegion for the group."]
+    raw["client"]["groups"][0]["maxClusters"] = 2
+    raw["client"]["users"][0]["maxWorkersPerRegion"] = 3
+    assert problems_of(raw) == [
+        "client.groups[1].maxTaskMemoryMiB: is 16384 (group 'ops'), but us-east-1's worker task is 25000 MiB "
+        "(workers[0].taskMemoryMiB): the group could not run there. Fix: set it to at least 25000, or lower "
+        "workers[0].taskMemoryMiB.",
+        "client.groups[1].maxWorkersPerRegion: is 1 (group 'ops'), below workers[1].minTasks 2 (us-west-2): each "
+        "cluster's pool keeps that many running. Fix: set it to at least 2, or lower workers[1].minTasks.",
+        "client.groups[1].maxTaskMemoryMiB: is 16384 (group 'ops'), but us-west-2's worker task is 25000 MiB "
+        "(workers[1].taskMemoryMiB): the group could not run there. Fix: set it to at least 25000, or lower "
+        "workers[1].taskMemoryMiB.",
+        "client.users[1].maxWorkersPerRegion: is 1 (user 'bo'), below workers[1].minTasks 2 (us-west-2). Fix: set "
+        "it to at least 2, or lower workers[1].minTasks."]

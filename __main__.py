@@ -11,7 +11,7 @@ from components.naming import Naming, scheduler_host
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.peering_backbone import PeeringBackbone, PeeringBackboneArgs
 from components.providers import regional_providers
-from components.worker_region import CatalogTarget, WorkerRegion, WorkerRegionArgs
+from components.worker_region import CatalogTarget, UserPool, WorkerRegion, WorkerRegionArgs
 from stackconfig import CLIENT_SITE, ConfigError, load_from_pulumi
 
 try:
@@ -48,12 +48,16 @@ image = RegionalImage("dask-image", RegionalImageArgs(spec=DASK_IMAGE, home_regi
                                                       key_arns=keys.key_arns))
 # Mutual TLS for every Dask connection: the scheduler and notebook certificates in the client region, the
 # workers' in every worker region.
+# With client.users: no team cluster; each user's own cluster has a CA and certificates of its own.
+users = config.client.users
+worker_regions_list = list(dict.fromkeys(w.region for w in config.workers))
 dask_tls = DaskTls("dask-tls", DaskTlsArgs(
     scheduler_host=scheduler_host(naming),
-    holders={"scheduler": [home], "worker": list(dict.fromkeys(w.region for w in config.workers)),
-             **({} if config.client.users else {"client": [home]})},  # with users: a certificate each, no team's
+    holders={} if users else {"scheduler": [home], "worker": worker_regions_list, "client": [home]},
     providers=providers, key_arns=keys.key_arns, naming=naming, validity_days=config.dask_tls_validity_days,
-    users={user.name: user.tags for user in config.client.users}, user_region=home))
+    users={user.name: user.tags for user in users}, user_region=home,
+    user_hosts={user.name: scheduler_host(naming, user.name) for user in users},
+    user_worker_regions=worker_regions_list))
 
 client = ClientRegion(
     "client",
@@ -61,9 +65,11 @@ client = ClientRegion(
         config=config.client, vpc=vpcs[CLIENT_SITE], worker_vpcs=[vpcs[w.site_name] for w in config.workers],
         providers=providers, peers=config.peers(CLIENT_SITE),
         image=image.references[home], repository_arn=image.repository_arns[home], key_arn=keys.key_arns[home],
-        scheduler_tls_secret_arn=dask_tls.secret_arns["scheduler"][home],
-        client_tls_secret_arn=dask_tls.secret_arns["client"][home] if "client" in dask_tls.secret_arns else None,
+        scheduler_tls_secret_arn=None if users else dask_tls.secret_arns["scheduler"][home],
+        client_tls_secret_arn=None if users else dask_tls.secret_arns["client"][home],
         user_tls_secret_arns=dask_tls.user_secret_arns,
+        user_scheduler_tls_secret_arns={user: secrets["scheduler"][home]
+                                        for user, secrets in dask_tls.user_cluster_secret_arns.items()},
         naming=naming, log_retention_days=config.log_retention_days, workers=config.workers,
         create_opensearch_service_linked_role=config.create_opensearch_service_linked_role,
         catalog=config.catalog,
@@ -79,9 +85,12 @@ worker_regions = {
         worker.site_name,
         WorkerRegionArgs(
             config=worker, vpc=vpcs[worker.site_name], peers=config.peers(worker.site_name),
-            scheduler_address=client.scheduler_address, image=image.references[worker.region],
+            scheduler_address=None if users else client.scheduler_address, image=image.references[worker.region],
             repository_arn=image.repository_arns[worker.region], key_arn=keys.key_arns[worker.region],
-            tls_secret_arn=dask_tls.secret_arns["worker"][worker.region],
+            tls_secret_arn=None if users else dask_tls.secret_arns["worker"][worker.region],
+            user_pools=[UserPool(user, client.user_schedulers[user.name]["address"],
+                                 dask_tls.user_cluster_secret_arns[user.name]["worker"][worker.region],
+                                 config.client.user_max_tasks(user, worker.max_tasks)) for user in users],
             naming=naming, log_retention_days=config.log_retention_days,
             catalog=CatalogTarget(
                 endpoint=client.catalog_endpoint, arn=client.catalog_arn, domain_region=home, kind=config.catalog.kind,
@@ -106,19 +115,33 @@ pulumi.export("transitGatewayIds", transit_gateway_ids)
 pulumi.export("peeringAttachmentIds", peering_attachment_ids)
 pulumi.export("peeringConnectionIds", peering_connection_ids)
 pulumi.export("workerPools", {worker.region: worker.pool_name for worker in config.workers})
-pulumi.export("schedulerAddress", client.scheduler_address)
-pulumi.export("dashboardUrl", client.dashboard_url)
-pulumi.export("schedulerService", client.scheduler_service)
+if not users:  # the team's cluster
+    pulumi.export("schedulerAddress", client.scheduler_address)
+    pulumi.export("dashboardUrl", client.dashboard_url)
+    pulumi.export("schedulerService", client.scheduler_service)
 pulumi.export("catalogEndpoint", client.catalog_endpoint)
-if config.client.users:  # a notebook, a role and a client certificate per user
+if users:  # a notebook, a role, a client certificate and a cluster of their own per user
     pulumi.export("userNotebooks", client.notebooks)
     pulumi.export("userTlsSecrets", {user: {"arn": arn, "region": home}
                                      for user, arn in dask_tls.user_secret_arns.items()})
+    # What `dr.connect(outputs, user=...)` reads: the user's scheduler (started on demand), pools and logs.
+    pulumi.export("userClusters", {user.name: {
+        "schedulerAddress": client.user_schedulers[user.name]["address"],
+        "schedulerService": client.user_schedulers[user.name]["service"],
+        "pools": {region: {"clusterName": worker_region.cluster_name,
+                           "serviceName": worker_region.user_service_names[user.name],
+                           "maxTasks": config.client.user_max_tasks(user, config_of_region.max_tasks)}
+                  for region, worker_region in worker_regions.items()
+                  for config_of_region in config.workers if config_of_region.region == region},
+        "logGroups": client.user_log_groups[user.name], "tlsSecret": {"arn": dask_tls.user_secret_arns[user.name],
+                                                                      "region": home}}
+        for user in users})
 else:
     pulumi.export("notebookName", client.notebook_name)
     pulumi.export("notebookUrl", client.notebook_url)
 pulumi.export("dnsZoneId", client.dns_zone_id)
-pulumi.export("logGroups", client.log_groups)
+if not users:
+    pulumi.export("logGroups", client.log_groups)
 # The notebook's client certificate (a Secrets Manager secret): `dr.connect(outputs)` fetches it when no
 # certificate is configured; reading it needs secretsmanager:GetSecretValue on it.
 if not config.client.users:

@@ -47,6 +47,7 @@ class NotebookPart(ClientPart):
     notebook_role_arns: list[pulumi.Output[str]]  # every notebook's role (the catalog's readers)
     notebooks: dict[str, dict[str, pulumi.Output[str]]]  # user -> their notebook's name, url and role (client.users)
     log_groups: dict[str, dict[str, str]]  # process -> {region, group}: where `dr.connect().get_logs()` reads
+    user_log_groups: dict[str, dict[str, dict[str, str]]]  # client.users: user -> their cluster's log_groups
 
     def _notebook(self, log_bucket: aws.s3.Bucket) -> None:
         """The team's notebook, or with `client.users` one per user, each with its own role and certificate."""
@@ -62,13 +63,8 @@ class NotebookPart(ClientPart):
         for path in sorted((PROJECT_DIR / "notebooks").glob("*.ipynb")):
             aws.s3.BucketObjectv2(f"{self._name}-notebook-{path.stem}", bucket=assets.id, key=f"notebooks/{path.name}",
                                   source=pulumi.FileAsset(str(path)), opts=self._child)
-        region = self._region
-        # The servers' logs, which `dr.connect().get_logs()` reads: the scheduler's here, each pool's in its region.
-        self.log_groups = {"scheduler": {"region": region, "group": args.naming.log_group(region, "client",
-                                                                                            "scheduler")}}
-        self.log_groups |= {f"workers-{w.region}": {"region": w.region,
-                                                    "group": args.naming.log_group(w.region, "workers")}
-                            for w in args.workers}
+        self.log_groups = self._log_groups(None)
+        self.user_log_groups = {user.name: self._log_groups(user) for user in args.config.users}
         notebook_sg = self._security_group("notebook", "SageMaker notebook")
         # The dashboard in the notebook: the notebook server's proxy reaches the scheduler's dashboard directly.
         self._ingress(self._scheduler_sg, "dashboard-from-notebook", DASHBOARD_PORT, source=notebook_sg)
@@ -88,6 +84,14 @@ class NotebookPart(ClientPart):
                                                            notebook_sg)
             self.notebook_role_arns.append(self.notebooks[user.name]["roleArn"])
 
+    def _log_groups(self, user: UserConfig | None) -> dict[str, dict[str, str]]:
+        """The servers' logs, which `dr.connect().get_logs()` reads: the scheduler's here, each pool's in its region;
+        a user's cluster's own (their role may read those and no other user's)."""
+        naming, region, suffix = self._args.naming, self._region, f"-{user.name}" if user else ""
+        return {"scheduler": {"region": region, "group": naming.log_group(region, "client", f"scheduler{suffix}")},
+                **{f"workers-{w.region}": {"region": w.region, "group": naming.log_group(w.region, f"workers{suffix}")}
+                   for w in self._args.workers}}
+
     def _one_notebook(self, user: UserConfig | None, tls_secret_arn: pulumi.Input[str], assets: aws.s3.Bucket,
                       notebook_sg: aws.ec2.SecurityGroup) -> dict[str, pulumi.Output[str]]:
         """A notebook instance, its role (which may read this certificate's secret and no other) and its start
@@ -97,10 +101,15 @@ class NotebookPart(ClientPart):
         name = args.naming.resource("notebook", *([user.name] if user else []), max_length=63)
         tags = user.tags if user else None  # the user's and group's, for cost allocation
         stops_itself = config.notebook_idle_minutes > 0  # the idle stop (notebook_idle.py): this instance, no other
-        on_demand = config.idle_shutdown_minutes > 0  # connect() starts the scheduler stopped when idle
+        # connect() starts the scheduler stopped when idle (a user's own cluster's is always on demand)
+        on_demand = config.idle_shutdown_minutes > 0 or user is not None
+        scheduler: dict[str, Any] = (self.user_schedulers[user.name] if user else
+                                     {"address": self.scheduler_address, "service": self.scheduler_service,
+                                      "serviceArn": self.scheduler_service_arn})
+        log_groups = self._log_groups(user)
         role = self._role(f"notebook{suffix}", "sagemaker.amazonaws.com", tags=tags, statements=pulumi.Output.all(
             self.catalog_arn, assets.arn, args.key_arn, self._identity.account_id,
-            tls_secret_arn, self.scheduler_service_arn).apply(lambda v: [
+            tls_secret_arn, scheduler["serviceArn"]).apply(lambda v: [
                 *([{"Effect": "Allow", "Action": "sagemaker:StopNotebookInstance",
                     "Resource": f"arn:aws:sagemaker:{region}:{v[3]}:notebook-instance/{name.lower()}"}]
                   if stops_itself else []),
@@ -116,13 +125,13 @@ class NotebookPart(ClientPart):
                 {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": v[4]},
                 {"Effect": "Allow", "Action": "logs:FilterLogEvents", "Resource": [
                     f"arn:aws:logs:{where['region']}:{v[3]}:log-group:{where['group']}"
-                    for where in self.log_groups.values()]}]))
+                    for where in log_groups.values()]}]))
         on_start = pulumi.Output.all(assets.bucket, self.catalog_endpoint, tls_secret_arn,
-                                     self.scheduler_service["cluster"]).apply(
+                                     scheduler["service"]["cluster"]).apply(
             lambda v: base64.b64encode(_notebook_start_script(
-                v[0], self.scheduler_address, v[1], v[2], region, self.log_groups,
+                v[0], scheduler["address"], v[1], v[2], region, log_groups,
                 idle=(name, config.notebook_idle_minutes),
-                scheduler_service={**self.scheduler_service, "cluster": v[3]} if on_demand else None,
+                scheduler_service={**scheduler["service"], "cluster": v[3]} if on_demand else None,
             ).encode()).decode())
         lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
             f"{self._name}-notebook{suffix}", name=name, on_start=on_start, tags=tags, opts=self._child)

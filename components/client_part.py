@@ -26,7 +26,7 @@ class ClientRegionArgs:
     image: pulumi.Input[str]  # the Dask image by digest, in this region
     repository_arn: pulumi.Input[str]  # the ECR repository it is pulled from
     key_arn: pulumi.Input[str]  # this region's KMS key
-    scheduler_tls_secret_arn: pulumi.Input[str]  # DaskTls: the scheduler's certificate, in this region
+    scheduler_tls_secret_arn: pulumi.Input[str] | None  # DaskTls: the team scheduler's certificate, in this region
     client_tls_secret_arn: pulumi.Input[str] | None  # DaskTls: the team notebook's client certificate, here
     naming: Naming
     log_retention_days: int
@@ -34,6 +34,8 @@ class ClientRegionArgs:
     create_opensearch_service_linked_role: bool = False
     catalog: CatalogConfig = field(default_factory=CatalogConfig)  # the domain's size, or the S3 catalog
     user_tls_secret_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # user -> their certificate
+    user_scheduler_tls_secret_arns: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # user -> their
+    # cluster's scheduler's certificate
 
 
 class ClientPart(RegionalComponent):
@@ -48,6 +50,7 @@ class ClientPart(RegionalComponent):
     scheduler_address: str
     scheduler_service: dict[str, Any]  # its region, ECS cluster and service (connect() starts it; ECS Exec)
     scheduler_service_arn: pulumi.Output[str]
+    user_schedulers: dict[str, dict[str, Any]]  # client.users: user -> their scheduler's address, service, ARN, logs
     catalog_endpoint: pulumi.Output[str]
     catalog_arn: pulumi.Output[str]  # the domain's, or (catalog.kind s3) the bucket's
 

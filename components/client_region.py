@@ -21,6 +21,7 @@ __all__ = ["CatalogAccess", "CatalogAccessArgs", "ClientRegion", "ClientRegionAr
 
 class ClientRegion(SchedulerPart, CatalogPart, NotebookPart):
     dns_zone_id: pulumi.Output[str]
+    dashboard_url: pulumi.Output[str] | None  # the team's dashboard (no client.users)
 
     def __init__(self, name: str, args: ClientRegionArgs, opts: pulumi.ResourceOptions) -> None:
         super().__init__("crossregiondask:index:ClientRegion", name, args.vpc.vpc_id, opts)
@@ -34,26 +35,36 @@ class ClientRegion(SchedulerPart, CatalogPart, NotebookPart):
         sites = {args.vpc.site_name: args.vpc.cidr, **args.peers}
 
         scheduler_sg = self._scheduler_sg = self._security_group("scheduler", "Dask scheduler")
-        dashboard_sg = self._security_group("dashboard", "Dask dashboard load balancer")
         for site, cidr in sites.items():
             self._ingress(scheduler_sg, f"scheduler-from-{site}", SCHEDULER_PORT, cidr=cidr,
                           formerly=f"scheduler-from-{cidr}")
-        self._ingress(scheduler_sg, "dashboard-from-alb", DASHBOARD_PORT, source=dashboard_sg)
         for site, cidr in sites.items():
             self._egress(scheduler_sg, f"scheduler-to-{site}", 0, cidr=cidr, to_port=65535,
                          formerly=f"scheduler-to-{cidr}")
         self._egress(scheduler_sg, "scheduler-to-aws-apis", HTTPS_PORT, cidr="0.0.0.0/0")  # ECR, logs via NAT
-        self._egress(dashboard_sg, "alb-to-scheduler", DASHBOARD_PORT, source=scheduler_sg)
 
-        self.dns_zone_id, discovery = self._private_dns(args)
+        self.dns_zone_id, namespace = self._private_dns(args)
         log_bucket = self._access_log_bucket()
-        target_group, listener = self._dashboard(dashboard_sg, log_bucket)
-        self._scheduler(scheduler_sg, discovery, target_group, listener)
+        self.dashboard_url = None
+        self.user_schedulers = {}
+        if not args.config.users:  # the team's scheduler, its dashboard behind a load balancer
+            assert args.scheduler_tls_secret_arn is not None, "the team's scheduler needs its certificate"
+            dashboard_sg = self._security_group("dashboard", "Dask dashboard load balancer")
+            self._ingress(scheduler_sg, "dashboard-from-alb", DASHBOARD_PORT, source=dashboard_sg)
+            self._egress(dashboard_sg, "alb-to-scheduler", DASHBOARD_PORT, source=scheduler_sg)
+            dashboard = self._dashboard(dashboard_sg, log_bucket)
+            team = self._scheduler(scheduler_sg, self._discovery(namespace, None), args.scheduler_tls_secret_arn,
+                                   dashboard=dashboard)
+            self.scheduler_address, self.scheduler_service = team["address"], team["service"]
+            self.scheduler_service_arn = team["serviceArn"]
+        for user in args.config.users:  # each user's own cluster's scheduler (their notebook proxies its dashboard)
+            self.user_schedulers[user.name] = self._scheduler(
+                scheduler_sg, self._discovery(namespace, user), args.user_scheduler_tls_secret_arns[user.name], user)
         self._catalog(sites, log_bucket)
         self._notebook(log_bucket)
 
         self.register_outputs({
-            "schedulerAddress": self.scheduler_address,
+            "schedulerAddress": None if args.config.users else self.scheduler_address,
             "dashboardUrl": self.dashboard_url,
             "catalogEndpoint": self.catalog_endpoint,
             "notebookName": self.notebook_name,

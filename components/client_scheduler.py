@@ -17,16 +17,21 @@ from components.naming import private_dns_namespace, scheduler_host
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
 from components.scaling import scheduler_environment
 from platform_facts import METRIC_NAMESPACE, PLATFORM_HEALTH_PATH
+from stackconfig import UserConfig
 
 ALB_TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# A user's own cluster always stops when unused (the stack's idleShutdownMinutes, or this when that is 0): a
+# scheduler per user must not bill around the clock.
+USER_CLUSTER_IDLE_MINUTES = 60
 
 
 class SchedulerPart(ClientPart):
-    dashboard_url: pulumi.Output[str]
+    dashboard_url: pulumi.Output[str] | None
 
     # ------------------------------------------------------------------------------------ private DNS
-    def _private_dns(self, args: ClientRegionArgs) -> tuple[pulumi.Output[str], aws.servicediscovery.Service]:
-        """A Cloud Map namespace (ECS keeps the scheduler's record current as Fargate tasks move), its
+    def _private_dns(self, args: ClientRegionArgs
+                     ) -> tuple[pulumi.Output[str], aws.servicediscovery.PrivateDnsNamespace]:
+        """A Cloud Map namespace (ECS keeps each scheduler's record current as Fargate tasks move), its
         hosted zone associated with every worker VPC, each in its own region."""
         namespace = aws.servicediscovery.PrivateDnsNamespace(
             f"{self._name}-dns", name=private_dns_namespace(args.naming), vpc=args.vpc.vpc_id,
@@ -36,14 +41,18 @@ class SchedulerPart(ClientPart):
                 f"{self._name}-dns-{worker_vpc.site_name}", zone_id=namespace.hosted_zone, vpc_id=worker_vpc.vpc_id,
                 vpc_region=worker_vpc.region,
                 opts=pulumi.ResourceOptions(parent=self, provider=args.providers[worker_vpc.region]))
-        service = aws.servicediscovery.Service(
-            f"{self._name}-scheduler-dns", name=scheduler_host(args.naming).split(".")[0],
+        return namespace.hosted_zone, namespace
+
+    def _discovery(self, namespace: aws.servicediscovery.PrivateDnsNamespace,
+                   owner: UserConfig | None) -> aws.servicediscovery.Service:
+        """The scheduler's name in the namespace: the team's `scheduler`, a user's `scheduler-<user>`."""
+        host = scheduler_host(self._args.naming, owner.name if owner else None)
+        return aws.servicediscovery.Service(
+            f"{self._name}-scheduler-dns" + (f"-{owner.name}" if owner else ""), name=host.split(".")[0],
             dns_config=aws.servicediscovery.ServiceDnsConfigArgs(
                 namespace_id=namespace.id, routing_policy="MULTIVALUE",
                 dns_records=[aws.servicediscovery.ServiceDnsConfigDnsRecordArgs(ttl=10, type="A")]),
-            opts=self._child)
-        self.scheduler_address = f"tls://{scheduler_host(args.naming)}:{SCHEDULER_PORT}"
-        return namespace.hosted_zone, service
+            tags=owner.tags if owner else None, opts=self._child)
 
     # -------------------------------------------------------------------------------------- dashboard
     def _access_log_bucket(self) -> aws.s3.Bucket:
@@ -105,13 +114,18 @@ class SchedulerPart(ClientPart):
 
     # -------------------------------------------------------------------------------------- scheduler
     def _scheduler(self, scheduler_sg: aws.ec2.SecurityGroup, discovery: aws.servicediscovery.Service,
-                   target_group: aws.lb.TargetGroup, listener: aws.lb.Listener) -> None:
+                   tls_secret_arn: pulumi.Input[str], owner: UserConfig | None = None,
+                   dashboard: tuple[aws.lb.TargetGroup, aws.lb.Listener] | None = None) -> dict[str, Any]:
+        """One scheduler's ECS service, its roles, logs and task: the team's (with the dashboard's load balancer), or
+        `owner`'s own cluster's, named and tagged for them, on demand (connect() starts it: zero tasks at first).
+        Returns its address, service, service ARN and log group name."""
         config = self._args.config
-        log_group = self._log_group("scheduler")
-        execution_role = self._role("scheduler-execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
-            self._args.repository_arn, log_group.arn, self._args.scheduler_tls_secret_arn,
+        suffix, tags = (f"-{owner.name}", owner.tags) if owner else ("", None)
+        log_group = self._log_group(f"scheduler{suffix}")
+        execution_role = self._role(f"scheduler{suffix}-execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
+            self._args.repository_arn, log_group.arn, tls_secret_arn,
             self._args.key_arn).apply(lambda v: [*pull_and_log_statements(v[0], v[1]),
-                                                 *read_secret_statements(v[2], v[3])]))
+                                                 *read_secret_statements(v[2], v[3])]), tags=tags)
         # The demand plugin publishes each pool's figure to CloudWatch in the pool's region.
         task_statements: list[dict[str, Any]] = [{
             "Sid": "PutMetricDataHasNoResourceScoping", "Effect": "Allow", "Action": "cloudwatch:PutMetricData",
@@ -120,24 +134,23 @@ class SchedulerPart(ClientPart):
             task_statements.append({"Sid": "SsmMessagesHaveNoResourceScoping", "Effect": "Allow", "Action": [
                 "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
                 "ssmmessages:OpenDataChannel"], "Resource": "*"})
-        cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
-            aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
+        cluster = self._ecs_cluster()
         # The service's name is fixed here, not generated: the scheduler's task may stop this service when idle
         # (dask_regions/idle.py), and the notebook may start it, each allowed to update it and nothing else.
-        service_name = self._args.naming.resource("scheduler", max_length=255)
+        service_name = self._args.naming.resource("scheduler", *([owner.name] if owner else []), max_length=255)
         service_arn = pulumi.Output.all(self._identity.account_id, cluster.name).apply(
             lambda v: f"arn:aws:ecs:{self._region}:{v[0]}:service/{v[1]}/{service_name}")
-        self.scheduler_service = {"region": self._region, "cluster": cluster.name, "service": service_name}
-        self.scheduler_service_arn = service_arn
-        task_role = self._role("scheduler-task", "ecs-tasks.amazonaws.com", service_arn.apply(lambda arn: [
+        on_demand = bool(config.idle_shutdown_minutes) or owner is not None  # a user's: stops when idle, always
+        idle_minutes = config.idle_shutdown_minutes or USER_CLUSTER_IDLE_MINUTES
+        task_role = self._role(f"scheduler{suffix}-task", "ecs-tasks.amazonaws.com", service_arn.apply(lambda arn: [
             *task_statements,
             *([{"Sid": "StopItsOwnServiceWhenIdle", "Effect": "Allow", "Action": "ecs:UpdateService",
-                "Resource": arn}] if config.idle_shutdown_minutes else [])]))
+                "Resource": arn}] if on_demand else [])]), tags=tags)
         environment = pulumi.Output.from_input(cluster.name).apply(lambda cluster_name: scheduler_environment(
             self._args.naming.project, self._args.naming.stack, self._args.workers, config.scale_in_window_seconds,
-            config.region_grace_seconds,
-            idle=(config.idle_shutdown_minutes, self._region, cluster_name, service_name)))
-        containers = pulumi.Output.all(self._args.image, log_group.name, self._args.scheduler_tls_secret_arn,
+            config.region_grace_seconds, idle=(idle_minutes if on_demand else 0, self._region, cluster_name,
+                                               service_name), user=owner.name if owner else None))
+        containers = pulumi.Output.all(self._args.image, log_group.name, tls_secret_arn,
                                        environment).apply(lambda v: json.dumps([{
             "name": "scheduler",
             "image": v[0],
@@ -157,25 +170,38 @@ class SchedulerPart(ClientPart):
                 "awslogs-group": v[1], "awslogs-region": self._region, "awslogs-stream-prefix": "scheduler"}},
         }]))
         task = aws.ecs.TaskDefinition(
-            f"{self._name}-scheduler", family=self._args.naming.resource("scheduler", max_length=255),
+            f"{self._name}-scheduler{suffix}",
+            family=self._args.naming.resource("scheduler", *([owner.name] if owner else []), max_length=255),
             cpu=str(config.scheduler_cpu), memory=str(config.scheduler_memory_mib), network_mode="awsvpc",
             requires_compatibilities=["FARGATE"], execution_role_arn=execution_role.arn, task_role_arn=task_role.arn,
             runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(operating_system_family="LINUX",
                                                                       cpu_architecture="X86_64"),
-            container_definitions=containers, opts=self._child)
+            container_definitions=containers, tags=tags, opts=self._child)
         aws.ecs.Service(
-            f"{self._name}-scheduler", name=service_name, cluster=cluster.arn, task_definition=task.arn,
-            desired_count=1,
+            f"{self._name}-scheduler{suffix}", name=service_name, cluster=cluster.arn, task_definition=task.arn,
+            desired_count=0 if owner else 1,  # a user's cluster starts when they connect
             launch_type="FARGATE", platform_version="LATEST",
             # One scheduler at a time: two behind one name would split the workers between them.
             deployment_minimum_healthy_percent=0, deployment_maximum_percent=100,
-            health_check_grace_period_seconds=120, propagate_tags="SERVICE", enable_ecs_managed_tags=True,
-            enable_execute_command=config.scheduler_exec,
+            health_check_grace_period_seconds=120 if dashboard else None, propagate_tags="SERVICE",
+            enable_ecs_managed_tags=True, enable_execute_command=config.scheduler_exec,
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=self._args.vpc.private_subnet_ids, security_groups=[scheduler_sg.id], assign_public_ip=False),
             service_registries=aws.ecs.ServiceServiceRegistriesArgs(registry_arn=discovery.arn),
-            load_balancers=[aws.ecs.ServiceLoadBalancerArgs(target_group_arn=target_group.arn,
-                                                            container_name="scheduler", container_port=DASHBOARD_PORT)],
+            load_balancers=[aws.ecs.ServiceLoadBalancerArgs(target_group_arn=dashboard[0].arn,
+                                                            container_name="scheduler", container_port=DASHBOARD_PORT)]
+            if dashboard else None, tags=tags,
             # Stopped when idle and started by connect(): the desired count is the platform's to set.
-            opts=self._opts(depends_on=[listener],
-                            ignore_changes=["desiredCount"] if config.idle_shutdown_minutes else None))
+            opts=self._opts(depends_on=[dashboard[1]] if dashboard else None,
+                            ignore_changes=["desiredCount"] if on_demand else None))
+        address = f"tls://{scheduler_host(self._args.naming, owner.name if owner else None)}:{SCHEDULER_PORT}"
+        return {"address": address, "service": {"region": self._region, "cluster": cluster.name,
+                                                "service": service_name},
+                "serviceArn": service_arn, "logGroup": log_group.name}
+
+    def _ecs_cluster(self) -> aws.ecs.Cluster:
+        """The client region's ECS cluster (every scheduler's), made once."""
+        if getattr(self, "_cluster", None) is None:
+            self._cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
+                aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
+        return self._cluster

@@ -52,55 +52,74 @@ class DaskTlsArgs:
     key_arns: Mapping[str, pulumi.Input[str]]  # region -> KMS key for the secrets there
     naming: Naming
     validity_days: int
-    users: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # client.users: name -> tags; a client
-    # certificate each, in `user_region`
+    # client.users: name -> tags. Each user's cluster has a CA of its own, so that no other user's certificate is
+    # accepted by it: a scheduler certificate (covering `user_hosts[user]`) and a client certificate in
+    # `user_region`, a worker certificate in each of `user_worker_regions`.
+    users: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     user_region: str | None = None
+    user_hosts: Mapping[str, str] = field(default_factory=dict)
+    user_worker_regions: Sequence[str] = ()
 
 
 class DaskTls(pulumi.ComponentResource):
     secret_arns: dict[str, dict[str, pulumi.Output[str]]]  # role -> region -> secret ARN
     user_secret_arns: dict[str, pulumi.Output[str]]  # user -> their client certificate's secret ARN
+    user_cluster_secret_arns: dict[str, dict[str, dict[str, pulumi.Output[str]]]]  # user -> role -> region -> ARN
 
     def __init__(self, name: str, args: DaskTlsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("crossregiondask:index:DaskTls", name, None, opts)
         unknown = set(args.holders) - set(ROLE_USES)
         if unknown:
             raise ValueError(f"DaskTls {name}: unknown roles {sorted(unknown)}; use {sorted(ROLE_USES)}")
-        child = pulumi.ResourceOptions(parent=self)
-        hours = args.validity_days * 24
-        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
-        ca = tls.SelfSignedCert(
-            f"{name}-ca", private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
-            subject=tls.SelfSignedCertSubjectArgs(common_name=f"{args.naming.resource('dask-ca')}",
-                                                  organization=args.naming.project),
-            validity_period_hours=hours * CA_VALIDITY_FACTOR, early_renewal_hours=RENEW_BEFORE_HOURS,
-            allowed_uses=["cert_signing", "crl_signing", "digital_signature"], opts=child)
-        self._ca = (ca_key, ca)
-        self._args, self._name, self._hours = args, name, hours
+        if args.users and (args.user_region is None or set(args.users) - set(args.user_hosts)):
+            raise ValueError(f"DaskTls {name}: users need a user_region and a scheduler host each")
+        self._args, self._name, self._hours = args, name, args.validity_days * 24
         self.secret_arns = {}
-        for role, regions in args.holders.items():
-            value = self._pems(role, role)  # one certificate per role, stored in each region that needs it
-            self.secret_arns[role] = {region: self._secret(role, role, value, region) for region in regions}
+        if args.holders:  # the team's cluster (no client.users)
+            ca = self._ca("ca", args.naming.resource("dask-ca"))
+            for role, regions in args.holders.items():
+                value = self._pems(role, role, ca, host=args.scheduler_host)  # one per role, in each region
+                self.secret_arns[role] = {region: self._secret(role, role, value, region) for region in regions}
         # Each user's own client certificate (its subject names the user), in a secret of its own that only the
-        # user's role is allowed to read (client_notebook.py).
-        self.user_secret_arns = {}
+        # user's role is allowed to read (client_notebook.py); their scheduler's and workers' the same way.
+        self.user_secret_arns, self.user_cluster_secret_arns = {}, {}
         for user, tags in args.users.items():
-            if args.user_region is None:
-                raise ValueError(f"DaskTls {name}: users need a user_region for their certificates")
+            assert args.user_region is not None
+            ca = self._ca(f"{user}-ca", args.naming.resource("dask-ca", user))
             label = f"client-{user}"
-            self.user_secret_arns[user] = self._secret(label, "client", self._pems(label, "client", user),
+            self.user_secret_arns[user] = self._secret(label, "client", self._pems(label, "client", ca, user),
                                                        args.user_region, tags)
+            host = args.user_hosts[user]
+            scheduler = self._pems(f"scheduler-{user}", "scheduler", ca, user, host)
+            worker = self._pems(f"worker-{user}", "worker", ca, user)
+            self.user_cluster_secret_arns[user] = {
+                "scheduler": {args.user_region: self._secret(f"scheduler-{user}", "scheduler", scheduler,
+                                                             args.user_region, tags)},
+                "worker": {region: self._secret(f"worker-{user}", "worker", worker, region, tags)
+                           for region in args.user_worker_regions}}
         self.register_outputs({"secretArns": self.secret_arns, "userSecretArns": self.user_secret_arns})
 
-    def _pems(self, label: str, role: str, user: str | None = None) -> pulumi.Output[str]:
-        """A key and a certificate for `role` signed by the CA, with the CA, as the secret's JSON (ca, cert, key)."""
-        args, child, (ca_key, ca) = self._args, pulumi.ResourceOptions(parent=self), self._ca
+    def _ca(self, label: str, common_name: str) -> tuple[tls.PrivateKey, tls.SelfSignedCert]:
+        child = pulumi.ResourceOptions(parent=self)
+        ca_key = tls.PrivateKey(f"{self._name}-{label}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        ca = tls.SelfSignedCert(
+            f"{self._name}-{label}", private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
+            subject=tls.SelfSignedCertSubjectArgs(common_name=common_name, organization=self._args.naming.project),
+            validity_period_hours=self._hours * CA_VALIDITY_FACTOR, early_renewal_hours=RENEW_BEFORE_HOURS,
+            allowed_uses=["cert_signing", "crl_signing", "digital_signature"], opts=child)
+        return ca_key, ca
+
+    def _pems(self, label: str, role: str, authority: tuple[tls.PrivateKey, tls.SelfSignedCert],
+              user: str | None = None, host: str | None = None) -> pulumi.Output[str]:
+        """A key and a certificate for `role` signed by `authority`, with its CA, as the secret's JSON (ca, cert,
+        key). A scheduler's covers `host`."""
+        args, child, (ca_key, ca) = self._args, pulumi.ResourceOptions(parent=self), authority
         key = tls.PrivateKey(f"{self._name}-{label}-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         request = tls.CertRequest(
             f"{self._name}-{label}", private_key_pem=key.private_key_pem,
             subject=tls.CertRequestSubjectArgs(common_name=f"dask-{role}" + (f"-{user}" if user else ""),
                                                organization=args.naming.project),
-            dns_names=[args.scheduler_host] if role == "scheduler" else None, opts=child)
+            dns_names=[host] if role == "scheduler" and host else None, opts=child)
         certificate = tls.LocallySignedCert(
             f"{self._name}-{label}", cert_request_pem=request.cert_request_pem,
             ca_private_key_pem=ca_key.private_key_pem, ca_cert_pem=ca.cert_pem, validity_period_hours=self._hours,

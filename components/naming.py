@@ -56,5 +56,6 @@ def private_dns_namespace(naming: Naming) -> str:
     return f"{dns_label(naming.stack)}.{dns_label(naming.project)}.internal"
 
 
-def scheduler_host(naming: Naming) -> str:
-    return f"scheduler.{private_dns_namespace(naming)}"
+def scheduler_host(naming: Naming, user: str | None = None) -> str:
+    """The scheduler's private DNS name; with `user`, that user's own cluster's scheduler's."""
+    return f"scheduler{'-' + user if user else ''}.{private_dns_namespace(naming)}"

@@ -16,9 +16,10 @@ MAX_STEPS = 20  # step adjustments per scaling policy (Application Auto Scaling 
 SCALE_UP_TIMEOUT_SECONDS = 900  # an empty pool: EC2 instance start, ECS placement, image pull
 
 
-def metric_stack(project: str, stack: str) -> str:
-    """The `Stack` dimension of the metric: two stacks in one account never share a metric."""
-    return f"{project}-{stack}"
+def metric_stack(project: str, stack: str, user: str | None = None) -> str:
+    """The `Stack` dimension of the metric: two stacks in one account never share a metric, nor two users' clusters
+    in one stack (a user's pools scale on their own scheduler's demand)."""
+    return f"{project}-{stack}" + (f"/{user}" if user else "")
 
 
 def demand_pools(workers: Sequence[WorkerConfig]) -> dict[str, dict[str, float | int]]:
@@ -31,15 +32,17 @@ def demand_pools(workers: Sequence[WorkerConfig]) -> dict[str, dict[str, float |
 
 def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConfig],
                           scale_in_window_seconds: int, region_grace_seconds: int,
-                          idle: tuple[int, str, str, str] = (0, "", "", "")) -> list[dict[str, str]]:
+                          idle: tuple[int, str, str, str] = (0, "", "", ""),
+                          user: str | None = None) -> list[dict[str, str]]:
     """Environment of the scheduler container: the router's regions and the demand plugin's settings (dask config
     via DASK_ variables). No combining pool: AWS runs no workers in the client region, so a task that combines
     regions runs in the pool holding most of its inputs (dask_regions.routing). `idle`: (minutes, region, cluster,
-    service): the scheduler stops its own service after that many minutes unused (dask_regions.idle); 0: always on."""
+    service): the scheduler stops its own service after that many minutes unused (dask_regions.idle); 0: always on.
+    `user`: the user whose own cluster this scheduler is (its demand is published for their pools only)."""
     pools = demand_pools(workers)
     values = {
         regions_variable("demand.publisher"): "cloudwatch" if pools else "none",
-        regions_variable("demand.stack"): metric_stack(project, stack),
+        regions_variable("demand.stack"): metric_stack(project, stack, user),
         regions_variable("demand.namespace"): METRIC_NAMESPACE,
         regions_variable("demand.scale-up-timeout"): str(SCALE_UP_TIMEOUT_SECONDS),
         regions_variable("demand.scale-in-window"): str(scale_in_window_seconds),

@@ -3,7 +3,7 @@ on."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -11,7 +11,7 @@ import pulumi
 from components.naming import Naming
 from components.network import RegionalVpc
 from components.regional import RegionalComponent
-from stackconfig import WorkerConfig
+from stackconfig import UserConfig, WorkerConfig
 
 
 @dataclass
@@ -29,18 +29,29 @@ class CatalogTarget:
 
 
 @dataclass
+class UserPool:
+    """A user's own pool in this region, part of their own cluster."""
+
+    user: UserConfig
+    scheduler_address: str  # their cluster's scheduler
+    tls_secret_arn: pulumi.Input[str]  # DaskTls: their cluster's worker certificate, in this region
+    max_tasks: int  # the pool's maxTasks within the user's and group's quota
+
+
+@dataclass
 class WorkerRegionArgs:
     config: WorkerConfig
     vpc: RegionalVpc
     peers: Mapping[str, str]  # every other site -> its CIDR (StackConfig.peers): the client and the other workers
-    scheduler_address: str
+    scheduler_address: str | None  # the team's scheduler (None with client.users: each user's pool has its own)
     image: pulumi.Input[str]  # the Dask image by digest, in this region
     repository_arn: pulumi.Input[str]
     key_arn: pulumi.Input[str]
-    tls_secret_arn: pulumi.Input[str]  # DaskTls: the workers' certificate, in this region
+    tls_secret_arn: pulumi.Input[str] | None  # DaskTls: the team workers' certificate, in this region
     naming: Naming
     log_retention_days: int
     catalog: CatalogTarget
+    user_pools: Sequence[UserPool] = ()  # client.users: a pool each, on the region's hosts
 
 
 class WorkerPart(RegionalComponent):

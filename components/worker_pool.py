@@ -19,7 +19,7 @@ from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 from components.scaling import exact_capacity_steps, metric_stack
 from components.worker_part import WorkerPart
 from platform_facts import FSX_MOUNT, METRIC_NAME, METRIC_NAMESPACE, READ_CACHE_MOUNT, READ_CACHE_VARIABLE
-from stackconfig import CLIENT_SITE, WorkerConfig
+from stackconfig import CLIENT_SITE, UserConfig, WorkerConfig
 
 ECS_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
 ROOT_VOLUME_GIB = 100
@@ -66,7 +66,8 @@ def worker_command(config: WorkerConfig, scheduler_address: str) -> list[str]:
 
 class PoolPart(WorkerPart):
     cluster_name: pulumi.Output[str]
-    service_name: pulumi.Output[str]
+    service_name: pulumi.Output[str] | None  # the team's pool (no client.users)
+    user_service_names: dict[str, pulumi.Output[str]]  # client.users: user -> their pool's service
     pool_name: str
 
     # ------------------------------------------------------------------------------------- EC2 hosts
@@ -166,6 +167,21 @@ class PoolPart(WorkerPart):
     # ----------------------------------------------------------------------------------- Dask workers
     def _workers(self, cluster: aws.ecs.Cluster, providers: Sequence[aws.ecs.CapacityProvider],
                  references_arn: pulumi.Input[str]) -> None:
+        """The team's pool, or with client.users each user's own (their cluster's scheduler, certificate, logs and
+        roles), all on the region's hosts."""
+        args = self._args
+        worker_sg = self._worker_sg()
+        self.service_name = None
+        self.user_service_names = {}
+        if args.scheduler_address is not None and args.tls_secret_arn is not None:
+            self.service_name = self._pool(cluster, providers, references_arn, worker_sg, args.scheduler_address,
+                                           args.tls_secret_arn, None, self._args.config.max_tasks)
+        for pool in args.user_pools:
+            self.user_service_names[pool.user.name] = self._pool(
+                cluster, providers, references_arn, worker_sg, pool.scheduler_address, pool.tls_secret_arn,
+                pool.user, pool.max_tasks)
+
+    def _worker_sg(self) -> aws.ec2.SecurityGroup:
         args, config, vpc = self._args, self._args.config, self._args.vpc
         ports = (config.worker_ports[0], config.nanny_ports[1])
         worker_sg = self._security_group("workers", "Dask workers and nannies")
@@ -181,26 +197,35 @@ class PoolPart(WorkerPart):
             self._rule("out", worker_sg, f"workers-to-{label}", ports, cidr=cidr,
                        formerly=f"workers-to-{formerly}" if formerly else None)
         self._rule("out", worker_sg, "workers-to-aws-apis", (HTTPS_PORT, HTTPS_PORT), cidr="0.0.0.0/0")
+        return worker_sg
 
+    def _pool(self, cluster: aws.ecs.Cluster, providers: Sequence[aws.ecs.CapacityProvider],
+              references_arn: pulumi.Input[str], worker_sg: aws.ec2.SecurityGroup, scheduler_address: str,
+              tls_secret_arn: pulumi.Input[str], owner: UserConfig | None, max_tasks: int) -> pulumi.Output[str]:
+        """One pool's ECS service, task, roles, logs and scaling: the team's, or `owner`'s (named and tagged for
+        them, scaling on their scheduler's demand, at most `max_tasks`). Returns the service's name."""
+        args, config = self._args, self._args.config
+        suffix, tags = (f"-{owner.name}", owner.tags) if owner else ("", None)
+        ports = (config.worker_ports[0], config.nanny_ports[1])
         log_group = aws.cloudwatch.LogGroup(
-            f"{self._name}-workers-log", name=args.naming.log_group(self._region, "workers"),
-            retention_in_days=args.log_retention_days, opts=self._child)
-        execution_role = self._role("execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
-            args.repository_arn, log_group.arn, args.tls_secret_arn, args.key_arn).apply(
-                lambda v: [*pull_and_log_statements(v[0], v[1]), *read_secret_statements(v[2], v[3])]))
+            f"{self._name}-workers{suffix}-log", name=args.naming.log_group(self._region, f"workers{suffix}"),
+            retention_in_days=args.log_retention_days, tags=tags, opts=self._child)
+        execution_role = self._role(f"execution{suffix}", "ecs-tasks.amazonaws.com", pulumi.Output.all(
+            args.repository_arn, log_group.arn, tls_secret_arn, args.key_arn).apply(
+                lambda v: [*pull_and_log_statements(v[0], v[1]), *read_secret_statements(v[2], v[3])]), tags=tags)
         # Busy workers protect their task from scale-in through the ECS agent (dask_regions/protection.py).
         account = aws.get_caller_identity_output(opts=self._invoke).account_id
         # ... and read their region's reference sets (dask_regions/references.py), encrypted with the region's key.
-        task_role = self._role("workers-task", "ecs-tasks.amazonaws.com", pulumi.Output.all(
+        task_role = self._role(f"workers{suffix}-task", "ecs-tasks.amazonaws.com", pulumi.Output.all(
             account, cluster.name, references_arn, args.key_arn).apply(lambda v: [
                 {"Effect": "Allow", "Action": ["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
                  "Resource": f"arn:aws:ecs:{self._region}:{v[0]}:task/{v[1]}/*"},
                 {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{v[2]}/*"},
                 {"Effect": "Allow", "Action": "kms:Decrypt", "Resource": v[3]},
-                *([] if config.on_lustre else dataset_read_statements(config))]))
+                *([] if config.on_lustre else dataset_read_statements(config))]), tags=tags)
         volume, mount = data_volume(config)
-        command = worker_command(config, args.scheduler_address)
-        containers = pulumi.Output.all(args.image, log_group.name, args.tls_secret_arn).apply(lambda v: json.dumps([{
+        command = worker_command(config, scheduler_address)
+        containers = pulumi.Output.all(args.image, log_group.name, tls_secret_arn).apply(lambda v: json.dumps([{
             "name": "worker",
             "image": v[0],
             "essential": True,
@@ -219,38 +244,39 @@ class PoolPart(WorkerPart):
                 "awslogs-group": v[1], "awslogs-region": self._region, "awslogs-stream-prefix": "worker"}},
         }]))
         task = aws.ecs.TaskDefinition(
-            f"{self._name}-workers", family=args.naming.resource(self._region, "workers", max_length=255),
+            f"{self._name}-workers{suffix}",
+            family=args.naming.resource(self._region, "workers", *([owner.name] if owner else []), max_length=255),
             network_mode="awsvpc", requires_compatibilities=["EC2"], execution_role_arn=execution_role.arn,
             task_role_arn=task_role.arn,
             memory=str(config.task_memory_mib),
             volumes=[aws.ecs.TaskDefinitionVolumeArgs(name=volume, host_path=mount)],
-            container_definitions=containers, opts=self._child)
+            container_definitions=containers, tags=tags, opts=self._child)
         service = aws.ecs.Service(
-            f"{self._name}-workers", cluster=cluster.arn, task_definition=task.arn, desired_count=config.min_tasks,
-            capacity_provider_strategies=self._strategy(providers),
+            f"{self._name}-workers{suffix}", cluster=cluster.arn, task_definition=task.arn,
+            desired_count=config.min_tasks, capacity_provider_strategies=self._strategy(providers),
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=self._data_zone_subnet_ids, security_groups=[worker_sg.id], assign_public_ip=False),
             deployment_minimum_healthy_percent=50, deployment_maximum_percent=200,
-            propagate_tags="SERVICE", enable_ecs_managed_tags=True,
+            propagate_tags="SERVICE", enable_ecs_managed_tags=True, tags=tags,
             # Application auto scaling owns the desired count.
             opts=self._opts(ignore_changes=["desiredCount"]))
         target = aws.appautoscaling.Target(
-            f"{self._name}-workers", service_namespace="ecs", scalable_dimension="ecs:service:DesiredCount",
+            f"{self._name}-workers{suffix}", service_namespace="ecs", scalable_dimension="ecs:service:DesiredCount",
             resource_id=pulumi.Output.concat("service/", cluster.name, "/", service.name),
-            min_capacity=config.min_tasks, max_capacity=config.max_tasks, opts=self._child)
+            min_capacity=config.min_tasks, max_capacity=max_tasks, tags=tags, opts=self._child)
         if config.scale_on in ("demand", "both"):
-            self._scale_on_demand(target)
+            self._scale_on_demand(target, owner, max_tasks)
         if config.scale_on in ("cpu", "both"):
-            self._scale_on_cpu(target)
-        self.service_name = service.name
+            self._scale_on_cpu(target, suffix)
+        return service.name
 
-    def _scale_on_demand(self, target: aws.appautoscaling.Target) -> None:
+    def _scale_on_demand(self, target: aws.appautoscaling.Target, owner: UserConfig | None, max_tasks: int) -> None:
         """The desired count follows the scheduler's `DesiredTasks` figure for this pool, exactly (step scaling
         with exact capacities; an alarm that holds while the figure is published keeps applying it). No figure
         (scheduler down): no change."""
-        config, naming = self._args.config, self._args.naming
+        naming, suffix = self._args.naming, f"-{owner.name}" if owner else ""
         policy = aws.appautoscaling.Policy(
-            f"{self._name}-workers-demand", policy_type="StepScaling",
+            f"{self._name}-workers{suffix}-demand", policy_type="StepScaling",
             service_namespace=target.service_namespace, resource_id=target.resource_id,
             scalable_dimension=target.scalable_dimension,
             step_scaling_policy_configuration=tracking.PolicyStepScalingPolicyConfigurationArgs(
@@ -258,20 +284,23 @@ class PoolPart(WorkerPart):
                 step_adjustments=[tracking.PolicyStepScalingPolicyConfigurationStepAdjustmentArgs(
                     metric_interval_lower_bound=str(lower),
                     metric_interval_upper_bound=str(upper) if upper is not None else None,
-                    scaling_adjustment=tasks) for lower, upper, tasks in exact_capacity_steps(config.max_tasks)]),
+                    scaling_adjustment=tasks) for lower, upper, tasks in exact_capacity_steps(max_tasks)]),
             opts=self._child)
         aws.cloudwatch.MetricAlarm(
-            f"{self._name}-workers-demand", alarm_description=f"Applies the scheduler's demand for {self.pool_name}",
+            f"{self._name}-workers{suffix}-demand",
+            alarm_description=f"Applies the scheduler's demand for {self.pool_name}"
+                              + (f" of {owner.name}'s cluster" if owner else ""),
             namespace=METRIC_NAMESPACE, metric_name=METRIC_NAME,
-            dimensions={"Stack": metric_stack(naming.project, naming.stack), "Pool": self.pool_name},
+            dimensions={"Stack": metric_stack(naming.project, naming.stack, owner.name if owner else None),
+                        "Pool": self.pool_name},
             statistic="Maximum", period=60, evaluation_periods=1, threshold=0,
             comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="missing",
-            alarm_actions=[policy.arn], opts=self._child)
+            alarm_actions=[policy.arn], tags=owner.tags if owner else None, opts=self._child)
 
-    def _scale_on_cpu(self, target: aws.appautoscaling.Target) -> None:
+    def _scale_on_cpu(self, target: aws.appautoscaling.Target, suffix: str) -> None:
         config = self._args.config
         aws.appautoscaling.Policy(
-            f"{self._name}-workers-cpu", policy_type="TargetTrackingScaling",
+            f"{self._name}-workers{suffix}-cpu", policy_type="TargetTrackingScaling",
             service_namespace=target.service_namespace, resource_id=target.resource_id,
             scalable_dimension=target.scalable_dimension,
             target_tracking_scaling_policy_configuration=tracking.PolicyTargetTrackingScalingPolicyConfigurationArgs(

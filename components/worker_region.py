@@ -11,10 +11,10 @@ import pulumi_aws as aws
 from components.buckets import access_log_bucket, secure_bucket
 from components.nightly_sync import NightlySync, NightlySyncArgs
 from components.worker_lustre import LustrePart
-from components.worker_part import CatalogTarget, WorkerRegionArgs
+from components.worker_part import CatalogTarget, UserPool, WorkerRegionArgs
 from components.worker_pool import PoolPart
 
-__all__ = ["CatalogTarget", "WorkerRegion", "WorkerRegionArgs"]
+__all__ = ["CatalogTarget", "UserPool", "WorkerRegion", "WorkerRegionArgs"]
 
 # A load's reference sets (catalog_sync/references.py) are read for as long as the load serves: one night, unless
 # later syncs fail (they alarm). After this long a set is gone and its collection opens file by file again.
@@ -65,6 +65,7 @@ class WorkerRegion(LustrePart, PoolPart):
             "associationId": self.association_id,
             "clusterName": self.cluster_name,
             "serviceName": self.service_name,
+            "userServiceNames": self.user_service_names,
             "poolName": self.pool_name,
             "catalogSyncRoleArn": self.catalog_sync_role_arn,
             "syncStateMachineArn": self.sync_state_machine_arn,

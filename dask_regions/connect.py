@@ -47,16 +47,18 @@ TLS_KEYS = {"ca": "distributed.comm.tls.ca-file", "cert": "distributed.comm.tls.
 
 
 def connect(outputs: Mapping[str, Any] | str | Path | None = None, *, timeout: float = 10.0,
-            compare_versions: bool = True, observer: bool = False) -> Platform:
+            compare_versions: bool = True, observer: bool = False, user: str | None = None) -> Platform:
     """Connect to the platform. `outputs`: a stack's outputs (`pulumi stack output --json`, as a mapping or a
     file), else the kernel's environment (DASK_SCHEDULER_ADDRESS, CATALOG_ENDPOINT, and the client certificate
     in Dask's TLS settings). A scheduler stopped when idle is started, and waited for. `compare_versions=False`
     skips Dask's version comparison, for a process that computes nothing (the Jupyter server's Dask sidebar, whose
     Python is SageMaker's). `observer=True` (the sidebar): a stopped scheduler stays stopped, and the connection
-    does not keep the scheduler from stopping when idle."""
+    does not keep the scheduler from stopping when idle. `user`: with a stack of `client.users`, whose own cluster
+    to connect to (the outputs' `userClusters`; their notebook's kernel needs no outputs: it is set up for them)."""
     from distributed import Client
 
     outputs = _read_outputs(outputs) if isinstance(outputs, str | Path) else outputs
+    outputs = for_user(outputs, user)
     address, catalog, log_groups = _locations(outputs)
     secret = outputs.get("clientTlsSecret") if isinstance(outputs, Mapping) else None
     if secret and address.startswith("tls://") and not all(dask.config.get(k, None) for k in TLS_KEYS.values()):
@@ -126,6 +128,26 @@ def check_platform(client: Any, regions: list[str] | None = None) -> dict[str, A
                            f"stack's outputs name {', '.join(sorted(regions))}. Fix: pass this stack's outputs, or "
                            "deploy the stack again (pulumi up) so that its scheduler knows every worker region")
     return dict(found["router"])
+
+
+def for_user(outputs: Mapping[str, Any] | None, user: str | None) -> Mapping[str, Any] | None:
+    """A stack's outputs as `user`'s own cluster's: its scheduler, service, logs and client certificate."""
+    clusters = outputs.get("userClusters") if isinstance(outputs, Mapping) else None
+    if not isinstance(clusters, Mapping):
+        if user is not None:
+            raise ConnectError(f"user {user!r}: the stack has no users (no userClusters output): everyone shares "
+                               "its one cluster. Fix: connect() without user=, or add client.users to the stack")
+        return outputs
+    assert outputs is not None
+    if user is None or user not in clusters:
+        known = ", ".join(sorted(clusters)) or "none"
+        what = "no user given" if user is None else f"no user {user!r} in the stack"
+        raise ConnectError(f"{what}: each user of this stack has a cluster of their own ({known}). Fix: "
+                           "connect(outputs, user='<your name>'), or use your notebook's 'Dask platform' kernel")
+    cluster = clusters[user]
+    return {**outputs, "schedulerAddress": cluster["schedulerAddress"],
+            "schedulerService": cluster["schedulerService"], "logGroups": cluster["logGroups"],
+            "clientTlsSecret": cluster["tlsSecret"]}
 
 
 def _stack_regions(outputs: Mapping[str, Any] | None) -> list[str] | None:

@@ -157,11 +157,11 @@ class _Pricing:
             return None  # tasks on the worker hosts: priced as the hosts' groups
         task = self._task_definition(r)
         region, vcpu, gib = str(r.region), float(task.inputs["cpu"]) / 1024, float(task.inputs["memory"]) / 1024
-        hourly = float(r.inputs.get("desiredCount", 1)) * (vcpu * self.p("fargate-vcpu-hour", region)
-                                                           + gib * self.p("fargate-gb-hour", region))
+        one = vcpu * self.p("fargate-vcpu-hour", region) + gib * self.p("fargate-gb-hour", region)
+        hourly = float(r.inputs.get("desiredCount", 1)) * one
         how = f"Fargate {vcpu:g} vCPU / {gib:g} GB"
-        if _stops_when_idle(task):
-            return 0.0, hourly, how + " while a client is connected (stops when idle)"
+        if _stops_when_idle(task):  # one task while in use (a user's cluster is declared with none: it starts then)
+            return 0.0, max(hourly, one), how + " while a client is connected (stops when idle)"
         return hourly * self.table.hours, hourly, how + ", always on"
 
     def _task_definition(self, service: RecordedResource) -> RecordedResource:

@@ -28,6 +28,7 @@ from pulumi_policy import (
 
 from catalog_access import SECURITY_API, widenings
 from platform_facts import DASHBOARD_PORT, REGION_PATTERN, SCHEDULER_PORT
+from stackconfig.schema import MEMBER_NAME_PATTERN
 from stackgraph.permissions import as_list, policies, reference_findings_by_owner
 from stackgraph.reachability import analyse
 from stackgraph.synth import Graph, RecordedResource
@@ -43,7 +44,9 @@ EXEMPTIONS: dict[tuple[str, str], str] = {
         "a worker region's access-log bucket receives its region's buckets' logs; it does not log into itself",
     ("awssolutions-iam4-no-aws-managed-policies", "worker-[a-z0-9-]+-host-managed-0"):
         "AmazonEC2ContainerServiceforEC2Role: the ECS agent's own calls, most of which cannot be scoped",
-    ("awssolutions-smg4-secret-rotation", f"dask-tls-(scheduler|client|worker)-{REGION_PATTERN}"):
+    # The team's certificates, or (client.users) each user's cluster's.
+    ("awssolutions-smg4-secret-rotation",
+     f"dask-tls-(scheduler|client|worker)(-{MEMBER_NAME_PATTERN})?-{REGION_PATTERN}"):
         "Dask TLS certificates are rotated by `pulumi up` (replaced in their last 30 days), not by a rotation Lambda",
 }
 

@@ -311,6 +311,12 @@ class ClientConfig:
     def group(self, name: str) -> GroupConfig:
         return next(g for g in self.groups if g.name == name)
 
+    def user_max_tasks(self, user: UserConfig, max_tasks: int) -> int:
+        """The most tasks `user`'s own pool may run where the pool's `maxTasks` is `max_tasks`: their quota, else
+        their group's, within the pool's bound."""
+        quota = user.max_workers_per_region or self.group(user.group).max_workers_per_region
+        return min(max_tasks, quota) if quota is not None else max_tasks
+
     @property
     def dashboard_public(self) -> bool:
         """Internet-facing only when an allow-list is configured."""

@@ -176,6 +176,28 @@ def test_from_a_stacks_outputs_the_certificate_comes_from_its_secret(platform: d
         dask.config.config.update(saved)
 
 
+def test_with_users_the_outputs_are_read_as_the_named_users_own_cluster() -> None:
+    from dask_regions.connect import for_user
+
+    ana = {"schedulerAddress": "tls://scheduler-ana.dev.x.internal:8786", "logGroups": {"scheduler": {}},
+           "schedulerService": {"region": "eu-west-2", "cluster": "c", "service": "x-dev-scheduler-ana"},
+           "tlsSecret": {"arn": "arn:ana", "region": "eu-west-2"}, "pools": {}}
+    outputs = {"catalogEndpoint": "https://catalog", "userClusters": {"ana": ana, "bo": {}}}
+    mine = for_user(outputs, "ana")
+    assert mine is not None and mine["schedulerAddress"] == ana["schedulerAddress"]
+    assert mine["clientTlsSecret"] == ana["tlsSecret"] and mine["schedulerService"] == ana["schedulerService"]
+    assert mine["catalogEndpoint"] == "https://catalog"
+    with pytest.raises(ConnectError, match=r"no user given: each user of this stack has a cluster of their own "
+                                           r"\(ana, bo\). Fix: connect\(outputs, user='<your name>'\)"):
+        connect(outputs)
+    with pytest.raises(ConnectError, match=r"no user 'cy' in the stack"):
+        connect(outputs, user="cy")
+    with pytest.raises(ConnectError, match=r"user 'ana': the stack has no users"):
+        connect({"schedulerAddress": "tls://scheduler:8786"}, user="ana")
+    team = {"schedulerAddress": "tls://scheduler:8786"}
+    assert for_user(team, None) is team
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

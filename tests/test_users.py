@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from platform_facts import regions_variable
 from stackconfig import PROJECT_DIR, raw_stack_config
 from stackgraph.synth import Graph, SynthesisError, synthesize
 
@@ -107,5 +108,114 @@ def test_each_users_resources_carry_their_tags_and_plan_splits_the_cost_by_user(
     assert sum(u["idle_usd_per_month"] for u in cost.by_user.values()) == pytest.approx(cost.idle_usd_per_month,
                                                                                         abs=0.05)
     assert any(line.startswith("  user ana") for line in render_cost(cost))
+    # Their own scheduler bills only while they compute: nothing idle, one Fargate task busy.
+    (scheduler,) = [line for line in cost.by_resource if line.resource == "client-scheduler-ana"]
+    assert scheduler.user == "ana" and scheduler.idle_usd_per_month == 0 and scheduler.busy_usd_per_hour > 0.05
     team = estimate(synthesize("dev"), parse_stack_config(raw, stack="dev"))
     assert team.by_user == {}  # no users: no split, the report as before
+
+
+SERVICE = "aws:ecs/service:Service"
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+
+
+def _container(graph: Graph, name: str) -> dict[str, Any]:
+    (container,) = json.loads(graph.named(name, TASK).inputs["containerDefinitions"])
+    return dict(container)
+
+
+def test_each_user_gets_a_cluster_of_their_own_in_every_region_on_demand() -> None:
+    graph = _graph(("ana", "climate"), ("bo", "ops"))
+    services = {s.name: s for s in graph.of_type(SERVICE)}
+    # No team cluster (nor its dashboard's load balancer): a scheduler and a pool per region for each user.
+    assert sorted(services) == ["client-scheduler-ana", "client-scheduler-bo", "worker-us-east-1-workers-ana",
+                                "worker-us-east-1-workers-bo", "worker-us-west-2-workers-ana",
+                                "worker-us-west-2-workers-bo"]
+    assert not graph.of_type("aws:lb/loadBalancer:LoadBalancer") and "dashboardUrl" not in graph.outputs
+    for user, other in (("ana", "bo"), ("bo", "ana")):
+        scheduler = services[f"client-scheduler-{user}"]
+        # Started when they connect, stopped when unused (the scheduler stops its own service).
+        assert scheduler.inputs["desiredCount"] == 0 and "desiredCount" in scheduler.ignore_changes
+        environment = {e["name"]: e["value"] for e in _container(graph, f"client-scheduler-{user}")["environment"]}
+        assert environment[regions_variable("idle-shutdown.service")] == scheduler.inputs["name"]
+        stack = environment[regions_variable("demand.stack")]
+        assert stack.endswith(f"/{user}")
+        dns = graph.named(f"client-scheduler-dns-{user}", "aws:servicediscovery/service:Service")
+        assert scheduler.inputs["serviceRegistries"]["registryArn"] == dns.outputs["arn"]
+        cluster = graph.outputs["userClusters"][user]
+        assert cluster["schedulerAddress"] == f"tls://{dns.inputs['name']}.dev.cross-region-dask.internal:8786"
+        for region in ("us-east-1", "us-west-2"):
+            command = _container(graph, f"worker-{region}-workers-{user}")["command"]
+            assert command[:2] == ["worker", cluster["schedulerAddress"]] and f"-{other}." not in command[1]
+            alarm = graph.named(f"worker-{region}-workers-{user}-demand", "aws:cloudwatch/metricAlarm:MetricAlarm")
+            assert alarm.inputs["dimensions"]["Stack"] == stack
+            service = services[f"worker-{region}-workers-{user}"]
+            assert cluster["pools"][region]["serviceName"] == service.outputs["name"]
+
+
+def test_each_users_cluster_has_a_ca_of_its_own_so_no_other_users_certificate_is_accepted() -> None:
+    graph = _graph(("ana", "climate"), ("bo", "ops"))
+    cas = {r.name: r.outputs["certPem"] for r in graph.of_type("tls:index/selfSignedCert:SelfSignedCert")}
+    assert set(cas) == {"dask-tls-ana-ca", "dask-tls-bo-ca"}  # no team CA
+    signed = {r.name: r.inputs["caCertPem"] for r in graph.of_type("tls:index/locallySignedCert:LocallySignedCert")}
+    for user in ("ana", "bo"):
+        assert {name for name, ca in signed.items() if ca == cas[f"dask-tls-{user}-ca"]} == {
+            f"dask-tls-client-{user}", f"dask-tls-scheduler-{user}", f"dask-tls-worker-{user}"}
+    requests = {r.name: r.inputs for r in graph.of_type("tls:index/certRequest:CertRequest")}
+    assert requests["dask-tls-scheduler-ana"]["dnsNames"] == [
+        "scheduler-ana.dev.cross-region-dask.internal"]
+    # Each user's scheduler and workers get their own cluster's certificate.
+    secrets = {s.name: s.outputs["arn"] for s in graph.of_type(SECRET)}
+    for user in ("ana", "bo"):
+        scheduler = _container(graph, f"client-scheduler-{user}")
+        assert {s["valueFrom"].rsplit(":", 3)[0] for s in scheduler["secrets"]} == {
+            secrets[f"dask-tls-scheduler-{user}-eu-west-2"]}
+        worker = _container(graph, f"worker-us-west-2-workers-{user}")
+        assert {s["valueFrom"].rsplit(":", 3)[0] for s in worker["secrets"]} == {
+            secrets[f"dask-tls-worker-{user}-us-west-2"]}
+
+
+def test_a_users_role_starts_and_watches_only_their_own_scheduler_and_reads_only_their_own_logs() -> None:
+    graph = _graph(("ana", "climate"), ("bo", "ops"))
+    arns = {user: graph.outputs["userClusters"][user]["schedulerService"] for user in ("ana", "bo")}
+    for user, other in (("ana", "bo"), ("bo", "ana")):
+        statements = json.loads(graph.named(f"client-notebook-{user}-policy", POLICY).inputs["policy"])["Statement"]
+        ecs = [s for s in statements if "ecs:UpdateService" in s["Action"]]
+        assert [s["Resource"].rsplit("/", 1)[1] for s in ecs] == [arns[user]["service"]]
+        (logs,) = [s for s in statements if s["Action"] == "logs:FilterLogEvents"]
+        groups = {arn.split(":log-group:")[1] for arn in logs["Resource"]}
+        assert groups == {where["group"] for where in graph.outputs["userClusters"][user]["logGroups"].values()}
+        assert all(user in group and other not in group for group in groups)
+        assert {g.inputs["name"] for g in graph.of_type("aws:cloudwatch/logGroup:LogGroup")} >= groups  # they exist
+
+
+def test_a_users_pools_grow_at_most_to_their_quota() -> None:
+    from stackconfig import load_stack_file
+
+    _, raw = raw_stack_config(PROJECT_DIR, "dev")
+    client = {**raw["client"], "users": [{"name": "ana", "group": "climate", "maxWorkersPerRegion": 2},
+                                          {"name": "bo", "group": "ops"}, {"name": "cy", "group": "climate"}],
+              "groups": [{"name": "climate", "maxWorkersPerRegion": 3}, {"name": "ops"}]}
+    graph = synthesize("dev", {"client": client})
+    targets = {t.name: t.inputs["maxCapacity"] for t in graph.of_type("aws:appautoscaling/target:Target")}
+    max_tasks = load_stack_file(PROJECT_DIR, "dev").workers[0].max_tasks
+    assert max_tasks > 3
+    # Their own quota; their group's.
+    assert targets["worker-us-east-1-workers-ana"] == 2 and targets["worker-us-east-1-workers-cy"] == 3
+    assert targets["worker-us-east-1-workers-bo"] == max_tasks  # no quota: the pool's own bound
+    assert graph.outputs["userClusters"]["ana"]["pools"]["us-east-1"]["maxTasks"] == 2
+
+
+def test_the_users_graph_passes_the_authorization_reference_the_policy_pack_and_the_service_calls() -> None:
+    from policy.rules import evaluate_policies
+    from stackgraph.permissions import decide, reference_findings, service_calls
+
+    graph = _graph(("ana", "climate"), ("bo", "ops"))
+    assert reference_findings(graph) == []
+    report = evaluate_policies(graph)
+    assert report.violations == []
+    calls = service_calls(graph)
+    # ECS hands each user's scheduler and workers their own cluster's certificate.
+    assert {c.resource for c in calls if c.action == "secretsmanager:GetSecretValue"} >= {
+        s.outputs["arn"] for s in graph.of_type(SECRET) if "-ana-" in s.name and "client" not in s.name}
+    assert [c for c in calls if not decide(graph, c).allowed] == []

@@ -4,10 +4,11 @@ import pulumi
 
 from components.backbone import BackboneNetwork, BackboneNetworkArgs
 from components.client_region import CatalogAccess, ClientRegion, ClientRegionArgs
+from components.cluster_broker import ClusterBroker, ClusterBrokerArgs
 from components.dask_tls import DaskTls, DaskTlsArgs
 from components.image import CATALOG_SYNC_IMAGE, DASK_IMAGE, RegionalImage, RegionalImageArgs
 from components.kms import RegionalKeys, RegionalKeysArgs
-from components.naming import Naming, scheduler_host
+from components.naming import Naming, broker_function_name, scheduler_host
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.peering_backbone import PeeringBackbone, PeeringBackboneArgs
 from components.providers import regional_providers
@@ -102,6 +103,15 @@ worker_regions = {
     )
     for worker in config.workers
 }
+# With client.users: the broker that starts each user's cluster within their group's quotas.
+broker = ClusterBroker("cluster-broker", ClusterBrokerArgs(
+    config=config.client, naming=naming, scheduler_cluster=client.user_schedulers[users[0].name]["service"]["cluster"],
+    scheduler_services={user.name: client.user_schedulers[user.name]["service"]["service"] for user in users},
+    notebook_roles={user.name: client.notebooks[user.name]["roleName"] for user in users},
+    pools={worker.region: (worker_regions[worker.region].cluster_name, worker.max_tasks, worker.min_tasks,
+                           worker_regions[worker.region].user_service_names) for worker in config.workers},
+    log_retention_days=config.log_retention_days), opts=pulumi.ResourceOptions(provider=providers[home])) \
+    if users else None
 # Who may use the domain (the S3 catalog's readers and writers carry their own statements: no CatalogAccess).
 access = client.catalog_access_args({name: region.catalog_sync_role_arn for name, region in worker_regions.items()})
 if access is not None:
@@ -127,7 +137,9 @@ if users:  # a notebook, a role, a client certificate and a cluster of their own
     # What `dr.connect(outputs, user=...)` reads: the user's scheduler (started on demand), pools and logs.
     pulumi.export("userClusters", {user.name: {
         "schedulerAddress": client.user_schedulers[user.name]["address"],
-        "schedulerService": client.user_schedulers[user.name]["service"],
+        # Started through the broker (its quotas), which connect() calls by name.
+        "schedulerService": {**client.user_schedulers[user.name]["service"],
+                             "broker": broker_function_name(naming, home)},
         "pools": {region: {"clusterName": worker_region.cluster_name,
                            "serviceName": worker_region.user_service_names[user.name],
                            "maxTasks": config.client.user_max_tasks(user, config_of_region.max_tasks)}
@@ -136,6 +148,8 @@ if users:  # a notebook, a role, a client certificate and a cluster of their own
         "logGroups": client.user_log_groups[user.name], "tlsSecret": {"arn": dask_tls.user_secret_arns[user.name],
                                                                       "region": home}}
         for user in users})
+    if broker is not None:
+        pulumi.export("clusterBroker", {"function": broker.function_name, "region": home, "url": broker.function_url})
 else:
     pulumi.export("notebookName", client.notebook_name)
     pulumi.export("notebookUrl", client.notebook_url)

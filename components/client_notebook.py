@@ -18,6 +18,7 @@ from components.buckets import secure_bucket
 from components.client_part import ClientPart
 from components.iam import catalog_reader_statements, s3_catalog_reader_statements
 from components.kernel import KERNEL
+from components.naming import broker_function_name
 from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
 from stackconfig import PROJECT_DIR, UserConfig
 from wheel_build import constraints, pin, wheel
@@ -107,6 +108,7 @@ class NotebookPart(ClientPart):
                                      {"address": self.scheduler_address, "service": self.scheduler_service,
                                       "serviceArn": self.scheduler_service_arn})
         log_groups = self._log_groups(user)
+        broker = broker_function_name(args.naming, region)
         role = self._role(f"notebook{suffix}", "sagemaker.amazonaws.com", tags=tags, statements=pulumi.Output.all(
             self.catalog_arn, assets.arn, args.key_arn, self._identity.account_id,
             tls_secret_arn, scheduler["serviceArn"]).apply(lambda v: [
@@ -114,7 +116,12 @@ class NotebookPart(ClientPart):
                     "Resource": f"arn:aws:sagemaker:{region}:{v[3]}:notebook-instance/{name.lower()}"}]
                   if stops_itself else []),
                 *([{"Effect": "Allow", "Action": ["ecs:DescribeServices", "ecs:UpdateService"], "Resource": v[5]}]
-                  if on_demand else []),
+                  if on_demand and not user else []),
+                # A user's cluster starts through the broker, which holds their group's quotas: their role may
+                # watch their scheduler, and ask the broker, not set the service itself.
+                *([{"Effect": "Allow", "Action": "ecs:DescribeServices", "Resource": v[5]},
+                   {"Effect": "Allow", "Action": ["lambda:InvokeFunctionUrl", "lambda:GetFunctionUrlConfig"],
+                    "Resource": f"arn:aws:lambda:{region}:{v[3]}:function:{broker}"}] if user else []),
                 *(catalog_reader_statements(v[0]) if args.catalog.on_opensearch else
                   s3_catalog_reader_statements(v[0], v[2])),
                 {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": v[1]},
@@ -131,7 +138,8 @@ class NotebookPart(ClientPart):
             lambda v: base64.b64encode(_notebook_start_script(
                 v[0], scheduler["address"], v[1], v[2], region, log_groups,
                 idle=(name, config.notebook_idle_minutes),
-                scheduler_service={**scheduler["service"], "cluster": v[3]} if on_demand else None,
+                scheduler_service={**scheduler["service"], "cluster": v[3], **({"broker": broker} if user else {})}
+                if on_demand else None,
             ).encode()).decode())
         lifecycle = aws.sagemaker.NotebookInstanceLifecycleConfiguration(
             f"{self._name}-notebook{suffix}", name=name, on_start=on_start, tags=tags, opts=self._child)
@@ -141,7 +149,8 @@ class NotebookPart(ClientPart):
             subnet_id=args.vpc.private_subnet_ids[0], security_groups=[notebook_sg.id],
             direct_internet_access="Disabled", root_access="Disabled", kms_key_id=args.key_arn,
             lifecycle_config_name=lifecycle.name, tags=tags, opts=self._child)
-        return {"name": notebook.name, "url": pulumi.Output.concat("https://", notebook.url), "roleArn": role.arn}
+        return {"name": notebook.name, "url": pulumi.Output.concat("https://", notebook.url), "roleArn": role.arn,
+                "roleName": role.name}
 
 
 def _notebook_start_script(bucket: str, scheduler_address: str, catalog_endpoint: str, tls_secret_arn: str,

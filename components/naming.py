@@ -59,3 +59,8 @@ def private_dns_namespace(naming: Naming) -> str:
 def scheduler_host(naming: Naming, user: str | None = None) -> str:
     """The scheduler's private DNS name; with `user`, that user's own cluster's scheduler's."""
     return f"scheduler{'-' + user if user else ''}.{private_dns_namespace(naming)}"
+
+
+def broker_function_name(naming: Naming, region: str) -> str:
+    """The cluster broker's function (client.users): fixed, so that each user's notebook may call it by name."""
+    return naming.resource(region, "cluster-broker", max_length=64)

@@ -263,7 +263,9 @@ class PoolPart(WorkerPart):
         target = aws.appautoscaling.Target(
             f"{self._name}-workers{suffix}", service_namespace="ecs", scalable_dimension="ecs:service:DesiredCount",
             resource_id=pulumi.Output.concat("service/", cluster.name, "/", service.name),
-            min_capacity=config.min_tasks, max_capacity=max_tasks, tags=tags, opts=self._child)
+            min_capacity=config.min_tasks, max_capacity=max_tasks, tags=tags,
+            # A user's pool: the cluster broker shares the region among the running clusters (cluster_broker/).
+            opts=self._opts(ignore_changes=["maxCapacity"]) if owner else self._child)
         if config.scale_on in ("demand", "both"):
             self._scale_on_demand(target, owner, max_tasks)
         if config.scale_on in ("cpu", "both"):

@@ -10,7 +10,8 @@ down: no change) and the name stay as they are, and the next scheduler task take
 `start_scheduler()` is the other half, used by `dask_regions.connect()` when the scheduler does not answer: it sets
 the desired count back to one and waits, saying so, for the task to answer, within `dask-regions.start-timeout`.
 Both talk to ECS through boto3 (the scheduler's task role may update its own service; the notebook's role may
-update that service, and nothing else)."""
+update that service, and nothing else). A user's own cluster (client.users) is started through the cluster broker
+instead (cluster_broker/), which holds their group's quotas: their role may call it, not set the service."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ class SchedulerService:
     region: str
     cluster: str
     service: str
+    broker: str | None = None  # a user's own cluster (client.users): the broker function that starts it
 
     @classmethod
     def from_environment(cls) -> SchedulerService | None:
@@ -69,7 +71,11 @@ class SchedulerService:
     def from_mapping(cls, found: Mapping[str, Any]) -> SchedulerService | None:
         """From the stack output `schedulerService` (or its JSON in the kernel); None without all three."""
         values = [found.get(key) for key in ("region", "cluster", "service")]
-        return cls(*map(str, values)) if all(values) else None
+        if not all(values):
+            return None
+        region, cluster, service = map(str, values)
+        broker = found.get("broker")
+        return cls(region, cluster, service, broker=str(broker) if broker else None)
 
     @classmethod
     def from_settings(cls) -> SchedulerService | None:
@@ -93,7 +99,46 @@ class SchedulerService:
         return int(found.get("desiredCount", 0)), int(found.get("runningCount", 0))
 
     def set_desired(self, count: int) -> None:
+        if self.broker and count:  # a user's own cluster: the broker starts it, within their group's quotas
+            self.ask_broker("start")
+            return
         self._ecs().update_service(cluster=self.cluster, service=self.service, desiredCount=count)
+
+    def broker_url(self, session: Any) -> str:
+        return str(session.client("lambda").get_function_url_config(FunctionName=self.broker)["FunctionUrl"])
+
+    def ask_broker(self, action: str) -> dict[str, Any]:
+        """Call the cluster broker's function URL, signed with this process's credentials (the notebook's role:
+        the broker knows the user from it). A refusal (a quota) is a ConnectError with the broker's words."""
+        import urllib.error
+        import urllib.request
+
+        import boto3
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            session = boto3.Session(region_name=self.region)
+            url = self.broker_url(session)
+            request = AWSRequest(method="POST", url=url, data=json.dumps({"action": action}),
+                                 headers={"content-type": "application/json"})
+            SigV4Auth(session.get_credentials(), "lambda", self.region).add_auth(request)
+            prepared = request.prepare()
+            with urllib.request.urlopen(urllib.request.Request(
+                    prepared.url, data=prepared.body.encode() if isinstance(prepared.body, str) else prepared.body,
+                    headers=dict(prepared.headers), method="POST"),
+                    timeout=30) as response:
+                return dict(json.loads(response.read()))
+        except urllib.error.HTTPError as error:
+            try:
+                said = json.loads(error.read()).get("error") or error.reason
+            except ValueError:
+                said = error.reason
+            raise ConnectError(f"the cluster broker refused to {action} your cluster: {said}") from None
+        except (BotoCoreError, ClientError, OSError, ValueError) as error:
+            raise ConnectError(f"cannot reach the cluster broker {self.broker} ({self.region}): {error}. Fix: use "
+                               "your notebook's role (it may call the broker), or ask your platform team") from None
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.service} ({self.region})"

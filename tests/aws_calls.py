@@ -14,8 +14,10 @@ from urllib.parse import urlsplit
 from stackgraph.permissions import Call
 from stackgraph.synth import MOCK_ACCOUNT
 
-# (service, operation) -> (IAM action, resource ARN, condition context) from the call's parameters and region.
-Mapping = Callable[[dict[str, Any], str], tuple[str, str, dict[str, Any]]]
+# (service, operation) -> (IAM action, resource ARN, condition context) from the call's parameters and region, or a
+# list of them (a call IAM authorises once per resource it names).
+Decision = tuple[str, str, dict[str, Any]]
+Mapping = Callable[[dict[str, Any], str], Decision | list[Decision]]
 OPERATIONS: dict[tuple[str, str], Mapping] = {
     ("s3", "ListObjectsV2"): lambda p, _: ("s3:ListBucket", f"arn:aws:s3:::{p['Bucket']}",
                                            {"s3:prefix": p.get("Prefix", "")}),
@@ -35,6 +37,16 @@ OPERATIONS: dict[tuple[str, str], Mapping] = {
         "ssm:PutParameter", f"arn:aws:ssm:{region}:{MOCK_ACCOUNT}:parameter/{p['Name'].lstrip('/')}", {}),
     ("cloudwatch", "PutMetricData"): lambda p, _: ("cloudwatch:PutMetricData", "*",
                                                    {"cloudwatch:namespace": p["Namespace"]}),
+    ("ecs", "UpdateService"): lambda p, region: (
+        "ecs:UpdateService", f"arn:aws:ecs:{region}:{MOCK_ACCOUNT}:service/{p['cluster']}/{p['service']}", {}),
+    # One call, one decision per service named (IAM authorises DescribeServices on each).
+    ("ecs", "DescribeServices"): lambda p, region: [
+        ("ecs:DescribeServices", f"arn:aws:ecs:{region}:{MOCK_ACCOUNT}:service/{p['cluster']}/{service}", {})
+        for service in p["services"]],
+    ("application-autoscaling", "RegisterScalableTarget"): lambda p, _: (
+        "application-autoscaling:RegisterScalableTarget", "*", {}),
+    ("application-autoscaling", "DescribeScalableTargets"): lambda p, _: (
+        "application-autoscaling:DescribeScalableTargets", "*", {}),
 }
 
 
@@ -65,8 +77,9 @@ class AwsCalls:
             mapping = OPERATIONS.get((service, model.name))
             if mapping is None:
                 raise UnmappedCallError(f"{service} {model.name}: not in tests/aws_calls.OPERATIONS")
-            action, resource, context = mapping(params, region)
-            self._add(action, resource, context, f"{service} {model.name}")
+            found = mapping(params, region)
+            for action, resource, context in found if isinstance(found, list) else [found]:
+                self._add(action, resource, context, f"{service} {model.name}")
 
         client.meta.events.register(f"before-parameter-build.{client.meta.service_model.service_id.hyphenize()}",
                                     record)

@@ -69,7 +69,8 @@ def test_adding_a_user_adds_only_that_users_resources() -> None:
     assert not before.keys() - after.keys()
     assert added and all("-bo" in urn.rsplit("::", 1)[1] for urn in added), added
     changed = sorted(urn.rsplit("::", 1)[1] for urn in before.keys() & after.keys() if before[urn] != after[urn])
-    assert changed == ["catalog-access-policy", "catalog-access-roles"]  # the catalog's readers: every user's role
+    # The catalog's readers (every user's role) and the broker's settings and services (every user's cluster).
+    assert changed == ["catalog-access-policy", "catalog-access-roles", "cluster-broker", "cluster-broker-policy"]
 
 
 def test_a_user_in_an_undeclared_group_is_refused_at_synthesis_naming_the_user() -> None:
@@ -175,13 +176,24 @@ def test_each_users_cluster_has_a_ca_of_its_own_so_no_other_users_certificate_is
             secrets[f"dask-tls-worker-{user}-us-west-2"]}
 
 
-def test_a_users_role_starts_and_watches_only_their_own_scheduler_and_reads_only_their_own_logs() -> None:
+def test_a_users_role_asks_the_broker_watches_only_their_own_scheduler_and_reads_only_their_own_logs() -> None:
     graph = _graph(("ana", "climate"), ("bo", "ops"))
-    arns = {user: graph.outputs["userClusters"][user]["schedulerService"] for user in ("ana", "bo")}
+    services = {user: graph.outputs["userClusters"][user]["schedulerService"] for user in ("ana", "bo")}
+    broker = graph.named("cluster-broker", "aws:lambda/function:Function")
+    assert {s["broker"] for s in services.values()} == {broker.inputs["name"]}
+    broker_ecs = [s for s in json.loads(graph.named("cluster-broker-policy", POLICY).inputs["policy"])["Statement"]
+                  if "ecs:UpdateService" in s["Action"]]
+    assert [sorted(r.rsplit("/", 1)[1] for r in s["Resource"]) for s in broker_ecs] == [
+        sorted(s["service"] for s in services.values())]  # the users' schedulers, no other service
+    url = graph.named("cluster-broker", "aws:lambda/functionUrl:FunctionUrl")
+    assert url.inputs["authorizationType"] == "AWS_IAM" and url.inputs["functionName"] == broker.outputs["name"]
     for user, other in (("ana", "bo"), ("bo", "ana")):
         statements = json.loads(graph.named(f"client-notebook-{user}-policy", POLICY).inputs["policy"])["Statement"]
-        ecs = [s for s in statements if "ecs:UpdateService" in s["Action"]]
-        assert [s["Resource"].rsplit("/", 1)[1] for s in ecs] == [arns[user]["service"]]
+        assert not [s for s in statements if "ecs:UpdateService" in s["Action"]]  # only the broker starts it
+        (ecs,) = [s for s in statements if "ecs:DescribeServices" in s["Action"]]
+        assert ecs["Resource"].rsplit("/", 1)[1] == services[user]["service"]
+        (invoke,) = [s for s in statements if "lambda:InvokeFunctionUrl" in s["Action"]]
+        assert invoke["Resource"] == broker.outputs["arn"]
         (logs,) = [s for s in statements if s["Action"] == "logs:FilterLogEvents"]
         groups = {arn.split(":log-group:")[1] for arn in logs["Resource"]}
         assert groups == {where["group"] for where in graph.outputs["userClusters"][user]["logGroups"].values()}

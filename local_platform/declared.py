@@ -342,6 +342,12 @@ def _classify(graph: Graph, deployment: Deployment) -> None:
 
 def read_deployment(graph: Graph) -> Deployment:
     """The runnable part of a recorded graph, with the rest listed by reason."""
+    if graph.outputs.get("userClusters"):
+        raise DeclarationError(
+            f"stack {graph.stack!r} declares client.users ({', '.join(sorted(graph.outputs['userClusters']))}): the "
+            "local platform runs one cluster, the team's; each user's own cluster is proven on the graph and against "
+            "the AWS emulation (tests/test_users.py, tests/test_cluster_broker.py), not run here yet. Fix: run a "
+            "stack without client.users locally")
     deployment = Deployment(graph.stack)
     roles = _secret_roles(graph)
     definitions = {str(t.outputs["arn"]): t for t in graph.of_type(TASK_DEFINITION)}

@@ -181,6 +181,26 @@ def test_a_bad_stack_file_fails_with_the_validation_messages(tmp_path: Path, sta
     assert not (tmp_path / "state" / "platform.json").exists()
 
 
+def test_a_stack_with_users_is_refused_naming_them_and_what_to_run_instead(tmp_path: Path) -> None:
+    import yaml
+
+    raw = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    raw["config"]["cross-region-dask:client"] |= {"groups": [{"name": "climate"}],
+                                                  "users": [{"name": "ana", "group": "climate"}]}
+    stack = f"users-{os.getpid()}"
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    try:
+        result = cli("up", "--stack", stack, "--state-dir", str(tmp_path / "state"))
+    finally:
+        path.unlink()
+    text = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert f"stack '{stack}' declares client.users (ana): the local platform runs one cluster" in text, text
+    assert "Fix: run a stack without client.users locally" in text
+    assert not (tmp_path / "state" / "platform.json").exists()
+
+
 def test_bad_flags_are_clear(tmp_path: Path) -> None:
     result = cli("up", "--catalog", "mongodb", "--state-dir", str(tmp_path / "state"))
     assert result.returncode == 1 and "--catalog 'mongodb': use sqlite or opensearch" in result.stdout

@@ -104,6 +104,7 @@ class RegionRouter(SchedulerPlugin):
         self.seen_pools: set[str] = set()
         self.waiting_since: dict[Any, float] = {}
         self.worker_pools: dict[str, list[str]] = {}  # live worker -> its pools (a removed worker is gone already)
+        # Times on the monotonic clock (as `waiting_since`), shown as wall-clock time in messages.
         self.silenced: dict[str, tuple[float, float]] = {}  # pool -> (when, ttl): its workers removed for silence
         self.broken: dict[str, float] = {}  # pool -> when a worker's connection broke (cleared when one joins)
         self.scheduler: Scheduler | None = None
@@ -156,7 +157,7 @@ class RegionRouter(SchedulerPlugin):
         (retired, scaled in) clears both: the scheduler heard from its region."""
         pools = self.worker_pools.pop(worker, [])
         if stimulus_id.startswith(BROKEN_STIMULUS):
-            self.broken.update((pool, time.time()) for pool in pools)
+            self.broken.update((pool, time.monotonic()) for pool in pools)
         if not stimulus_id.startswith(SILENT_STIMULUS):
             if not stimulus_id.startswith(BROKEN_STIMULUS):
                 for pool in pools:
@@ -168,7 +169,7 @@ class RegionRouter(SchedulerPlugin):
         # What Dask waited: its setting, but at least ten heartbeats of a cluster this size (check_worker_ttl).
         ttl = max(float(scheduler.worker_ttl or 0), 10 * heartbeat_interval(len(scheduler.workers) + 1))
         for pool in pools:
-            self.silenced[pool] = (time.time(), ttl)
+            self.silenced[pool] = (time.monotonic(), ttl)
             logger.warning("%s of %s stopped answering heartbeats for %.0f s and was removed", worker, pool, ttl)
 
     # ------------------------------------------------------------------------------------- routing
@@ -375,14 +376,13 @@ class RegionRouter(SchedulerPlugin):
         return RegionUnreachableError(
             f"region {region} is unreachable: the workers of {pool} stopped answering the scheduler's heartbeats for "
             f"over {ttl:.0f} s (distributed.scheduler.worker-ttl, the platform's grace) and were removed at "
-            f"{time.strftime('%H:%M:%S', time.gmtime(when))} UTC. Work that needs {region} fails; work that needs only "
+            f"{_utc(when)}. Work that needs {region} fails; work that needs only "
             f"other regions goes on. Its pool rejoins by itself when its link is back: rerun then")
 
     def _lost_with(self, ts: TaskState, lost: float) -> bool:
         """Whether `ts` was waiting when its region was lost, or came within the grace after: work submitted later
         waits as for any empty pool (a pool scaled to zero after a cut must be able to grow again)."""
-        started = time.time() - (time.monotonic() - self.waiting_since.get(ts.key, time.monotonic()))
-        return started <= lost + self._grace()
+        return self.waiting_since.get(ts.key, time.monotonic()) <= lost + self._grace()
 
     def _grace(self) -> float:
         """The platform's grace for a silent region: Dask's worker-ttl (the stack's client.regionGraceSeconds)."""
@@ -391,7 +391,7 @@ class RegionRouter(SchedulerPlugin):
     def _broken_off(self, region: str, pool: str) -> RegionUnreachableError:
         return RegionUnreachableError(
             f"region {region} is unreachable: the connections of {pool}'s workers to the scheduler broke at "
-            f"{time.strftime('%H:%M:%S', time.gmtime(self.broken[pool]))} UTC and no worker of it has joined for "
+            f"{_utc(self.broken[pool])} and no worker of it has joined for "
             f"{self._grace():.0f} s (distributed.scheduler.worker-ttl, the platform's grace). Work that needs "
             f"{region} fails; work that needs only other regions goes on. Its pool rejoins by itself when its link "
             "is back: rerun then")
@@ -412,6 +412,11 @@ class RegionRouter(SchedulerPlugin):
             f"task {ts.key!r} is pinned to workers {', '.join(sorted(ts.worker_restrictions))} and asks for {asked}, "
             f"but no live worker meets both ({offer}); a task pinned to workers by an extension (P2P) or the client "
             "must be pinned within its region's pool")
+
+
+def _utc(monotonic: float) -> str:
+    """A time on the monotonic clock as the wall-clock time of day, for messages."""
+    return time.strftime("%H:%M:%S UTC", time.gmtime(time.time() - (time.monotonic() - monotonic)))
 
 
 def _input_pools(ts: TaskState, limit: int = 100_000) -> list[str]:

@@ -317,13 +317,17 @@ def _check_users(c: _Checker, values: Mapping[str, Any]) -> tuple[tuple[UserConf
 def _check_quotas(c: _Checker, client: ClientConfig, workers: Sequence[WorkerConfig]) -> None:
     """Quotas a worker region's pool could not live within: fewer workers than the pool keeps running, or tasks
     smaller than the region's worker task."""
+
+    def below_minimum(path: str, who: str, quota: int | None, j: int, worker: WorkerConfig) -> None:
+        if quota is not None and quota < worker.min_tasks:
+            c.add(path, f"is {quota} ({who}), below workers[{j}].minTasks {worker.min_tasks} ({worker.region}): each "
+                        "cluster's pool keeps that many running.",
+                  f"set it to at least {worker.min_tasks}, or lower workers[{j}].minTasks.")
+
     for i, group in enumerate(client.groups):
         for j, worker in enumerate(workers):
-            if group.max_workers_per_region is not None and group.max_workers_per_region < worker.min_tasks:
-                c.add(f"client.groups[{i}].maxWorkersPerRegion",
-                      f"is {group.max_workers_per_region} (group {group.name!r}), below workers[{j}].minTasks "
-                      f"{worker.min_tasks} ({worker.region}): each cluster's pool keeps that many running.",
-                      f"set it to at least {worker.min_tasks}, or lower workers[{j}].minTasks.")
+            below_minimum(f"client.groups[{i}].maxWorkersPerRegion", f"group {group.name!r}",
+                          group.max_workers_per_region, j, worker)
             if group.max_task_memory_mib is not None and worker.task_memory_mib > group.max_task_memory_mib:
                 c.add(f"client.groups[{i}].maxTaskMemoryMiB",
                       f"is {group.max_task_memory_mib} (group {group.name!r}), but {worker.region}'s worker task "
@@ -331,11 +335,8 @@ def _check_quotas(c: _Checker, client: ClientConfig, workers: Sequence[WorkerCon
                       f"set it to at least {worker.task_memory_mib}, or lower workers[{j}].taskMemoryMiB.")
     for i, user in enumerate(client.users):
         for j, worker in enumerate(workers):
-            if user.max_workers_per_region is not None and user.max_workers_per_region < worker.min_tasks:
-                c.add(f"client.users[{i}].maxWorkersPerRegion",
-                      f"is {user.max_workers_per_region} (user {user.name!r}), below workers[{j}].minTasks "
-                      f"{worker.min_tasks} ({worker.region}).",
-                      f"set it to at least {worker.min_tasks}, or lower workers[{j}].minTasks.")
+            below_minimum(f"client.users[{i}].maxWorkersPerRegion", f"user {user.name!r}", user.max_workers_per_region,
+                          j, worker)
 
 
 def _check_bounds(c: _Checker, keys: Sequence[Key], values: Mapping[str, Any], prefix: str) -> None:

@@ -469,5 +469,5 @@ def test_quotas_a_pool_could_not_live_within_are_named_with_the_user_or_group_an
         "client.groups[1].maxTaskMemoryMiB: is 16384 (group 'ops'), but us-west-2's worker task is 25000 MiB "
         "(workers[1].taskMemoryMiB): the group could not run there. Fix: set it to at least 25000, or lower "
         "workers[1].taskMemoryMiB.",
-        "client.users[1].maxWorkersPerRegion: is 1 (user 'bo'), below workers[1].minTasks 2 (us-west-2). Fix: set "
-        "it to at least 2, or lower workers[1].minTasks."]
+        "client.users[1].maxWorkersPerRegion: is 1 (user 'bo'), below workers[1].minTasks 2 (us-west-2): each "
+        "cluster's pool keeps that many running. Fix: set it to at least 2, or lower workers[1].minTasks."]

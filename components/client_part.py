@@ -54,7 +54,7 @@ class ClientPart(RegionalComponent):
     catalog_endpoint: pulumi.Output[str]
     catalog_arn: pulumi.Output[str]  # the domain's, or (catalog.kind s3) the bucket's
 
-    def _log_group(self, purpose: str) -> aws.cloudwatch.LogGroup:
+    def _log_group(self, purpose: str, tags: dict[str, str] | None = None) -> aws.cloudwatch.LogGroup:
         return aws.cloudwatch.LogGroup(
             f"{self._name}-{purpose}-log", name=self._args.naming.log_group(self._region, "client", purpose),
-            retention_in_days=self._args.log_retention_days, opts=self._child)
+            retention_in_days=self._args.log_retention_days, tags=tags, opts=self._child)

@@ -121,7 +121,7 @@ class SchedulerPart(ClientPart):
         Returns its address, service, service ARN and log group name."""
         config = self._args.config
         suffix, tags = (f"-{owner.name}", owner.tags) if owner else ("", None)
-        log_group = self._log_group(f"scheduler{suffix}")
+        log_group = self._log_group(f"scheduler{suffix}", tags)
         execution_role = self._role(f"scheduler{suffix}-execution", "ecs-tasks.amazonaws.com", pulumi.Output.all(
             self._args.repository_arn, log_group.arn, tls_secret_arn,
             self._args.key_arn).apply(lambda v: [*pull_and_log_statements(v[0], v[1]),

@@ -19,6 +19,8 @@ from stackgraph.synth import Graph, SynthesisError, synthesize
 SECRET = "aws:secretsmanager/secret:Secret"
 NOTEBOOK = "aws:sagemaker/notebookInstance:NotebookInstance"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
+SERVICE = "aws:ecs/service:Service"
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
 GROUPS = [{"name": "climate"}, {"name": "ops"}]
 
 
@@ -100,6 +102,16 @@ def test_each_users_resources_carry_their_tags_and_plan_splits_the_cost_by_user(
         owned = [r for r in graph.of_type(kind) if (r.inputs.get("tags") or {}).get("user")]
         assert {(r.inputs["tags"]["user"], r.inputs["tags"]["group"]) for r in owned} == {("ana", "climate"),
                                                                                             ("bo", "ops")}, kind
+    # Every AWS resource of a user's own cluster that AWS can tag carries them (ECS tasks take their service's).
+    untaggable = {"aws:iam/rolePolicy:RolePolicy", "aws:secretsmanager/secretVersion:SecretVersion",
+                  "aws:appautoscaling/policy:Policy"}
+    for user, group in (("ana", "climate"), ("bo", "ops")):
+        owned = [r for r in graph.resources if r.custom and r.type.startswith("aws:") and f"-{user}" in r.name
+                 and r.type not in untaggable]
+        assert len(owned) > 20 and all((r.inputs.get("tags") or {}).get("user") == user and
+                                       r.inputs["tags"]["group"] == group for r in owned), [
+            r.name for r in owned if not (r.inputs.get("tags") or {}).get("user")]
+    assert all(s.inputs["propagateTags"] == "SERVICE" for s in graph.of_type(SERVICE))
     _, raw = raw_stack_config(PROJECT_DIR, "dev")
     client = {**raw["client"], "users": [{"name": "ana", "group": "climate"}, {"name": "bo", "group": "ops"}],
               "groups": GROUPS}
@@ -116,8 +128,6 @@ def test_each_users_resources_carry_their_tags_and_plan_splits_the_cost_by_user(
     assert team.by_user == {}  # no users: no split, the report as before
 
 
-SERVICE = "aws:ecs/service:Service"
-TASK = "aws:ecs/taskDefinition:TaskDefinition"
 
 
 def _container(graph: Graph, name: str) -> dict[str, Any]:

@@ -67,11 +67,12 @@ def _first_worker_port(graph: Graph, region: str) -> int:
 def services(graph: Graph) -> list[Service]:
     sites = set(graph.outputs["vpcIds"])
     found = [Service(f"scheduler {SCHEDULER_PORT}", "client-scheduler-sg", SCHEDULER_PORT, sites),
-             *([Service(f"catalog {HTTPS_PORT}", "client-catalog-sg", HTTPS_PORT, sites)] if has_domain(graph) else []),
-             # Internal, it serves the client VPC; allow-listed, it serves the listed networks (operators) only.
-             Service("dashboard 80 (load balancer)", "client-dashboard-sg", 80,
-                     {"client"} if graph.named("client-dashboard", "aws:lb/loadBalancer:LoadBalancer").inputs.get(
-                         "internal") else set())]
+             *([Service(f"catalog {HTTPS_PORT}", "client-catalog-sg", HTTPS_PORT, sites)] if has_domain(graph) else [])]
+    # The team's dashboard (with client.users each user's notebook proxies their own: no load balancer). Internal,
+    # it serves the client VPC; allow-listed, it serves the listed networks (operators) only.
+    for balancer in graph.of_type("aws:lb/loadBalancer:LoadBalancer"):
+        found.append(Service("dashboard 80 (load balancer)", "client-dashboard-sg", 80,
+                             {"client"} if balancer.inputs.get("internal") else set()))
     for region, outputs in graph.outputs.get("workerRegions", {}).items():
         site, first = f"worker-{region}", _first_worker_port(graph, region)
         found.append(Service(f"workers {region} {first}", f"{site}-workers-sg", first, sites))

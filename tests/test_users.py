@@ -241,3 +241,16 @@ def test_the_users_graph_passes_the_authorization_reference_the_policy_pack_and_
     assert {c.resource for c in calls if c.action == "secretsmanager:GetSecretValue"} >= {
         s.outputs["arn"] for s in graph.of_type(SECRET) if "-ana-" in s.name and "client" not in s.name}
     assert [c for c in calls if not decide(graph, c).allowed] == []
+
+
+def test_plan_reviews_a_stack_with_users_with_every_journey_met_and_no_violation() -> None:
+    from plan.review import evaluate
+    from stackconfig import parse_stack_config
+
+    _, raw = raw_stack_config(PROJECT_DIR, "dev")
+    client = {**raw["client"], "users": [{"name": "ana", "group": "climate"}, {"name": "bo", "group": "ops"}],
+              "groups": GROUPS}
+    plan = evaluate(_graph(("ana", "climate"), ("bo", "ops")), parse_stack_config({**raw, "client": client},
+                                                                                  stack="dev"))
+    assert plan.violations == [] and plan.policy_violations == []
+    assert plan.cost is not None and plan.cost.errors == [] and set(plan.cost.by_user) == {"ana", "bo", "shared"}

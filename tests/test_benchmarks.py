@@ -77,6 +77,40 @@ def test_wan_scaling_runs_every_size_then_each_other_count_and_charts_the_commit
     assert (tmp_path / "scaling.png").stat().st_size > 10_000
 
 
+def test_wan_scaling_runs_the_wan_benchmark_once_a_run_and_keeps_one_json_and_chart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The orchestration, each bench/wan.py run answered from the committed WAN results (a real WAN run takes about
+    two minutes here; tests/test_wan_network.py runs one, and `make bench-wan-scaling` all of them)."""
+    import subprocess as real_subprocess
+
+    import bench.wan_scaling as scaling
+
+    measured = json.loads((ROOT / "bench" / "results" / "wan.json").read_text())
+    calls: list[list[str]] = []
+
+    def wan(command: list[str], **_: object) -> real_subprocess.CompletedProcess[str]:
+        calls.append(command)
+        flags = dict(zip(command[2::2], command[3::2], strict=False))
+        count = int(flags["--worker-regions"])
+        Path(flags["--output"]).write_text(json.dumps({**measured, "worker_regions": measured["worker_regions"] + [
+            f"extra-{i}" for i in range(count - len(measured["worker_regions"]))]}))
+        return real_subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(scaling.subprocess, "run", wan)
+    output = tmp_path / "wan-scaling.json"
+    assert scaling.main(["--gigabytes", "0.5,0.25", "--regions-at", "0.25", "--output", str(output),
+                         "--work-dir", str(tmp_path / "work")]) == 0
+    runs = [(c[c.index("--gigabytes") + 1], c[c.index("--worker-regions") + 1]) for c in calls]
+    assert runs == [("0.25", "2"), ("0.5", "2"), ("0.25", "4")]
+    assert all(c[1].endswith("bench/wan.py") and c[c.index("--modes") + 1] == "local,pinned,naive" for c in calls)
+    data = json.loads(output.read_text())
+    assert data["complete"] and [(r["gigabytes_per_region"], r["worker_regions"]) for r in data["sizes"]] == [
+        (0.25, 2), (0.5, 2), (0.25, 4)]
+    assert data["sizes"][0]["modes"]["pinned"]["link_bytes"] == measured["modes"]["pinned"]["link_bytes"]
+    assert output.with_suffix(".png").stat().st_size > 10_000 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "wan-scaling.json", "wan-scaling.png"]  # each run's own JSON removed once read
+
+
 def test_the_decade_chart_draws_both_runs_and_refuses_swapped_files(tmp_path: Path) -> None:
     results = ROOT / "bench" / "results"
     before, after = results / "wan-decade-files.json", results / "wan-decade-references.json"

@@ -145,27 +145,6 @@ def test_a_benchmark_task_sees_only_its_own_regions_lustre_stand_in(tmp_path: Pa
 
 
 @pytest.mark.slow
-def test_wan_scaling_runs_each_region_count_and_charts_time_and_bytes(tmp_path: Path) -> None:
-    # One size, two region counts: each run is a whole bench/wan.py (about 2 minutes here). That naive's bytes grow
-    # with the size is held at any size by the WAN benchmark's own test (naive pulls every stored byte); the order
-    # of several sizes by test_benchmarks.
-    output = tmp_path / "wan-scaling.json"
-    result = subprocess.run([sys.executable, "bench/wan_scaling.py", "--gigabytes", "0.002", "--regions-at",
-                             "0.002", "--output", str(output), "--work-dir", str(tmp_path / "work")], cwd=ROOT,
-                            capture_output=True, text=True, timeout=900, check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    data = json.loads(output.read_text())
-    runs = [(r["gigabytes_per_region"], r["worker_regions"]) for r in data["sizes"]]
-    assert runs == [(0.002, 2), (0.002, 4)] and data["complete"]
-    assert all(set(r["modes"]) == {"local", "pinned", "naive"} for r in data["sizes"])
-    two, four = (r["modes"] for r in data["sizes"])
-    # Four regions: two more models' data pulled by naive, two more maps fetched by pinned.
-    assert four["naive"]["link_bytes"] > two["naive"]["link_bytes"]
-    assert four["pinned"]["result_bytes"] == 2 * two["pinned"]["result_bytes"]
-    assert output.with_suffix(".png").stat().st_size > 10_000 and not list(tmp_path.glob("wan-scaling-*GB*.json"))
-
-
-@pytest.mark.slow
 def test_a_link_fault_run_interrupted_removes_its_namespaces_and_processes(tmp_path: Path) -> None:
     import signal
 

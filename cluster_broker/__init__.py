@@ -11,7 +11,8 @@ own cluster. Starting:
   up to its `maxWorkersPerRegion`, what one group leaves goes to the others), and a group's share among its running
   clusters (each up to its user's own quota).
 A fault while setting another user's pool maximum is reported and left for the next call: the broker never
-stops or shrinks another user's scheduler, so its faults cannot stop another user's cluster.
+stops or shrinks another user's scheduler, so its faults cannot stop another user's cluster. A schedule sets the
+shares again every few minutes (a cluster stops itself when idle without calling the broker).
 
 A package of its own, standalone on purpose (standard library and boto3, both in the Lambda runtime): the deploy
 zips it alone into the function. The program declares its settings (`settings_json`), the data plane calls it.
@@ -238,5 +239,14 @@ def handle(event: Mapping[str, Any], broker: Broker) -> dict[str, Any]:
                 "body": json.dumps({"error": str(error)})}
 
 
+REBALANCE = {"action": "rebalance"}  # what the platform's schedule sends (no caller: not a user's request)
+
+
 def handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:  # the Lambda entry point
-    return handle(event, Broker(Settings.from_json(os.environ[SETTINGS_VARIABLE])))
+    """A user's request through the function URL, or the schedule's: every few minutes the shares are set again,
+    so that a cluster that stopped itself when idle leaves its share to the others (only the schedule's role may
+    invoke the function directly; a user's role may call its URL alone)."""
+    broker = Broker(Settings.from_json(os.environ[SETTINGS_VARIABLE]))
+    if "requestContext" not in event and dict(event) == REBALANCE:
+        return {"warnings": broker.rebalance()}
+    return handle(event, broker)

@@ -5,6 +5,7 @@ reach. Made after the worker regions: it is given every user's scheduler service
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,12 +13,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from cluster_broker import SETTINGS_VARIABLE, RegionPools, Settings, UserEntry, settings_json
+from cluster_broker import REBALANCE, SETTINGS_VARIABLE, RegionPools, Settings, UserEntry, settings_json
 from components.iam import service_role
 from components.naming import Naming, broker_function_name
 from stackconfig import PROJECT_DIR, ClientConfig
 
 BROKER_RUNTIME = "python3.12"
+REBALANCE_MINUTES = 5
 
 
 @dataclass
@@ -70,6 +72,16 @@ class ClusterBroker(pulumi.ComponentResource):
             opts=child)
         url = aws.lambda_.FunctionUrl(f"{name}", function_name=function.name, authorization_type="AWS_IAM",
                                       opts=child)
+        # The shares set again every few minutes: a cluster that stopped itself when idle leaves its share.
+        invoker = service_role(f"{name}-schedule", "scheduler.amazonaws.com", child, account=account,
+                               statements=function.arn.apply(lambda arn: [
+                                   {"Effect": "Allow", "Action": "lambda:InvokeFunction", "Resource": arn}]))
+        aws.scheduler.Schedule(
+            f"{name}-rebalance", schedule_expression=f"rate({REBALANCE_MINUTES} minutes)",
+            description="Shares each worker region among the users' running clusters again",
+            flexible_time_window=aws.scheduler.ScheduleFlexibleTimeWindowArgs(mode="OFF"),
+            target=aws.scheduler.ScheduleTargetArgs(arn=function.arn, role_arn=invoker.arn,
+                                                    input=json.dumps(REBALANCE)), opts=child)
         self.function_url = url.function_url
         self.register_outputs({"functionName": self.function_name, "functionUrl": self.function_url})
 

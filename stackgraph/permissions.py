@@ -369,15 +369,18 @@ def decide(graph: Graph, call: Call) -> Decision:
 # ------------------------------------------------------------------------------------- calls AWS makes for us
 def service_calls(graph: Graph) -> list[Call]:
     """The calls AWS services make with the roles we give them, derived from the graph: EventBridge Scheduler
-    starting the state machine (and its dead-letter queue), Step Functions invoking the Lambda, ECS pulling each
+    starting the state machine (and its dead-letter queue) or invoking a function, Step Functions invoking the Lambda, ECS pulling each
     image, writing its logs, reading its secrets and decrypting them."""
     roles = {r.outputs["arn"]: r.name for r in graph.of_type("aws:iam/role:Role")}
     calls = []
     for schedule in graph.of_type("aws:scheduler/schedule:Schedule"):
         target = schedule.inputs["target"]
-        calls.append(Call(roles[target["roleArn"]], "states:StartExecution", target["arn"], {}, "Scheduler"))
-        queue = target["deadLetterConfig"]["arn"]
-        calls.append(Call(roles[target["roleArn"]], "sqs:SendMessage", queue, {}, "Scheduler's dead letters"))
+        # Its target: a state machine (the nightly sync) or a function (the cluster broker's rebalance).
+        action = "lambda:InvokeFunction" if ":lambda:" in str(target["arn"]) else "states:StartExecution"
+        calls.append(Call(roles[target["roleArn"]], action, target["arn"], {}, "Scheduler"))
+        if "deadLetterConfig" in target:
+            calls.append(Call(roles[target["roleArn"]], "sqs:SendMessage", target["deadLetterConfig"]["arn"], {},
+                              "Scheduler's dead letters"))
     for machine in graph.of_type("aws:sfn/stateMachine:StateMachine"):
         for state in json.loads(machine.inputs["definition"])["States"].values():
             if state["Type"] == "Task":

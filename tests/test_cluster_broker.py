@@ -262,3 +262,19 @@ def test_connect_asks_the_broker_signed_as_the_user_and_a_refusal_names_the_quot
         assert desired("bo") == 0 and desired("ana") == 1
     finally:
         server.shutdown()
+
+
+@pytest.mark.usefixtures("aws")
+def test_the_schedule_sets_the_shares_again_and_a_user_cannot_ask_for_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cluster_broker import REBALANCE, SETTINGS_VARIABLE, handler
+
+    monkeypatch.setenv(SETTINGS_VARIABLE, settings_json(settings()))
+    for user in ("ana", "bo"):
+        handler(request(user, "start"), None)
+    assert maxima("us-east-1")["ana"] == 3
+    # bo's scheduler stops itself when idle (not through the broker): the schedule gives ana the group's share.
+    boto3.client("ecs", region_name=HOME).update_service(cluster="schedulers", service="scheduler-bo", desiredCount=0)
+    assert handler(dict(REBALANCE), None) == {"warnings": []}
+    assert maxima("us-east-1")["ana"] == maxima("us-west-2")["ana"] == 6
+    asked = handler(request("ana", "rebalance"), None)  # through the URL: not an action a user has
+    assert asked["statusCode"] == 400

@@ -241,6 +241,10 @@ def test_the_users_graph_passes_the_authorization_reference_the_policy_pack_and_
     assert {c.resource for c in calls if c.action == "secretsmanager:GetSecretValue"} >= {
         s.outputs["arn"] for s in graph.of_type(SECRET) if "-ana-" in s.name and "client" not in s.name}
     assert [c for c in calls if not decide(graph, c).allowed] == []
+    # The schedule that sets the shares again invokes the broker, and only it.
+    broker = graph.named("cluster-broker", "aws:lambda/function:Function").outputs["arn"]
+    assert [(c.action, c.resource) for c in calls if c.role == "cluster-broker-schedule-role"] == [
+        ("lambda:InvokeFunction", broker)]
 
 
 def test_plan_reviews_a_stack_with_users_with_every_journey_met_and_no_violation() -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
+from bench import catalog_check
 from stackconfig import PROJECT_DIR as ROOT
 
 RESULTS = ROOT / "bench" / "results" / "faults.json"
@@ -99,29 +100,19 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------------------------- observation
 def catalog_contents(state: Any) -> list[dict[str, Any]]:
-    """Every catalog document, sorted, without its reference set's address (a new sync writes its sets under its
-    own load, so that address moves; `missing_sets` checks that it resolves): what a fault must not lose."""
-    documents = (dataclasses.asdict(d) for d in state.open_catalog().find())
-    return sorted(({k: v for k, v in d.items() if k != "references"} for d in documents), key=lambda d: str(d["id"]))
+    """Every catalog document of the twin, as bench/catalog_check.py compares them."""
+    return catalog_check.documents(state.open_catalog())
 
 
 def missing_sets(state: Any) -> list[str]:
-    """The reference sets the catalog names that its region's bucket does not hold (read from its AWS emulation)."""
+    """The reference sets the twin's catalog names that its region's bucket does not hold (its AWS emulation)."""
     import boto3
-    from botocore.exceptions import ClientError
 
-    missing = []
-    for dataset in state.open_catalog().find():
-        if not dataset.references:
-            continue
-        bucket, _, key = dataset.references.removeprefix("s3://").partition("/")
-        s3 = boto3.client("s3", region_name=dataset.region, endpoint_url=state.s3_endpoints[dataset.region],
-                          aws_access_key_id="local", aws_secret_access_key="local")
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
-        except ClientError:
-            missing.append(dataset.references)
-    return sorted(set(missing))
+    def s3(region: str) -> Any:
+        return boto3.client("s3", region_name=region, endpoint_url=state.s3_endpoints[region],
+                            aws_access_key_id="local", aws_secret_access_key="local")
+
+    return catalog_check.missing_sets(state.open_catalog().find(), s3)
 
 
 def scheduler_pids(state_dir: Path) -> list[int]:

@@ -42,7 +42,7 @@ from bench.wan import (
     start_pool,
     start_scheduler,
 )
-from bench.wan_network import RegionLink
+from bench.wan_network import RegionLink, run_in
 from local_platform.declared import read_deployment
 from local_platform.tls import create_local_tls
 from stackconfig import PROJECT_DIR as ROOT
@@ -59,19 +59,16 @@ BRIEF_CUT_SECONDS = 10.0  # well within any grace the stack allows (10 s at leas
 ECS_POLL_SECONDS = 1.0  # how soon a pool's ended task is replaced (ECS takes tens of seconds on Fargate)
 
 
-def subnet(link: RegionLink) -> str:
-    return ".".join(link.address.split(".")[:3]) + ".0/24"
-
-
-def _router(router: str, *command: str) -> None:
-    result = subprocess.run(["ip", "netns", "exec", router, *command], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise BenchError(f"{' '.join(command)} in {router} failed: {result.stderr.strip()}")
+def _in_namespace(namespace: str, *command: str) -> None:
+    try:
+        run_in(namespace, *command)
+    except RuntimeError as error:
+        raise BenchError(str(error)) from None
 
 
 def cut_rules(kind: str, links: dict[str, RegionLink], client_region: str, region: str) -> list[list[str]]:
     """The router's DROP rules of a cut (iptables arguments after the chain): both directions."""
-    cut, client = subnet(links[region]), subnet(links[client_region])
+    cut, client = links[region].network, links[client_region].network
     if kind == "region-cut":
         return [["-s", cut, "-j", "DROP"], ["-d", cut, "-j", "DROP"]]
     return [["-s", cut, "-d", client, "-j", "DROP"], ["-s", client, "-d", cut, "-j", "DROP"]]
@@ -179,12 +176,12 @@ class Fleet:
         """The cut in place; yields when it began (wall clock); lifted on leaving, whatever happened."""
         rules = cut_rules(kind, self.links, self.config.client.region, region)
         for rule in rules:
-            _router(self.router, "iptables", "-I", "FORWARD", *rule)
+            _in_namespace(self.router, "iptables", "-I", "FORWARD", *rule)
         try:
             yield time.time()
         finally:
             for rule in rules:
-                _router(self.router, "iptables", "-D", "FORWARD", *rule)
+                _in_namespace(self.router, "iptables", "-D", "FORWARD", *rule)
 
     def replaced_since(self, region: str, since: float) -> list[float]:
         """How long after `since` (wall clock) the region's task was replaced, each time."""
@@ -244,9 +241,8 @@ def slow_link(fleet: Fleet, region: str, baseline: dict[str, Any]) -> dict[str, 
     slow = RATE_MBIT / 10
 
     def shape(rate: float) -> None:
-        for namespace, interface in ((link.namespace, f"{link.router_interface[:-1]}a"),
-                                     (fleet.router, link.router_interface)):
-            _router(namespace, "tc", "qdisc", "change", "dev", interface, "root", "tbf", "rate", f"{rate:g}mbit",
+        for namespace, interface in ((link.namespace, link.interface), (fleet.router, link.router_interface)):
+            _in_namespace(namespace, "tc", "qdisc", "change", "dev", interface, "root", "tbf", "rate", f"{rate:g}mbit",
                     "burst", "64kb", "latency", "400ms")
 
     shape(slow)

@@ -274,10 +274,9 @@ def platform_in_namespaces(config: StackConfig, staging: dict[str, Path], argume
     with wan(regions, rate_mbit=arguments.rate_mbit) as (router, links):
         env = environment()
         for region, link in links.items():
-            network = ".".join(link.address.split(".")[:3]) + ".0/24"
             processes.start(f"proxy-{region}", link.namespace, [
                 sys.executable, str(ROOT / "bench" / "wan_proxy.py"), "serve", "--listen", link.address,
-                "--own-network", network, "--delay-ms", str(arguments.delay_ms), "--echo-port", str(ECHO_PORT),
+                "--own-network", link.network, "--delay-ms", str(arguments.delay_ms), "--echo-port", str(ECHO_PORT),
                 "--account", str(processes.logs / f"proxy-{region}.connections.jsonl"),
                 "--ports", ",".join(map(str, (SCHEDULER_PORT, WORKER_PORT, S3_PORT, CATALOG_PORT)))], env)
         client, client_ns = config.client.region, links[config.client.region].namespace

@@ -17,6 +17,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run by path: the project's packages
 
+from bench import catalog_check
 from bench.wan_network import hostname
 
 MODES = ("local", "pinned", "unpinned", "naive")
@@ -214,24 +215,15 @@ def probe(scheduler: str, region: str, tasks: int, seconds: float, timeout: floa
 
 
 def catalog_state(catalog: str, region: str | None, s3_port: int) -> dict[str, Any]:
-    """What a fault must not lose: a digest of the catalog's documents (without their reference sets' addresses,
-    which each sync moves) and, for `region`, the reference sets its documents name that its storage lacks."""
-    import dataclasses
-
+    """What a fault must not lose (bench/catalog_check.py): a digest of the catalog's documents and, for `region`,
+    the reference sets its documents name that its storage lacks."""
     import dask_regions as dr
 
-    documents = sorted((dataclasses.asdict(d) for d in dr.Catalog.open(catalog).find()), key=lambda d: str(d["id"]))
-    digest = hashlib.sha256(json.dumps([{k: v for k, v in d.items() if k != "references"} for d in documents],
-                                       sort_keys=True, default=str).encode()).hexdigest()[:16]
-    missing = []
-    for document in documents:
-        if region and document["region"] == region and document["references"]:
-            bucket, _, key = document["references"].removeprefix("s3://").partition("/")
-            try:
-                s3_client(region, s3_port).head_object(Bucket=bucket, Key=key)
-            except Exception:  # absent or unreadable: either way lost to its readers
-                missing.append(document["references"])
-    return {"documents": len(documents), "digest": digest, "missing_sets": sorted(set(missing))}
+    opened = dr.Catalog.open(catalog)
+    documents = catalog_check.documents(opened)
+    digest = hashlib.sha256(json.dumps(documents, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    missing = catalog_check.missing_sets(opened.find(), partial(s3_client, port=s3_port), region) if region else []
+    return {"documents": len(documents), "digest": digest, "missing_sets": missing}
 
 
 def main(argv: list[str] | None = None) -> int:

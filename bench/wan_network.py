@@ -38,6 +38,8 @@ class RegionLink:
     namespace: str
     address: str  # the region's address (its namespace's end of the link)
     router_interface: str  # the router's end, whose counters measure what crossed this region's link
+    interface: str  # the region's end
+    network: str  # the link's /24: the region's own addresses
 
 
 def _run(*command: str) -> str:
@@ -45,6 +47,11 @@ def _run(*command: str) -> str:
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
     return result.stdout
+
+
+def run_in(namespace: str, *command: str) -> str:
+    """`command` in a network namespace (the router's or a region's); a failure raises, naming it."""
+    return _run("ip", "netns", "exec", namespace, *command)
 
 
 def hostname(region: str) -> str:
@@ -138,7 +145,7 @@ def _built(regions: Sequence[str], rate_mbit: float) -> Iterator[tuple[str, dict
                      "rate", f"{rate_mbit}mbit", "burst", "64kb", "latency", "400ms")
             _run("ip", "netns", "exec", namespace, "ip", "link", "set", "lo", "up")
             _run("ip", "netns", "exec", namespace, "ip", "route", "add", "default", "via", gateway)
-            links[region] = RegionLink(region, namespace, address, outside)
+            links[region] = RegionLink(region, namespace, address, outside, inside, f"{SUBNET}.{index}.0/24")
         addresses = {region: link.address for region, link in links.items()}
         _write_hosts(router, None, addresses)
         for region, link in links.items():

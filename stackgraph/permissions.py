@@ -369,8 +369,8 @@ def decide(graph: Graph, call: Call) -> Decision:
 # ------------------------------------------------------------------------------------- calls AWS makes for us
 def service_calls(graph: Graph) -> list[Call]:
     """The calls AWS services make with the roles we give them, derived from the graph: EventBridge Scheduler
-    starting the state machine (and its dead-letter queue) or invoking a function, Step Functions invoking the Lambda, ECS pulling each
-    image, writing its logs, reading its secrets and decrypting them."""
+    starting the state machine (and its dead-letter queue) or invoking a function, Step Functions invoking the
+    Lambda, ECS pulling each image, writing its logs, reading its secrets and decrypting them."""
     roles = {r.outputs["arn"]: r.name for r in graph.of_type("aws:iam/role:Role")}
     calls = []
     for schedule in graph.of_type("aws:scheduler/schedule:Schedule"):

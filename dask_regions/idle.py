@@ -40,6 +40,8 @@ FIRE_AND_FORGET = "fire-and-forget"  # the scheduler's own client entry, always 
 # The name of a client that only looks (JupyterLab's Dask sidebar): it does not count as a user.
 OBSERVER = "platform-observer"
 REPORT_EVERY = 15.0  # seconds between the messages of a wait
+BROKER_ATTEMPTS = 3  # calls of the cluster broker while Lambda throttles (it takes one request at a time)
+THROTTLED = 429
 
 
 @dataclass(frozen=True)
@@ -107,38 +109,54 @@ class SchedulerService:
     def broker_url(self, session: Any) -> str:
         return str(session.client("lambda").get_function_url_config(FunctionName=self.broker)["FunctionUrl"])
 
-    def ask_broker(self, action: str) -> dict[str, Any]:
+    def ask_broker(self, action: str, attempts: int = BROKER_ATTEMPTS,
+                   sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
         """Call the cluster broker's function URL, signed with this process's credentials (the notebook's role:
-        the broker knows the user from it). A refusal (a quota) is a ConnectError with the broker's words."""
+        the broker knows the user from it). A refusal (a quota) is a ConnectError with the broker's words. The
+        broker takes one request at a time (its quota decisions), so Lambda may throttle a second one at the same
+        moment: that is asked again, `attempts` times in all, a second apart, then named."""
         import urllib.error
+
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._post_to_broker(action)
+            except urllib.error.HTTPError as error:
+                try:
+                    said = json.loads(error.read()).get("error")
+                except ValueError:
+                    said = None
+                if said is None and error.code == THROTTLED:  # Lambda's answer, not the broker's
+                    if attempt < attempts:
+                        sleep(float(attempt))
+                        continue
+                    raise ConnectError(f"the cluster broker {self.broker} is busy: Lambda throttled all {attempts} "
+                                       f"requests to {action} your cluster. Fix: connect again in a moment") from None
+                raise ConnectError(f"the cluster broker refused to {action} your cluster: "
+                                   f"{said or error.reason}") from None
+            except (BotoCoreError, ClientError, OSError, ValueError) as error:
+                raise ConnectError(f"cannot reach the cluster broker {self.broker} ({self.region}): {error}. Fix: "
+                                   "use your notebook's role (it may call the broker), or ask your platform "
+                                   "team") from None
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _post_to_broker(self, action: str) -> dict[str, Any]:
         import urllib.request
 
         import boto3
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
-        from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            session = boto3.Session(region_name=self.region)
-            url = self.broker_url(session)
-            request = AWSRequest(method="POST", url=url, data=json.dumps({"action": action}),
-                                 headers={"content-type": "application/json"})
-            SigV4Auth(session.get_credentials(), "lambda", self.region).add_auth(request)
-            prepared = request.prepare()
-            with urllib.request.urlopen(urllib.request.Request(
-                    prepared.url, data=prepared.body.encode() if isinstance(prepared.body, str) else prepared.body,
-                    headers=dict(prepared.headers), method="POST"),
-                    timeout=30) as response:
-                return dict(json.loads(response.read()))
-        except urllib.error.HTTPError as error:
-            try:
-                said = json.loads(error.read()).get("error") or error.reason
-            except ValueError:
-                said = error.reason
-            raise ConnectError(f"the cluster broker refused to {action} your cluster: {said}") from None
-        except (BotoCoreError, ClientError, OSError, ValueError) as error:
-            raise ConnectError(f"cannot reach the cluster broker {self.broker} ({self.region}): {error}. Fix: use "
-                               "your notebook's role (it may call the broker), or ask your platform team") from None
+        session = boto3.Session(region_name=self.region)
+        request = AWSRequest(method="POST", url=self.broker_url(session), data=json.dumps({"action": action}),
+                             headers={"content-type": "application/json"})
+        SigV4Auth(session.get_credentials(), "lambda", self.region).add_auth(request)
+        prepared = request.prepare()
+        body = prepared.body.encode() if isinstance(prepared.body, str) else prepared.body
+        with urllib.request.urlopen(urllib.request.Request(prepared.url, data=body, headers=dict(prepared.headers),
+                                                           method="POST"), timeout=30) as response:
+            return dict(json.loads(response.read()))
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.service} ({self.region})"

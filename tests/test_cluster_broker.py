@@ -223,6 +223,7 @@ def test_connect_asks_the_broker_signed_as_the_user_and_a_refusal_names_the_quot
 
     broker = Broker(settings(max_clusters=1))
     seen: list[str] = []
+    throttled = [0]  # requests Lambda answers 429 before the function runs (its reserved concurrency is one)
 
     class FunctionUrl(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -231,7 +232,12 @@ def test_connect_asks_the_broker_signed_as_the_user_and_a_refusal_names_the_quot
             assert signed is not None and signed.group(2) == HOME, self.headers["Authorization"]
             seen.append(signed.group(1))
             body = self.rfile.read(int(self.headers["Content-Length"])).decode()
-            answer = handle(request(signed.group(1), json.loads(body)["action"]), broker)
+            if throttled[0]:
+                throttled[0] -= 1
+                answer = {"statusCode": 429, "body": json.dumps({
+                    "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded", "message": "Rate Exceeded."})}
+            else:
+                answer = handle(request(signed.group(1), json.loads(body)["action"]), broker)
             self.send_response(answer["statusCode"])
             self.end_headers()
             self.wfile.write(answer["body"].encode())
@@ -260,6 +266,17 @@ def test_connect_asks_the_broker_signed_as_the_user_and_a_refusal_names_the_quot
                                                r"already runs 1 cluster\(s\) \(ana\), its maxClusters quota is 1"):
             start_scheduler(bo, lambda: False, timeout=10, report=said.append, sleep=lambda _: None)
         assert desired("bo") == 0 and desired("ana") == 1
+        # Lambda throttling a request (two at one moment) is asked again; a broker that stays throttled is named.
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key-di")
+        di = service("di")
+        assert di is not None
+        throttled[0], seen[:] = 1, []
+        assert di.ask_broker("start", sleep=lambda _: None)["started"] and seen == ["di", "di"]
+        throttled[0] = 5
+        with pytest.raises(ConnectError, match=r"the cluster broker x-dev-cluster-broker is busy: Lambda throttled all "
+                                               r"3 requests to stop your cluster. Fix: connect again in a moment"):
+            di.ask_broker("stop", sleep=lambda _: None)
+        assert desired("di") == 1
     finally:
         server.shutdown()
 

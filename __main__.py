@@ -140,11 +140,10 @@ if users:  # a notebook, a role, a client certificate and a cluster of their own
         # Started through the broker (its quotas), which connect() calls by name.
         "schedulerService": {**client.user_schedulers[user.name]["service"],
                              "broker": broker_function_name(naming, home)},
-        "pools": {region: {"clusterName": worker_region.cluster_name,
-                           "serviceName": worker_region.user_service_names[user.name],
-                           "maxTasks": config.client.user_max_tasks(user, config_of_region.max_tasks)}
-                  for region, worker_region in worker_regions.items()
-                  for config_of_region in config.workers if config_of_region.region == region},
+        "pools": {worker.region: {"clusterName": worker_regions[worker.region].cluster_name,
+                                  "serviceName": worker_regions[worker.region].user_service_names[user.name],
+                                  "maxTasks": config.client.user_max_tasks(user, worker.max_tasks)}
+                  for worker in config.workers},
         "logGroups": client.user_log_groups[user.name], "tlsSecret": {"arn": dask_tls.user_secret_arns[user.name],
                                                                       "region": home}}
         for user in users})

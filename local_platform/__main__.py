@@ -17,7 +17,7 @@ from rich.table import Table
 
 from local_platform.demo import run_demo, wait_for_idle_pools
 from local_platform.platform import LocalPlatform, PlatformError
-from local_platform.state import PlatformState, read_twin
+from local_platform.state import PlatformState, UnknownUserError, read_twin
 from stackconfig import PROJECT_DIR, ConfigError, StackConfig, load_stack_file, raw_stack_config
 
 console = Console()
@@ -28,6 +28,8 @@ StateOption = Annotated[Path, typer.Option(help="Where the platform keeps its da
 CatalogOption = Annotated[str, typer.Option(
     help="The OpenSearch catalog's stand-in: sqlite (embedded) or opensearch (osmem); a stack with catalog.kind s3 "
          "runs its S3 catalog as declared.")]
+UserOption = Annotated[str | None, typer.Option(
+    help="A stack with client.users: whose own cluster (the kernel their notebook would have).")]
 SizeOption = Annotated[int, typer.Option(help="Sample data size factor (1: small enough for 2 cores).")]
 RunningStackOption = Annotated[str | None, typer.Option(
     "--stack", help="The stack you expect to find running there (refused if another stack runs).")]
@@ -78,8 +80,12 @@ def _fail(error: Exception) -> typer.Exit:
 
 def _print_state(state: PlatformState) -> None:
     table = Table(title=f"local platform (stack {state.stack})", show_header=False)
-    table.add_row("scheduler", state.scheduler_address)
-    table.add_row("dashboard", state.dashboard_url)
+    if state.scheduler_address:
+        table.add_row("scheduler", state.scheduler_address)
+        table.add_row("dashboard", state.dashboard_url)
+    for user, cluster in sorted(state.users.items()):  # client.users: started when they connect
+        table.add_row(f"{user}'s scheduler", f"{cluster['scheduler_address']}, dashboard {cluster['dashboard_url']}: "
+                      f"started by `dr.connect()` after `eval \"$(python -m local_platform env --user {user})\"`")
     table.add_row("catalog", state.catalog)
     for region, endpoint in state.s3_endpoints.items():
         table.add_row(f"AWS emulation {region}", endpoint)
@@ -150,7 +156,12 @@ def demo(stack: StackOption = "dev", state_dir: StateOption = Path("state"), cat
          scale_in_window: WindowOption = DEMO_SCALE_IN_WINDOW) -> None:
     """`up`, the reference analysis with its audit and a plot, the pools shrinking to their minimum after it,
     then `down`."""
-    _config(stack)
+    if users := [user.name for user in _config(stack).client.users]:
+        console.print(f"stack {stack!r} declares client.users ({', '.join(users)}): each user computes on a cluster "
+                      "of their own, which the demo does not choose for them. Fix: `python -m local_platform up "
+                      f"--stack {stack}`, then as each user `eval \"$(python -m local_platform env --user <name>)\"` "
+                      "and `dr.connect()` (docs/local-platform.md: users)", style="red")
+        raise typer.Exit(2)
     try:
         platform = LocalPlatform(stack, state_dir, catalog=catalog, size=size,
                                  overrides=overrides(stack, idle_timeout_minutes, scale_in_window))
@@ -216,12 +227,18 @@ def down(stack: RunningStackOption = None, state_dir: StateOption = Path("state"
 
 
 @app.command()
-def env(stack: RunningStackOption = None, state_dir: StateOption = Path("state")) -> None:
-    """Shell exports that let a Dask client or notebook reach the running platform (mutual TLS)."""
+def env(stack: RunningStackOption = None, state_dir: StateOption = Path("state"), user: UserOption = None) -> None:
+    """Shell exports that let a Dask client or notebook reach the running platform (mutual TLS); on a stack with
+    client.users, as that user's own notebook kernel (their cluster, certificate, role and logs)."""
     state = _running(state_dir, stack)
     if state is None:
         console.print(f"no platform is running from {state_dir}", style="red")
         raise typer.Exit(1)
+    try:
+        state = state.for_user(user)
+    except UnknownUserError as error:
+        console.print(escape(str(error)), style="red")
+        raise typer.Exit(2) from None
     for name, value in state.client_environment().items():
         print(f"export {name}={shlex.quote(value)}")
 

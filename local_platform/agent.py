@@ -27,14 +27,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from local_platform.function_url import FUNCTION_URL, URL_CONFIG, LocalBroker, local_broker
 from local_platform.json_http import JsonHandler
-from local_platform.state import HISTORY_FILE, SIZES_FILE, PlatformState, read_twin
+from local_platform.state import HISTORY_FILE, SIZES_FILE, PlatformState, read_twin, size_key
 from stackconfig import PROJECT_DIR
 
 STOP_GRACE_SECONDS = 30.0  # a stopping task drains first; ECS's stop timeout plays this part in AWS
@@ -61,6 +63,13 @@ class TaskSpec:
     # a fixed service whose desired count is set through ECS (a scheduler that stops when idle): its region, cluster,
     # service and the AWS emulation holding it; None: its declared count
     ecs: dict[str, str] | None = None
+    user: str | None = None  # whose cluster (client.users): its pool follows that user's scheduler's demand
+    # a user's pool: its scaling target (region, endpoint, resource_id), whose maximum the broker sets
+    target: dict[str, str] | None = None
+
+    @property
+    def size_key(self) -> str:
+        return size_key(self.pool or "", self.user)
 
 
 @dataclass
@@ -79,6 +88,7 @@ class Agent:
     tasks: dict[str, list[Task]] = field(default_factory=dict)
     restarts: dict[str, int] = field(default_factory=dict)
     ecs_counts: dict[str, int] = field(default_factory=dict)  # service -> the desired count last read through ECS
+    maxima: dict[str, int] = field(default_factory=dict)  # a user's pool -> the maximum last read (the broker's)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -86,20 +96,22 @@ class Agent:
         with self._lock:
             return next((t for tasks in self.tasks.values() for t in tasks if t.id == task_id), None)
 
-    def step(self, demand: dict[str, dict[str, Any]] | None) -> dict[str, int]:
-        """Bring every service to its desired count; returns the running (not stopping) tasks of each pool.
-        `demand` is None while the scheduler cannot be asked: pools then keep their size."""
+    def step(self, demand: Mapping[str | None, dict[str, dict[str, Any]] | None]) -> dict[str, int]:
+        """Bring every service to its desired count; returns the running (not stopping) tasks of each pool (by
+        `size_key`). `demand`: each scheduler's figures, by its user (None: the team's); a scheduler's are None, or
+        missing, while it cannot be asked: its pools then keep their size."""
         sizes = {}
         for spec in self.services:
             current = self._reap(spec)
             active = [t for t in current if t.stopping_since is None]
+            figures = demand.get(spec.user)
             if spec.pool is None:
                 wanted = self._desired(spec, len(active))
-            elif demand is None:
+            elif figures is None:
                 wanted = max(len(active), spec.minimum)
             else:
-                figure = int(demand.get(spec.pool, {}).get("desired_tasks", 0))
-                wanted = min(max(figure, spec.minimum), spec.maximum)
+                figure = int(figures.get(spec.pool, {}).get("desired_tasks", 0))
+                wanted = min(max(figure, spec.minimum), self._maximum(spec))
             for _ in range(wanted - len(active)):
                 self._start(spec)  # joins `current`, the service's task list
             surplus = len(active) - wanted
@@ -107,12 +119,27 @@ class Agent:
             for task in [t for t in reversed(active) if t.protected_until <= now][:max(surplus, 0)]:
                 self._stop(task)
             if spec.pool is not None:
-                sizes[spec.pool] = len([t for t in current if t.stopping_since is None])
+                sizes[spec.size_key] = len([t for t in current if t.stopping_since is None])
         return sizes
 
-    def scheduler_running(self) -> bool:
-        return any(t.process.poll() is None and t.stopping_since is None
-                   for s in self.services if s.pool is None for t in self.tasks.get(s.service, []))
+    def scheduler_running(self, user: str | None = None) -> bool:
+        return any(t.process.poll() is None and t.stopping_since is None for s in self.services
+                   if s.pool is None and s.user == user for t in self.tasks.get(s.service, []))
+
+    def _maximum(self, spec: TaskSpec) -> int:
+        """A pool's maximum: its local bound, and for a user's pool what its scaling target holds now (the broker
+        sets it); while that cannot be read, the last maximum read, at first the local bound."""
+        if spec.target is None:
+            return spec.maximum
+        target = spec.target
+        known = self.maxima.get(spec.service, spec.maximum)
+        try:
+            found = _client("application-autoscaling", target["region"], target["endpoint"]).describe_scalable_targets(
+                ServiceNamespace="ecs", ResourceIds=[target["resource_id"]])["ScalableTargets"]
+            self.maxima[spec.service] = min(spec.maximum, int(found[0]["MaxCapacity"]))
+        except Exception as error:
+            print(f"agent: cannot read {spec.service}'s maximum ({error}); keeping {known}", flush=True)
+        return self.maxima.get(spec.service, known)
 
     def _desired(self, spec: TaskSpec, running: int) -> int:
         """A fixed service's count: declared, or what its ECS service is set to now; while that cannot be read
@@ -122,7 +149,7 @@ class Agent:
         ecs = spec.ecs
         known = self.ecs_counts.get(spec.service, spec.minimum)
         try:
-            client = _ecs_client(ecs["region"], ecs["endpoint"])
+            client = _client("ecs", ecs["region"], ecs["endpoint"])
             found = client.describe_services(cluster=ecs["cluster"], services=[ecs["service"]])["services"]
             wanted = int(found[0]["desiredCount"])
         except Exception as error:
@@ -155,7 +182,7 @@ class Agent:
         environment["ECS_CONTAINER_METADATA_URI_V4"] = f"{self.endpoint}/v4/{task_id}"
         environment["ECS_AGENT_URI"] = f"{self.endpoint}/agent/{task_id}"
         Path(spec.task_root.replace("{task}", task_id)).mkdir(parents=True, exist_ok=True, mode=0o700)
-        with (self.log_dir / f"{spec.log_name}-{task_id}.log").open("wb") as log:
+        with (self.log_dir / f"{spec.log_name}-{task_id}.log").open("wb") as log:  # a user's: their directory
             process = subprocess.Popen([sys.executable, str(ENTRYPOINT), *spec.arguments], stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=environment)
         print(f"agent: started task {task_id} of {spec.service} (pid {process.pid})", flush=True)
@@ -185,23 +212,28 @@ class Agent:
 
 
 @functools.cache
-def _ecs_client(region: str, endpoint: str) -> Any:
+def _client(service: str, region: str, endpoint: str) -> Any:
     """One client of a region's AWS emulation for the agent's whole life (it asks every step), with short bounds: a
     slow answer must not hold up the loop that keeps every service running."""
     import boto3
     from botocore.config import Config
 
-    return boto3.client("ecs", region_name=region, endpoint_url=endpoint, aws_access_key_id="local",
+    return boto3.client(service, region_name=region, endpoint_url=endpoint, aws_access_key_id="local",
                         aws_secret_access_key="local",
                         config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}))
 
 
-def _serve(agent: Agent, region_of: dict[str, str]) -> ThreadingHTTPServer:
+def _serve(agent: Agent, region_of: dict[str, str], port: int = 0,
+           broker: LocalBroker | None = None) -> ThreadingHTTPServer:
     """The task metadata endpoint (`/v4/<task>/task`) and the agent's protection endpoint
-    (`/agent/<task>/task-protection/v1/state`), on loopback."""
+    (`/agent/<task>/task-protection/v1/state`), on loopback; with client.users, the cluster broker's function URL
+    and its URL's lookup (local_platform.function_url)."""
 
     class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if broker is not None and (lookup := URL_CONFIG.match(self.path.split("?")[0])):
+                self._reply(*broker.url_config(lookup.group(1), f"http://127.0.0.1:{port}"))
+                return
             parts = self.path.strip("/").split("/")
             task = agent.find(parts[1]) if len(parts) == 3 and parts[0] == "v4" and parts[2] == "task" else None
             if task is None:
@@ -210,6 +242,20 @@ def _serve(agent: Agent, region_of: dict[str, str]) -> ThreadingHTTPServer:
             service = next((s for s, tasks in agent.tasks.items() if task in tasks), "")
             region = region_of.get(service, "")
             self._reply(200, {"TaskARN": f"arn:aws:ecs:{region}:000000000000:task/local/{task.id}"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            called = FUNCTION_URL.match(self.path.split("?")[0])
+            if broker is None or called is None:
+                self._reply(404, {"error": "no such function URL"})
+                return
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
+            status, answer = broker.request(called.group(1), dict(self.headers.items()), body)
+            data = answer.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def do_PUT(self) -> None:  # noqa: N802
             parts = self.path.strip("/").split("/")
@@ -222,7 +268,8 @@ def _serve(agent: Agent, region_of: dict[str, str]) -> ThreadingHTTPServer:
             task.protected_until = time.monotonic() + minutes * 60
             self._reply(200, {"protection": {"ProtectionEnabled": bool(minutes), "ExpiresInMinutes": minutes}})
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    port = int(server.server_address[1])
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -245,7 +292,7 @@ def current_sizes(state_dir: Path) -> dict[str, int]:
 
 
 class Demand:
-    """The scheduler's demand figures, through a client that is made again after the scheduler restarted."""
+    """A scheduler's demand figures, through a client that is made again after the scheduler restarted."""
 
     def __init__(self, state: PlatformState) -> None:
         self.state = state
@@ -290,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     twin = read_twin(state_dir)
     services = [TaskSpec(**s) for s in twin["services"]]
     agent = Agent(services, state_dir / "logs")
-    server = _serve(agent, {s.service: s.region for s in services})
+    broker = local_broker(twin.get("broker"))
+    port = int(str(twin.get("agent_endpoint") or ":0").rsplit(":", 1)[1])
+    server = _serve(agent, {s.service: s.region for s in services}, port, broker)
     agent.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     schedules = Schedules(twin, state_dir, datetime.now(UTC))
 
@@ -299,11 +348,11 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    demand = Demand(state)
+    # Each scheduler's demand (the team's, or each user's), read while it runs.
+    demands = {user: Demand(state.for_user(user)) for user in sorted({s.user for s in services if s.pool}, key=str)}
     previous: dict[str, int] | None = None
-    pools = [s for s in services if s.pool]
     try:
-        sizes = agent.step(None)  # the scheduler's task first; pools start at their minimum
+        sizes = agent.step({})  # the schedulers' tasks first; pools start at their minimum
         while True:
             if sizes != previous:
                 (state_dir / SIZES_FILE).write_text(json.dumps(sizes))
@@ -312,14 +361,19 @@ def main(argv: list[str] | None = None) -> int:
                 previous = sizes
             time.sleep(float(twin["interval"]))
             schedules.fire_due(datetime.now(UTC))
-            # No scheduler task (stopped when idle): no figures to read, and the pools keep their size, as in AWS.
-            sizes = agent.step((demand.read() if agent.scheduler_running() else None) if pools else {})
+            if broker is not None and (warnings := broker.fire_due()) is not None:
+                print(f"agent: the cluster broker's schedule shared the regions again; warnings: {warnings}",
+                      flush=True)
+            # No scheduler task (stopped when idle): no figures to read, and its pools keep their size, as in AWS.
+            sizes = agent.step({user: demand.read() if agent.scheduler_running(user) else None
+                                for user, demand in demands.items()})
     except Stopping:
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stopping already
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        demand.close()
+        for demand in demands.values():
+            demand.close()
         agent.stop_all()
         schedules.stop()
         server.shutdown()

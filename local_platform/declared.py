@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from catalog_sync.environment import CATALOG_ENDPOINT, DATASET
+from cluster_broker import SETTINGS_VARIABLE as BROKER_SETTINGS
 from components.dask_tls import ROLE_USES, SECRET_ENVIRONMENT
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ RUN = {
     DOMAIN: "the catalog stand-in (SQLite, or osmem with --catalog opensearch)",
     DISCOVERY_NAMESPACE: "the scheduler's private name resolves to its loopback address",
     DISCOVERY_SERVICE: "the scheduler's private name resolves to its loopback address",
+    "aws:lambda/functionUrl:FunctionUrl": "served by the local agent, which runs the cluster broker's handler",
     BUCKET: "created in its region's AWS emulation (moto): the reference sets are written and read there; the "
             "assets and log buckets stay empty (the twin installs from this checkout and logs to files)",
 }
@@ -124,6 +126,8 @@ UNRUN = {
     "tls:index/locallySignedCert:LocallySignedCert": "TLS material is generated for each run, in the declared shape",
 }
 COMPONENT_PREFIX = "crossregiondask:index:"
+BROKER_RUN = ("the cluster broker: its handler answers the function URL the local agent serves (the caller's role "
+              "named by its access key: no IAM here) and its rate() schedule, against the AWS emulations")
 UNINVOKED_FUNCTION = "invoked at deploy only (catalog access roles): the catalog stand-in has no security plugin"
 
 
@@ -147,6 +151,12 @@ LOCAL_SIZES = LocalSizes()
 class SecretRef:
     role: str  # the Dask TLS role whose material the secret holds
     field: str  # the JSON key ECS reads from it
+    user: str | None = None  # whose cluster's CA issued it (client.users); None: the team's
+
+    @property
+    def material(self) -> str:
+        """The key of its material in `platform.role_secrets`: the role, or `<role>-<user>` for a user's cluster."""
+        return self.role if self.user is None else f"{self.role}-{self.user}"
 
 
 @dataclass(frozen=True)
@@ -166,6 +176,8 @@ class Container:
     max_tasks: int
     scaled: bool  # whether an Application Auto Scaling target moves its desired count
     log_group: str  # its awslogs group
+    user: str | None = None  # whose cluster it belongs to (its `user` tag, client.users); None: the team's
+    scaling_resource: str = ""  # its scaling target's `service/<cluster>/<service>`, when scaled
 
     def flag(self, name: str) -> str | None:
         """The value after a `--flag` of the command, if given."""
@@ -220,6 +232,11 @@ class Deployment:
     scheduler_names: list[str] = field(default_factory=list)  # private DNS names that mean the scheduler
     catalog_endpoints: list[str] = field(default_factory=list)  # the domain's endpoints (https://...)
     log_names: dict[str, str] = field(default_factory=dict)  # log group -> the name `get_logs()` gives it
+    # client.users: private DNS name of each user's scheduler -> the user (the team's scheduler's is not here)
+    scheduler_users: dict[str, str] = field(default_factory=dict)
+    users: dict[str, dict[str, Any]] = field(default_factory=dict)  # the `userClusters` output, by user
+    broker: Function | None = None  # the cluster broker (client.users): its function URL is served locally
+    broker_schedules: list[Schedule] = field(default_factory=list)  # what invokes it on a rate
     unrun: dict[str, list[str]] = field(default_factory=dict)  # reason -> resource names
     run: dict[str, list[str]] = field(default_factory=dict)  # what it runs as -> resource names
 
@@ -245,8 +262,13 @@ class Deployment:
         return sorted(linked | listed)
 
     def scheduler(self) -> Container:
+        """The team's scheduler (a stack without client.users)."""
         (scheduler,) = [c for c in self.containers if c.command[:1] == ["scheduler"]]
         return scheduler
+
+    def schedulers(self) -> dict[str | None, Container]:
+        """Every scheduler, by its user (None: the team's)."""
+        return {c.user: c for c in self.containers if c.command[:1] == ["scheduler"]}
 
     def pools(self) -> list[Container]:
         return [c for c in self.containers if c.command[:1] == ["worker"]]
@@ -268,17 +290,21 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _secret_roles(graph: Graph) -> dict[str, str]:
-    """Secret ARN -> the TLS role it holds (`<component>-<role>-<region>`, components/dask_tls.py)."""
+def _secret_roles(graph: Graph, users: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Secret ARN -> the TLS role it holds and whose CA issued it (`<component>-<role>-<region>`, or
+    `<component>-<role>-<user>-<region>` for a user's cluster: components/dask_tls.py)."""
     roles = {}
     for secret in graph.of_type(SECRET):
         for role in ROLE_USES:
-            if secret.name.endswith(f"-{role}-{secret.region}"):
-                roles[str(secret.outputs["arn"])] = role
+            for user in [None, *users]:
+                if secret.name.endswith(f"-{role}-{secret.region}" if user is None
+                                        else f"-{role}-{user}-{secret.region}"):
+                    roles[str(secret.outputs["arn"])] = (role, user)
     return roles
 
 
-def _secrets(container: Mapping[str, Any], roles: Mapping[str, str], where: str) -> dict[str, SecretRef]:
+def _secrets(container: Mapping[str, Any], roles: Mapping[str, tuple[str, str | None]],
+             where: str) -> dict[str, SecretRef]:
     fields = {variable: name for name, variable in SECRET_ENVIRONMENT.items()}
     found = {}
     for secret in container.get("secrets", []):
@@ -289,11 +315,12 @@ def _secrets(container: Mapping[str, Any], roles: Mapping[str, str], where: str)
         if full not in roles or fields.get(secret["name"]) != key:
             raise DeclarationError(f"{where}: secret {secret['name']} from {secret['valueFrom']} is not a Dask TLS "
                                    "field the twin can generate (components/dask_tls.py)")
-        found[secret["name"]] = SecretRef(roles[full], key)
+        role, user = roles[full]
+        found[secret["name"]] = SecretRef(role, key, user)
     return found
 
 
-def _container(graph: Graph, service: RecordedResource, roles: Mapping[str, str],
+def _container(graph: Graph, service: RecordedResource, roles: Mapping[str, tuple[str, str | None]],
                definitions: Mapping[str, RecordedResource]) -> Container:
     task = definitions[str(service.inputs["taskDefinition"])]
     containers = _json(task.inputs["containerDefinitions"])
@@ -313,7 +340,9 @@ def _container(graph: Graph, service: RecordedResource, roles: Mapping[str, str]
         mounts={m["containerPath"]: volumes[m["sourceVolume"]] for m in container.get("mountPoints", [])},
         tmpfs=[t["containerPath"] for t in container.get("linuxParameters", {}).get("tmpfs", [])],
         essential=bool(container.get("essential", True)), min_tasks=low, max_tasks=high, scaled=bool(target),
-        log_group=str(container.get("logConfiguration", {}).get("options", {}).get("awslogs-group", "")))
+        log_group=str(container.get("logConfiguration", {}).get("options", {}).get("awslogs-group", "")),
+        user=(service.inputs.get("tags") or {}).get("user"),
+        scaling_resource=str(target[0].inputs["resourceId"]) if target else "")
 
 
 def _function(resource: RecordedResource) -> Function:
@@ -329,7 +358,10 @@ def _classify(graph: Graph, deployment: Deployment) -> None:
     for resource in graph.resources:
         if resource.type.startswith(COMPONENT_PREFIX):
             continue
-        if resource.type == FUNCTION and str(resource.outputs["arn"]) not in deployment.functions:
+        if deployment.broker is not None and resource.type == FUNCTION and \
+                str(resource.outputs["arn"]) == deployment.broker.arn:
+            deployment.run.setdefault(BROKER_RUN, []).append(resource.name)
+        elif resource.type == FUNCTION and str(resource.outputs["arn"]) not in deployment.functions:
             deployment.unrun.setdefault(UNINVOKED_FUNCTION, []).append(resource.name)
         elif resource.type in RUN:
             deployment.run.setdefault(RUN[resource.type], []).append(resource.name)
@@ -342,14 +374,8 @@ def _classify(graph: Graph, deployment: Deployment) -> None:
 
 def read_deployment(graph: Graph) -> Deployment:
     """The runnable part of a recorded graph, with the rest listed by reason."""
-    if graph.outputs.get("userClusters"):
-        raise DeclarationError(
-            f"stack {graph.stack!r} declares client.users ({', '.join(sorted(graph.outputs['userClusters']))}): the "
-            "local platform runs one cluster, the team's; each user's own cluster is proven on the graph and against "
-            "the AWS emulation (tests/test_users.py, tests/test_cluster_broker.py), not run here yet. Fix: run a "
-            "stack without client.users locally")
-    deployment = Deployment(graph.stack)
-    roles = _secret_roles(graph)
+    deployment = Deployment(graph.stack, users=dict(graph.outputs.get("userClusters") or {}))
+    roles = _secret_roles(graph, sorted(deployment.users))
     definitions = {str(t.outputs["arn"]): t for t in graph.of_type(TASK_DEFINITION)}
     deployment.containers = [_container(graph, s, roles, definitions) for s in graph.of_type(SERVICE)]
     deployment.machines = {str(m.outputs["arn"]): StateMachine(str(m.region), str(m.outputs["arn"]),
@@ -357,9 +383,16 @@ def read_deployment(graph: Graph) -> Deployment:
                            for m in graph.of_type(STATE_MACHINE)}
     invoked = json.dumps([m.definition for m in deployment.machines.values()])
     deployment.functions = {f.arn: f for f in map(_function, graph.of_type(FUNCTION)) if f.arn in invoked}
-    deployment.schedules = [Schedule(s.name, str(s.region), str(s.inputs["scheduleExpression"]),
-                                     str(s.inputs["target"]["arn"]), _json(s.inputs["target"].get("input") or "{}"))
-                            for s in graph.of_type(SCHEDULE)]
+    brokers = [f for f in map(_function, graph.of_type(FUNCTION)) if BROKER_SETTINGS in f.environment]
+    deployment.broker = brokers[0] if brokers else None
+    schedules = [Schedule(s.name, str(s.region), str(s.inputs["scheduleExpression"]),
+                          str(s.inputs["target"]["arn"]), _json(s.inputs["target"].get("input") or "{}"))
+                 for s in graph.of_type(SCHEDULE)]
+    deployment.schedules = [s for s in schedules if s.target in deployment.machines]
+    deployment.broker_schedules = [s for s in schedules if deployment.broker and s.target == deployment.broker.arn]
+    if unknown := [s.name for s in schedules if s not in deployment.schedules + deployment.broker_schedules]:
+        raise DeclarationError(f"schedules {', '.join(unknown)} target neither a state machine nor the cluster broker: "
+                               "the twin cannot fire them; teach local_platform/declared.py what they run")
     deployment.associations = [Association(str(a.region), str(a.inputs["fileSystemId"]),
                                            str(a.inputs["fileSystemPath"]), str(a.inputs["dataRepositoryPath"]))
                                for a in graph.of_type(ASSOCIATION)]
@@ -367,9 +400,15 @@ def read_deployment(graph: Graph) -> Deployment:
                              for p in graph.of_type(PARAMETER)]
     deployment.buckets = [(str(b.region), str(b.outputs["bucket"])) for b in graph.of_type(BUCKET)]
     namespaces = {str(n.id): str(n.inputs["name"]) for n in graph.of_type(DISCOVERY_NAMESPACE)}
-    deployment.scheduler_names = [f"{s.inputs['name']}.{namespaces[str(s.inputs['dnsConfig']['namespaceId'])]}"
-                                  for s in graph.of_type(DISCOVERY_SERVICE)]
-    deployment.log_names = {str(where["group"]): name for name, where in graph.outputs.get("logGroups", {}).items()}
+    for service in graph.of_type(DISCOVERY_SERVICE):
+        name = f"{service.inputs['name']}.{namespaces[str(service.inputs['dnsConfig']['namespaceId'])]}"
+        deployment.scheduler_names.append(name)
+        if user := (service.inputs.get("tags") or {}).get("user"):
+            deployment.scheduler_users[name] = str(user)
+    deployment.log_names = {str(where["group"]): name
+                            for name, where in (graph.outputs.get("logGroups") or {}).items()}
+    for user, cluster in deployment.users.items():  # a user's logs: a directory of their own
+        deployment.log_names |= {str(where["group"]): f"{user}/{name}" for name, where in cluster["logGroups"].items()}
     deployment.catalog_endpoints = [f"https://{d.outputs['endpoint']}" for d in graph.of_type(DOMAIN)]
     _classify(graph, deployment)
     return deployment

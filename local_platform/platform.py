@@ -26,6 +26,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from cluster_broker import SETTINGS_VARIABLE as BROKER_SETTINGS
+from cluster_broker import Settings
 from dask_regions.startup import STOP_LINE
 from local_platform.data import create_bucket, publish, sample_kind, write_cmip6_like, write_era5_like
 from local_platform.declared import (
@@ -48,6 +50,7 @@ from local_platform.state import (
     SYNC_HISTORY_FILE,
     TWIN_FILE,
     PlatformState,
+    size_key,
 )
 from local_platform.tls import LocalTls, create_local_tls
 from platform_facts import (
@@ -202,12 +205,14 @@ def _aws(region: str, endpoint: str) -> dict[str, str]:
 
 
 def local_arguments(container: Container, deployment: Deployment, scheduler_port: int, dashboard_port: int, *,
-                    scheduler_host: str = "127.0.0.1", worker_contact: str | None = None) -> list[str]:
+                    scheduler_host: str = "127.0.0.1", worker_contact: str | None = None,
+                    scheduler_ports: Mapping[str, int] | None = None) -> list[str]:
     """The declared command with this machine's addresses and the local sizes: services listen on loopback on free
     ports, the scheduler's private name is its address here (`scheduler_host`), a task runs
     LOCAL_SIZES.workers_per_task worker processes, and workers' fixed port ranges (for security groups) are left to
     the OS. `worker_contact` (`host:port`): a worker that listens on loopback at that port but is reached at that
-    address (the WAN benchmark's regions, each behind its proxy)."""
+    address (the WAN benchmark's regions, each behind its proxy). `scheduler_ports` (client.users: each user's
+    scheduler's private name -> its port here): a name there means that scheduler, not `scheduler_port`'s."""
     replaced = {"--port": str(scheduler_port), "--dashboard-address": f"127.0.0.1:{dashboard_port}",
                 "--nworkers": str(LOCAL_SIZES.workers_per_task)}
     dropped = {"--worker-port", "--nanny-port"}
@@ -222,8 +227,9 @@ def local_arguments(container: Container, deployment: Deployment, scheduler_port
         if argument in replaced:
             next(command)
             arguments.append(replaced[argument])
-    here = f"{scheduler_host}:{scheduler_port}"
-    arguments = [next((a.replace(n, here) for n in names if n in a), a) for a in arguments]
+    here = {name: f"{scheduler_host}:{scheduler_port}" for name in names}
+    here |= {f"{name}:{SCHEDULER_PORT}": f"{scheduler_host}:{port}" for name, port in (scheduler_ports or {}).items()}
+    arguments = [next((a.replace(n, there) for n, there in here.items() if n in a), a) for a in arguments]
     if worker_contact and arguments[:1] == ["worker"]:
         port = worker_contact.rsplit(":", 1)[1]
         arguments += ["--listen-address", f"tls://127.0.0.1:{port}", "--contact-address", f"tls://{worker_contact}"]
@@ -234,9 +240,11 @@ def local_arguments(container: Container, deployment: Deployment, scheduler_port
     return arguments
 
 
-def role_secrets(tls: LocalTls) -> dict[str, dict[str, str]]:
-    """Each TLS role's secret in the declared shape (JSON fields ca, cert, key), generated for this run."""
-    return {role: {"ca": tls.ca.read_text(), "cert": files.cert.read_text(), "key": files.key.read_text()}
+def role_secrets(tls: LocalTls, user: str | None = None) -> dict[str, dict[str, str]]:
+    """Each TLS role's secret in the declared shape (JSON fields ca, cert, key), generated for this run; keyed by
+    `SecretRef.material` (a user's cluster's: `<role>-<user>`)."""
+    suffix = f"-{user}" if user else ""
+    return {role + suffix: {"ca": tls.ca.read_text(), "cert": files.cert.read_text(), "key": files.key.read_text()}
             for role, files in tls.roles.items()}
 
 
@@ -254,7 +262,7 @@ def task_environment(container: Container, secrets: Mapping[str, Mapping[str, st
     if DEMAND_POOLS in environment:
         environment[DEMAND_POOLS] = sized_demand_pools(environment[DEMAND_POOLS])
     for variable, reference in container.secrets.items():
-        environment[variable] = secrets[reference.role][reference.field]
+        environment[variable] = secrets[reference.material][reference.field]
     environment.setdefault("DASK_TLS_DIR", str(task_root / "dask-tls"))
     for path, host in container.mounts.items():
         if path == host == READ_CACHE_MOUNT:  # storage `s3`: the host's read cache, a directory of the region's
@@ -316,6 +324,10 @@ class LocalPlatform:
         state = PlatformState(stack=self.stack, state_dir=str(self.state_dir), catalog="",
                               tls_dir=str(self.state_dir / "tls"))
         create_local_tls(Path(state.tls_dir))
+        for user in deployment.users:  # each user's cluster has a CA of its own (components/dask_tls.py)
+            create_local_tls(Path(state.tls_dir) / user)
+            state.users[user] = {"tls_dir": str(Path(state.tls_dir) / user)}
+            (self.state_dir / "logs" / user).mkdir()
         state.save()
         try:
             self._start(state, deployment)
@@ -348,15 +360,24 @@ class LocalPlatform:
         for region, dataset in deployment.datasets():
             self._publish_dataset(state, region, dataset)
 
-        scheduler_port, dashboard_port = free_port(), free_port()
-        state.scheduler_address = f"tls://127.0.0.1:{scheduler_port}"
-        state.dashboard_url = f"http://127.0.0.1:{dashboard_port}/status"
-        twin = self._twin(state, deployment, scheduler_port, dashboard_port)
+        ports = {user: (free_port(), free_port()) for user in deployment.schedulers()}
+        for user, (port, dashboard) in ports.items():
+            where = {"scheduler_address": f"tls://127.0.0.1:{port}",
+                     "dashboard_url": f"http://127.0.0.1:{dashboard}/status"}
+            if user is None:
+                state.scheduler_address, state.dashboard_url = where["scheduler_address"], where["dashboard_url"]
+            else:
+                state.users[user] |= where
+        state.agent_endpoint = f"http://127.0.0.1:{free_port()}"
+        twin = self._twin(state, deployment, ports)
         (self.state_dir / TWIN_FILE).write_text(json.dumps(twin, indent=1))
-        state.pools = [s["pool"] for s in twin["services"] if s["pool"]]
+        state.pools = [size_key(s["pool"], s["user"]) for s in twin["services"] if s["pool"]]
         self._spawn(state, "agent", [sys.executable, "-m", "local_platform.agent", "--state-dir",
                                      str(self.state_dir)])
-        self._wait_for_scheduler(state, scheduler_port, dashboard_port)
+        if deployment.users:  # each user's scheduler starts when they connect (the broker sets it going)
+            self._wait_for_agent(state)
+        else:
+            self._wait_for_scheduler(state, *ports[None])
         self.report("running the first catalog sync of each worker region (the declared at() schedules)")
         self._first_syncs(twin)
         state.save()
@@ -378,12 +399,13 @@ class LocalPlatform:
             state.catalog = f"sqlite:///{self.state_dir / CATALOG_FILE}"
 
     # -------------------------------------------------------------------------- the twin's declaration
-    def _twin(self, state: PlatformState, deployment: Deployment, scheduler_port: int,
-              dashboard_port: int) -> dict[str, Any]:
+    def _twin(self, state: PlatformState, deployment: Deployment,
+              ports: Mapping[str | None, tuple[int, int]]) -> dict[str, Any]:
         """Everything the agent runs, resolved for this machine (`<state>/twin.json`)."""
         secrets = role_secrets(state.tls)
-        services = [self._task_spec(state, deployment, c, secrets, scheduler_port, dashboard_port)
-                    for c in deployment.containers]
+        for user in deployment.users:
+            secrets |= role_secrets(state.for_user(user).tls, user)
+        services = [self._task_spec(state, deployment, c, secrets, ports) for c in deployment.containers]
         stand_ins: dict[str, StandIn] = {}
         for association in deployment.associations:
             stand_in = stand_ins.setdefault(association.file_system_id, StandIn(self._fsx_root(association.region), {}))
@@ -391,7 +413,12 @@ class LocalPlatform:
         file_systems = json.dumps({k: v.to_json() for k, v in stand_ins.items()})
         functions = {arn: {"name": f.name, "handler": f.handler, "environment": self._function_environment(
             state, deployment, f.region, f.environment, file_systems)} for arn, f in deployment.functions.items()}
+        broker = deployment.broker
         return {"stack": deployment.stack, "interval": AGENT_INTERVAL, "services": services,
+                "agent_endpoint": state.agent_endpoint,
+                "broker": {"name": broker.name, "region": broker.region,
+                           "settings": broker.environment[BROKER_SETTINGS], "endpoints": state.s3_endpoints,
+                           "schedules": [asdict(s) for s in deployment.broker_schedules]} if broker else None,
                 "functions": functions, "machines": {arn: m.definition for arn, m in deployment.machines.items()},
                 "schedules": [asdict(s) for s in deployment.schedules],
                 "run": deployment.run, "unrun": deployment.unrun}
@@ -400,17 +427,22 @@ class LocalPlatform:
         return self.state_dir / "fsx" / region
 
     def _task_spec(self, state: PlatformState, deployment: Deployment, container: Container,
-                   secrets: Mapping[str, Mapping[str, str]], scheduler_port: int,
-                   dashboard_port: int) -> dict[str, Any]:
+                   secrets: Mapping[str, Mapping[str, str]],
+                   ports: Mapping[str | None, tuple[int, int]]) -> dict[str, Any]:
         task_root = self.state_dir / "tasks" / "{task}"
         environment = task_environment(container, secrets, task_root, self.state_dir,
                                        state.s3_endpoints[container.region], self._fsx_root(container.region),
                                        self.state_dir / "read-cache" / container.region)
         pool = container.flag("--resources")
         ecs = _on_demand(container)
-        return {"service": container.service, "region": container.region,
+        scheduler_ports = {name: ports[user][0] for name, user in deployment.scheduler_users.items()}
+        # A user's pool's maximum is what the broker sets on its scaling target (within the local sizes).
+        target = ({"region": container.region, "endpoint": state.s3_endpoints[container.region],
+                   "resource_id": container.scaling_resource} if container.user and container.scaled else None)
+        return {"service": container.service, "region": container.region, "user": container.user, "target": target,
                 "ecs": {**ecs, "endpoint": state.s3_endpoints[ecs["region"]]} if ecs else None,
-                "arguments": local_arguments(container, deployment, scheduler_port, dashboard_port),
+                "arguments": local_arguments(container, deployment, *ports[container.user],
+                                             scheduler_ports=scheduler_ports),
                 "environment": environment, "minimum": min(container.min_tasks, LOCAL_SIZES.tasks(container.max_tasks)),
                 "maximum": LOCAL_SIZES.tasks(container.max_tasks) if container.scaled else container.max_tasks,
                 "pool": pool.split("=", 1)[0] if pool and container.scaled else None, "task_root": str(task_root),
@@ -427,17 +459,36 @@ class LocalPlatform:
     def _create_scheduler_services(self, state: PlatformState, deployment: Deployment) -> None:
         """A scheduler that stops when idle sets its own ECS service's desired count, and connect() sets it again:
         the service, as declared (region, cluster, name from its environment), is created in its region's AWS
-        emulation, where the agent reads its desired count as ECS would."""
+        emulation, where the agent reads its desired count as ECS would. With client.users, each user's pools too,
+        with their scaling targets as declared: the broker sets their maxima there, and the agent reads them."""
+        roles = ({name: entry.role for name, entry in Settings.from_json(
+            deployment.broker.environment[BROKER_SETTINGS]).users.items()} if deployment.broker else {})
         for container in deployment.containers:
-            if (ecs := _on_demand(container)) is None:
-                continue
-            client = self._client("ecs", state, ecs["region"])
-            client.create_cluster(clusterName=ecs["cluster"])
-            client.register_task_definition(family=ecs["service"], containerDefinitions=[
-                {"name": container.name, "image": "local", "memory": 512}])
-            client.create_service(cluster=ecs["cluster"], serviceName=ecs["service"], taskDefinition=ecs["service"],
-                                  desiredCount=container.min_tasks)
-            state.scheduler_service = {**ecs, "endpoint": state.s3_endpoints[ecs["region"]]}
+            if (ecs := _on_demand(container)) is not None:
+                self._create_service(state, container, ecs["region"], ecs["cluster"], ecs["service"])
+                handle = {**ecs, "endpoint": state.s3_endpoints[ecs["region"]]}
+                if container.user is None:
+                    state.scheduler_service = handle
+                else:
+                    assert deployment.broker is not None, "a user's scheduler is started by the broker"
+                    state.users[container.user]["scheduler_service"] = {
+                        **handle, "broker": deployment.broker.name, "role": roles[container.user]}
+            elif container.user and container.scaled:
+                _, cluster, service = container.scaling_resource.split("/")
+                self._create_service(state, container, container.region, cluster, service)
+                self._client("application-autoscaling", state, container.region).register_scalable_target(
+                    ServiceNamespace="ecs", ResourceId=container.scaling_resource,
+                    ScalableDimension="ecs:service:DesiredCount", MinCapacity=container.min_tasks,
+                    MaxCapacity=container.max_tasks)
+
+    def _create_service(self, state: PlatformState, container: Container, region: str, cluster: str,
+                        service: str) -> None:
+        client = self._client("ecs", state, region)
+        client.create_cluster(clusterName=cluster)
+        client.register_task_definition(family=service, containerDefinitions=[
+            {"name": container.name, "image": "local", "memory": 512}])
+        client.create_service(cluster=cluster, serviceName=service, taskDefinition=service,
+                              desiredCount=container.min_tasks)
 
     # ------------------------------------------------------------------------ what AWS holds before the first sync
     def _client(self, service: str, state: PlatformState, region: str) -> Any:
@@ -516,9 +567,17 @@ class LocalPlatform:
                 raise PlatformError(f"the agent did not take charge of the pools; see {self._log('agent')}")
             time.sleep(0.1)
 
+    def _wait_for_agent(self, state: PlatformState) -> None:
+        """Until the agent has taken charge of the pools (it reports their sizes)."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not (self.state_dir / SIZES_FILE).exists():
+            if not _alive(state.processes["agent"]) or time.monotonic() > deadline:
+                raise PlatformError(f"the agent did not take charge of the pools; see {self._log('agent')}")
+            time.sleep(0.1)
+
     def _preload_failure(self) -> str | None:
         """The line a platform preload logged as it stopped its process, from any task's log."""
-        for log in sorted((self.state_dir / "logs").glob("*-local*.log")):
+        for log in sorted((self.state_dir / "logs").glob("**/*-local*.log")):
             for line in log.read_text(errors="replace").splitlines():
                 if STOP_LINE in line:
                     return f"{line.strip()} (see {log})"

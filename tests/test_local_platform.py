@@ -181,7 +181,7 @@ def test_a_bad_stack_file_fails_with_the_validation_messages(tmp_path: Path, sta
     assert not (tmp_path / "state" / "platform.json").exists()
 
 
-def test_a_stack_with_users_is_refused_naming_them_and_what_to_run_instead(tmp_path: Path) -> None:
+def test_the_demo_of_a_stack_with_users_is_refused_naming_them_and_what_to_run_instead(tmp_path: Path) -> None:
     import yaml
 
     raw = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
@@ -191,13 +191,14 @@ def test_a_stack_with_users_is_refused_naming_them_and_what_to_run_instead(tmp_p
     path = ROOT / f"Pulumi.{stack}.yaml"
     path.write_text(yaml.safe_dump(raw))
     try:
-        result = cli("up", "--stack", stack, "--state-dir", str(tmp_path / "state"))
+        result = cli("demo", "--stack", stack, "--state-dir", str(tmp_path / "state"))
     finally:
         path.unlink()
     text = " ".join((result.stdout + result.stderr).split())
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert f"stack '{stack}' declares client.users (ana): the local platform runs one cluster" in text, text
-    assert "Fix: run a stack without client.users locally" in text
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"stack '{stack}' declares client.users (ana): each user computes on a cluster of their own" in text, text
+    assert f'Fix: `python -m local_platform up --stack {stack}`, then as each user `eval "$(python -m ' \
+           'local_platform env --user <name>)"`' in text
     assert not (tmp_path / "state" / "platform.json").exists()
 
 

@@ -47,6 +47,28 @@ def test_every_declared_resource_is_run_or_listed_with_its_reason(shape: str) ->
     assert len(deployment.pools()) == len(graph.of_type("aws:appautoscaling/target:Target"))
 
 
+def test_a_stack_of_users_is_read_with_each_users_scheduler_pools_secrets_logs_and_the_broker() -> None:
+    from cluster_broker import SETTINGS_VARIABLE
+    from stackconfig import PROJECT_DIR, raw_stack_config
+
+    users = [{"name": "ana", "group": "climate"}, {"name": "bo", "group": "climate"}]
+    graph = synthesize("dev", {"client": {**raw_stack_config(PROJECT_DIR, "dev")[1]["client"],
+                                          "groups": [{"name": "climate"}], "users": users}})
+    deployment = read_deployment(graph)
+    listed = [name for names in [*deployment.run.values(), *deployment.unrun.values()] for name in names]
+    assert sorted(listed) == sorted(r.name for r in graph.resources if not r.type.startswith("crossregiondask:"))
+    assert sorted(deployment.schedulers(), key=str) == ["ana", "bo"]  # no team scheduler
+    for container in deployment.containers:  # every secret from its own user's CA, every log in their directory
+        assert container.user in ("ana", "bo")
+        assert {ref.material for ref in container.secrets.values()} == {f"{container.command[0]}-{container.user}"}
+        assert deployment.log_names[container.log_group].startswith(f"{container.user}/")
+    assert deployment.scheduler_users == {f"scheduler-{user}.dev.cross-region-dask.internal": user
+                                          for user in ("ana", "bo")}
+    assert deployment.broker is not None and SETTINGS_VARIABLE in deployment.broker.environment
+    assert [s.expression for s in deployment.broker_schedules] == ["rate(5 minutes)"]
+    assert all(s.target in deployment.machines for s in deployment.schedules)
+
+
 def test_the_twin_runs_no_pool_the_graph_does_not_declare() -> None:
     deployment = read_deployment(synthesize("dev"))
     pools = {c.flag("--resources") for c in deployment.pools()}
@@ -291,8 +313,8 @@ def test_the_agent_keeps_services_at_their_count_and_passes_over_protected_tasks
     server = _serve(agent, {"scheduler": "eu-west-2", "workers": "us-east-1"})
     agent.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        assert agent.step(None) == {"pool-us-east-1": 0}  # no demand figure yet: the minimum
-        assert agent.step({"pool-us-east-1": {"desired_tasks": 5}}) == {"pool-us-east-1": 2}  # within bounds
+        assert agent.step({}) == {"pool-us-east-1": 0}  # no demand figure yet: the minimum
+        assert agent.step({None: {"pool-us-east-1": {"desired_tasks": 5}}}) == {"pool-us-east-1": 2}  # within bounds
         first, second = agent.tasks["workers"]
         request = urllib.request.Request(f"{agent.endpoint}/agent/{first.id}/task-protection/v1/state", method="PUT",
                                          data=json.dumps({"ProtectionEnabled": True, "ExpiresInMinutes": 3}).encode())
@@ -300,14 +322,101 @@ def test_the_agent_keeps_services_at_their_count_and_passes_over_protected_tasks
             assert json.load(answer)["protection"]["ProtectionEnabled"] is True
         with urllib.request.urlopen(f"{agent.endpoint}/v4/{second.id}/task", timeout=5) as answer:
             assert json.load(answer)["TaskARN"] == f"arn:aws:ecs:us-east-1:000000000000:task/local/{second.id}"
-        assert agent.step({"pool-us-east-1": {"desired_tasks": 0}}) == {"pool-us-east-1": 1}
+        assert agent.step({None: {"pool-us-east-1": {"desired_tasks": 0}}}) == {"pool-us-east-1": 1}
         assert second.stopping_since is not None and first.stopping_since is None  # the protected one stays
         (scheduler,) = agent.tasks["scheduler"]
         scheduler.process.kill()
         scheduler.process.wait()
-        agent.step({"pool-us-east-1": {"desired_tasks": 0}})
+        agent.step({None: {"pool-us-east-1": {"desired_tasks": 0}}})
         assert [t.id for t in agent.tasks["scheduler"]] != [scheduler.id] and agent.restarts == {"scheduler": 1}
     finally:
         agent.stop_all()
         server.shutdown()
     assert all(t.process.poll() is not None for tasks in agent.tasks.values() for t in tasks)
+
+
+@pytest.mark.processes
+def test_a_users_pool_follows_its_own_schedulers_demand_within_the_maximum_the_broker_set(
+        sleeping_tasks: Path) -> None:
+    """client.users: each user's pool has a pool name every user's has too; it moves on its own user's figures alone,
+    and never past what its scaling target holds now (the broker sets it), nor the local sizes."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from local_platform.agent import Agent, TaskSpec
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"  # type: ignore[union-attr]
+    autoscaling = boto3.client("application-autoscaling", region_name="us-east-1", endpoint_url=endpoint,
+                               aws_access_key_id="local", aws_secret_access_key="local")
+    ecs = boto3.client("ecs", region_name="us-east-1", endpoint_url=endpoint, aws_access_key_id="local",
+                       aws_secret_access_key="local")
+    ecs.create_cluster(clusterName="pools")
+    root = str(sleeping_tasks / "tasks" / "{task}")
+
+    def pool(user: str) -> TaskSpec:
+        resource = f"service/pools/workers-{user}"
+        ecs.create_service(cluster="pools", serviceName=f"workers-{user}", desiredCount=0)
+        autoscaling.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource, MinCapacity=0,
+                                             MaxCapacity=16, ScalableDimension="ecs:service:DesiredCount")
+        return TaskSpec(f"workers-{user}", "us-east-1", [], {}, 0, 2, "pool-us-east-1", root, f"{user}/workers",
+                        user=user, target={"region": "us-east-1", "endpoint": endpoint, "resource_id": resource})
+
+    (sleeping_tasks / "logs" / "ana").mkdir()
+    (sleeping_tasks / "logs" / "bo").mkdir()
+    agent = Agent([pool("ana"), pool("bo")], sleeping_tasks / "logs")
+    try:
+        wanted = {"pool-us-east-1": {"desired_tasks": 5}}
+        assert agent.step({"ana": wanted, "bo": None}) == {"ana:pool-us-east-1": 2, "bo:pool-us-east-1": 0}
+        autoscaling.register_scalable_target(ServiceNamespace="ecs", ResourceId="service/pools/workers-ana",
+                                             MinCapacity=0, MaxCapacity=1,
+                                             ScalableDimension="ecs:service:DesiredCount")  # the broker's share
+        assert agent.step({"ana": wanted, "bo": wanted}) == {"ana:pool-us-east-1": 1, "bo:pool-us-east-1": 2}
+        assert [p.name for p in (sleeping_tasks / "logs" / "bo").glob("workers-*.log")]  # each user's directory
+    finally:
+        agent.stop_all()
+        server.stop()
+
+
+def test_the_local_function_url_knows_the_caller_by_the_signature_and_throttles_a_second_request() -> None:
+    from local_platform.function_url import THROTTLED, local_broker
+
+    assert local_broker(None) is None
+    spec = {"name": "broker", "region": "eu-west-2", "settings": "{}", "endpoints": {},
+            "schedules": [{"name": "rebalance", "expression": "rate(5 minutes)", "input": {"action": "rebalance"}}]}
+    broker = local_broker(spec)
+    assert broker is not None and broker.every == 300.0
+    assert broker.fire_due(broker._next - 1) is None  # not yet: the first comes one period after the start
+    with pytest.raises(ValueError, match=r"schedule odd \(cron\(0 0 \* \* \? \*\), .*\): the twin fires the broker's "
+                                         r"rebalance on rate\(N minutes\) only"):
+        local_broker({**spec, "schedules": [{"name": "odd", "expression": "cron(0 0 * * ? *)",
+                                             "input": {"action": "rebalance"}}]})
+    assert broker.url_config("broker", "http://here") == (200, {
+        "FunctionUrl": "http://here/lambda-url/broker/", "FunctionArn": "broker", "AuthType": "AWS_IAM"})
+    assert broker.url_config("other", "http://here")[0] == 404
+    signed = {"Authorization": "AWS4-HMAC-SHA256 Credential=role-of-ana/20261207/eu-west-2/lambda/aws4_request, "
+                               "SignedHeaders=host, Signature=x"}
+    assert broker.request("broker", {}, "{}")[0] == 403  # unsigned
+    assert broker.request("broker", {"Authorization": signed["Authorization"].replace("eu-west-2", "us-east-1")},
+                          "{}")[0] == 403  # signed for another region
+    assert broker._busy.acquire()
+    try:
+        assert broker.request("broker", signed, "{}") == (429, json.dumps(THROTTLED))  # one at a time
+    finally:
+        broker._busy.release()
+    seen = []
+    import local_platform.function_url as function_url
+
+    def handle(event: dict[str, Any], _: Any) -> dict[str, Any]:
+        seen.append(event["requestContext"]["authorizer"]["iam"]["userArn"])
+        return {"statusCode": 200, "body": '{"cluster": "starting"}'}
+
+    original = function_url.handle
+    function_url.handle = handle  # type: ignore[assignment]
+    try:
+        broker.broker = lambda: None  # type: ignore[assignment,method-assign,return-value]
+        assert broker.request("broker", signed, '{"action": "start"}') == (200, '{"cluster": "starting"}')
+    finally:
+        function_url.handle = original
+    assert seen == ["arn:aws:sts::000000000000:assumed-role/role-of-ana/local"]  # as cluster_broker.caller_role reads

@@ -149,7 +149,9 @@ class SchedulerPart(ClientPart):
         environment = pulumi.Output.from_input(cluster.name).apply(lambda cluster_name: scheduler_environment(
             self._args.naming.project, self._args.naming.stack, self._args.workers, config.scale_in_window_seconds,
             config.region_grace_seconds, idle=(idle_minutes if on_demand else 0, self._region, cluster_name,
-                                               service_name), user=owner.name if owner else None))
+                                               service_name), user=owner.name if owner else None,
+            quotas={w.region: config.user_pool_bound(owner, w.max_tasks) for w in self._args.workers} if owner
+            else None))
         containers = pulumi.Output.all(self._args.image, log_group.name, tls_secret_arn,
                                        environment).apply(lambda v: json.dumps([{
             "name": "scheduler",

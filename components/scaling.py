@@ -7,7 +7,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from platform_facts import METRIC_NAMESPACE, SCHEDULER_IDLE_SHUTDOWN_VARIABLE, WORKER_TTL_VARIABLE, regions_variable
 from stackconfig import WorkerConfig
@@ -22,24 +23,33 @@ def metric_stack(project: str, stack: str, user: str | None = None) -> str:
     return f"{project}-{stack}" + (f"/{user}" if user else "")
 
 
-def demand_pools(workers: Sequence[WorkerConfig]) -> dict[str, dict[str, float | int]]:
-    """Each worker region's pool sizing, as the demand plugin reads it (`dask_regions.demand.pools`)."""
-    return {w.pool_name: {"workers_per_task": w.workers_per_task, "threads_per_worker": w.threads_per_worker,
-                          "min_tasks": w.min_tasks, "max_tasks": w.max_tasks,
-                          "idle_timeout": w.idle_timeout_minutes * 60}
-            for w in workers if w.scale_on in ("demand", "both")}
+def demand_pools(workers: Sequence[WorkerConfig],
+                 quotas: Mapping[str, tuple[int, str | None]] | None = None) -> dict[str, dict[str, Any]]:
+    """Each worker region's pool sizing, as the demand plugin reads it (`dask_regions.demand.pools`). `quotas`: a
+    user's own cluster's bound in each region and the quota that sets it (ClientConfig.user_pool_bound), so that
+    their `scale()` or `adapt()` beyond it is refused naming the quota."""
+    pools: dict[str, dict[str, Any]] = {}
+    for w in workers:
+        if w.scale_on not in ("demand", "both"):
+            continue
+        max_tasks, quota = (quotas or {}).get(w.region, (w.max_tasks, None))
+        pools[w.pool_name] = {"workers_per_task": w.workers_per_task, "threads_per_worker": w.threads_per_worker,
+                              "min_tasks": w.min_tasks, "max_tasks": max_tasks,
+                              "idle_timeout": w.idle_timeout_minutes * 60, **({"quota": quota} if quota else {})}
+    return pools
 
 
 def scheduler_environment(project: str, stack: str, workers: Sequence[WorkerConfig],
                           scale_in_window_seconds: int, region_grace_seconds: int,
-                          idle: tuple[int, str, str, str] = (0, "", "", ""),
-                          user: str | None = None) -> list[dict[str, str]]:
+                          idle: tuple[int, str, str, str] = (0, "", "", ""), user: str | None = None,
+                          quotas: Mapping[str, tuple[int, str | None]] | None = None) -> list[dict[str, str]]:
     """Environment of the scheduler container: the router's regions and the demand plugin's settings (dask config
     via DASK_ variables). No combining pool: AWS runs no workers in the client region, so a task that combines
     regions runs in the pool holding most of its inputs (dask_regions.routing). `idle`: (minutes, region, cluster,
     service): the scheduler stops its own service after that many minutes unused (dask_regions.idle); 0: always on.
-    `user`: the user whose own cluster this scheduler is (its demand is published for their pools only)."""
-    pools = demand_pools(workers)
+    `user`: the user whose own cluster this scheduler is (its demand is published for their pools only), `quotas`
+    their bound in each worker region (demand_pools)."""
+    pools = demand_pools(workers, quotas)
     values = {
         regions_variable("demand.publisher"): "cloudwatch" if pools else "none",
         regions_variable("demand.stack"): metric_stack(project, stack, user),

@@ -54,6 +54,7 @@ class PoolSizing:
     min_tasks: int = 0
     max_tasks: int = 1_000_000
     idle_timeout: float | None = None  # seconds; None: the plugin's default
+    quota: str = ""  # a user's own cluster (client.users): the quota that sets max_tasks, as the stack config names it
 
 
 @dataclass(frozen=True)
@@ -267,9 +268,11 @@ class PoolDemand(SchedulerPlugin):
             low = sizing.min_tasks if minimum is None else math.ceil(minimum / per_task)
             high = sizing.max_tasks if maximum is None else math.ceil(maximum / per_task)
             if not sizing.min_tasks <= low <= high <= sizing.max_tasks:
+                bound = (f"your cluster's {sizing.min_tasks}..{sizing.max_tasks} (workers[].minTasks, and the "
+                         f"{sizing.quota}" if sizing.quota else
+                         f"the stack's {sizing.min_tasks}..{sizing.max_tasks} (workers[].minTasks and maxTasks")
                 return {"error": f"{pool}: {minimum}..{maximum} workers is {low}..{high} tasks of "
-                                 f"{per_task} worker(s), outside the stack's {sizing.min_tasks}..{sizing.max_tasks} "
-                                 "(workers[].minTasks and maxTasks in the stack config)"}
+                                 f"{per_task} worker(s), outside {bound} in the stack config)"}
             self.requested[pool] = (low, high)
         self._compute()
         return asdict(self.figures[pool])

@@ -145,7 +145,8 @@ SIZING_KEYS = {"workers-per-task": 1, "threads-per-worker": 1, "min-tasks": 0, "
 
 
 def _pools(value: Any, key: str) -> dict[str, dict[str, Any]]:
-    """`demand.pools`: pool -> {workers-per-task, threads-per-worker, min-tasks, max-tasks, idle-timeout}."""
+    """`demand.pools`: pool -> {workers-per-task, threads-per-worker, min-tasks, max-tasks, idle-timeout}, and for
+    a user's own cluster `quota`, naming the quota that sets max-tasks."""
     form = ("give a mapping of pool-<region> to {workers-per-task, threads-per-worker, min-tasks, max-tasks, "
             "idle-timeout}")
     if value is None:
@@ -164,8 +165,11 @@ def _pools(value: Any, key: str) -> dict[str, dict[str, Any]]:
                 problems.append(f"{pool}.{field}={amount!r} is not a number of seconds (or null)")
             elif kebab in SIZING_KEYS and not (number and amount == int(amount) and amount >= SIZING_KEYS[kebab]):
                 problems.append(f"{pool}.{field}={amount!r} is not a whole number at least {SIZING_KEYS[kebab]}")
-            elif kebab not in SIZING_KEYS and kebab != "idle-timeout":
-                problems.append(f"{pool}.{field} is not a sizing key ({', '.join([*SIZING_KEYS, 'idle-timeout'])})")
+            elif kebab == "quota" and not isinstance(amount, str):
+                problems.append(f"{pool}.{field}={amount!r} is not a text (the quota that sets max-tasks)")
+            elif kebab not in SIZING_KEYS and kebab not in ("idle-timeout", "quota"):
+                problems.append(f"{pool}.{field} is not a sizing key "
+                                f"({', '.join([*SIZING_KEYS, 'idle-timeout', 'quota'])})")
     if problems:
         raise ValueError(f"{name(key)}: {'; '.join(problems)}")
     return {str(pool): dict(sizing) for pool, sizing in value.items()}

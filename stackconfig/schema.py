@@ -314,8 +314,18 @@ class ClientConfig:
     def user_max_tasks(self, user: UserConfig, max_tasks: int) -> int:
         """The most tasks `user`'s own pool may run where the pool's `maxTasks` is `max_tasks`: their quota, else
         their group's, within the pool's bound."""
-        quota = user.max_workers_per_region or self.group(user.group).max_workers_per_region
-        return min(max_tasks, quota) if quota is not None else max_tasks
+        return self.user_pool_bound(user, max_tasks)[0]
+
+    def user_pool_bound(self, user: UserConfig, max_tasks: int) -> tuple[int, str | None]:
+        """`user_max_tasks`, and the quota that sets it, named as the stack config names it (None: the pool's own
+        `maxTasks`)."""
+        quota: int | None
+        if user.max_workers_per_region is not None:
+            quota, named = user.max_workers_per_region, f"maxWorkersPerRegion quota of user {user.name}"
+        else:
+            quota = self.group(user.group).max_workers_per_region
+            named = f"maxWorkersPerRegion quota of {user.name}'s group {user.group}"
+        return (quota, named) if quota is not None and quota < max_tasks else (max_tasks, None)
 
     @property
     def dashboard_public(self) -> bool:

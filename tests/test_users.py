@@ -226,6 +226,23 @@ def test_a_users_pools_grow_at_most_to_their_quota() -> None:
     assert targets["worker-us-east-1-workers-ana"] == 2 and targets["worker-us-east-1-workers-cy"] == 3
     assert targets["worker-us-east-1-workers-bo"] == max_tasks  # no quota: the pool's own bound
     assert graph.outputs["userClusters"]["ana"]["pools"]["us-east-1"]["maxTasks"] == 2
+    # Each user's scheduler sizes their pools within the same bound, naming the quota that sets it: their scale() or
+    # adapt() beyond it is refused with that name (tests/test_users_twin.py runs it).
+    for user, quota in (("ana", "maxWorkersPerRegion quota of user ana"),
+                        ("cy", "maxWorkersPerRegion quota of cy's group climate"), ("bo", None)):
+        task = graph.named(f"client-scheduler-{user}", TASK)
+        (container,) = json.loads(task.inputs["containerDefinitions"])
+        environment = {e["name"]: e["value"] for e in container["environment"]}
+        pool = json.loads(environment[regions_variable("demand.pools")])["pool-us-east-1"]
+        assert (pool["max_tasks"], pool.get("quota")) == (targets[f"worker-us-east-1-workers-{user}"], quota)
+
+
+def test_a_quota_in_the_schedulers_pool_settings_must_be_a_text() -> None:
+    from dask_regions.settings import PARSERS
+
+    assert PARSERS["demand.pools"]({"pool-us-east-1": {"max_tasks": 2, "quota": "q"}}, "demand.pools")
+    with pytest.raises(ValueError, match=r"pool-us-east-1.quota=3 is not a text \(the quota that sets max-tasks\)"):
+        PARSERS["demand.pools"]({"pool-us-east-1": {"quota": 3}}, "demand.pools")
 
 
 def test_the_users_graph_passes_the_authorization_reference_the_policy_pack_and_the_service_calls() -> None:

@@ -99,6 +99,10 @@ def test_two_users_compute_at_once_each_on_their_own_cluster_within_their_quotas
             ServiceNamespace="ecs")["ScalableTargets"]
         maxima = {t["ResourceId"].split("-workers-")[1].split("-")[0]: t["MaxCapacity"] for t in targets}
         assert maxima == {"ana": 1, "bo": 15, "cy": 1}, maxima
+    assert ana["scale_refused"] == ("pool-us-east-1: 2..2 workers is 2..2 tasks of 1 worker(s), outside your "
+                                    "cluster's 0..1 (workers[].minTasks, and the maxWorkersPerRegion quota of ana's "
+                                    "group climate in the stack config)")
+    assert bo["scale_refused"] == ""  # bo's group has no quota: 2 workers is within the stack's bound (2 tasks here)
     history = pool_history(state_dir)
     assert max(history["ana:pool-us-east-1"]) == max(history["ana:pool-us-west-2"]) == 1, history
     assert max(history["cy:pool-us-east-1"]) == 0  # cy never connected

@@ -24,6 +24,12 @@ def main(tag: str) -> int:
     era5 = dr.open_mfdataset(client, catalog.find(variable="air_temperature_at_2_metres"), concat_dim="time0")
     (store,) = catalog.find(variable_id="tas", experiment_id="ssp585")
     _, _, difference = reference_analysis(era5, dr.open_dataset(client, store))
+    try:  # beyond the cluster's bound: refused, naming the quota that sets it (when one does)
+        platform.scale(2, region="us-east-1")
+        refused = ""
+    except ValueError as error:
+        refused = str(error)
+    platform.adapt(region="us-east-1")  # the stack's bounds again
     since = dr.mark(client)
     # A key of this user's own, so that each audit can be shown to hold this user's tasks and not the other's.
     mine = client.submit(len, tag, key=f"only-{tag}")
@@ -35,7 +41,7 @@ def main(tag: str) -> int:
     print(json.dumps({"warming": result, "tasks": report.tasks, "placement": report.placement,
                       "proven": report.proven, "misplaced": len(report.misplaced),
                       "scheduler": client.scheduler.address, "workers": sorted(client.scheduler_info()["workers"]),
-                      "keys": tasks, "logs": sorted(platform.get_logs())}))
+                      "keys": tasks, "logs": sorted(platform.get_logs()), "scale_refused": refused}))
     platform.close()
     return 0
 

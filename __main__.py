@@ -8,7 +8,7 @@ from components.cluster_broker import ClusterBroker, ClusterBrokerArgs
 from components.dask_tls import DaskTls, DaskTlsArgs
 from components.image import CATALOG_SYNC_IMAGE, DASK_IMAGE, RegionalImage, RegionalImageArgs
 from components.kms import RegionalKeys, RegionalKeysArgs
-from components.naming import Naming, broker_function_name, scheduler_host
+from components.naming import Naming, scheduler_host
 from components.network import RegionalVpc, RegionalVpcArgs
 from components.peering_backbone import PeeringBackbone, PeeringBackboneArgs
 from components.providers import regional_providers
@@ -105,7 +105,8 @@ worker_regions = {
 }
 # With client.users: the broker that starts each user's cluster within their group's quotas.
 broker = ClusterBroker("cluster-broker", ClusterBrokerArgs(
-    config=config.client, naming=naming, scheduler_cluster=client.user_schedulers[users[0].name]["service"]["cluster"],
+    config=config.client, naming=naming, function_name=client.broker_function_name,
+    scheduler_cluster=client.scheduler_cluster.name,
     scheduler_services={user.name: client.user_schedulers[user.name]["service"]["service"] for user in users},
     notebook_roles={user.name: client.notebooks[user.name]["roleName"] for user in users},
     pools={worker.region: (worker_regions[worker.region].cluster_name, worker.max_tasks, worker.min_tasks,
@@ -139,7 +140,7 @@ if users:  # a notebook, a role, a client certificate and a cluster of their own
         "schedulerAddress": client.user_schedulers[user.name]["address"],
         # Started through the broker (its quotas), which connect() calls by name.
         "schedulerService": {**client.user_schedulers[user.name]["service"],
-                             "broker": broker_function_name(naming, home)},
+                             "broker": client.broker_function_name},
         "pools": {worker.region: {"clusterName": worker_regions[worker.region].cluster_name,
                                   "serviceName": worker_regions[worker.region].user_service_names[user.name],
                                   "maxTasks": config.client.user_max_tasks(user, worker.max_tasks)}

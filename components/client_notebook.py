@@ -18,7 +18,6 @@ from components.buckets import secure_bucket
 from components.client_part import ClientPart
 from components.iam import catalog_reader_statements, s3_catalog_reader_statements
 from components.kernel import KERNEL
-from components.naming import broker_function_name
 from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
 from stackconfig import PROJECT_DIR, UserConfig
 from wheel_build import constraints, pin, wheel
@@ -108,7 +107,7 @@ class NotebookPart(ClientPart):
                                      {"address": self.scheduler_address, "service": self.scheduler_service,
                                       "serviceArn": self.scheduler_service_arn})
         log_groups = self._log_groups(user)
-        broker = broker_function_name(args.naming, region)
+        broker = self.broker_function_name
         role = self._role(f"notebook{suffix}", "sagemaker.amazonaws.com", tags=tags, statements=pulumi.Output.all(
             self.catalog_arn, assets.arn, args.key_arn, self._identity.account_id,
             tls_secret_arn, scheduler["serviceArn"]).apply(lambda v: [

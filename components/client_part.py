@@ -51,6 +51,8 @@ class ClientPart(RegionalComponent):
     scheduler_service: dict[str, Any]  # its region, ECS cluster and service (connect() starts it; ECS Exec)
     scheduler_service_arn: pulumi.Output[str]
     user_schedulers: dict[str, dict[str, Any]]  # client.users: user -> their scheduler's address, service, ARN, logs
+    scheduler_cluster: aws.ecs.Cluster  # every scheduler's ECS cluster
+    broker_function_name: str  # client.users: the cluster broker's (fixed) name, which the notebooks call
     catalog_endpoint: pulumi.Output[str]
     catalog_arn: pulumi.Output[str]  # the domain's, or (catalog.kind s3) the bucket's
 

@@ -14,6 +14,7 @@ from components.client_catalog import CatalogAccess, CatalogAccessArgs, CatalogP
 from components.client_notebook import NotebookPart
 from components.client_part import ClientRegionArgs
 from components.client_scheduler import SchedulerPart
+from components.naming import broker_function_name
 from components.ports import DASHBOARD_PORT, HTTPS_PORT, SCHEDULER_PORT
 
 __all__ = ["CatalogAccess", "CatalogAccessArgs", "ClientRegion", "ClientRegionArgs"]
@@ -47,16 +48,20 @@ class ClientRegion(SchedulerPart, CatalogPart, NotebookPart):
         log_bucket = self._access_log_bucket()
         self.dashboard_url = None
         self.user_schedulers = {}
+        self.broker_function_name = broker_function_name(args.naming, self._region)  # made only with client.users
         if not args.config.users:  # the team's scheduler, its dashboard behind a load balancer
             assert args.scheduler_tls_secret_arn is not None, "the team's scheduler needs its certificate"
             dashboard_sg = self._security_group("dashboard", "Dask dashboard load balancer")
             self._ingress(scheduler_sg, "dashboard-from-alb", DASHBOARD_PORT, source=dashboard_sg)
             self._egress(dashboard_sg, "alb-to-scheduler", DASHBOARD_PORT, source=scheduler_sg)
             dashboard = self._dashboard(dashboard_sg, log_bucket)
+            self.scheduler_cluster = self._ecs_cluster()
             team = self._scheduler(scheduler_sg, self._discovery(namespace, None), args.scheduler_tls_secret_arn,
                                    dashboard=dashboard)
             self.scheduler_address, self.scheduler_service = team["address"], team["service"]
             self.scheduler_service_arn = team["serviceArn"]
+        else:
+            self.scheduler_cluster = self._ecs_cluster()
         for user in args.config.users:  # each user's own cluster's scheduler (their notebook proxies its dashboard)
             self.user_schedulers[user.name] = self._scheduler(
                 scheduler_sg, self._discovery(namespace, user), args.user_scheduler_tls_secret_arns[user.name], user)

@@ -13,6 +13,7 @@ from components.buckets import access_log_bucket
 from components.client_part import ClientPart, ClientRegionArgs
 from components.dask_tls import container_secrets, read_secret_statements
 from components.iam import pull_and_log_statements
+from components.image import dask_container_checks
 from components.naming import private_dns_namespace, scheduler_host
 from components.ports import DASHBOARD_PORT, HTTP_PORT, HTTPS_PORT, SCHEDULER_PORT
 from components.scaling import scheduler_environment
@@ -134,7 +135,7 @@ class SchedulerPart(ClientPart):
             task_statements.append({"Sid": "SsmMessagesHaveNoResourceScoping", "Effect": "Allow", "Action": [
                 "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel", "ssmmessages:OpenControlChannel",
                 "ssmmessages:OpenDataChannel"], "Resource": "*"})
-        cluster = self._ecs_cluster()
+        cluster = self.scheduler_cluster
         # The service's name is fixed here, not generated: the scheduler's task may stop this service when idle
         # (dask_regions/idle.py), and the notebook may start it, each allowed to update it and nothing else.
         service_name = self._args.naming.resource("scheduler", *([owner.name] if owner else []), max_length=255)
@@ -166,10 +167,7 @@ class SchedulerPart(ClientPart):
             "secrets": container_secrets(v[2]),
             "portMappings": [{"containerPort": SCHEDULER_PORT, "protocol": "tcp"},
                              {"containerPort": DASHBOARD_PORT, "protocol": "tcp"}],
-            "healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30,
-                            "timeout": 5, "retries": 3, "startPeriod": 60},
-            "logConfiguration": {"logDriver": "awslogs", "options": {
-                "awslogs-group": v[1], "awslogs-region": self._region, "awslogs-stream-prefix": "scheduler"}},
+            **dask_container_checks(v[1], self._region, "scheduler", start_period=60),
         }]))
         task = aws.ecs.TaskDefinition(
             f"{self._name}-scheduler{suffix}",
@@ -202,8 +200,6 @@ class SchedulerPart(ClientPart):
                 "serviceArn": service_arn, "logGroup": log_group.name}
 
     def _ecs_cluster(self) -> aws.ecs.Cluster:
-        """The client region's ECS cluster (every scheduler's), made once."""
-        if getattr(self, "_cluster", None) is None:
-            self._cluster = aws.ecs.Cluster(f"{self._name}-cluster", settings=[
-                aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)
-        return self._cluster
+        """The client region's ECS cluster (every scheduler's)."""
+        return aws.ecs.Cluster(f"{self._name}-cluster", settings=[
+            aws.ecs.ClusterSettingArgs(name="containerInsights", value="enabled")], opts=self._child)

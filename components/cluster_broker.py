@@ -1,7 +1,7 @@
 """ClusterBroker: the function that starts and stops each user's own cluster within their group's quotas and shares
 each worker region among the running clusters (cluster_broker/), behind a function URL that only IAM-signed calls
 reach. Made after the worker regions: it is given every user's scheduler service and pools. Its name is fixed
-(`broker_function_name`), so that each user's notebook, made before it, may call it by name."""
+(`ClientRegion.broker_function_name`), so that each user's notebook, made before it, may call it by name."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pulumi_aws as aws
 
 from cluster_broker import REBALANCE, SETTINGS_VARIABLE, RegionPools, Settings, UserEntry, settings_json
 from components.iam import service_role
-from components.naming import Naming, broker_function_name
+from components.naming import Naming
 from stackconfig import PROJECT_DIR, ClientConfig
 
 BROKER_RUNTIME = "python3.12"
@@ -26,6 +26,7 @@ REBALANCE_MINUTES = 5
 class ClusterBrokerArgs:
     config: ClientConfig  # the users, groups and quotas
     naming: Naming
+    function_name: str  # fixed (ClientRegion.broker_function_name): each user's notebook, made first, calls it
     scheduler_cluster: pulumi.Input[str]  # the client region's ECS cluster (every user's scheduler)
     scheduler_services: Mapping[str, str]  # user -> their scheduler's service name
     notebook_roles: Mapping[str, pulumi.Input[str]]  # user -> their notebook role's name (who calls)
@@ -42,7 +43,7 @@ class ClusterBroker(pulumi.ComponentResource):
         super().__init__("crossregiondask:index:ClusterBroker", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, provider=opts.provider)
         region = args.config.region
-        self.function_name = broker_function_name(args.naming, region)
+        self.function_name = args.function_name
         logs = aws.cloudwatch.LogGroup(f"{name}-log", name=f"/aws/lambda/{self.function_name}",
                                        retention_in_days=args.log_retention_days, opts=child)
         account = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(
@@ -87,28 +88,23 @@ class ClusterBroker(pulumi.ComponentResource):
 
     @staticmethod
     def _settings(args: ClusterBrokerArgs) -> pulumi.Output[str]:
+        """The function's settings (cluster_broker.Settings as JSON), once every name in them is known."""
         config = args.config
-        regions = sorted(args.pools)
-        values: list[Any] = [args.scheduler_cluster, *(args.notebook_roles[u.name] for u in config.users)]
-        for region in regions:
-            cluster, _, _, services = args.pools[region]
-            values += [cluster, *(services[u.name] for u in config.users)]
+        names = pulumi.Output.from_input({
+            "cluster": args.scheduler_cluster, "roles": dict(args.notebook_roles),
+            "pools": {region: {"cluster": cluster, "services": dict(services)}
+                      for region, (cluster, _, _, services) in args.pools.items()}})
 
-        def settings(resolved: list[Any]) -> str:
-            cluster, roles, rest = resolved[0], resolved[1:1 + len(config.users)], resolved[1 + len(config.users):]
-            pools = {}
-            for i, region in enumerate(regions):
-                chunk = rest[i * (1 + len(config.users)):(i + 1) * (1 + len(config.users))]
-                _, capacity, minimum, _ = args.pools[region]
-                pools[region] = RegionPools(cluster=chunk[0], capacity=capacity, min_tasks=minimum,
-                                            services={u.name: chunk[1 + j] for j, u in enumerate(config.users)})
+        def settings(known: dict[str, Any]) -> str:
             return settings_json(Settings(
-                region=config.region, cluster=cluster,
-                users={u.name: UserEntry(group=u.group, role=roles[j], service=args.scheduler_services[u.name],
-                                         max_workers_per_region=u.max_workers_per_region)
-                       for j, u in enumerate(config.users)},
+                region=config.region, cluster=known["cluster"],
+                users={u.name: UserEntry(group=u.group, role=known["roles"][u.name],
+                                         service=args.scheduler_services[u.name],
+                                         max_workers_per_region=u.max_workers_per_region) for u in config.users},
                 groups={g.name: {"maxClusters": g.max_clusters, "maxWorkersPerRegion": g.max_workers_per_region}
                         for g in config.groups},
-                pools=pools))
+                pools={region: RegionPools(cluster=pool["cluster"], capacity=args.pools[region][1],
+                                           min_tasks=args.pools[region][2], services=pool["services"])
+                       for region, pool in known["pools"].items()}))
 
-        return pulumi.Output.all(*values).apply(settings)
+        return names.apply(settings)

@@ -13,6 +13,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -38,6 +39,15 @@ WHEEL_PACKAGES = ("dask_regions", "catalog_sync", "platform_facts")
 DASK_IMAGE = ImageSpec("images/dask/Dockerfile", ("requirements.txt", "pyproject.toml", "images/dask/healthcheck.py",
                                                  "images/dask/entrypoint.py"), WHEEL_PACKAGES)
 CATALOG_SYNC_IMAGE = ImageSpec("images/catalog-sync/Dockerfile", ("requirements.txt", "pyproject.toml"), WHEEL_PACKAGES)
+
+
+def dask_container_checks(log_group: str, region: str, stream_prefix: str, start_period: int) -> dict[str, Any]:
+    """A Dask image container's health check (the image's own script, images/dask/healthcheck.py) and its logs
+    (awslogs): the scheduler's and the workers' alike, but for how long each may take to start."""
+    return {"healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30, "timeout": 5,
+                            "retries": 3, "startPeriod": start_period},
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": log_group, "awslogs-region": region, "awslogs-stream-prefix": stream_prefix}}}
 
 
 def content_tag(spec: ImageSpec = DASK_IMAGE, root: Path = PROJECT_DIR) -> str:

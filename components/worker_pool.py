@@ -15,6 +15,7 @@ import pulumi_aws.appautoscaling as tracking
 
 from components.dask_tls import container_secrets, read_secret_statements
 from components.iam import pull_and_log_statements
+from components.image import dask_container_checks
 from components.ports import HTTPS_PORT, LUSTRE_PORTS, SCHEDULER_PORT
 from components.scaling import exact_capacity_steps, metric_stack
 from components.worker_part import WorkerPart
@@ -238,10 +239,7 @@ class PoolPart(WorkerPart):
             "linuxParameters": {"tmpfs": [{"containerPath": TLS_DIRECTORY, "size": 1,
                                            "mountOptions": ["noexec", "nosuid", "nodev", "mode=1777"]}]},
             "environment": worker_environment(config),
-            "healthCheck": {"command": ["CMD", "python", "/opt/dask/healthcheck.py"], "interval": 30,
-                            "timeout": 5, "retries": 3, "startPeriod": 120},
-            "logConfiguration": {"logDriver": "awslogs", "options": {
-                "awslogs-group": v[1], "awslogs-region": self._region, "awslogs-stream-prefix": "worker"}},
+            **dask_container_checks(v[1], self._region, "worker", start_period=120),
         }]))
         task = aws.ecs.TaskDefinition(
             f"{self._name}-workers{suffix}",

@@ -119,7 +119,8 @@ class SchedulerService:
 
         from botocore.exceptions import BotoCoreError, ClientError
 
-        for attempt in range(1, attempts + 1):
+        attempt = 1
+        while True:
             try:
                 return self._post_to_broker(action)
             except urllib.error.HTTPError as error:
@@ -127,19 +128,18 @@ class SchedulerService:
                     said = json.loads(error.read()).get("error")
                 except ValueError:
                     said = None
-                if said is None and error.code == THROTTLED:  # Lambda's answer, not the broker's
-                    if attempt < attempts:
-                        sleep(float(attempt))
-                        continue
+                if said is not None or error.code != THROTTLED:  # the broker's own answer: not asked again
+                    raise ConnectError(f"the cluster broker refused to {action} your cluster: "
+                                       f"{said or error.reason}") from None
+                if attempt == attempts:  # Lambda's answer, each time
                     raise ConnectError(f"the cluster broker {self.broker} is busy: Lambda throttled all {attempts} "
                                        f"requests to {action} your cluster. Fix: connect again in a moment") from None
-                raise ConnectError(f"the cluster broker refused to {action} your cluster: "
-                                   f"{said or error.reason}") from None
+                sleep(float(attempt))
+                attempt += 1
             except (BotoCoreError, ClientError, OSError, ValueError) as error:
                 raise ConnectError(f"cannot reach the cluster broker {self.broker} ({self.region}): {error}. Fix: "
                                    "use your notebook's role (it may call the broker), or ask your platform "
                                    "team") from None
-        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _post_to_broker(self, action: str) -> dict[str, Any]:
         import urllib.request

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -388,6 +389,10 @@ def test_the_local_function_url_knows_the_caller_by_the_signature_and_throttles_
     broker = local_broker(spec)
     assert broker is not None and broker.every == 300.0
     assert broker.fire_due(broker._next - 1) is None  # not yet: the first comes one period after the start
+    due = broker._next
+    broker.broker = lambda: SimpleNamespace(rebalance=lambda: ["a warning"])  # type: ignore[method-assign]
+    assert broker.fire_due(due) == ["a warning"] and broker._next == due + 300  # then every 5 minutes
+    assert broker.fire_due(due + 299) is None
     with pytest.raises(ValueError, match=r"schedule odd \(cron\(0 0 \* \* \? \*\), .*\): the twin fires the broker's "
                                          r"rebalance on rate\(N minutes\) only"):
         local_broker({**spec, "schedules": [{"name": "odd", "expression": "cron(0 0 * * ? *)",

@@ -255,10 +255,24 @@ def test_a_p2p_shuffle_of_two_regions_counts_the_shards_that_cross(cluster: dict
     report, target = cluster["report"], pool_of(cluster, a, b)
     crossing = {pair: size for pair, size in report.shuffled.items() if pair[0] != pair[1]}
     sources = {f"pool-{region}" for region in (a, b)} - {target}
-    assert set(crossing) == {(source, target) for source in sources}, report.table()
+    assert set(crossing) == {(source, target) for source in sources}, report.table() + sends_recorded(cluster)
     for pair, size in crossing.items():  # the shards' bytes, counted among the bytes between pools
         assert size > 10_000 and report.bytes_between_pools[pair] >= size, report.table()
     assert "of which P2P shards" in report.table()
+
+
+def sends_recorded(cluster: dict[str, Any]) -> str:
+    """For a failure's message: each worker's P2P sends recorded since it started, and when the last was (a CI run
+    once found none after a two-region shuffle; runs of the test alone, of its module and under load did not)."""
+    def recorded(dask_worker: Any) -> tuple[int, float]:
+        from dask_regions.shards import _ON_WORKER
+
+        plugin = _ON_WORKER.get(dask_worker.address)
+        sent = list(plugin.sent) if plugin is not None else []
+        return len(sent), max((when for when, _, _ in sent), default=0.0)
+
+    counts = cluster["client"].run(recorded)
+    return f"\nP2P sends recorded per worker (count, last): {counts}; audited since {cluster['since']}"
 
 
 def frame_of(ds: xr.Dataset) -> Any:

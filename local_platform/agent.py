@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import itertools
 import json
 import signal
@@ -34,6 +33,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from local_platform.emulation import emulation_client
 from local_platform.function_url import FUNCTION_URL, URL_CONFIG, LocalBroker, local_broker
 from local_platform.json_http import JsonHandler
 from local_platform.state import HISTORY_FILE, SIZES_FILE, PlatformState, read_twin, size_key
@@ -134,8 +134,9 @@ class Agent:
         target = spec.target
         known = self.maxima.get(spec.service, spec.maximum)
         try:
-            found = _client("application-autoscaling", target["region"], target["endpoint"]).describe_scalable_targets(
-                ServiceNamespace="ecs", ResourceIds=[target["resource_id"]])["ScalableTargets"]
+            autoscaling = emulation_client("application-autoscaling", target["region"], target["endpoint"])
+            found = autoscaling.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=[target["resource_id"]])[
+                "ScalableTargets"]
             self.maxima[spec.service] = min(spec.maximum, int(found[0]["MaxCapacity"]))
         except Exception as error:
             print(f"agent: cannot read {spec.service}'s maximum ({error}); keeping {known}", flush=True)
@@ -149,7 +150,7 @@ class Agent:
         ecs = spec.ecs
         known = self.ecs_counts.get(spec.service, spec.minimum)
         try:
-            client = _client("ecs", ecs["region"], ecs["endpoint"])
+            client = emulation_client("ecs", ecs["region"], ecs["endpoint"])
             found = client.describe_services(cluster=ecs["cluster"], services=[ecs["service"]])["services"]
             wanted = int(found[0]["desiredCount"])
         except Exception as error:
@@ -211,18 +212,6 @@ class Agent:
                     task.process.wait()
 
 
-@functools.cache
-def _client(service: str, region: str, endpoint: str) -> Any:
-    """One client of a region's AWS emulation for the agent's whole life (it asks every step), with short bounds: a
-    slow answer must not hold up the loop that keeps every service running."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(service, region_name=region, endpoint_url=endpoint, aws_access_key_id="local",
-                        aws_secret_access_key="local",
-                        config=Config(connect_timeout=2, read_timeout=5, retries={"max_attempts": 1}))
-
-
 def _serve(agent: Agent, region_of: dict[str, str], port: int = 0,
            broker: LocalBroker | None = None) -> ThreadingHTTPServer:
     """The task metadata endpoint (`/v4/<task>/task`) and the agent's protection endpoint
@@ -249,13 +238,7 @@ def _serve(agent: Agent, region_of: dict[str, str], port: int = 0,
                 self._reply(404, {"error": "no such function URL"})
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
-            status, answer = broker.request(called.group(1), dict(self.headers.items()), body)
-            data = answer.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self._reply_json_text(*broker.request(called.group(1), dict(self.headers.items()), body))
 
         def do_PUT(self) -> None:  # noqa: N802
             parts = self.path.strip("/").split("/")

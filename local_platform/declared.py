@@ -382,8 +382,9 @@ def read_deployment(graph: Graph) -> Deployment:
                                                                _json(m.inputs["definition"]))
                            for m in graph.of_type(STATE_MACHINE)}
     invoked = json.dumps([m.definition for m in deployment.machines.values()])
-    deployment.functions = {f.arn: f for f in map(_function, graph.of_type(FUNCTION)) if f.arn in invoked}
-    brokers = [f for f in map(_function, graph.of_type(FUNCTION)) if BROKER_SETTINGS in f.environment]
+    functions = [_function(f) for f in graph.of_type(FUNCTION)]
+    deployment.functions = {f.arn: f for f in functions if f.arn in invoked}
+    brokers = [f for f in functions if BROKER_SETTINGS in f.environment]
     deployment.broker = brokers[0] if brokers else None
     schedules = [Schedule(s.name, str(s.region), str(s.inputs["scheduleExpression"]),
                           str(s.inputs["target"]["arn"]), _json(s.inputs["target"].get("input") or "{}"))

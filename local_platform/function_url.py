@@ -14,7 +14,7 @@ EventBridge Scheduler run them, served by the local agent against the regions' A
 
 from __future__ import annotations
 
-import functools
+import json
 import re
 import threading
 import time
@@ -23,22 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cluster_broker import REBALANCE, Broker, Settings, handle
+from local_platform.emulation import emulation_client
 
 URL_CONFIG = re.compile(r"^/2021-10-31/functions/([^/]+)/url$")
 FUNCTION_URL = re.compile(r"^/lambda-url/([^/]+)/?$")
 SIGNED_KEY = re.compile(r"^AWS4-HMAC-SHA256 Credential=([^/]+)/\d{8}/([^/]+)/lambda/aws4_request,")
 RATE = re.compile(r"^rate\((\d+) minutes?\)$")
 THROTTLED = {"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded", "Message": "Rate Exceeded."}
-
-
-@functools.cache
-def _client(service: str, region: str, endpoint: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(service, region_name=region, endpoint_url=endpoint, aws_access_key_id="local",
-                        aws_secret_access_key="local",
-                        config=Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1}))
 
 
 @dataclass
@@ -53,7 +44,7 @@ class LocalBroker:
 
     def broker(self) -> Broker:
         return Broker(Settings.from_json(self.settings),
-                      lambda service, region: _client(service, region, self.endpoints[region]))
+                      lambda service, region: emulation_client(service, region, self.endpoints[region]))
 
     def url_config(self, name: str, base: str) -> tuple[int, dict[str, Any]]:
         if name != self.name:
@@ -66,8 +57,6 @@ class LocalBroker:
         if name != self.name or signed is None or signed.group(2) != self.region:
             return 403, '{"Message": "Forbidden"}'  # what a function URL with AWS_IAM auth answers unsigned calls
         if not self._busy.acquire(blocking=False):
-            import json
-
             return 429, json.dumps(THROTTLED)
         try:
             event = {"requestContext": {"authorizer": {"iam": {

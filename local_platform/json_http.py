@@ -10,7 +10,10 @@ from typing import Any
 
 class JsonHandler(BaseHTTPRequestHandler):
     def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
+        self._reply_json_text(status, json.dumps(body))
+
+    def _reply_json_text(self, status: int, text: str) -> None:
+        data = text.encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))

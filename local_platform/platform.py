@@ -375,7 +375,7 @@ class LocalPlatform:
         self._spawn(state, "agent", [sys.executable, "-m", "local_platform.agent", "--state-dir",
                                      str(self.state_dir)])
         if deployment.users:  # each user's scheduler starts when they connect (the broker sets it going)
-            self._wait_for_agent(state)
+            self._wait_for_agent(state, time.monotonic() + START_TIMEOUT)
         else:
             self._wait_for_scheduler(state, *ports[None])
         self.report("running the first catalog sync of each worker region (the declared at() schedules)")
@@ -562,14 +562,11 @@ class LocalPlatform:
         with Client(state.scheduler_address, timeout=START_TIMEOUT,  # type: ignore[no-untyped-call]
                     security=state.tls.security()) as client:
             client.scheduler_info()
-        while state.pools and not (self.state_dir / SIZES_FILE).exists():
-            if time.monotonic() > deadline:
-                raise PlatformError(f"the agent did not take charge of the pools; see {self._log('agent')}")
-            time.sleep(0.1)
+        if state.pools:
+            self._wait_for_agent(state, deadline)
 
-    def _wait_for_agent(self, state: PlatformState) -> None:
+    def _wait_for_agent(self, state: PlatformState, deadline: float) -> None:
         """Until the agent has taken charge of the pools (it reports their sizes)."""
-        deadline = time.monotonic() + START_TIMEOUT
         while not (self.state_dir / SIZES_FILE).exists():
             if not _alive(state.processes["agent"]) or time.monotonic() > deadline:
                 raise PlatformError(f"the agent did not take charge of the pools; see {self._log('agent')}")

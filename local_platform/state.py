@@ -62,14 +62,15 @@ class PlatformState:
 
     def for_user(self, user: str | None) -> PlatformState:
         """The platform as `user` sees it: their own cluster's scheduler, certificates and logs (None: the team's,
-        on a stack without client.users). An unknown user is a PlatformStateError naming the users."""
+        on a stack without client.users). An unknown user, or none on a platform of users, is an UnknownUserError
+        naming the users."""
         if user is None and not self.users:
             return self
         if user not in self.users:
-            known = ", ".join(sorted(self.users)) or "none: the stack has no client.users"
+            known = ", ".join(sorted(self.users))
             what = "--user is needed" if user is None else f"no user {user!r} on this platform"
             raise UnknownUserError(f"{what} (users: {known}). Fix: --user <one of them>" if self.users else
-                              f"{what}; its stack has no client.users. Fix: leave out --user")
+                                   f"{what}; its stack has no client.users. Fix: leave out --user")
         cluster = self.users[user]
         return dataclasses.replace(self, scheduler_address=cluster["scheduler_address"],
                                    dashboard_url=cluster["dashboard_url"], tls_dir=cluster["tls_dir"],
